@@ -1,0 +1,100 @@
+//! The admin listener: a small read-only JSON API beside the proxy (default 127.0.0.1:8081).
+//!
+//! Owns `GET /api/routes` (the live table, same shape as `check --format json`),
+//! `GET /api/scripts` (the latest build: time, ok, errors with file:line:col), `GET /api/version`
+//! and `GET /ping`. Must never: change routing state, or share a port with an entrypoint.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::control::BuildStatus;
+use crate::routing::{RouteTable, TableInfo};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub table: Arc<ArcSwap<RouteTable>>,
+    pub status: watch::Receiver<BuildStatus>,
+    pub started: std::time::Instant,
+}
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let state = state.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, &req)) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => if let Err(e) = res { debug!(error = %e, "admin connection error") },
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
+fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+    }
+    match req.uri().path() {
+        "/ping" => text(StatusCode::OK, "OK\n"),
+        "/api/routes" => json(&TableInfo::of(&state.table.load())),
+        "/api/scripts" => json(&*state.status.borrow()),
+        "/api/version" => json(&serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+        })),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 cannot encode response\n",
+        ),
+    }
+}

@@ -1,0 +1,66 @@
+//! `switchyard check`: build the scripts exactly as `run` does and print the route table, or the
+//! errors with file:line:col. Prints to stdout/stderr (this is CLI code) and never starts a server.
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::control::ScriptsOrigin;
+use crate::routing::TableInfo;
+use crate::script::{self, error::render_all, Limits};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Returns the process exit code: 0 when the scripts build, 1 otherwise.
+pub fn check(cfg: &Config, format: Format) -> i32 {
+    let result = (|| {
+        let catalog = match &cfg.catalog {
+            Some(p) => Catalog::load(p).map_err(|e| e.to_string())?,
+            None => Catalog::default(),
+        };
+        let sources = match &cfg.scripts {
+            ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| e.to_string())?,
+            ScriptsOrigin::Embedded => script::embedded_default(),
+        };
+        script::build(
+            &sources,
+            &catalog,
+            &cfg.entrypoint_names(),
+            &Limits::default(),
+        )
+        .map_err(|errs| {
+            if format == Format::Json {
+                serde_json::json!({ "ok": false, "errors": errs }).to_string()
+            } else {
+                render_all(&errs)
+            }
+        })
+    })();
+    match result {
+        Ok(built) => {
+            let info = TableInfo::of(&built.table);
+            match format {
+                Format::Text => print!("{}", info.to_text()),
+                Format::Json => match serde_json::to_string_pretty(&info) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("cannot encode the route table: {e}");
+                        return 1;
+                    }
+                },
+            }
+            0
+        }
+        Err(msg) => {
+            if format == Format::Json && msg.starts_with('{') {
+                println!("{msg}");
+            } else {
+                eprintln!("{msg}");
+            }
+            1
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Static configuration: command-line flags, `SWITCHYARD_*` environment variables and a TOML file,
+//! merged into one `Config`.
+//!
+//! Precedence: flag > environment variable > TOML file > default. Unknown TOML keys are errors
+//! naming the key. Owns parsing of durations, entrypoint addresses and CIDR lists. Must never:
+//! start anything; it only describes what `run` and `check` will do.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::control::ScriptsOrigin;
+use crate::proxy::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Flags shared by `run` and `check`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// TOML file with the same settings as the flags (flags and env vars win).
+    #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder of route scripts (`*.rhai`) [default: ./scripts, else the embedded default].
+    #[arg(long, env = "SWITCHYARD_SCRIPTS", value_name = "DIR")]
+    pub scripts: Option<PathBuf>,
+    /// JSON catalog of services, visible to scripts as `catalog`.
+    #[arg(long, env = "SWITCHYARD_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// An entrypoint (repeatable; env: comma-separated) [default: web=0.0.0.0:8080].
+    #[arg(
+        long = "entrypoint",
+        env = "SWITCHYARD_ENTRYPOINTS",
+        value_name = "NAME=ADDR",
+        value_delimiter = ','
+    )]
+    pub entrypoints: Vec<String>,
+    /// Log level or tracing filter (e.g. `info`, `debug`, `switchyard=debug`) [default: info].
+    #[arg(long, env = "SWITCHYARD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Flags of `run` only.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Admin API address, or `off` [default: 127.0.0.1:8081].
+    #[arg(long, env = "SWITCHYARD_ADMIN", value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Networks whose X-Forwarded-* headers are kept (comma-separated CIDRs or IPs) [default: none].
+    #[arg(
+        long,
+        env = "SWITCHYARD_TRUSTED_IPS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_ips: Vec<String>,
+    /// Time a client has to send a whole request head (slowloris guard) [default: 30s].
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Time an idle keep-alive client connection is kept [default: 180s].
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Time to connect to a server [default: 5s].
+    #[arg(
+        long,
+        env = "SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub upstream_connect_timeout: Option<String>,
+    /// Time a server has to send its response head [default: 60s].
+    #[arg(
+        long,
+        env = "SWITCHYARD_UPSTREAM_RESPONSE_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub upstream_response_timeout: Option<String>,
+    /// Time in-flight requests get to finish on SIGINT/SIGTERM [default: 10s].
+    #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", value_name = "DURATION")]
+    pub grace_period: Option<String>,
+    /// Largest request head accepted; larger ones get 431 [default: 65536].
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+}
+
+/// The TOML file. Every key mirrors a flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub scripts: Option<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    pub admin: Option<String>,
+    pub trusted_ips: Option<Vec<String>>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub grace_period: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    /// `name = "addr"` pairs.
+    pub entrypoints: Option<BTreeMap<String, String>>,
+    pub timeouts: Option<FileTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub header_read: Option<String>,
+    pub idle: Option<String>,
+    pub upstream_connect: Option<String>,
+    pub upstream_response: Option<String>,
+}
+
+/// Everything `run` or `check` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub scripts: ScriptsOrigin,
+    pub catalog: Option<PathBuf>,
+    pub entrypoints: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+    pub settings: Settings,
+    pub grace_period: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn entrypoint_names(&self) -> Vec<String> {
+        self.entrypoints.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h30m`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s.trim())
+        .with_context(|| format!("invalid duration {s:?} (write e.g. 30s, 500ms, 2m)"))
+}
+
+/// Parses `NAME=ADDR`; `ADDR` may be `:8080` (all interfaces).
+pub fn parse_entrypoint(s: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let (name, addr) = s.split_once('=').with_context(|| {
+        format!("invalid entrypoint {s:?}: write NAME=ADDR, e.g. web=0.0.0.0:8080")
+    })?;
+    Ok((
+        name.trim().to_string(),
+        parse_addr(addr).with_context(|| format!("invalid entrypoint {s:?}"))?,
+    ))
+}
+
+fn parse_addr(addr: &str) -> anyhow::Result<SocketAddr> {
+    let addr = addr.trim();
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("invalid address {addr:?}: write IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .with_context(|| format!("invalid trusted IP or CIDR {s:?}"))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+fn pick_duration(
+    flag: &Option<String>,
+    file: Option<&String>,
+    default: Duration,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    match flag.as_ref().or(file) {
+        Some(s) => parse_duration(s).with_context(|| format!("setting {what}")),
+        None => Ok(default),
+    }
+}
+
+/// Merges flags/env (`common`, `run`) over the TOML file over defaults.
+pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Config> {
+    let file = match &common.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let default_run = RunArgs::default();
+    let run = run.unwrap_or(&default_run);
+
+    let scripts = match common.scripts.clone().or(file.scripts.clone()) {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("scripts folder {} does not exist", dir.display());
+            }
+            ScriptsOrigin::Dir(dir)
+        }
+        None if Path::new("scripts").is_dir() => ScriptsOrigin::Dir(PathBuf::from("./scripts")),
+        None => ScriptsOrigin::Embedded,
+    };
+
+    let mut entrypoints = Vec::new();
+    if !common.entrypoints.is_empty() {
+        for e in &common.entrypoints {
+            entrypoints.push(parse_entrypoint(e)?);
+        }
+    } else if let Some(map) = &file.entrypoints {
+        for (name, addr) in map {
+            entrypoints.push((
+                name.clone(),
+                parse_addr(addr).with_context(|| format!("entrypoint {name:?}"))?,
+            ));
+        }
+    } else {
+        entrypoints.push(("web".to_string(), parse_addr("0.0.0.0:8080")?));
+    }
+    for (i, (name, _)) in entrypoints.iter().enumerate() {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("invalid entrypoint name {name:?}: use letters, digits, - and _");
+        }
+        if entrypoints.iter().take(i).any(|(n, _)| n == name) {
+            bail!("entrypoint {name:?} is given twice");
+        }
+    }
+
+    let admin = match run.admin.as_ref().or(file.admin.as_ref()) {
+        Some(a) if a.eq_ignore_ascii_case("off") => None,
+        Some(a) => Some(parse_addr(a).context("admin address")?),
+        None => Some(parse_addr("127.0.0.1:8081")?),
+    };
+
+    let trusted: Vec<String> = if !run.trusted_ips.is_empty() {
+        run.trusted_ips.clone()
+    } else {
+        file.trusted_ips.clone().unwrap_or_default()
+    };
+    let trusted_ips = trusted
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_cidr(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let t = file.timeouts.unwrap_or_default();
+    let d = Settings::default();
+    let max_header_bytes = run
+        .max_header_bytes
+        .or(file.max_header_bytes)
+        .unwrap_or(d.max_header_bytes);
+    if max_header_bytes < 8192 {
+        bail!("max header bytes must be at least 8192, got {max_header_bytes}");
+    }
+    let settings = Settings {
+        header_read_timeout: pick_duration(
+            &run.header_read_timeout,
+            t.header_read.as_ref(),
+            d.header_read_timeout,
+            "header read timeout",
+        )?,
+        idle_timeout: pick_duration(
+            &run.idle_timeout,
+            t.idle.as_ref(),
+            d.idle_timeout,
+            "idle timeout",
+        )?,
+        upstream_connect_timeout: pick_duration(
+            &run.upstream_connect_timeout,
+            t.upstream_connect.as_ref(),
+            d.upstream_connect_timeout,
+            "upstream connect timeout",
+        )?,
+        upstream_response_timeout: pick_duration(
+            &run.upstream_response_timeout,
+            t.upstream_response.as_ref(),
+            d.upstream_response_timeout,
+            "upstream response timeout",
+        )?,
+        upstream_idle_timeout: d.upstream_idle_timeout,
+        max_header_bytes,
+        trusted_ips,
+    };
+    let grace_period = pick_duration(
+        &run.grace_period,
+        file.grace_period.as_ref(),
+        Duration::from_secs(10),
+        "grace period",
+    )?;
+
+    Ok(Config {
+        scripts,
+        catalog: common.catalog.clone().or(file.catalog),
+        entrypoints,
+        admin,
+        settings,
+        grace_period,
+        log_level: common
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_string()),
+        log_format: common.log_format.or(file.log_format).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "admin = \"off\"\n[entrypoints]\nweb = \":9000\"\n[timeouts]\nidle = \"5s\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let run = RunArgs {
+            idle_timeout: Some("7s".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&common, Some(&run)).unwrap();
+        assert_eq!(cfg.admin, None);
+        assert_eq!(
+            cfg.entrypoints,
+            vec![("web".to_string(), "0.0.0.0:9000".parse().unwrap())]
+        );
+        assert_eq!(cfg.settings.idle_timeout, Duration::from_secs(7));
+
+        std::fs::write(&path, "scripts = \"x\"\nentrypoint = \"web=:1\"\n").unwrap();
+        let err = format!("{:#}", resolve(&common, None).unwrap_err());
+        assert!(err.contains("unknown field `entrypoint`"), "{err}");
+    }
+
+    #[test]
+    fn entrypoint_and_duration_parsing() {
+        assert_eq!(
+            parse_entrypoint("admin=127.0.0.1:81").unwrap().1,
+            "127.0.0.1:81".parse().unwrap()
+        );
+        assert!(parse_entrypoint("web").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("10").is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! The control loop: the single writer of the live route table.
+//!
+//! Owns where scripts come from (a watched folder or the embedded default), the current catalog,
+//! the build status shown by `/api/scripts`, and the reload triggers (file events, SIGHUP,
+//! explicit requests). Invariants: only `Control::rebuild` stores into the live table; a failed
+//! build leaves the live table untouched and records its errors; file events are debounced so an
+//! editor's write-rename burst causes one build; a build whose inputs did not change is skipped.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::catalog::Catalog;
+use crate::routing::RouteTable;
+use crate::script::{self, Limits, ScriptError, ScriptSource};
+
+/// Where the scripts of a build come from.
+#[derive(Debug, Clone)]
+pub enum ScriptsOrigin {
+    Dir(PathBuf),
+    /// The default scripts compiled into the binary (no folder to watch).
+    Embedded,
+}
+
+/// The outcome of the latest build, as `/api/scripts` shows it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BuildStatus {
+    /// Increments with every build attempt.
+    pub attempt: u64,
+    /// The attempt whose table is live (0: nothing built yet).
+    pub live_attempt: u64,
+    /// RFC 3339 time of the latest attempt.
+    pub at: String,
+    pub ok: bool,
+    pub duration_ms: f64,
+    pub files: Vec<String>,
+    pub routes: usize,
+    pub errors: Vec<ScriptError>,
+}
+
+/// A reason to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Files,
+    Signal,
+}
+
+pub struct Control {
+    origin: ScriptsOrigin,
+    catalog: Catalog,
+    entrypoints: Vec<String>,
+    limits: Limits,
+    table: Arc<ArcSwap<RouteTable>>,
+    status: watch::Sender<BuildStatus>,
+    last_inputs: Mutex<Option<Vec<ScriptSource>>>,
+}
+
+impl Control {
+    pub fn new(
+        origin: ScriptsOrigin,
+        catalog: Catalog,
+        entrypoints: Vec<String>,
+        limits: Limits,
+    ) -> Self {
+        Control {
+            origin,
+            catalog,
+            entrypoints,
+            limits,
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            status: watch::channel(BuildStatus::default()).0,
+            last_inputs: Mutex::new(None),
+        }
+    }
+
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        self.table.clone()
+    }
+
+    pub fn status(&self) -> watch::Receiver<BuildStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn origin(&self) -> &ScriptsOrigin {
+        &self.origin
+    }
+
+    fn load(&self) -> Result<Vec<ScriptSource>, ScriptError> {
+        match &self.origin {
+            ScriptsOrigin::Dir(dir) => script::load_dir(dir),
+            ScriptsOrigin::Embedded => Ok(script::embedded_default()),
+        }
+    }
+
+    /// Builds from the current inputs and, on success, swaps the live table. Returns whether the
+    /// live table now reflects the current inputs. Blocking: call from a blocking context.
+    pub fn rebuild(&self, force: bool) -> bool {
+        let sources = match self.load() {
+            Ok(s) => s,
+            Err(e) => return self.record(Err(vec![e]), None),
+        };
+        {
+            let last = self.last_inputs.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && last.as_ref() == Some(&sources) {
+                return true;
+            }
+        }
+        let result = script::build(&sources, &self.catalog, &self.entrypoints, &self.limits);
+        self.record(result, Some(sources))
+    }
+
+    fn record(
+        &self,
+        result: Result<script::Built, Vec<ScriptError>>,
+        sources: Option<Vec<ScriptSource>>,
+    ) -> bool {
+        let mut status = self.status.borrow().clone();
+        status.attempt += 1;
+        status.at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        match result {
+            Ok(built) => {
+                let routes = built.table.routes().len();
+                self.table.store(Arc::new(built.table));
+                status.live_attempt = status.attempt;
+                status.ok = true;
+                status.duration_ms = built.duration.as_secs_f64() * 1000.0;
+                status.files = built.files;
+                status.routes = routes;
+                status.errors.clear();
+                info!(
+                    routes,
+                    files = status.files.len(),
+                    ms = format!("{:.1}", status.duration_ms),
+                    "scripts built; new route table is live"
+                );
+                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+            }
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                warn!(
+                    errors = errors.len(),
+                    "script build failed; the last good route table keeps serving"
+                );
+                status.ok = false;
+                status.duration_ms = 0.0;
+                if let Some(s) = &sources {
+                    status.files = s.iter().map(|s| s.name.clone()).collect();
+                }
+                status.errors = errors;
+                // Forget the inputs so that restoring the previous text rebuilds and clears the error.
+                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        let ok = status.ok;
+        self.status.send_replace(status);
+        ok
+    }
+
+    /// Rebuilds on every trigger, debounced by `quiet`, until `shutdown` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        mut triggers: mpsc::Receiver<Trigger>,
+        mut shutdown: watch::Receiver<bool>,
+        quiet: Duration,
+    ) {
+        loop {
+            let first = tokio::select! {
+                t = triggers.recv() => t,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let Some(mut trigger) = first else { return };
+            // Debounce: keep absorbing triggers until `quiet` passes without one.
+            while let Ok(Some(t)) = tokio::time::timeout(quiet, triggers.recv()).await {
+                if t == Trigger::Signal {
+                    trigger = t;
+                }
+            }
+            let this = self.clone();
+            let force = trigger == Trigger::Signal;
+            if let Err(e) = tokio::task::spawn_blocking(move || this.rebuild(force)).await {
+                error!(error = %e, "script build task failed");
+            }
+        }
+    }
+}
+
+/// Watches `dir` and sends `Trigger::Files` on every change (create, write, remove, rename).
+/// The returned watcher must be kept alive.
+pub fn watch_dir(
+    dir: &Path,
+    tx: mpsc::Sender<Trigger>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if !matches!(ev.kind, EventKind::Access(_)) => {
+                let _ = tx.try_send(Trigger::Files);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "file watcher error"),
+        })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}

@@ -1,0 +1,111 @@
+//! The `switchyard` command line: `run`, `check` and `whoami`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::config::{self, CommonArgs, LogFormat, RunArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A programmable edge router: routing configuration is Rhai code"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router: serve the entrypoints, hot-reload the scripts folder.
+    Run(RunArgs),
+    /// Build the scripts as `run` would and print the route table; exit 1 on errors.
+    Check {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: switchyard::check::Format,
+    },
+    /// A built-in echo backend for demos and tests (like Traefik's whoami).
+    Whoami {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+        listen: String,
+        /// Name shown in answers [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = config::resolve(&args.common, Some(&args))?;
+            init_logging(&cfg.log_level, cfg.log_format)?;
+            runtime()?.block_on(switchyard::app::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { common, format } => {
+            let cfg = config::resolve(&common, None)?;
+            let code = switchyard::check::check(&cfg, format);
+            Ok(if code == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Whoami { listen, name } => {
+            init_logging("info", LogFormat::Text)?;
+            let name =
+                name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!(addr = %listener.local_addr()?, %name, "whoami listening");
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                switchyard::whoami::serve(listener, name, shutdown)
+                    .await
+                    .context("whoami")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

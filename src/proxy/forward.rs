@@ -1,0 +1,227 @@
+//! Header rules between downstream and upstream: hop-by-hop removal and `X-Forwarded-*`.
+//!
+//! Invariants: headers named in a client's `Connection` header are removed *before* the router
+//! sets its own, and can never remove `Host`, `X-Forwarded-*` or `X-Real-Ip`; from clients
+//! outside the trusted networks every incoming `X-Forwarded-*`/`X-Real-Ip` is dropped, so what
+//! the backend sees in them was written by this router.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies drop).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_forwarding_header(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || name == "x-real-ip"
+}
+
+/// Names listed in `Connection` headers (lowercase, valid names only).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header lists, except `protect`ed ones.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, protect: impl Fn(&HeaderName) -> bool) {
+    if headers.contains_key(header::CONNECTION) {
+        for name in connection_listed(headers) {
+            if !protect(&name) {
+                headers.remove(&name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// What the router knows about the downstream side of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    pub client_ip: IpAddr,
+    pub trusted: bool,
+    /// `http` or `ws`.
+    pub proto: &'static str,
+    pub server_name: &'a HeaderValue,
+}
+
+/// Rewrites request headers for the upstream: drop hop-by-hop and untrusted forwarding headers,
+/// then set `X-Forwarded-*` and `X-Real-Ip`.
+pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
+    if !down.trusted {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_forwarding_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+    remove_hop_by_hop(headers, |n| {
+        n == header::HOST || is_forwarding_header(n.as_str())
+    });
+
+    let ip = down.client_ip.to_string();
+    let xff = match headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
+        prior if prior.is_empty() => ip.clone(),
+        prior => format!("{}, {ip}", prior.join(", ")),
+    };
+    set(headers, X_FORWARDED_FOR, &xff);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(down.proto));
+    }
+    let host = headers.get(header::HOST).cloned();
+    if let Some(host) = &host {
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PORT) {
+        let port = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .and_then(|a| a.port_u16())
+            .unwrap_or(80);
+        set(headers, X_FORWARDED_PORT, &port.to_string());
+    }
+    headers.insert(X_FORWARDED_SERVER, down.server_name.clone());
+    if !headers.contains_key(&X_REAL_IP) {
+        set(headers, X_REAL_IP, &ip);
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream response.
+pub fn clean_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers, |_| false);
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// A client asks for a websocket when `Connection` lists `upgrade` and `Upgrade` is `websocket`.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade_listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    upgrade_listed
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn untrusted_client_cannot_spoof_or_strip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, hv("app.example.com:8443"));
+        h.insert(X_FORWARDED_FOR, hv("1.2.3.4"));
+        h.insert(X_REAL_IP, hv("1.2.3.4"));
+        h.insert("x-forwarded-user", hv("admin"));
+        h.insert(
+            header::CONNECTION,
+            hv("X-Forwarded-For, x-real-ip, host, x-secret, keep-alive"),
+        );
+        h.insert("x-secret", hv("s"));
+        h.insert("keep-alive", hv("timeout=5"));
+        let name = hv("router-1");
+        prepare_request(
+            &mut h,
+            &Downstream {
+                client_ip: "10.0.0.7".parse().unwrap(),
+                trusted: false,
+                proto: "http",
+                server_name: &name,
+            },
+        );
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
+        assert_eq!(h.get(&X_REAL_IP).unwrap(), "10.0.0.7");
+        assert!(h.get("x-forwarded-user").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::HOST).unwrap(), "app.example.com:8443");
+        assert_eq!(h.get(&X_FORWARDED_HOST).unwrap(), "app.example.com:8443");
+        assert_eq!(h.get(&X_FORWARDED_PORT).unwrap(), "8443");
+        assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(h.get(&X_FORWARDED_SERVER).unwrap(), "router-1");
+    }
+
+    #[test]
+    fn trusted_client_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, hv("a.com"));
+        h.append(X_FORWARDED_FOR, hv("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, hv("2.2.2.2"));
+        h.insert(X_FORWARDED_PROTO, hv("https"));
+        let name = hv("r");
+        prepare_request(
+            &mut h,
+            &Downstream {
+                client_ip: "10.0.0.7".parse().unwrap(),
+                trusted: true,
+                proto: "http",
+                server_name: &name,
+            },
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).unwrap(),
+            "1.1.1.1, 2.2.2.2, 10.0.0.7"
+        );
+        assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(h.get(&X_FORWARDED_PORT).unwrap(), "80");
+    }
+
+    #[test]
+    fn websocket_detection() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("keep-alive, Upgrade"));
+        h.insert(header::UPGRADE, hv("WebSocket"));
+        assert!(is_websocket_upgrade(&h));
+        h.insert(header::UPGRADE, hv("h2c"));
+        assert!(!is_websocket_upgrade(&h));
+    }
+}

@@ -1,0 +1,449 @@
+//! The proxy: the only code that touches client and backend sockets.
+//!
+//! Owns entrypoint accept loops, downstream HTTP/1.1 connections (timeouts, graceful shutdown),
+//! the per-request pipeline (route lookup → handler or balancer → upstream) and websocket
+//! tunnels. Phase order for one request:
+//!
+//! ```text
+//! accept ─► read head ─► CONNECT? 405 ─► host ─► table.lookup ─┬─► handler answer
+//!                                                             └─► service.pick ─► headers ─► upstream ─► response
+//! ```
+//!
+//! Invariants: each request reads exactly one table snapshot (`ArcSwap::load_full`) and keeps it
+//! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
+//! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod forward;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::routing::matcher::{canonical_ip, normalize_host};
+use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
+use body::ProxyBody;
+use conn::{Activity, Expiry, TrackedIo};
+use error::ProxyError;
+
+/// Proxy settings that do not change on reload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub trusted_ips: Vec<IpNet>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(180),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_header_bytes: 64 * 1024,
+            trusted_ips: Vec::new(),
+        }
+    }
+}
+
+/// Keeps a count of live connections and tunnels: `wait` returns when every clone is gone.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// Never sent on: only its drop matters (the channel closes when the last clone is gone).
+    _held: mpsc::Sender<()>,
+}
+
+impl Tracker {
+    pub fn new() -> (Tracker, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        (Tracker { _held: tx }, rx)
+    }
+}
+
+/// Waits until every `Tracker` clone was dropped.
+pub async fn wait_for_drain(mut rx: mpsc::Receiver<()>) {
+    while rx.recv().await.is_some() {}
+}
+
+/// Shared state of all entrypoints.
+pub struct Proxy {
+    table: Arc<ArcSwap<RouteTable>>,
+    client: upstream::UpstreamClient,
+    settings: Settings,
+    server_name: HeaderValue,
+}
+
+/// What a request knows of its connection.
+#[derive(Clone)]
+struct ConnInfo {
+    entrypoint: Arc<str>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    tracker: Tracker,
+}
+
+impl Proxy {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, settings: Settings) -> Arc<Self> {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let server_name =
+            HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
+        Arc::new(Proxy {
+            client: upstream::client(
+                settings.upstream_connect_timeout,
+                settings.upstream_idle_timeout,
+            ),
+            table,
+            settings,
+            server_name,
+        })
+    }
+
+    /// Accepts connections on `listener` until `shutdown` turns true.
+    pub async fn serve_entrypoint(
+        self: Arc<Self>,
+        name: String,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        tracker: Tracker,
+    ) {
+        let entrypoint: Arc<str> = name.into();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| *s) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(entrypoint = %entrypoint, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let info = ConnInfo {
+                entrypoint: entrypoint.clone(),
+                peer,
+                activity: Activity::new(),
+                tracker: tracker.clone(),
+            };
+            tokio::spawn(
+                self.clone()
+                    .serve_connection(stream, info, shutdown.clone()),
+            );
+        }
+        debug!(entrypoint = %entrypoint, "stopped accepting");
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        info: ConnInfo,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let activity = info.activity.clone();
+        let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+        let proxy = self.clone();
+        let svc_info = info.clone();
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let info = svc_info.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // Header and idle timeouts are enforced by `Activity`, which can tell them apart.
+            .header_read_timeout(None)
+            .max_buf_size(self.settings.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(peer = %info.peer, error = %e, "downstream connection ended with an error");
+                    }
+                    break;
+                }
+                why = activity.expired(self.settings.header_read_timeout, self.settings.idle_timeout), if !closing => {
+                    match why {
+                        Expiry::HeaderRead => {
+                            debug!(peer = %info.peer, "request head not received in time; closing");
+                            break;
+                        }
+                        Expiry::Idle => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+                _ = shutdown.wait_for(|s| *s), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+        drop(info);
+    }
+
+    async fn handle(&self, req: Request<Incoming>, info: &ConnInfo) -> Response<ProxyBody> {
+        let guard = info.activity.begin();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let resp = match self.route_request(req, info).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                match &e {
+                    ProxyError::NoRoute
+                    | ProxyError::BadRequest(_)
+                    | ProxyError::ConnectNotAllowed => {
+                        debug!(peer = %info.peer, %method, %path, error = %e, "request refused")
+                    }
+                    _ => warn!(peer = %info.peer, %method, %path, error = %e, "request failed"),
+                }
+                e.into_response()
+            }
+        };
+        resp.map(|b| b.guarded(guard))
+    }
+
+    async fn route_request(
+        &self,
+        mut req: Request<Incoming>,
+        info: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::ConnectNotAllowed);
+        }
+        let host = request_host(&req)?;
+        let table = self.table.load_full();
+        let route = {
+            let view = RequestView {
+                method: req.method(),
+                host: &host,
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+                client_ip: info.peer.ip(),
+            };
+            match table.lookup(&info.entrypoint, &view) {
+                Ok(Some(route)) => route.clone(),
+                Ok(None) => return Err(ProxyError::NoRoute),
+                Err(e) => {
+                    return Err(ProxyError::Hook {
+                        route: e.route,
+                        message: e.message,
+                    })
+                }
+            }
+        };
+        match &route.target {
+            Target::Handler(h) => Ok(handler_response(h)),
+            Target::Service(svc) => {
+                let server = svc.pick().ok_or_else(|| ProxyError::NoServer {
+                    service: svc.name.clone(),
+                })?;
+                let websocket = forward::is_websocket_upgrade(req.headers());
+                let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+                self.forward(req, info, &route, svc, server, downstream_upgrade)
+                    .await
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        route: &Route,
+        svc: &Service,
+        server: &Server,
+        downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let client_ip = canonical_ip(info.peer.ip());
+        let trusted = self
+            .settings
+            .trusted_ips
+            .iter()
+            .any(|n| n.contains(&client_ip));
+        let websocket = downstream_upgrade.is_some();
+        let down = forward::Downstream {
+            client_ip,
+            trusted,
+            proto: if websocket { "ws" } else { "http" },
+            server_name: &self.server_name,
+        };
+        forward::prepare_request(&mut parts.headers, &down);
+        if websocket {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            parts
+                .headers
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        if !svc.pass_host_header {
+            parts.headers.remove(header::HOST);
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(server.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        parts.version = Version::HTTP_11;
+        let server_name = server.authority.as_str();
+        debug!(route = %route.name, service = %svc.name, server = server_name, "forwarding");
+
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let mut resp =
+            match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        server: server_name.to_string(),
+                        phase: "response header",
+                    })
+                }
+                Ok(Err(e)) => return Err(upstream::classify(&e, server_name)),
+                Ok(Ok(resp)) => resp,
+            };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(downstream) = downstream_upgrade else {
+                return Err(ProxyError::Upstream {
+                    server: server_name.to_string(),
+                    reason: "101 to a request that did not ask to upgrade".into(),
+                });
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            let (parts, _) = resp.into_parts();
+            tokio::spawn(tunnel(
+                downstream,
+                upstream,
+                info.tracker.clone(),
+                route.name.clone(),
+            ));
+            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        forward::clean_response(&mut parts.headers);
+        Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and backend until either side closes.
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    tracker: Tracker,
+    route: String,
+) {
+    let (down, up) = tokio::join!(downstream, upstream);
+    match (down, up) {
+        (Ok(down), Ok(up)) => {
+            let mut down = TokioIo::new(down);
+            let mut up = TokioIo::new(up);
+            match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                Ok((from_client, from_server)) => {
+                    debug!(%route, from_client, from_server, "websocket closed")
+                }
+                Err(e) => debug!(%route, error = %e, "websocket ended with an error"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => info!(%route, error = %e, "websocket upgrade failed"),
+    }
+    drop(tracker);
+}
+
+/// The host a request names: the absolute-form URI's authority, else the `Host` header;
+/// lowercase, without port or trailing dot.
+fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(normalize_host(a.host()));
+    }
+    let mut values = req.headers().get_all(header::HOST).iter();
+    let Some(value) = values.next() else {
+        if req.version() == Version::HTTP_11 {
+            return Err(ProxyError::BadRequest("missing Host header"));
+        }
+        return Ok(String::new());
+    };
+    if values.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let authority: http::uri::Authority = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(ProxyError::BadRequest("invalid Host header"))?;
+    Ok(normalize_host(authority.host()))
+}
+
+fn handler_response(h: &Handler) -> Response<ProxyBody> {
+    match h {
+        Handler::Respond { status, body } => {
+            let mut resp = error::plain(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                String::new(),
+            );
+            *resp.body_mut() = ProxyBody::full(Bytes::from(body.clone()));
+            resp
+        }
+        Handler::Redirect {
+            location,
+            permanent,
+        } => {
+            let status = if *permanent {
+                StatusCode::MOVED_PERMANENTLY
+            } else {
+                StatusCode::FOUND
+            };
+            let mut resp = error::plain(status, String::new());
+            if let Ok(v) = HeaderValue::from_str(location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+    }
+}

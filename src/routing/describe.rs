@@ -1,0 +1,152 @@
+//! A serializable description of a route table: what `check --format json` prints and what
+//! `/api/routes` returns. The JSON shape is documented in README and kept stable.
+
+use serde::Serialize;
+
+use super::table::{Handler, RouteTable, Target};
+
+#[derive(Debug, Serialize)]
+pub struct TableInfo {
+    pub routes: Vec<RouteInfo>,
+    pub services: Vec<ServiceInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteInfo {
+    pub name: String,
+    pub rule: String,
+    pub priority: i64,
+    /// Empty means every entrypoint.
+    pub entrypoints: Vec<String>,
+    /// Reserved for middlewares; always present.
+    pub middlewares: Vec<String>,
+    pub target: TargetInfo,
+    /// `file:line:col` of the `route(...)` call.
+    pub declared_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TargetInfo {
+    Service {
+        service: String,
+        servers: Vec<String>,
+    },
+    Respond {
+        status: u16,
+        body: String,
+    },
+    Redirect {
+        location: String,
+        permanent: bool,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub balancer: String,
+    pub pass_host_header: bool,
+    pub servers: Vec<ServerInfo>,
+    pub declared_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerInfo {
+    pub address: String,
+    pub weight: u32,
+}
+
+impl TableInfo {
+    pub fn of(table: &RouteTable) -> Self {
+        let routes = table
+            .routes()
+            .iter()
+            .map(|r| RouteInfo {
+                name: r.name.clone(),
+                rule: r.rule_text.clone(),
+                priority: r.priority,
+                entrypoints: r.entrypoints.clone(),
+                middlewares: Vec::new(),
+                target: match &r.target {
+                    Target::Service(s) => TargetInfo::Service {
+                        service: s.name.clone(),
+                        servers: s.servers.iter().map(|s| s.authority.to_string()).collect(),
+                    },
+                    Target::Handler(Handler::Respond { status, body }) => TargetInfo::Respond {
+                        status: *status,
+                        body: body.clone(),
+                    },
+                    Target::Handler(Handler::Redirect {
+                        location,
+                        permanent,
+                    }) => TargetInfo::Redirect {
+                        location: location.clone(),
+                        permanent: *permanent,
+                    },
+                },
+                declared_at: r.declared_at.to_string(),
+            })
+            .collect();
+        let services = table
+            .services()
+            .iter()
+            .map(|s| ServiceInfo {
+                name: s.name.clone(),
+                balancer: s.balancer.kind().to_string(),
+                pass_host_header: s.pass_host_header,
+                servers: s
+                    .servers
+                    .iter()
+                    .map(|sv| ServerInfo {
+                        address: sv.authority.to_string(),
+                        weight: sv.weight,
+                    })
+                    .collect(),
+                declared_at: s.declared_at.to_string(),
+            })
+            .collect();
+        TableInfo { routes, services }
+    }
+
+    /// The human-readable listing `check` prints.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.routes {
+            let eps = if r.entrypoints.is_empty() {
+                "all".to_string()
+            } else {
+                r.entrypoints.join(",")
+            };
+            out.push_str(&format!(
+                "route {}  priority {}  entrypoints {}  ({})\n",
+                r.name, r.priority, eps, r.declared_at
+            ));
+            out.push_str(&format!("  rule:    {}\n", r.rule));
+            let target = match &r.target {
+                TargetInfo::Service { service, servers } => {
+                    let list = if servers.is_empty() {
+                        "no servers".to_string()
+                    } else {
+                        servers.join(", ")
+                    };
+                    format!("service {service} -> {list}")
+                }
+                TargetInfo::Respond { status, .. } => format!("respond {status}"),
+                TargetInfo::Redirect {
+                    location,
+                    permanent,
+                } => {
+                    format!("redirect {} {location}", if *permanent { 301 } else { 302 })
+                }
+            };
+            out.push_str(&format!("  target:  {target}\n"));
+        }
+        out.push_str(&format!(
+            "{} routes, {} services\n",
+            self.routes.len(),
+            self.services.len()
+        ));
+        out
+    }
+}

@@ -1,0 +1,26 @@
+//! Routing: the immutable route table and everything needed to pick a route for a request.
+//!
+//! Owns matchers (`matcher`), Traefik rule parsing (`rule`) and the compiled `RouteTable`
+//! (`table`). Everything here is pure data and pure functions: no sockets, no `rhai`, no clocks.
+//! A table is built once by the control loop and then only read; lookups never mutate it except
+//! for balancer counters, which live behind atomics.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod describe;
+pub mod matcher;
+pub mod rule;
+pub mod table;
+
+pub use describe::TableInfo;
+pub use matcher::{HostPattern, Matcher, Predicate, RequestView};
+pub use rule::{parse_rule, RuleError, RuleSyntax};
+pub use table::{Handler, Location, Route, RouteTable, Server, Service, Target};

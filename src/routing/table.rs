@@ -1,0 +1,379 @@
+//! The compiled route table: routes sorted by priority, a per-entrypoint host index, and the
+//! services they forward to.
+//!
+//! Invariants: routes are sorted by (priority desc, name asc) and every index list holds route
+//! positions in ascending order, so merging candidate lists yields routes in priority order; the
+//! host index never hides a route that could match (see `Matcher::required_hosts`). A table is
+//! immutable once built; a reload builds a new one and swaps it whole.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::uri::Authority;
+use serde::Serialize;
+
+use super::matcher::{HostPattern, Matcher, RequestView};
+use crate::balance::Balancer;
+
+/// Where a script declared something: `scripts/api.rhai:12:5`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One upstream server of a service.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `host:port` the upstream client connects to.
+    pub authority: Authority,
+    pub weight: u32,
+}
+
+/// A named group of servers behind one balancer.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub servers: Vec<Server>,
+    pub balancer: Balancer,
+    /// Forward the client's Host header (default) or let the upstream client use the server's.
+    pub pass_host_header: bool,
+    pub declared_at: Location,
+}
+
+impl Service {
+    /// Picks a server for one request; `None` when the service has no usable server.
+    pub fn pick(&self) -> Option<&Server> {
+        self.balancer.pick().and_then(|i| self.servers.get(i))
+    }
+}
+
+/// An answer that needs no backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    Respond { status: u16, body: String },
+    Redirect { location: String, permanent: bool },
+}
+
+/// What a matched route does with the request.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Service(Arc<Service>),
+    Handler(Handler),
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub rule: Matcher,
+    /// The rule in canonical Traefik v3 syntax.
+    pub rule_text: String,
+    pub priority: i64,
+    /// Empty means every entrypoint.
+    pub entrypoints: Vec<String>,
+    pub target: Target,
+    pub declared_at: Location,
+}
+
+#[derive(Debug, Default)]
+struct EntryIndex {
+    exact: HashMap<String, Vec<u32>>,
+    /// Keyed by the wildcard's suffix including the leading dot (`.example.com`).
+    wildcard: HashMap<String, Vec<u32>>,
+    /// Routes whose rule does not pin the host.
+    any_host: Vec<u32>,
+}
+
+/// The routing state one request reads: immutable, swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    services: Vec<Arc<Service>>,
+    index: HashMap<String, EntryIndex>,
+}
+
+/// Why a lookup could not decide: a script predicate failed (message for the log only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError {
+    pub route: String,
+    pub message: String,
+}
+
+impl RouteTable {
+    /// Builds a table for the given entrypoint names. Routes are sorted here; callers need not.
+    pub fn new(
+        mut routes: Vec<Route>,
+        services: Vec<Arc<Service>>,
+        entrypoints: &[String],
+    ) -> Self {
+        routes.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        let mut index: HashMap<String, EntryIndex> = entrypoints
+            .iter()
+            .map(|e| (e.clone(), EntryIndex::default()))
+            .collect();
+        for (pos, route) in routes.iter().enumerate() {
+            let pos = u32::try_from(pos).unwrap_or(u32::MAX);
+            let hosts = route.rule.required_hosts();
+            for (ep, idx) in index.iter_mut() {
+                if !route.entrypoints.is_empty() && !route.entrypoints.iter().any(|e| e == ep) {
+                    continue;
+                }
+                match &hosts {
+                    None => idx.any_host.push(pos),
+                    Some(patterns) => {
+                        for p in patterns {
+                            let list = match p {
+                                HostPattern::Exact(h) => idx.exact.entry(h.clone()).or_default(),
+                                HostPattern::Wildcard(s) => {
+                                    idx.wildcard.entry(s.clone()).or_default()
+                                }
+                            };
+                            if list.last() != Some(&pos) {
+                                list.push(pos);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        RouteTable {
+            routes,
+            services,
+            index,
+        }
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    pub fn has_entrypoint(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Finds the highest-priority route on `entrypoint` that matches the request.
+    pub fn lookup(
+        &self,
+        entrypoint: &str,
+        req: &RequestView<'_>,
+    ) -> Result<Option<&Arc<Route>>, LookupError> {
+        let Some(idx) = self.index.get(entrypoint) else {
+            return Ok(None);
+        };
+        // Candidate lists: exact host, host-less routes, then one per matching wildcard suffix.
+        let mut c = Candidates {
+            lists: [&[]; 12],
+            n: 0,
+            overflow: Vec::new(),
+        };
+        if let Some(l) = idx.exact.get(req.host) {
+            c.add(l);
+        }
+        c.add(&idx.any_host);
+        if !idx.wildcard.is_empty() {
+            let mut rest = req.host;
+            while let Some(dot) = rest.find('.') {
+                if let Some(l) = idx.wildcard.get(&rest[dot..]) {
+                    c.add(l);
+                }
+                rest = &rest[dot + 1..];
+            }
+        }
+        let Candidates {
+            lists,
+            n,
+            mut overflow,
+        } = c;
+        if !overflow.is_empty() {
+            overflow.sort_unstable();
+            overflow.dedup();
+        }
+        let mut heads = [0usize; 12];
+        let mut oh = 0usize;
+        let mut last: Option<u32> = None;
+        loop {
+            // k-way merge: smallest position first = highest priority first.
+            let mut best: Option<(u32, usize)> = None;
+            for (i, list) in lists.iter().take(n).enumerate() {
+                let head = heads.get(i).copied().unwrap_or(usize::MAX);
+                if let Some(&pos) = list.get(head) {
+                    if best.is_none_or(|(b, _)| pos < b) {
+                        best = Some((pos, i));
+                    }
+                }
+            }
+            if let Some(&pos) = overflow.get(oh) {
+                if best.is_none_or(|(b, _)| pos < b) {
+                    best = Some((pos, usize::MAX));
+                }
+            }
+            let Some((pos, from)) = best else {
+                return Ok(None);
+            };
+            match heads.get_mut(from) {
+                Some(h) => *h += 1,
+                None => oh += 1,
+            }
+            if last == Some(pos) {
+                continue;
+            }
+            last = Some(pos);
+            let Some(route) = self.routes.get(pos as usize) else {
+                continue;
+            };
+            match route.rule.matches(req) {
+                Ok(true) => return Ok(Some(route)),
+                Ok(false) => {}
+                Err(message) => {
+                    return Err(LookupError {
+                        route: route.name.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Up to 12 candidate lists kept on the stack (allocation-free); more spill into `overflow`.
+struct Candidates<'a> {
+    lists: [&'a [u32]; 12],
+    n: usize,
+    overflow: Vec<u32>,
+}
+
+impl<'a> Candidates<'a> {
+    fn add(&mut self, l: &'a [u32]) {
+        if let Some(slot) = self.lists.get_mut(self.n) {
+            *slot = l;
+            self.n += 1;
+        } else {
+            self.overflow.extend_from_slice(l);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, Method};
+
+    fn route(name: &str, rule: Matcher, priority: i64) -> Route {
+        Route {
+            name: name.into(),
+            rule_text: rule.to_string(),
+            rule,
+            priority,
+            entrypoints: vec![],
+            target: Target::Handler(Handler::Respond {
+                status: 200,
+                body: name.into(),
+            }),
+            declared_at: Location::default(),
+        }
+    }
+
+    fn host(h: &str) -> Matcher {
+        Matcher::Host(HostPattern::parse(h).unwrap())
+    }
+
+    fn find(table: &RouteTable, h: &str, path: &str) -> Option<String> {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            host: h,
+            path,
+            query: None,
+            headers: &headers,
+            client_ip: "127.0.0.1".parse().unwrap(),
+        };
+        table.lookup("web", &req).unwrap().map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn index_keeps_priority_order_across_lists() {
+        let eps = vec!["web".to_string()];
+        let table = RouteTable::new(
+            vec![
+                route("catch-all", Matcher::PathPrefix("/".into()), 1),
+                route("exact", host("a.example.com"), 10),
+                route("wild", host("*.example.com"), 20),
+                route("api", Matcher::PathPrefix("/api".into()), 30),
+            ],
+            vec![],
+            &eps,
+        );
+        assert_eq!(
+            find(&table, "a.example.com", "/api/x").as_deref(),
+            Some("api")
+        );
+        assert_eq!(find(&table, "a.example.com", "/").as_deref(), Some("wild"));
+        assert_eq!(
+            find(&table, "b.c.example.com", "/").as_deref(),
+            Some("wild")
+        );
+        assert_eq!(find(&table, "other.org", "/").as_deref(), Some("catch-all"));
+        assert_eq!(
+            find(&table, "example.com", "/x").as_deref(),
+            Some("catch-all")
+        );
+    }
+
+    #[test]
+    fn ties_break_by_name_and_unknown_entrypoint_finds_nothing() {
+        let eps = vec!["web".to_string()];
+        let table = RouteTable::new(
+            vec![route("b", host("x.com"), 5), route("a", host("x.com"), 5)],
+            vec![],
+            &eps,
+        );
+        assert_eq!(find(&table, "x.com", "/").as_deref(), Some("a"));
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            host: "x.com",
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: "127.0.0.1".parse().unwrap(),
+        };
+        assert!(table.lookup("other", &req).unwrap().is_none());
+    }
+
+    #[test]
+    fn many_labels_still_find_wildcards() {
+        let eps = vec!["web".to_string()];
+        let mut routes = vec![];
+        let labels: Vec<String> = (0..14).map(|i| format!("l{i}")).collect();
+        for i in 0..labels.len() {
+            let suffix = labels[i..].join(".");
+            routes.push(route(
+                &format!("w{i}"),
+                host(&format!("*.{suffix}")),
+                i as i64,
+            ));
+        }
+        let table = RouteTable::new(routes, vec![], &eps);
+        let h = format!("x.{}", labels.join("."));
+        // w13 (`*.l13`) has the highest priority and must be found even past the fixed slots.
+        assert_eq!(find(&table, &h, "/").as_deref(), Some("w13"));
+    }
+}

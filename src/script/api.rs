@@ -1,0 +1,660 @@
+//! The script API: the builder functions and types a route script declares things with.
+//!
+//! Owns the Rhai registrations for `route()`, `service()`, matchers, handlers, catalog entries,
+//! and the `Collector` that records every declaration with the file:line:col it came from.
+//! Builder calls only record; validation and compilation happen in `build` after all scripts
+//! ran. Must never: perform I/O, or let a builder call outlive its build (the collector is sealed
+//! once the build finishes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use http::uri::Authority;
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
+
+use super::hook::{HookRuntime, ScriptPredicate};
+use crate::catalog::CatalogEntry;
+use crate::routing::matcher::{HostPattern, Matcher, Pattern};
+use crate::routing::{Handler, Location, RuleSyntax};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn runtime_error<T>(ctx: &NativeCallContext, msg: impl Into<String>) -> RhaiResult<T> {
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(msg.into()),
+        ctx.call_position(),
+    )))
+}
+
+/// A rule as declared: already native, or a Traefik string parsed once all options are known.
+#[derive(Debug, Clone)]
+pub enum RuleDecl {
+    Native(Matcher),
+    Text { text: String, at: Location },
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetDecl {
+    Service(ServiceHandle),
+    /// A service referenced by name, resolved after all scripts ran.
+    Named {
+        name: String,
+        at: Location,
+    },
+    Handler(Handler),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteDecl {
+    pub name: String,
+    pub at: Location,
+    pub rule: Option<RuleDecl>,
+    pub syntax: RuleSyntax,
+    pub priority: Option<i64>,
+    pub entrypoints: Option<Vec<String>>,
+    pub target: Option<TargetDecl>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerDecl {
+    pub authority: Authority,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceDecl {
+    pub name: String,
+    pub at: Location,
+    pub servers: Vec<ServerDecl>,
+    pub pass_host_header: bool,
+}
+
+/// What a script holds after `route(name)`: every method records into the shared declaration.
+#[derive(Debug, Clone)]
+pub struct RouteHandle(pub Arc<Mutex<RouteDecl>>);
+
+/// What a script holds after `service(name)`.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle(pub Arc<Mutex<ServiceDecl>>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Build-time only; a poisoned lock still holds a consistent declaration.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RouteHandle {
+    pub fn decl(&self) -> MutexGuard<'_, RouteDecl> {
+        lock(&self.0)
+    }
+}
+
+impl ServiceHandle {
+    pub fn decl(&self) -> MutexGuard<'_, ServiceDecl> {
+        lock(&self.0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct CollectorState {
+    sealed: bool,
+    current_file: String,
+    routes: Vec<RouteHandle>,
+    services: Vec<ServiceHandle>,
+    /// Services made from catalog entries by `.to(entry)`, one per entry name.
+    implicit: HashMap<String, ServiceHandle>,
+}
+
+/// Everything the scripts of one build declared.
+#[derive(Debug, Default)]
+pub struct Declarations {
+    pub routes: Vec<RouteHandle>,
+    pub services: Vec<ServiceHandle>,
+    pub implicit: HashMap<String, ServiceHandle>,
+}
+
+/// Records declarations during one build.
+#[derive(Debug, Default)]
+pub struct Collector {
+    state: Mutex<CollectorState>,
+}
+
+impl Collector {
+    pub fn set_current_file(&self, file: &str) {
+        lock(&self.state).current_file = file.to_string();
+    }
+
+    /// Ends the build: later builder calls (e.g. from a hook) fail instead of recording.
+    pub fn seal(&self) -> Declarations {
+        let mut st = lock(&self.state);
+        st.sealed = true;
+        Declarations {
+            routes: std::mem::take(&mut st.routes),
+            services: std::mem::take(&mut st.services),
+            implicit: std::mem::take(&mut st.implicit),
+        }
+    }
+
+    fn location(&self, ctx: &NativeCallContext) -> Location {
+        let st = lock(&self.state);
+        let pos = ctx.call_position();
+        Location {
+            file: ctx
+                .call_source()
+                .filter(|s| !s.is_empty())
+                .map_or_else(|| st.current_file.clone(), str::to_string),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+        }
+    }
+
+    fn check_open(&self, ctx: &NativeCallContext, what: &str) -> RhaiResult<()> {
+        if lock(&self.state).sealed {
+            return runtime_error(
+                ctx,
+                format!("{what}() may only be called while scripts build, not from a hook"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses a server address: `host:port` or `http://host:port[/]`.
+pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
+    let trimmed = raw.trim();
+    let rest = if let Some(r) = trimmed.strip_prefix("http://") {
+        r
+    } else if trimmed.starts_with("https://") {
+        return Err(format!(
+            "server {raw:?}: https upstreams are not supported yet"
+        ));
+    } else if trimmed.contains("://") {
+        return Err(format!(
+            "server {raw:?}: only http:// upstreams are supported"
+        ));
+    } else {
+        trimmed
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err(format!("server {raw:?}: a server address has no path"));
+    }
+    let authority: Authority = rest
+        .parse()
+        .map_err(|e| format!("server {raw:?}: invalid address: {e}"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("server {raw:?}: missing port (write host:port)"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "server {raw:?}: credentials in server addresses are not supported"
+        ));
+    }
+    Ok(authority)
+}
+
+fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
+    if let Some(s) = item.clone().try_cast::<rhai::ImmutableString>() {
+        return Ok(ServerDecl {
+            authority: parse_server_address(&s)?,
+            weight: 1,
+        });
+    }
+    if let Some(map) = item.clone().try_cast::<Map>() {
+        let addr = map
+            .get("address")
+            .or_else(|| map.get("url"))
+            .and_then(|v| v.clone().into_immutable_string().ok())
+            .ok_or_else(|| "a server map needs an `address` string".to_string())?;
+        let weight = match map.get("weight") {
+            None => 1,
+            Some(w) => {
+                let w = w
+                    .as_int()
+                    .map_err(|t| format!("server weight must be an integer, not {t}"))?;
+                u32::try_from(w)
+                    .ok()
+                    .filter(|w| *w <= 1_000_000)
+                    .ok_or_else(|| format!("server weight {w} is out of range 0..=1000000"))?
+            }
+        };
+        for key in map.keys() {
+            if !["address", "url", "weight"].contains(&key.as_str()) {
+                return Err(format!(
+                    "unknown server option `{key}` (known: address, weight)"
+                ));
+            }
+        }
+        return Ok(ServerDecl {
+            authority: parse_server_address(&addr)?,
+            weight,
+        });
+    }
+    Err(format!(
+        "a server is a \"host:port\" string or #{{address, weight}}, not {}",
+        item.type_name()
+    ))
+}
+
+fn strings(ctx: &NativeCallContext, arr: &Array, what: &str) -> RhaiResult<Vec<String>> {
+    arr.iter()
+        .map(|v| {
+            v.clone()
+                .into_immutable_string()
+                .map(|s| s.to_string())
+                .or_else(|t| runtime_error(ctx, format!("{what} must be strings, found {t}")))
+        })
+        .collect()
+}
+
+fn regex_matcher(
+    ctx: &NativeCallContext,
+    re: &str,
+    f: impl FnOnce(Pattern) -> Matcher,
+) -> RhaiResult<Matcher> {
+    Pattern::new(re).map(f).or_else(|e| runtime_error(ctx, e))
+}
+
+fn header_name(ctx: &NativeCallContext, name: &str) -> RhaiResult<HeaderName> {
+    HeaderName::from_bytes(name.as_bytes())
+        .or_else(|_| runtime_error(ctx, format!("invalid header name {name:?}")))
+}
+
+fn catalog_service(
+    collector: &Collector,
+    entry: &CatalogEntry,
+    at: Location,
+) -> Result<ServiceHandle, String> {
+    let mut st = lock(&collector.state);
+    if let Some(existing) = st.implicit.get(&entry.name) {
+        return Ok(existing.clone());
+    }
+    let servers = entry
+        .servers
+        .iter()
+        .map(|s| {
+            parse_server_address(s).map(|authority| ServerDecl {
+                authority,
+                weight: 1,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("catalog entry {:?}: {e}", entry.name))?;
+    let handle = ServiceHandle(Arc::new(Mutex::new(ServiceDecl {
+        name: entry.name.clone(),
+        at,
+        servers,
+        pass_host_header: true,
+    })));
+    st.implicit.insert(entry.name.clone(), handle.clone());
+    Ok(handle)
+}
+
+/// Registers the matcher constructors and operators (shared by the build and hook engines).
+pub fn register_matchers(engine: &mut Engine) {
+    engine.register_type_with_name::<Matcher>("Matcher");
+    engine.register_fn("to_string", |m: &mut Matcher| m.to_string());
+    engine.register_fn(
+        "host",
+        |ctx: NativeCallContext, h: &str| -> RhaiResult<Matcher> {
+            HostPattern::parse(h)
+                .map(Matcher::Host)
+                .or_else(|e| runtime_error(&ctx, e))
+        },
+    );
+    engine.register_fn(
+        "host_regex",
+        |ctx: NativeCallContext, re: &str| -> RhaiResult<Matcher> {
+            Pattern::case_insensitive(re)
+                .map(Matcher::HostRegex)
+                .or_else(|e| runtime_error(&ctx, e))
+        },
+    );
+    engine.register_fn(
+        "path",
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Matcher> {
+            if !p.starts_with('/') {
+                return runtime_error(&ctx, format!("path {p:?} must start with /"));
+            }
+            Ok(Matcher::Path(p.to_string()))
+        },
+    );
+    engine.register_fn(
+        "path_prefix",
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Matcher> {
+            if !p.starts_with('/') {
+                return runtime_error(&ctx, format!("path prefix {p:?} must start with /"));
+            }
+            Ok(Matcher::PathPrefix(p.to_string()))
+        },
+    );
+    engine.register_fn("path_regex", |ctx: NativeCallContext, re: &str| {
+        regex_matcher(&ctx, re, Matcher::PathRegex)
+    });
+    engine.register_fn(
+        "method",
+        |ctx: NativeCallContext, m: &str| -> RhaiResult<Matcher> {
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map(Matcher::Method)
+                .or_else(|_| runtime_error(&ctx, format!("invalid method {m:?}")))
+        },
+    );
+    engine.register_fn(
+        "header",
+        |ctx: NativeCallContext, name: &str, value: &str| -> RhaiResult<Matcher> {
+            Ok(Matcher::Header(header_name(&ctx, name)?, value.to_string()))
+        },
+    );
+    engine.register_fn(
+        "header_regex",
+        |ctx: NativeCallContext, name: &str, re: &str| -> RhaiResult<Matcher> {
+            let name = header_name(&ctx, name)?;
+            regex_matcher(&ctx, re, |p| Matcher::HeaderRegex(name, p))
+        },
+    );
+    engine.register_fn("query", |key: &str| Matcher::Query(key.to_string(), None));
+    engine.register_fn("query", |key: &str, value: &str| {
+        Matcher::Query(key.to_string(), Some(value.to_string()))
+    });
+    engine.register_fn(
+        "query_regex",
+        |ctx: NativeCallContext, key: &str, re: &str| {
+            regex_matcher(&ctx, re, |p| Matcher::QueryRegex(key.to_string(), p))
+        },
+    );
+    engine.register_fn(
+        "client_ip",
+        |ctx: NativeCallContext, cidr: &str| -> RhaiResult<Matcher> {
+            let net = cidr
+                .parse::<IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+                .or_else(|_| runtime_error(&ctx, format!("invalid IP or CIDR {cidr:?}")))?;
+            Ok(Matcher::ClientIp(net))
+        },
+    );
+    engine.register_fn("&", |a: Matcher, b: Matcher| a.and(b));
+    engine.register_fn("|", |a: Matcher, b: Matcher| a.or(b));
+    engine.register_fn("!", |a: Matcher| a.not());
+    engine.register_fn("all_of", |ctx: NativeCallContext, ms: Array| {
+        combine(&ctx, ms, Matcher::and)
+    });
+    engine.register_fn("any_of", |ctx: NativeCallContext, ms: Array| {
+        combine(&ctx, ms, Matcher::or)
+    });
+}
+
+fn combine(
+    ctx: &NativeCallContext,
+    ms: Array,
+    op: fn(Matcher, Matcher) -> Matcher,
+) -> RhaiResult<Matcher> {
+    let mut out: Option<Matcher> = None;
+    for m in ms {
+        let t = m.type_name();
+        let Some(m) = m.try_cast::<Matcher>() else {
+            return runtime_error(ctx, format!("expected matchers, found {t}"));
+        };
+        out = Some(match out {
+            None => m,
+            Some(acc) => op(acc, m),
+        });
+    }
+    out.map_or_else(
+        || {
+            runtime_error(
+                ctx,
+                "an empty list matches nothing; give at least one matcher",
+            )
+        },
+        Ok,
+    )
+}
+
+/// Registers the builder API recording into `collector`. `hooks` is the runtime the build's
+/// script predicates will run on once the build completes.
+pub fn register_builders(
+    engine: &mut Engine,
+    collector: &Arc<Collector>,
+    hooks: &Arc<OnceLock<HookRuntime>>,
+) {
+    engine.register_type_with_name::<RouteHandle>("Route");
+    engine.register_type_with_name::<ServiceHandle>("Service");
+    engine.register_type_with_name::<Handler>("Handler");
+
+    let c = collector.clone();
+    engine.register_fn(
+        "route",
+        move |ctx: NativeCallContext, name: &str| -> RhaiResult<RouteHandle> {
+            c.check_open(&ctx, "route")?;
+            if name.trim().is_empty() {
+                return runtime_error(&ctx, "a route needs a non-empty name");
+            }
+            let handle = RouteHandle(Arc::new(Mutex::new(RouteDecl {
+                name: name.to_string(),
+                at: c.location(&ctx),
+                rule: None,
+                syntax: RuleSyntax::V3,
+                priority: None,
+                entrypoints: None,
+                target: None,
+            })));
+            lock(&c.state).routes.push(handle.clone());
+            Ok(handle)
+        },
+    );
+
+    let c = collector.clone();
+    engine.register_fn(
+        "service",
+        move |ctx: NativeCallContext, name: &str| -> RhaiResult<ServiceHandle> {
+            c.check_open(&ctx, "service")?;
+            if name.trim().is_empty() {
+                return runtime_error(&ctx, "a service needs a non-empty name");
+            }
+            let handle = ServiceHandle(Arc::new(Mutex::new(ServiceDecl {
+                name: name.to_string(),
+                at: c.location(&ctx),
+                servers: Vec::new(),
+                pass_host_header: true,
+            })));
+            lock(&c.state).services.push(handle.clone());
+            Ok(handle)
+        },
+    );
+
+    engine.register_fn("rule", |r: &mut RouteHandle, m: Matcher| {
+        r.decl().rule = Some(RuleDecl::Native(m));
+        r.clone()
+    });
+    let c = collector.clone();
+    engine.register_fn(
+        "rule",
+        move |ctx: NativeCallContext, r: &mut RouteHandle, text: &str| -> RhaiResult<RouteHandle> {
+            if text.trim().is_empty() {
+                return runtime_error(&ctx, "empty rule");
+            }
+            r.decl().rule = Some(RuleDecl::Text {
+                text: text.to_string(),
+                at: c.location(&ctx),
+            });
+            Ok(r.clone())
+        },
+    );
+    engine.register_fn(
+        "rule_syntax",
+        |ctx: NativeCallContext, r: &mut RouteHandle, s: &str| -> RhaiResult<RouteHandle> {
+            let syntax = s
+                .parse::<RuleSyntax>()
+                .or_else(|e| runtime_error(&ctx, e))?;
+            r.decl().syntax = syntax;
+            Ok(r.clone())
+        },
+    );
+    engine.register_fn("priority", |r: &mut RouteHandle, p: i64| {
+        r.decl().priority = Some(p);
+        r.clone()
+    });
+    engine.register_fn(
+        "entrypoints",
+        |ctx: NativeCallContext, r: &mut RouteHandle, eps: Array| -> RhaiResult<RouteHandle> {
+            let eps = strings(&ctx, &eps, "entrypoints")?;
+            r.decl().entrypoints = Some(eps);
+            Ok(r.clone())
+        },
+    );
+    engine.register_fn("to", |r: &mut RouteHandle, s: ServiceHandle| {
+        r.decl().target = Some(TargetDecl::Service(s));
+        r.clone()
+    });
+    engine.register_fn("to", |r: &mut RouteHandle, h: Handler| {
+        r.decl().target = Some(TargetDecl::Handler(h));
+        r.clone()
+    });
+    let c = collector.clone();
+    engine.register_fn(
+        "to",
+        move |ctx: NativeCallContext, r: &mut RouteHandle, name: &str| {
+            r.decl().target = Some(TargetDecl::Named {
+                name: name.to_string(),
+                at: c.location(&ctx),
+            });
+            r.clone()
+        },
+    );
+    let c = collector.clone();
+    engine.register_fn(
+        "to",
+        move |ctx: NativeCallContext,
+              r: &mut RouteHandle,
+              e: CatalogEntry|
+              -> RhaiResult<RouteHandle> {
+            let svc =
+                catalog_service(&c, &e, c.location(&ctx)).or_else(|m| runtime_error(&ctx, m))?;
+            r.decl().target = Some(TargetDecl::Service(svc));
+            Ok(r.clone())
+        },
+    );
+    engine.register_get("name", |r: &mut RouteHandle| r.decl().name.clone());
+
+    engine.register_fn(
+        "servers",
+        |ctx: NativeCallContext, s: &mut ServiceHandle, list: Array| -> RhaiResult<ServiceHandle> {
+            let servers = list
+                .iter()
+                .map(server_from_dynamic)
+                .collect::<Result<Vec<_>, _>>()
+                .or_else(|e| runtime_error(&ctx, e))?;
+            s.decl().servers = servers;
+            Ok(s.clone())
+        },
+    );
+    engine.register_fn("pass_host_header", |s: &mut ServiceHandle, on: bool| {
+        s.decl().pass_host_header = on;
+        s.clone()
+    });
+    engine.register_get("name", |s: &mut ServiceHandle| s.decl().name.clone());
+
+    engine.register_fn(
+        "respond",
+        |ctx: NativeCallContext, status: i64, body: &str| -> RhaiResult<Handler> {
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (200..=599).contains(s))
+                .map_or_else(
+                    || runtime_error(&ctx, format!("status {status} is not in 200..=599")),
+                    Ok,
+                )?;
+            Ok(Handler::Respond {
+                status,
+                body: body.to_string(),
+            })
+        },
+    );
+    engine.register_fn("redirect", |ctx: NativeCallContext, url: &str| {
+        redirect(&ctx, url, false)
+    });
+    engine.register_fn(
+        "redirect",
+        |ctx: NativeCallContext, url: &str, permanent: bool| redirect(&ctx, url, permanent),
+    );
+
+    let h = hooks.clone();
+    engine.register_fn("predicate", move |f: FnPtr| {
+        Matcher::Predicate(Arc::new(ScriptPredicate::new(f, h.clone())))
+    });
+}
+
+fn redirect(ctx: &NativeCallContext, url: &str, permanent: bool) -> RhaiResult<Handler> {
+    if url.is_empty() || http::HeaderValue::from_str(url).is_err() {
+        return runtime_error(ctx, format!("invalid redirect location {url:?}"));
+    }
+    Ok(Handler::Redirect {
+        location: url.to_string(),
+        permanent,
+    })
+}
+
+/// Registers `CatalogEntry` so scripts can read discovered services.
+pub fn register_catalog(engine: &mut Engine) {
+    engine.register_type_with_name::<CatalogEntry>("CatalogEntry");
+    engine.register_get("name", |e: &mut CatalogEntry| e.name.clone());
+    engine.register_get("provider", |e: &mut CatalogEntry| e.provider.clone());
+    engine.register_get("labels", |e: &mut CatalogEntry| {
+        e.labels
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect::<Map>()
+    });
+    engine.register_get("servers", |e: &mut CatalogEntry| {
+        e.servers
+            .iter()
+            .map(|s| Dynamic::from(s.clone()))
+            .collect::<Array>()
+    });
+    engine.register_fn("label", |e: &mut CatalogEntry, key: &str| {
+        e.labels.get(key).cloned().unwrap_or_default()
+    });
+    engine.register_fn("has_label", |e: &mut CatalogEntry, key: &str| {
+        e.labels.contains_key(key)
+    });
+    engine.register_fn("to_string", |e: &mut CatalogEntry| {
+        format!("CatalogEntry({})", e.name)
+    });
+}
+
+/// A stable 63-bit FNV-1a hash of a string, for scripts that shard by key.
+pub fn stable_hash(s: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 1) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(
+            parse_server_address("127.0.0.1:80").unwrap().as_str(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            parse_server_address("http://app:8080/").unwrap().as_str(),
+            "app:8080"
+        );
+        assert!(parse_server_address("app")
+            .unwrap_err()
+            .contains("missing port"));
+        assert!(parse_server_address("https://a:1")
+            .unwrap_err()
+            .contains("https"));
+        assert!(parse_server_address("http://a:1/x")
+            .unwrap_err()
+            .contains("no path"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Building: run every route script with the catalog in scope, then validate and compile what
+//! they declared into a `RouteTable`.
+//!
+//! Invariants: a build either returns a complete table or a list of errors with file:line:col —
+//! never a partial table; all scripts of one build share one scope, run in lexical file order;
+//! per-request hooks of the resulting table run on a separate engine with hook limits and no
+//! builder functions. Must never: touch the live table (the control loop swaps it) or do I/O
+//! other than reading the script files it was given.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, Scope, AST};
+
+use super::api::{self, Collector, Declarations, RuleDecl, ServiceHandle, TargetDecl};
+use super::error::ScriptError;
+use super::hook::HookRuntime;
+use super::{engine_with_limits, Limits, STDLIB};
+use crate::balance::Balancer;
+use crate::catalog::Catalog;
+use crate::routing::{parse_rule, Location, Route, RouteTable, Server, Service, Target};
+
+/// One script file: the name errors show (`scripts/api.rhai`) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptSource {
+    pub name: String,
+    pub text: String,
+}
+
+/// Reads every `*.rhai` file directly in `dir`, sorted by file name. Names are shown as
+/// `<dir>/<file>` with a leading `./` dropped.
+pub fn load_dir(dir: &Path) -> Result<Vec<ScriptSource>, ScriptError> {
+    let shown_dir = dir.display().to_string();
+    let shown_dir = shown_dir
+        .strip_prefix("./")
+        .unwrap_or(&shown_dir)
+        .trim_end_matches('/')
+        .to_string();
+    let read_err = |file: &str, e: std::io::Error| ScriptError {
+        file: file.to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+        source_line: None,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| read_err(&shown_dir, e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".rhai") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let shown = format!("{shown_dir}/{n}");
+            let text = std::fs::read_to_string(dir.join(&n)).map_err(|e| read_err(&shown, e))?;
+            Ok(ScriptSource { name: shown, text })
+        })
+        .collect()
+}
+
+/// What a successful build produced.
+#[derive(Debug)]
+pub struct Built {
+    pub table: RouteTable,
+    pub files: Vec<String>,
+    pub duration: std::time::Duration,
+}
+
+/// Runs the scripts and compiles their declarations. `entrypoints` are the names routes may use.
+pub fn build(
+    sources: &[ScriptSource],
+    catalog: &Catalog,
+    entrypoints: &[String],
+    limits: &Limits,
+) -> Result<Built, Vec<ScriptError>> {
+    let started = Instant::now();
+    let collector = Arc::new(Collector::default());
+    let hooks: Arc<OnceLock<HookRuntime>> = Arc::new(OnceLock::new());
+    let mut engine = engine_with_limits(limits, limits.build_operations);
+    api::register_builders(&mut engine, &collector, &hooks);
+    install_stdlib(&mut engine).map_err(|e| vec![e])?;
+    let deadline = started + limits.build_time;
+    engine.on_progress(move |_| {
+        (Instant::now() > deadline).then(|| Dynamic::from("build time budget exceeded"))
+    });
+
+    let mut scope = Scope::new();
+    let entries: rhai::Array = catalog.entries.iter().cloned().map(Dynamic::from).collect();
+    scope.push_constant("catalog", entries);
+
+    let mut errors = Vec::new();
+    let mut asts = Vec::new();
+    for src in sources {
+        collector.set_current_file(&src.name);
+        let mut ast = match engine.compile_with_scope(&scope, &src.text) {
+            Ok(ast) => ast,
+            Err(e) => {
+                errors.push(ScriptError::from_parse(&src.name, &e).with_source(&src.text));
+                continue;
+            }
+        };
+        ast.set_source(src.name.as_str());
+        if let Err(e) = engine.run_ast_with_scope(&mut scope, &ast) {
+            errors.push(ScriptError::from_eval(&src.name, &e).with_source(&src.text));
+        }
+        asts.push(ast);
+    }
+    let decls = collector.seal();
+    drop(engine);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let table = compile(decls, entrypoints).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| match sources.iter().find(|s| s.name == e.file) {
+                Some(src) => e.with_source(&src.text),
+                None => e,
+            })
+            .collect::<Vec<_>>()
+    })?;
+
+    let mut lib = AST::empty();
+    for ast in &asts {
+        lib.combine(ast.clone_functions_only());
+    }
+    let mut hook_engine = engine_with_limits(limits, limits.hook_operations);
+    install_stdlib(&mut hook_engine).map_err(|e| vec![e])?;
+    // `set` fails only if already set, which cannot happen: this build owns `hooks`.
+    let _ = hooks.set(HookRuntime {
+        engine: hook_engine,
+        lib,
+    });
+
+    Ok(Built {
+        table,
+        files: sources.iter().map(|s| s.name.clone()).collect(),
+        duration: started.elapsed(),
+    })
+}
+
+fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
+    let mut resolver = rhai::module_resolvers::StaticModuleResolver::new();
+    for (name, text) in STDLIB {
+        let file = format!("stdlib/{name}.rhai");
+        let mut ast = engine
+            .compile(text)
+            .map_err(|e| ScriptError::from_parse(&file, &e).with_source(text))?;
+        ast.set_source(file.as_str());
+        let module = rhai::Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| ScriptError::from_eval(&file, &e).with_source(text))?;
+        resolver.insert(*name, module);
+    }
+    engine.set_module_resolver(resolver);
+    Ok(())
+}
+
+fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Vec<ScriptError>> {
+    let mut errors = Vec::new();
+
+    // Services: explicit ones by name (duplicates are errors), then catalog-made ones.
+    let mut services = Services::default();
+    for h in &decls.services {
+        services.add(h, &mut errors);
+    }
+    let mut implicit: Vec<_> = decls.implicit.values().collect();
+    implicit.sort_by(|a, b| a.decl().name.cmp(&b.decl().name));
+    for h in implicit {
+        let explicit = services.by_name.contains_key(&h.decl().name);
+        if !explicit {
+            services.add(h, &mut errors);
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for handle in &decls.routes {
+        let d = handle.decl().clone();
+        if let Some(first) = seen.get(&d.name) {
+            errors.push(ScriptError::at(
+                &d.at,
+                format!("route {:?} is already declared at {first}", d.name),
+            ));
+            continue;
+        }
+        seen.insert(d.name.clone(), d.at.clone());
+        let mut written_len = None;
+        let rule = match d.rule {
+            None => {
+                errors.push(ScriptError::at(
+                    &d.at,
+                    format!("route {:?} has no rule: add .rule(...)", d.name),
+                ));
+                continue;
+            }
+            Some(RuleDecl::Native(m)) => m,
+            Some(RuleDecl::Text { text, at }) => match parse_rule(&text, d.syntax) {
+                Ok(m) => {
+                    written_len = Some(text.len());
+                    m
+                }
+                Err(e) => {
+                    errors.push(ScriptError::at(
+                        &at,
+                        format!("route {:?}: {e} in {text:?}", d.name),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let target = match d.target {
+            None => {
+                errors.push(ScriptError::at(
+                    &d.at,
+                    format!(
+                        "route {:?} has no target: add .to(service(...)) or .to(respond(...))",
+                        d.name
+                    ),
+                ));
+                continue;
+            }
+            Some(TargetDecl::Handler(h)) => Target::Handler(h),
+            Some(TargetDecl::Service(h)) => {
+                let name = h.decl().name.clone();
+                match services
+                    .by_handle
+                    .get(&(Arc::as_ptr(&h.0) as usize))
+                    .or_else(|| services.by_name.get(&name).map(|(s, _)| s))
+                {
+                    Some(s) => Target::Service(s.clone()),
+                    None => continue, // its declaration already produced an error
+                }
+            }
+            Some(TargetDecl::Named { name, at }) => match services.by_name.get(&name) {
+                Some((s, _)) => Target::Service(s.clone()),
+                None => {
+                    errors.push(ScriptError::at(
+                        &at,
+                        format!("route {:?} targets unknown service {name:?}", d.name),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let eps = d.entrypoints.unwrap_or_default();
+        if let Some(bad) = eps.iter().find(|e| !entrypoints.contains(e)) {
+            errors.push(ScriptError::at(
+                &d.at,
+                format!(
+                    "route {:?} names unknown entrypoint {bad:?} (known: {})",
+                    d.name,
+                    entrypoints.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let rule_text = rule.to_string();
+        // Traefik's default priority is the length of the rule as written.
+        let len = written_len.unwrap_or(rule_text.len());
+        let priority = d
+            .priority
+            .unwrap_or_else(|| i64::try_from(len).unwrap_or(i64::MAX));
+        routes.push(Route {
+            name: d.name,
+            rule,
+            rule_text,
+            priority,
+            entrypoints: eps,
+            target,
+            declared_at: d.at,
+        });
+    }
+
+    if errors.is_empty() {
+        Ok(RouteTable::new(routes, services.ordered, entrypoints))
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Default)]
+struct Services {
+    by_name: HashMap<String, (Arc<Service>, Location)>,
+    /// Keyed by the declaration's address, so `.to(handle)` finds its own service.
+    by_handle: HashMap<usize, Arc<Service>>,
+    ordered: Vec<Arc<Service>>,
+}
+
+impl Services {
+    fn add(&mut self, h: &ServiceHandle, errors: &mut Vec<ScriptError>) {
+        let d = h.decl();
+        if let Some((_, first)) = self.by_name.get(&d.name) {
+            errors.push(ScriptError::at(
+                &d.at,
+                format!("service {:?} is already declared at {first}", d.name),
+            ));
+            return;
+        }
+        let weights: Vec<u32> = d.servers.iter().map(|s| s.weight).collect();
+        let svc = Arc::new(Service {
+            name: d.name.clone(),
+            servers: d
+                .servers
+                .iter()
+                .map(|s| Server {
+                    authority: s.authority.clone(),
+                    weight: s.weight,
+                })
+                .collect(),
+            balancer: Balancer::for_weights(&weights),
+            pass_host_header: d.pass_host_header,
+            declared_at: d.at.clone(),
+        });
+        self.by_name
+            .insert(d.name.clone(), (svc.clone(), d.at.clone()));
+        self.by_handle
+            .insert(Arc::as_ptr(&h.0) as usize, svc.clone());
+        self.ordered.push(svc);
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: real backends (the built-in whoami), a real router on loopback port 0, and
+//! real clients. One binary; modules follow what a user would try.
+
+mod support;
+
+mod balance;
+mod cli;
+mod errors;
+mod forwarding;
+mod reload;
+mod routing;
+mod websocket;

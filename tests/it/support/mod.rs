@@ -1,0 +1,267 @@
+//! Test harness: real whoami backends and a real router on loopback port 0, plus small HTTP
+//! clients. Waits on readiness (bound listeners, build status), never on fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard::app::Router;
+use switchyard::config::{Config, LogFormat};
+use switchyard::control::{BuildStatus, ScriptsOrigin};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A whoami backend on 127.0.0.1:<random>.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::on(listener, name)
+    }
+
+    pub fn on(listener: TcpListener, name: &str) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let n = name.to_string();
+        tokio::spawn(async move {
+            let _ = switchyard::whoami::serve(listener, n, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            stop: Some(tx),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port on loopback where nothing listens (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        scripts: ScriptsOrigin::Dir(dir.to_path_buf()),
+        catalog: None,
+        entrypoints: vec![("web".into(), "127.0.0.1:0".parse().unwrap())],
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        settings: switchyard::proxy::Settings::default(),
+        grace_period: Duration::from_secs(5),
+        log_level: "info".into(),
+        log_format: LogFormat::Text,
+    }
+}
+
+/// A router serving a temporary scripts folder.
+pub struct TestRouter {
+    pub router: Option<Router>,
+    pub web: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRouter {
+    /// Starts with one script file `10-test.rhai`.
+    pub async fn start(script: &str) -> TestRouter {
+        TestRouter::start_with(&[("10-test.rhai", script)], |_| {}).await
+    }
+
+    pub async fn start_with(files: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> TestRouter {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let mut listeners = Vec::new();
+        for (name, addr) in &cfg.entrypoints {
+            listeners.push((name.clone(), TcpListener::bind(addr).await.unwrap()));
+        }
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = Router::start(&cfg, listeners, Some(admin)).await.unwrap();
+        let web = router.entrypoints[0].1;
+        let admin = router.admin.unwrap();
+        TestRouter {
+            router: Some(router),
+            web,
+            admin,
+            dir,
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        self.router.as_ref().unwrap()
+    }
+
+    pub fn entrypoint(&self, name: &str) -> SocketAddr {
+        self.router()
+            .entrypoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    }
+
+    pub fn status(&self) -> BuildStatus {
+        self.router().control().status().borrow().clone()
+    }
+
+    pub fn script_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a script and waits until a build attempt after this write finished.
+    pub async fn write_script(&self, name: &str, text: &str) -> BuildStatus {
+        let mut rx = self.router().control().status();
+        let before = rx.borrow_and_update().attempt;
+        std::fs::write(self.script_path(name), text).unwrap();
+        wait_attempt(&mut rx, before).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.router.take() {
+            r.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// Waits for a build attempt newer than `before` (at most 10 s).
+pub async fn wait_attempt(
+    rx: &mut tokio::sync::watch::Receiver<BuildStatus>,
+    before: u64,
+) -> BuildStatus {
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.attempt > before))
+        .await
+        .expect("no build within 10 s")
+        .expect("control loop gone")
+        .clone()
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The backend name for whoami answers.
+    pub fn backend(&self) -> Option<&str> {
+        self.header("x-whoami-name")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one request with a fresh client (keep-alive within the client).
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    send(addr, "GET", host, path, &[], "").await
+}
+
+/// Writes raw bytes on a new connection and reads one response (head plus `Content-Length`
+/// bytes), or until the server closes the connection; at most 10 s.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => break,
+        };
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A service declaration over the given backends, for script text.
+pub fn servers(backends: &[&Backend]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    format!("[{}]", list.join(", "))
+}
