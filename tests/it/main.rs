@@ -6,6 +6,7 @@ mod support;
 mod balance;
 mod cli;
 mod errors;
+mod examples;
 mod forwarding;
 mod reload;
 mod routing;
