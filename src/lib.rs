@@ -2,6 +2,18 @@
 //!
 //! Data flow: providers (a catalog file for now) → catalog → scripts → route table → proxy.
 //! See ARCHITECTURE.md for the codemap, invariants and glossary.
+//!
+//! No panics on input anywhere in the library: request path, provider and script input all go
+//! through code where these lints are denied (tests may unwrap).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod admin;
 pub mod app;

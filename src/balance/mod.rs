@@ -5,16 +5,6 @@
 //! index into the service's server list; it never sees requests or sockets. A server with weight
 //! 0 is never picked.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 

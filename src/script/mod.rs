@@ -6,16 +6,6 @@
 //! strict variables, no `eval`, and no file, network or process access: modules resolve only to
 //! the stdlib embedded in the binary.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod api;
 pub mod build;
 pub mod error;

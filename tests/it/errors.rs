@@ -6,6 +6,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
+/// A router whose one route answers "fine" to everything, with tweaked settings.
+async fn fine_router(tweak: impl FnOnce(&mut switchyard::config::Config)) -> TestRouter {
+    TestRouter::start_with(
+        &[(
+            "10-test.rhai",
+            r#"route("all").rule(path_prefix("/")).to(respond(200, "fine"));"#,
+        )],
+        tweak,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn refused_and_reset_upstreams_are_502() {
     let dead = dead_addr().await;
@@ -87,15 +99,9 @@ async fn slow_upstreams_are_504() {
 
 #[tokio::test]
 async fn malformed_requests_are_4xx_not_crashes() {
-    let r = TestRouter::start_with(
-        &[(
-            "10-test.rhai",
-            r#"route("all").rule(path_prefix("/")).to(respond(200, "fine"));"#,
-        )],
-        |cfg| {
-            cfg.settings.max_header_bytes = 16 * 1024;
-        },
-    )
+    let r = fine_router(|cfg| {
+        cfg.settings.max_header_bytes = 16 * 1024;
+    })
     .await;
     let bad_host = raw(r.web, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n").await;
     assert!(bad_host.starts_with("HTTP/1.1 400"), "{bad_host}");
@@ -131,16 +137,10 @@ async fn malformed_requests_are_4xx_not_crashes() {
 
 #[tokio::test]
 async fn slowloris_client_is_cut_off_but_slow_readers_of_idle_keepalive_are_not() {
-    let r = TestRouter::start_with(
-        &[(
-            "10-test.rhai",
-            r#"route("all").rule(path_prefix("/")).to(respond(200, "fine"));"#,
-        )],
-        |cfg| {
-            cfg.settings.header_read_timeout = Duration::from_millis(400);
-            cfg.settings.idle_timeout = Duration::from_secs(30);
-        },
-    )
+    let r = fine_router(|cfg| {
+        cfg.settings.header_read_timeout = Duration::from_millis(400);
+        cfg.settings.idle_timeout = Duration::from_secs(30);
+    })
     .await;
     // Drip a request head one byte every 50 ms: the router must close the connection.
     let mut s = tokio::net::TcpStream::connect(r.web).await.unwrap();
@@ -191,15 +191,9 @@ async fn slowloris_client_is_cut_off_but_slow_readers_of_idle_keepalive_are_not(
 
 #[tokio::test]
 async fn idle_keepalive_connections_are_closed_after_the_idle_timeout() {
-    let r = TestRouter::start_with(
-        &[(
-            "10-test.rhai",
-            r#"route("all").rule(path_prefix("/")).to(respond(200, "fine"));"#,
-        )],
-        |cfg| {
-            cfg.settings.idle_timeout = Duration::from_millis(300);
-        },
-    )
+    let r = fine_router(|cfg| {
+        cfg.settings.idle_timeout = Duration::from_millis(300);
+    })
     .await;
     let mut k = tokio::net::TcpStream::connect(r.web).await.unwrap();
     k.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -111,6 +111,7 @@ async fn handlers_answer_without_a_backend() {
         route("teapot").rule(path("/tea")).to(respond(418, "short and stout\n"));
         route("moved").rule(path("/old")).to(redirect("https://example.com/new", true));
         route("temp").rule(path("/tmp")).to(redirect("/elsewhere"));
+        route("either").rule(path("/a") | path("/b") & method("POST")).to(respond(200, "either"));
         "#,
     )
     .await;
@@ -123,6 +124,10 @@ async fn handlers_answer_without_a_backend() {
     assert_eq!(m.status, 301);
     assert_eq!(m.header("location"), Some("https://example.com/new"));
     assert_eq!(get(r.web, "x", "/tmp").await.status, 302);
+    // `a | b & c` is `a | (b & c)`.
+    assert_eq!(get(r.web, "x", "/a").await.body, "either");
+    assert_eq!(get(r.web, "x", "/b").await.status, 404);
+    assert_eq!(send(r.web, "POST", "x", "/b", &[], "").await.body, "either");
     r.shutdown().await;
 }
 
