@@ -304,8 +304,10 @@ pub fn percent_decode(s: &str) -> String {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
+                // Both digits must be hex (`from_str_radix` alone would accept "+5").
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
@@ -427,11 +429,12 @@ mod tests {
     #[test]
     fn query_and_client_ip() {
         let headers = HeaderMap::new();
-        let req = view("a.com", "/", Some("x=1&y=hello+world&z"), &headers);
+        let req = view("a.com", "/", Some("x=1&y=hello+world&z&p=%+5%4%41"), &headers);
         assert!(Matcher::Query("y".into(), Some("hello world".into()))
             .matches(&req)
             .unwrap());
         assert!(Matcher::Query("z".into(), None).matches(&req).unwrap());
+        assert!(Matcher::Query("p".into(), Some("% 5%4A".into())).matches(&req).unwrap());
         assert!(!Matcher::Query("x".into(), Some("2".into()))
             .matches(&req)
             .unwrap());
