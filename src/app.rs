@@ -170,11 +170,12 @@ pub async fn bind(
 /// `switchyard run`: serve until SIGINT or SIGTERM; reload on SIGHUP.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (listeners, admin) = bind(&cfg).await?;
-    let router = Router::start(&cfg, listeners, admin).await?;
+    // Handlers first: a signal that arrives during the first build is queued, not fatal.
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let (listeners, admin) = bind(&cfg).await?;
+    let router = Router::start(&cfg, listeners, admin).await?;
     loop {
         tokio::select! {
             _ = hup.recv() => { info!("SIGHUP: reloading scripts"); router.reload(); }

@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::control::ScriptsOrigin;
 use crate::routing::TableInfo;
-use crate::script::{self, error::render_all, Limits};
+use crate::script::{self, error::render_all, Limits, ScriptError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -16,29 +16,13 @@ pub enum Format {
 
 /// Returns the process exit code: 0 when the scripts build, 1 otherwise.
 pub fn check(cfg: &Config, format: Format) -> i32 {
-    let result = (|| {
-        let catalog = match &cfg.catalog {
-            Some(p) => Catalog::load(p).map_err(|e| e.to_string())?,
-            None => Catalog::default(),
-        };
-        let sources = match &cfg.scripts {
-            ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| e.to_string())?,
-            ScriptsOrigin::Embedded => script::embedded_default(),
-        };
-        script::build(
-            &sources,
-            &catalog,
-            &cfg.entrypoint_names(),
-            &Limits::default(),
-        )
-        .map_err(|errs| {
-            if format == Format::Json {
-                serde_json::json!({ "ok": false, "errors": errs }).to_string()
-            } else {
-                render_all(&errs)
-            }
-        })
-    })();
+    let result = load_and_build(cfg).map_err(|errs| {
+        if format == Format::Json {
+            serde_json::json!({ "ok": false, "errors": errs }).to_string()
+        } else {
+            render_all(&errs)
+        }
+    });
     match result {
         Ok(built) => {
             let info = TableInfo::of(&built.table);
@@ -55,7 +39,7 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
             0
         }
         Err(msg) => {
-            if format == Format::Json && msg.starts_with('{') {
+            if format == Format::Json {
                 println!("{msg}");
             } else {
                 eprintln!("{msg}");
@@ -63,4 +47,31 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
             1
         }
     }
+}
+
+/// Loads the catalog and scripts and builds them; every failure is a `ScriptError` so both
+/// output formats report it the same way.
+fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
+    let catalog = match &cfg.catalog {
+        Some(p) => Catalog::load(p).map_err(|e| {
+            vec![ScriptError {
+                file: p.display().to_string(),
+                line: 0,
+                column: 0,
+                message: e.to_string(),
+                source_line: None,
+            }]
+        })?,
+        None => Catalog::default(),
+    };
+    let sources = match &cfg.scripts {
+        ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
+        ScriptsOrigin::Embedded => script::embedded_default(),
+    };
+    script::build(
+        &sources,
+        &catalog,
+        &cfg.entrypoint_names(),
+        &Limits::default(),
+    )
 }

@@ -429,12 +429,19 @@ mod tests {
     #[test]
     fn query_and_client_ip() {
         let headers = HeaderMap::new();
-        let req = view("a.com", "/", Some("x=1&y=hello+world&z&p=%+5%4%41"), &headers);
+        let req = view(
+            "a.com",
+            "/",
+            Some("x=1&y=hello+world&z&p=%+5%4%41"),
+            &headers,
+        );
         assert!(Matcher::Query("y".into(), Some("hello world".into()))
             .matches(&req)
             .unwrap());
         assert!(Matcher::Query("z".into(), None).matches(&req).unwrap());
-        assert!(Matcher::Query("p".into(), Some("% 5%4A".into())).matches(&req).unwrap());
+        assert!(Matcher::Query("p".into(), Some("% 5%4A".into()))
+            .matches(&req)
+            .unwrap());
         assert!(!Matcher::Query("x".into(), Some("2".into()))
             .matches(&req)
             .unwrap());

@@ -209,6 +209,30 @@ fn check_bad_folder_reports_file_line_col_with_source_and_caret() {
 }
 
 #[test]
+fn check_json_reports_load_errors_as_json() {
+    let dir = script_dir(&[(
+        "x.rhai",
+        "route(\"r\").rule(path(\"/\")).to(respond(200, \"ok\"));\n",
+    )]);
+    let missing = dir.path().join("missing.json");
+    let (code, stdout, _) = check(
+        dir.path(),
+        &["--format", "json", "--catalog", missing.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read catalog"),
+        "{v}"
+    );
+}
+
+#[test]
 fn check_bad_rule_string_points_at_the_rule_call() {
     let rule_line = "    .rule(\"Host(`a.com`) && Pth(`/`)\")";
     let text =
@@ -621,12 +645,10 @@ async fn run_without_scripts_folder_uses_the_embedded_default() {
     assert!(p.stderr().contains("embedded default"), "{}", p.stderr());
 }
 
-/// Regression test for a startup race: the listeners accept (and `check`-style readiness probes
-/// succeed at the TCP level) while the first build still runs, but `app::run` installs its signal
-/// handlers only after `Router::start` returns, so a SIGHUP in that window kills the process with
-/// the default disposition (exit by signal 1).
+/// Regression test for a startup race: the listeners accept while the first build still runs, so
+/// a SIGHUP in that window must be queued as a reload, not kill the process (signal handlers are
+/// installed before binding).
 #[tokio::test]
-#[ignore = "product bug: app::run installs SIGHUP/SIGTERM handlers only after the first build (see src/app.rs run())"]
 async fn sighup_during_the_first_build_does_not_kill_the_process() {
     // About a second of script work before the route is declared.
     let script = "let n = 0; while n < 1500000 { n += 1; }\nroute(\"r\").rule(path(\"/\")).to(respond(200, \"ok\"));\n";
