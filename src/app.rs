@@ -19,6 +19,7 @@ use crate::admin::{self, AdminState};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::control::{self, Control, ScriptsOrigin, Trigger};
+use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
 use crate::script::Limits;
 
@@ -30,7 +31,7 @@ pub struct Router {
     drain: mpsc::Receiver<()>,
     tracker: Option<Tracker>,
     tasks: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watchers: Vec<notify::RecommendedWatcher>,
     pub entrypoints: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
 }
@@ -67,13 +68,17 @@ impl Router {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (triggers, trigger_rx) = mpsc::channel(64);
-        let watcher = match control.origin() {
-            ScriptsOrigin::Dir(d) => Some(
-                control::watch_dir(d, triggers.clone())
-                    .with_context(|| format!("cannot watch {}", d.display()))?,
-            ),
-            ScriptsOrigin::Embedded => None,
-        };
+        let mut watchers = Vec::new();
+        if let ScriptsOrigin::Dir(d) = control.origin() {
+            let w = control::watch_dir(d, triggers.clone())
+                .with_context(|| format!("cannot watch {}", d.display()))?;
+            watchers.push(w);
+        }
+        if let Some(p) = &cfg.catalog {
+            let w = providers::file::watch(p, triggers.clone())
+                .with_context(|| format!("cannot watch {}", p.display()))?;
+            watchers.push(w);
+        }
         let mut tasks = vec![tokio::spawn(control.clone().run(
             trigger_rx,
             shutdown_rx.clone(),
@@ -113,7 +118,7 @@ impl Router {
             drain,
             tracker: Some(tracker),
             tasks,
-            _watcher: watcher,
+            _watchers: watchers,
             entrypoints,
             admin: admin_addr,
         })

@@ -45,20 +45,25 @@ pub struct BuildStatus {
 }
 
 /// A reason to rebuild.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
+    /// Something changed in the scripts folder.
     Files,
+    /// SIGHUP or an explicit request: rebuild even if no input changed.
     Signal,
+    /// A provider sent a new full catalog snapshot.
+    Catalog(Arc<Catalog>),
 }
 
 pub struct Control {
     origin: ScriptsOrigin,
-    catalog: Catalog,
+    catalog: Mutex<Arc<Catalog>>,
     entrypoints: Vec<String>,
     limits: Limits,
     table: Arc<ArcSwap<RouteTable>>,
     status: watch::Sender<BuildStatus>,
-    last_inputs: Mutex<Option<Vec<ScriptSource>>>,
+    /// The inputs of the live table, to skip builds that would change nothing.
+    last_inputs: Mutex<Option<(Vec<ScriptSource>, Arc<Catalog>)>>,
 }
 
 impl Control {
@@ -70,7 +75,7 @@ impl Control {
     ) -> Self {
         Control {
             origin,
-            catalog,
+            catalog: Mutex::new(Arc::new(catalog)),
             entrypoints,
             limits,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
@@ -91,6 +96,11 @@ impl Control {
         &self.origin
     }
 
+    /// Replaces the catalog scripts see; the next build uses it.
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
     fn load(&self) -> Result<Vec<ScriptSource>, ScriptError> {
         match &self.origin {
             ScriptsOrigin::Dir(dir) => script::load_dir(dir),
@@ -105,20 +115,28 @@ impl Control {
             Ok(s) => s,
             Err(e) => return self.record(Err(vec![e]), None),
         };
+        let catalog = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         {
             let last = self.last_inputs.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && last.as_ref() == Some(&sources) {
+            let unchanged = last
+                .as_ref()
+                .is_some_and(|(s, c)| *s == sources && **c == *catalog);
+            if !force && unchanged {
                 return true;
             }
         }
-        let result = script::build(&sources, &self.catalog, &self.entrypoints, &self.limits);
-        self.record(result, Some(sources))
+        let result = script::build(&sources, &catalog, &self.entrypoints, &self.limits);
+        self.record(result, Some((sources, catalog)))
     }
 
     fn record(
         &self,
         result: Result<script::Built, Vec<ScriptError>>,
-        sources: Option<Vec<ScriptSource>>,
+        inputs: Option<(Vec<ScriptSource>, Arc<Catalog>)>,
     ) -> bool {
         let mut status = self.status.borrow().clone();
         status.attempt += 1;
@@ -139,7 +157,7 @@ impl Control {
                     ms = format!("{:.1}", status.duration_ms),
                     "scripts built; new route table is live"
                 );
-                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
             }
             Err(errors) => {
                 for e in &errors {
@@ -151,7 +169,7 @@ impl Control {
                 );
                 status.ok = false;
                 status.duration_ms = 0.0;
-                if let Some(s) = &sources {
+                if let Some((s, _)) = &inputs {
                     status.files = s.iter().map(|s| s.name.clone()).collect();
                 }
                 status.errors = errors;
@@ -176,15 +194,22 @@ impl Control {
                 t = triggers.recv() => t,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
-            let Some(mut trigger) = first else { return };
+            let Some(first) = first else { return };
             // Debounce: keep absorbing triggers until `quiet` passes without one.
-            while let Ok(Some(t)) = tokio::time::timeout(quiet, triggers.recv()).await {
-                if t == Trigger::Signal {
-                    trigger = t;
+            let mut force = false;
+            let mut next = Some(first);
+            while let Some(t) = next {
+                match t {
+                    Trigger::Files => {}
+                    Trigger::Signal => force = true,
+                    Trigger::Catalog(c) => self.set_catalog(c),
                 }
+                next = tokio::time::timeout(quiet, triggers.recv())
+                    .await
+                    .ok()
+                    .flatten();
             }
             let this = self.clone();
-            let force = trigger == Trigger::Signal;
             if let Err(e) = tokio::task::spawn_blocking(move || this.rebuild(force)).await {
                 error!(error = %e, "script build task failed");
             }

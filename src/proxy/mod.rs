@@ -33,7 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::routing::matcher::{canonical_ip, normalize_host};
 use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
@@ -149,9 +149,11 @@ impl Proxy {
                 activity: Activity::new(),
                 tracker: tracker.clone(),
             };
+            let span = debug_span!("conn", %peer, entrypoint = %entrypoint);
             tokio::spawn(
                 self.clone()
-                    .serve_connection(stream, info, shutdown.clone()),
+                    .serve_connection(stream, info, shutdown.clone())
+                    .instrument(span),
             );
         }
         debug!(entrypoint = %entrypoint, "stopped accepting");
@@ -216,7 +218,8 @@ impl Proxy {
         // Cheap clones (shared bytes), kept for the log line of a failed request.
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let resp = match self.route_request(req, info).await {
+        let span = debug_span!("request", %method, path = uri.path());
+        let resp = match self.route_request(req, info).instrument(span).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {

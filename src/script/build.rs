@@ -327,3 +327,124 @@ impl Services {
         self.ordered.push(svc);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(name: &str, text: &str) -> ScriptSource {
+        ScriptSource {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    fn errors(files: &[ScriptSource]) -> Vec<ScriptError> {
+        build(
+            files,
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap_err()
+    }
+
+    fn one_error(text: &str) -> ScriptError {
+        let errs = errors(&[src("s/a.rhai", text)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn builder_errors_point_at_the_call() {
+        let e = one_error("let ok = 1;\nroute(\"r\").rule(host(\"\")).to(respond(200, \"x\"));");
+        assert_eq!((e.line, e.column), (2, 17), "{e}");
+        assert!(e.message.contains("empty host"), "{e}");
+        assert_eq!(
+            e.source_line.as_deref(),
+            Some("route(\"r\").rule(host(\"\")).to(respond(200, \"x\"));")
+        );
+    }
+
+    #[test]
+    fn strict_variables_catch_typos_at_compile_time() {
+        let e = one_error("let api = service(\"api\");\nroute(\"r\").rule(path(\"/\")).to(apj);");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("apj"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_route_and_location() {
+        let e = one_error("route(\"r\").rule(path(\"/\"));");
+        assert!(e.message.contains("has no target"), "{e}");
+        let e = one_error("route(\"r\").to(respond(200, \"x\"));");
+        assert!(e.message.contains("has no rule"), "{e}");
+        let e = one_error("route(\"r\").rule(path(\"/\")).to(\"nope\");");
+        assert!(e.message.contains("unknown service \"nope\""), "{e}");
+        assert_eq!((e.line, e.column), (1, 28), "{e}");
+        let e = one_error(
+            "route(\"r\").rule(path(\"/\")).entrypoints([\"websecure\"]).to(respond(200, \"x\"));",
+        );
+        assert!(
+            e.message.contains("unknown entrypoint \"websecure\""),
+            "{e}"
+        );
+        let e = one_error("service(\"a\");\nservice(\"a\");");
+        assert!(
+            e.message.contains("already declared at s/a.rhai:1:1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_share_one_scope_in_name_order() {
+        let built = build(
+            &[
+                src(
+                    "s/10.rhai",
+                    "let api = service(\"api\").servers([\"127.0.0.1:1\"]);",
+                ),
+                src("s/20.rhai", "route(\"r\").rule(path(\"/\")).to(api);"),
+            ],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(built.table.routes().len(), 1);
+        assert_eq!(built.table.services().len(), 1);
+    }
+
+    #[test]
+    fn hooks_cannot_declare_and_sandbox_has_no_eval() {
+        let e = one_error("eval(\"1\");");
+        assert!(e.message.to_lowercase().contains("eval"), "{e}");
+        // A predicate that calls a builder fails per request, not at build time.
+        let built = build(
+            &[src("s/a.rhai", "fn bad(req) { route(\"x\"); true }\nroute(\"r\").rule(predicate(Fn(\"bad\"))).to(respond(200, \"x\"));")],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        let headers = http::HeaderMap::new();
+        let req = crate::routing::RequestView {
+            method: &http::Method::GET,
+            host: "a",
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: "127.0.0.1".parse().unwrap(),
+        };
+        let err = built.table.lookup("web", &req).unwrap_err();
+        assert_eq!(err.route, "r");
+        assert!(err.message.contains("route"), "{err:?}");
+    }
+
+    #[test]
+    fn every_file_reports_its_own_syntax_error() {
+        let errs = errors(&[src("s/a.rhai", "let x = ;"), src("s/b.rhai", "route(\"r\"")]);
+        let files: Vec<_> = errs.iter().map(|e| e.file.as_str()).collect();
+        assert_eq!(files, vec!["s/a.rhai", "s/b.rhai"]);
+    }
+}

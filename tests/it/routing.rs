@@ -236,5 +236,32 @@ async fn catalog_entries_become_routes() {
         Some("app")
     );
     assert_eq!(get(r.web, "hidden.localhost", "/").await.status, 404);
+
+    // The catalog file is watched: a broken save keeps the last catalog, a good one goes live.
+    let mut rx = r.router().control().status();
+    let before = rx.borrow_and_update().attempt;
+    std::fs::write(&catalog, "[{\"name\": \"broken\"").unwrap();
+    r.router().reload();
+    let status = wait_attempt(&mut rx, before).await;
+    assert!(status.ok, "{status:?}");
+    assert_eq!(
+        get(r.web, "shop.localhost", "/").await.backend(),
+        Some("app"),
+        "broken catalog file must not replace the last good one"
+    );
+    let before = status.attempt;
+    let app_addr = app.addr;
+    std::fs::write(
+        &catalog,
+        format!(r#"[{{"name":"hidden","labels":{{"expose":"true"}},"servers":["{app_addr}"]}}]"#),
+    )
+    .unwrap();
+    let status = wait_attempt(&mut rx, before).await;
+    assert!(status.ok, "{status:?}");
+    assert_eq!(
+        get(r.web, "hidden.localhost", "/").await.backend(),
+        Some("app")
+    );
+    assert_eq!(get(r.web, "shop.localhost", "/").await.status, 404);
     r.shutdown().await;
 }
