@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod control;
+pub mod middleware;
 pub mod providers;
 pub mod proxy;
 pub mod routing;

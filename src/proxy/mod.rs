@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
+use crate::middleware::{self, HookOutcome, HookRequest};
 use crate::routing::matcher::{canonical_ip, normalize_host};
 use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
 use body::ProxyBody;
@@ -268,6 +269,11 @@ impl Proxy {
                 }
             }
         };
+        if !route.middlewares.is_empty() {
+            if let Some(answer) = request_phase(&route, &mut req, &host, info.peer.ip())? {
+                return Ok(answer);
+            }
+        }
         match &route.target {
             Target::Handler(h) => Ok(handler_response(h)),
             Target::Service(svc) => {
@@ -390,6 +396,55 @@ async fn tunnel(
         (Err(e), _) | (_, Err(e)) => info!(%route, error = %e, "websocket upgrade failed"),
     }
     drop(tracker);
+}
+
+/// Runs the route's request-phase middlewares on `req` (headers are moved, not copied) and
+/// writes their edits back. `Some` is a direct answer from a hook.
+fn request_phase(
+    route: &Route,
+    req: &mut Request<Incoming>,
+    host: &str,
+    peer: std::net::IpAddr,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let mut hr = HookRequest {
+        method: req.method().clone(),
+        host: host.to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: std::mem::take(req.headers_mut()),
+        client_ip: canonical_ip(peer),
+    };
+    let outcome = middleware::run_request_phase(&route.middlewares, &mut hr);
+    *req.headers_mut() = std::mem::take(&mut hr.headers);
+    let outcome = outcome.map_err(|message| ProxyError::Hook {
+        route: route.name.clone(),
+        message,
+    })?;
+    *req.method_mut() = hr.method;
+    let same_path = req.uri().path() == hr.path && req.uri().query().unwrap_or("") == hr.query;
+    if !same_path {
+        let pq = if hr.query.is_empty() {
+            hr.path
+        } else {
+            format!("{}?{}", hr.path, hr.query)
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query =
+            Some(
+                http::uri::PathAndQuery::try_from(pq).map_err(|_| ProxyError::Hook {
+                    route: route.name.clone(),
+                    message: "hook produced an invalid path".into(),
+                })?,
+            );
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::Hook {
+            route: route.name.clone(),
+            message: "hook produced an invalid URI".into(),
+        })?;
+    }
+    Ok(match outcome {
+        HookOutcome::Continue => None,
+        HookOutcome::Respond(h) => Some(handler_response(&h)),
+    })
 }
 
 /// The host a request names: the absolute-form URI's authority, else the `Host` header;

@@ -18,7 +18,7 @@ pub struct RouteInfo {
     pub priority: i64,
     /// Empty means every entrypoint.
     pub entrypoints: Vec<String>,
-    /// Reserved for middlewares; always present.
+    /// The route's middlewares in order, e.g. `on_request(Fn("canary"))`.
     pub middlewares: Vec<String>,
     pub target: TargetInfo,
     /// `file:line:col` of the `route(...)` call.
@@ -67,7 +67,7 @@ impl TableInfo {
                 rule: r.rule_text.clone(),
                 priority: r.priority,
                 entrypoints: r.entrypoints.clone(),
-                middlewares: Vec::new(),
+                middlewares: r.middlewares.iter().map(|m| m.describe()).collect(),
                 target: match &r.target {
                     Target::Service(s) => TargetInfo::Service {
                         service: s.name.clone(),

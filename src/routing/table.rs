@@ -80,6 +80,8 @@ pub struct Route {
     pub priority: i64,
     /// Empty means every entrypoint.
     pub entrypoints: Vec<String>,
+    /// Applied in order after the route matched.
+    pub middlewares: Vec<crate::middleware::Middleware>,
     pub target: Target,
     pub declared_at: Location,
 }
@@ -283,6 +285,7 @@ mod tests {
             rule,
             priority,
             entrypoints: vec![],
+            middlewares: vec![],
             target: Target::Handler(Handler::Respond {
                 status: 200,
                 body: name.into(),

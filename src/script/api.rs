@@ -14,8 +14,9 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
-use super::hook::{HookRuntime, ScriptPredicate};
+use super::hook::{HookRuntime, ScriptPredicate, ScriptRequestHook};
 use crate::catalog::CatalogEntry;
+use crate::middleware::Middleware;
 use crate::routing::matcher::{HostPattern, Matcher, Pattern};
 use crate::routing::{Handler, Location, RuleSyntax};
 
@@ -54,6 +55,7 @@ pub struct RouteDecl {
     pub syntax: RuleSyntax,
     pub priority: Option<i64>,
     pub entrypoints: Option<Vec<String>>,
+    pub middlewares: Vec<Middleware>,
     pub target: Option<TargetDecl>,
 }
 
@@ -420,7 +422,6 @@ pub fn register_builders(
 ) {
     engine.register_type_with_name::<RouteHandle>("Route");
     engine.register_type_with_name::<ServiceHandle>("Service");
-    engine.register_type_with_name::<Handler>("Handler");
 
     let c = collector.clone();
     engine.register_fn(
@@ -437,6 +438,7 @@ pub fn register_builders(
                 syntax: RuleSyntax::V3,
                 priority: None,
                 entrypoints: None,
+                middlewares: Vec::new(),
                 target: None,
             })));
             lock(&c.state).routes.push(handle.clone());
@@ -555,6 +557,48 @@ pub fn register_builders(
     });
     engine.register_get("name", |s: &mut ServiceHandle| s.decl().name.clone());
 
+    engine.register_type_with_name::<Middleware>("Middleware");
+    engine.register_fn("to_string", |m: &mut Middleware| m.describe());
+    let h = hooks.clone();
+    engine.register_fn("on_request", move |f: FnPtr| {
+        Middleware::OnRequest(Arc::new(ScriptRequestHook::new(f, h.clone())))
+    });
+    engine.register_fn(
+        "middlewares",
+        |ctx: NativeCallContext, r: &mut RouteHandle, list: Array| -> RhaiResult<RouteHandle> {
+            let mut chain = Vec::with_capacity(list.len());
+            for item in list {
+                let t = item.type_name();
+                match item.try_cast::<Middleware>() {
+                    Some(m) => chain.push(m),
+                    None => {
+                        return runtime_error(&ctx, format!("middlewares must be middleware values (e.g. on_request(...)), found {t}"))
+                    }
+                }
+            }
+            r.decl().middlewares = chain;
+            Ok(r.clone())
+        },
+    );
+    let h = hooks.clone();
+    engine.register_fn("predicate", move |f: FnPtr| {
+        Matcher::Predicate(Arc::new(ScriptPredicate::new(f, h.clone())))
+    });
+}
+
+fn redirect(ctx: &NativeCallContext, url: &str, permanent: bool) -> RhaiResult<Handler> {
+    if url.is_empty() || http::HeaderValue::from_str(url).is_err() {
+        return runtime_error(ctx, format!("invalid redirect location {url:?}"));
+    }
+    Ok(Handler::Redirect {
+        location: url.to_string(),
+        permanent,
+    })
+}
+
+/// Registers the handlers (`respond`, `redirect`): targets at build time, direct answers in hooks.
+pub fn register_handlers(engine: &mut Engine) {
+    engine.register_type_with_name::<Handler>("Handler");
     engine.register_fn(
         "respond",
         |ctx: NativeCallContext, status: i64, body: &str| -> RhaiResult<Handler> {
@@ -578,21 +622,6 @@ pub fn register_builders(
         "redirect",
         |ctx: NativeCallContext, url: &str, permanent: bool| redirect(&ctx, url, permanent),
     );
-
-    let h = hooks.clone();
-    engine.register_fn("predicate", move |f: FnPtr| {
-        Matcher::Predicate(Arc::new(ScriptPredicate::new(f, h.clone())))
-    });
-}
-
-fn redirect(ctx: &NativeCallContext, url: &str, permanent: bool) -> RhaiResult<Handler> {
-    if url.is_empty() || http::HeaderValue::from_str(url).is_err() {
-        return runtime_error(ctx, format!("invalid redirect location {url:?}"));
-    }
-    Ok(Handler::Redirect {
-        location: url.to_string(),
-        permanent,
-    })
 }
 
 /// Registers `CatalogEntry` so scripts can read discovered services.

@@ -270,6 +270,7 @@ fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Ve
             .priority
             .unwrap_or_else(|| i64::try_from(len).unwrap_or(i64::MAX));
         routes.push(Route {
+            middlewares: d.middlewares,
             name: d.name,
             rule,
             rule_text,

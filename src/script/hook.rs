@@ -9,9 +9,14 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use rhai::{Dynamic, Engine, FnPtr, AST};
+use std::sync::Mutex;
 
-use crate::routing::matcher::{query_pairs, Predicate, RequestView};
+use http::{HeaderName, HeaderValue};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, AST};
+
+use crate::middleware::{HookOutcome, HookRequest, RequestHook};
+use crate::routing::matcher::{canonical_ip, query_pairs, Predicate, RequestView};
+use crate::routing::Handler;
 
 /// The engine and script functions per-request calls run on, fixed when a build completes.
 pub struct HookRuntime {
@@ -25,53 +30,77 @@ impl fmt::Debug for HookRuntime {
     }
 }
 
-/// The request as a hook sees it: a snapshot, cheap to read from Rhai.
+/// The request as a hook sees it: a shared handle, so edits made through any copy of it (Rhai
+/// passes arguments by value) land in the one request.
 #[derive(Debug, Clone)]
-pub struct ScriptRequest {
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub query: String,
-    pub client_ip: String,
-    headers: Vec<(String, String)>,
+pub struct ScriptRequest(Arc<Mutex<HookRequest>>);
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn hook_error<T>(msg: String) -> RhaiResult<T> {
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(msg),
+        rhai::Position::NONE,
+    )))
 }
 
 impl ScriptRequest {
+    pub fn new(req: HookRequest) -> Self {
+        ScriptRequest(Arc::new(Mutex::new(req)))
+    }
+
+    /// A read-only snapshot of a request being matched (headers are copied).
     pub fn from_view(req: &RequestView<'_>) -> Self {
-        ScriptRequest {
-            method: req.method.as_str().to_string(),
+        ScriptRequest::new(HookRequest {
+            method: req.method.clone(),
             host: req.host.to_string(),
             path: req.path.to_string(),
             query: req.query.unwrap_or("").to_string(),
-            client_ip: crate::routing::matcher::canonical_ip(req.client_ip).to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: req.headers.clone(),
+            client_ip: canonical_ip(req.client_ip),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HookRequest> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the (edited) request back out of the handle.
+    pub fn into_inner(self) -> HookRequest {
+        match Arc::try_unwrap(self.0) {
+            Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+            // A copy is still referenced somewhere (e.g. returned by the hook): take the fields.
+            Err(shared) => {
+                let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+                HookRequest {
+                    method: guard.method.clone(),
+                    host: std::mem::take(&mut guard.host),
+                    path: std::mem::take(&mut guard.path),
+                    query: std::mem::take(&mut guard.query),
+                    headers: std::mem::take(&mut guard.headers),
+                    client_ip: guard.client_ip,
+                }
+            }
         }
     }
 
     /// First value of a header (case-insensitive name), or "".
     pub fn header(&self, name: &str) -> String {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.lock()
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default()
     }
 
     /// Value of a cookie from the Cookie header(s), or "".
     pub fn cookie(&self, name: &str) -> String {
-        self.headers
+        let req = self.lock();
+        req.headers
+            .get_all(http::header::COOKIE)
             .iter()
-            .filter(|(k, _)| k == "cookie")
-            .flat_map(|(_, v)| cookie::Cookie::split_parse(v.clone()))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| cookie::Cookie::split_parse(v.to_string()))
             .filter_map(Result::ok)
             .find(|c| c.name() == name)
             .map(|c| c.value().to_string())
@@ -80,28 +109,91 @@ impl ScriptRequest {
 
     /// First value of a query parameter (percent-decoded), or "".
     pub fn query_param(&self, name: &str) -> String {
-        query_pairs(Some(&self.query))
+        let req = self.lock();
+        let value = query_pairs(Some(&req.query))
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .unwrap_or_default()
+            .map(|(_, v)| v);
+        value.unwrap_or_default()
+    }
+
+    fn edit_header(&self, name: &str, value: Option<&str>, append: bool) -> RhaiResult<()> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .or_else(|_| hook_error(format!("invalid header name {name:?}")))?;
+        let mut req = self.lock();
+        match value {
+            None => {
+                req.headers.remove(&name);
+            }
+            Some(v) => {
+                let v = HeaderValue::from_str(v)
+                    .or_else(|_| hook_error(format!("invalid value for header {name}")))?;
+                if append {
+                    req.headers.append(name, v);
+                } else {
+                    req.headers.insert(name, v);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// Registers the `Request` type hooks receive.
 pub fn register_request(engine: &mut rhai::Engine) {
     engine.register_type_with_name::<ScriptRequest>("Request");
-    engine.register_get("method", |r: &mut ScriptRequest| r.method.clone());
-    engine.register_get("host", |r: &mut ScriptRequest| r.host.clone());
-    engine.register_get("path", |r: &mut ScriptRequest| r.path.clone());
-    engine.register_get("query", |r: &mut ScriptRequest| r.query.clone());
-    engine.register_get("client_ip", |r: &mut ScriptRequest| r.client_ip.clone());
+    engine.register_get("method", |r: &mut ScriptRequest| {
+        r.lock().method.as_str().to_string()
+    });
+    engine.register_get("host", |r: &mut ScriptRequest| r.lock().host.clone());
+    engine.register_get("path", |r: &mut ScriptRequest| r.lock().path.clone());
+    engine.register_get("query", |r: &mut ScriptRequest| r.lock().query.clone());
+    engine.register_get("client_ip", |r: &mut ScriptRequest| {
+        r.lock().client_ip.to_string()
+    });
     engine.register_fn("header", |r: &mut ScriptRequest, name: &str| r.header(name));
     engine.register_fn("cookie", |r: &mut ScriptRequest, name: &str| r.cookie(name));
     engine.register_fn("query_param", |r: &mut ScriptRequest, name: &str| {
         r.query_param(name)
     });
+    engine.register_fn(
+        "set_header",
+        |r: &mut ScriptRequest, name: &str, value: &str| r.edit_header(name, Some(value), false),
+    );
+    engine.register_fn(
+        "append_header",
+        |r: &mut ScriptRequest, name: &str, value: &str| r.edit_header(name, Some(value), true),
+    );
+    engine.register_fn("remove_header", |r: &mut ScriptRequest, name: &str| {
+        r.edit_header(name, None, false)
+    });
+    engine.register_fn(
+        "set_path",
+        |r: &mut ScriptRequest, path: &str| -> RhaiResult<()> {
+            if !path.starts_with('/')
+                || http::uri::PathAndQuery::try_from(path).is_err()
+                || path.contains('?')
+            {
+                return hook_error(format!(
+                    "invalid path {path:?}: it must start with / and hold no query"
+                ));
+            }
+            r.lock().path = path.to_string();
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "set_query",
+        |r: &mut ScriptRequest, query: &str| -> RhaiResult<()> {
+            if http::uri::PathAndQuery::try_from(format!("/?{query}")).is_err() {
+                return hook_error(format!("invalid query {query:?}"));
+            }
+            r.lock().query = query.to_string();
+            Ok(())
+        },
+    );
     engine.register_fn("to_string", |r: &mut ScriptRequest| {
-        format!("{} {}{}", r.method, r.host, r.path)
+        let req = r.lock();
+        format!("{} {}{}", req.method, req.host, req.path)
     });
 }
 
@@ -142,11 +234,68 @@ impl Predicate for ScriptPredicate {
     }
 
     fn describe(&self) -> String {
-        let name = self.f.fn_name();
-        if name.starts_with("anon$") {
-            "Fn(<closure>)".to_string()
-        } else {
-            format!("Fn(\"{name}\")")
-        }
+        fn_label(&self.f)
+    }
+}
+
+/// A script function run on every request of the routes that list it:
+/// `.middlewares([on_request(|req| req.set_header("X-Canary", "1"))])`. Returning a handler
+/// (`respond(...)`, `redirect(...)`) answers directly.
+pub struct ScriptRequestHook {
+    f: FnPtr,
+    runtime: Arc<OnceLock<HookRuntime>>,
+}
+
+impl ScriptRequestHook {
+    pub fn new(f: FnPtr, runtime: Arc<OnceLock<HookRuntime>>) -> Self {
+        ScriptRequestHook { f, runtime }
+    }
+}
+
+impl fmt::Debug for ScriptRequestHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScriptRequestHook({})", self.f.fn_name())
+    }
+}
+
+fn fn_label(f: &FnPtr) -> String {
+    let name = f.fn_name();
+    if name.starts_with("anon$") {
+        "Fn(<closure>)".to_string()
+    } else {
+        format!("Fn(\"{name}\")")
+    }
+}
+
+impl RequestHook for ScriptRequestHook {
+    fn on_request(&self, req: &mut HookRequest) -> Result<HookOutcome, String> {
+        let Some(rt) = self.runtime.get() else {
+            return Err("hook called before its build completed".into());
+        };
+        let placeholder = HookRequest {
+            method: req.method.clone(),
+            host: String::new(),
+            path: String::new(),
+            query: String::new(),
+            headers: http::HeaderMap::new(),
+            client_ip: req.client_ip,
+        };
+        let handle = ScriptRequest::new(std::mem::replace(req, placeholder));
+        let result: Result<Dynamic, _> =
+            self.f
+                .call(&rt.engine, &rt.lib, (Dynamic::from(handle.clone()),));
+        let outcome = match result {
+            Ok(v) => match v.try_cast::<Handler>() {
+                Some(h) => Ok(HookOutcome::Respond(h)),
+                None => Ok(HookOutcome::Continue),
+            },
+            Err(e) => Err(format!("{}: {e}", self.describe())),
+        };
+        *req = handle.into_inner();
+        outcome
+    }
+
+    fn describe(&self) -> String {
+        format!("on_request({})", fn_label(&self.f))
     }
 }

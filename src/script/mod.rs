@@ -76,6 +76,7 @@ pub fn engine_with_limits(limits: &Limits, operations: u64) -> Engine {
     );
     api::register_matchers(&mut engine);
     api::register_catalog(&mut engine);
+    api::register_handlers(&mut engine);
     hook::register_request(&mut engine);
     engine.register_fn("hash", |s: &str| api::stable_hash(s));
     engine

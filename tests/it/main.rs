@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod examples;
 mod forwarding;
+mod hooks;
 mod reload;
 mod routing;
 mod websocket;

@@ -1,0 +1,98 @@
+//! Per-request `on_request` hooks: edits reach the backend, direct answers, failures stay local.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn on_request_hooks_edit_answer_and_fail_safely() {
+    let backend = Backend::start("app").await;
+    let script = format!(
+        r#"
+        let app = service("app").servers({s});
+        fn tag(req) {{
+            req.set_header("X-Seen-Host", req.host);
+            req.remove_header("X-Drop-Me");
+            req.append_header("X-Multi", "two");
+        }}
+        fn gate(req) {{
+            if req.header("X-Token") != "letmein" {{ return respond(403, "forbidden\n"); }}
+        }}
+        route("tagged").rule(host("app.test") & path_prefix("/api")).middlewares([on_request(Fn("tag"))]).to(app);
+        route("rewrite").rule(host("app.test") & path_prefix("/old"))
+            .middlewares([on_request(|req| req.set_path("/api" + req.path.sub_string(4)))])
+            .to(app);
+        route("gated").rule(host("gate.test")).middlewares([on_request(Fn("gate")), on_request(Fn("tag"))]).to(app);
+        route("spin").rule(host("spin.test")).middlewares([on_request(|req| {{ loop {{ }} }})]).to(app);
+        route("plain").rule(host("plain.test")).to(app);
+        "#,
+        s = servers(&[&backend])
+    );
+    let r = TestRouter::start(&script).await;
+
+    let api = send(
+        r.web,
+        "GET",
+        "app.test",
+        "/api?x=1",
+        &[("X-Drop-Me", "1"), ("X-Multi", "one")],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(api["headers"]["x-seen-host"][0], "app.test");
+    assert!(api["headers"].get("x-drop-me").is_none(), "{api}");
+    assert_eq!(api["headers"]["x-multi"], serde_json::json!(["one", "two"]));
+    assert_eq!(api["url"], "/api?x=1");
+
+    let moved = get(r.web, "app.test", "/old/users?page=2").await;
+    assert_eq!(moved.status, 200);
+    // The rewritten request reached the backend with its query intact.
+    assert!(
+        moved.body.contains("\nGET /api/users?page=2 HTTP/1.1\n"),
+        "{}",
+        moved.body
+    );
+
+    let denied = get(r.web, "gate.test", "/").await;
+    assert_eq!(
+        (denied.status.as_u16(), denied.body.as_str()),
+        (403, "forbidden\n")
+    );
+    let allowed = send(
+        r.web,
+        "GET",
+        "gate.test",
+        "/api",
+        &[("X-Token", "letmein")],
+        "",
+    )
+    .await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.json()["headers"]["x-seen-host"][0],
+        "gate.test",
+        "chain runs in order"
+    );
+
+    let spin = get(r.web, "spin.test", "/").await;
+    assert_eq!(spin.status, 500);
+    assert_eq!(spin.body, "500 Internal Server Error\n");
+    let plain = get(r.web, "plain.test", "/api").await.json();
+    assert!(
+        plain["headers"].get("x-seen-host").is_none(),
+        "hooks run only on their routes"
+    );
+
+    let routes: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/routes").await.body).unwrap();
+    let gated = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "gated")
+        .unwrap();
+    assert_eq!(
+        gated["middlewares"],
+        serde_json::json!(["on_request(Fn(\"gate\"))", "on_request(Fn(\"tag\"))"])
+    );
+    r.shutdown().await;
+}
