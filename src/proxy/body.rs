@@ -13,25 +13,45 @@ use hyper::body::Incoming;
 
 use super::conn::BusyGuard;
 
+/// What a response body is made of.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub enum BodyKind {
     Upstream(Incoming),
     Full(Option<Bytes>),
-    /// Any body, plus the guard marking the connection busy while it is sent.
-    Guarded(Box<ProxyBody>, BusyGuard),
+}
+
+/// A downstream response body plus the guard marking the connection busy while it is sent.
+#[derive(Debug)]
+pub struct ProxyBody {
+    pub kind: BodyKind,
+    guard: Option<BusyGuard>,
 }
 
 impl ProxyBody {
+    pub fn upstream(b: Incoming) -> Self {
+        ProxyBody {
+            kind: BodyKind::Upstream(b),
+            guard: None,
+        }
+    }
+
     pub fn full(b: Bytes) -> Self {
-        ProxyBody::Full(Some(b))
+        ProxyBody {
+            kind: BodyKind::Full(Some(b)),
+            guard: None,
+        }
     }
 
     pub fn empty() -> Self {
-        ProxyBody::Full(None)
+        ProxyBody {
+            kind: BodyKind::Full(None),
+            guard: None,
+        }
     }
 
-    pub fn guarded(self, guard: BusyGuard) -> Self {
-        ProxyBody::Guarded(Box::new(self), guard)
+    pub fn guarded(mut self, guard: BusyGuard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 }
 
@@ -43,30 +63,27 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut *self {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Full(b) => Poll::Ready(
+        match &mut self.kind {
+            BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            BodyKind::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            ProxyBody::Guarded(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(b) => b.is_end_stream(),
-            ProxyBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
-            ProxyBody::Guarded(inner, _) => inner.is_end_stream(),
+        match &self.kind {
+            BodyKind::Upstream(b) => b.is_end_stream(),
+            BodyKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(b) => b.size_hint(),
-            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Guarded(inner, _) => inner.size_hint(),
+        match &self.kind {
+            BodyKind::Upstream(b) => b.size_hint(),
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

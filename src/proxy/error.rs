@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 
+#[cfg(test)]
+use super::body::BodyKind;
 use super::body::ProxyBody;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +91,7 @@ mod tests {
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         let resp = e.into_response();
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-        let ProxyBody::Full(Some(b)) = resp.body() else {
+        let BodyKind::Full(Some(b)) = &resp.body().kind else {
             panic!("full body expected")
         };
         assert_eq!(&b[..], b"502 Bad Gateway\n");

@@ -5,8 +5,6 @@
 //! outside the trusted networks every incoming `X-Forwarded-*`/`X-Real-Ip` is dropped, so what
 //! the backend sees in them was written by this router.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -61,7 +59,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, protect: impl Fn(&HeaderName) 
 /// What the router knows about the downstream side of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Downstream<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address as a header value, made once per connection.
+    pub client_ip: &'a HeaderValue,
     pub trusted: bool,
     /// `http` or `ws`.
     pub proto: &'static str,
@@ -85,17 +84,18 @@ pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
         n == header::HOST || is_forwarding_header(n.as_str())
     });
 
-    let ip = down.client_ip.to_string();
-    let xff = match headers
+    let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        prior if prior.is_empty() => ip.clone(),
-        prior => format!("{}, {ip}", prior.join(", ")),
-    };
-    set(headers, X_FORWARDED_FOR, &xff);
+        .collect();
+    if prior.is_empty() {
+        headers.insert(X_FORWARDED_FOR, down.client_ip.clone());
+    } else {
+        let ip = down.client_ip.to_str().unwrap_or_default();
+        let chain = format!("{}, {ip}", prior.join(", "));
+        set(headers, X_FORWARDED_FOR, &chain);
+    }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(down.proto));
     }
@@ -106,18 +106,23 @@ pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
         }
     }
     if !headers.contains_key(&X_FORWARDED_PORT) {
-        let port = host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .and_then(|a| a.port_u16())
-            .unwrap_or(80);
-        set(headers, X_FORWARDED_PORT, &port.to_string());
+        let port = host.as_ref().and_then(|h| port_of(h.as_bytes()));
+        let value = port
+            .and_then(|p| HeaderValue::from_bytes(p).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("80"));
+        headers.insert(X_FORWARDED_PORT, value);
     }
     headers.insert(X_FORWARDED_SERVER, down.server_name.clone());
     if !headers.contains_key(&X_REAL_IP) {
-        set(headers, X_REAL_IP, &ip);
+        headers.insert(X_REAL_IP, down.client_ip.clone());
     }
+}
+
+/// The port of a `host[:port]` / `[v6]:port` value, if it names one.
+fn port_of(host: &[u8]) -> Option<&[u8]> {
+    let colon = host.iter().rposition(|b| *b == b':')?;
+    let port = host.get(colon + 1..)?;
+    (!port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)).then_some(port)
 }
 
 /// Removes hop-by-hop headers from an upstream response.
@@ -171,7 +176,7 @@ mod tests {
         prepare_request(
             &mut h,
             &Downstream {
-                client_ip: "10.0.0.7".parse().unwrap(),
+                client_ip: &HeaderValue::from_static("10.0.0.7"),
                 trusted: false,
                 proto: "http",
                 server_name: &name,
@@ -201,7 +206,7 @@ mod tests {
         prepare_request(
             &mut h,
             &Downstream {
-                client_ip: "10.0.0.7".parse().unwrap(),
+                client_ip: &HeaderValue::from_static("10.0.0.7"),
                 trusted: true,
                 proto: "http",
                 server_name: &name,

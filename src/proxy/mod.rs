@@ -100,6 +100,10 @@ pub struct Proxy {
 struct ConnInfo {
     entrypoint: Arc<str>,
     peer: SocketAddr,
+    /// The peer's address (IPv4-mapped shown as IPv4), ready for `X-Forwarded-For`/`X-Real-Ip`.
+    client_ip: HeaderValue,
+    /// Whether the peer is in `--trusted-ips` (its forwarding headers are kept).
+    trusted: bool,
     activity: Arc<Activity>,
     tracker: Tracker,
 }
@@ -144,9 +148,13 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let ip = canonical_ip(peer.ip());
             let info = ConnInfo {
                 entrypoint: entrypoint.clone(),
                 peer,
+                client_ip: HeaderValue::from_str(&ip.to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                trusted: self.settings.trusted_ips.iter().any(|n| n.contains(&ip)),
                 activity: Activity::new(),
                 tracker: tracker.clone(),
             };
@@ -298,16 +306,10 @@ impl Proxy {
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let client_ip = canonical_ip(info.peer.ip());
-        let trusted = self
-            .settings
-            .trusted_ips
-            .iter()
-            .any(|n| n.contains(&client_ip));
         let websocket = downstream_upgrade.is_some();
         let down = forward::Downstream {
-            client_ip,
-            trusted,
+            client_ip: &info.client_ip,
+            trusted: info.trusted,
             proto: if websocket { "ws" } else { "http" },
             server_name: &self.server_name,
         };
@@ -370,7 +372,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         forward::clean_response(&mut parts.headers);
-        Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
 }
 
@@ -463,12 +465,29 @@ fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
     if values.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    let authority: http::uri::Authority = value
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ProxyError::BadRequest("invalid Host header"))?;
-    Ok(normalize_host(authority.host()))
+    let raw = value.as_bytes();
+    if raw.is_empty() || !raw.iter().all(|b| is_host_byte(*b)) {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    let text =
+        std::str::from_utf8(raw).map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
+    Ok(normalize_host(strip_port(text)))
+}
+
+/// Bytes allowed in a Host header: RFC 3986 reg-name / IP literal characters plus `:`.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').and_then(|i| host.get(..=i)).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 fn handler_response(h: &Handler) -> Response<ProxyBody> {
@@ -496,5 +515,20 @@ fn handler_response(h: &Handler) -> Response<ProxyBody> {
             }
             resp
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_parsing() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert!(!b"a b".iter().all(|b| is_host_byte(*b)));
+        assert!(b"API.Example.com:80".iter().all(|b| is_host_byte(*b)));
     }
 }
