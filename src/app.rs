@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::catalog::Catalog;
@@ -23,32 +23,44 @@ use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
 use crate::script::Limits;
 
+/// One worker's listening sockets: one per entrypoint, in entrypoint order.
+pub type ListenerSet = Vec<(String, std::net::TcpListener)>;
+
 /// A running router.
 pub struct Router {
     control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     triggers: mpsc::Sender<Trigger>,
-    drain: mpsc::Receiver<()>,
-    tracker: Option<Tracker>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     _watchers: Vec<notify::RecommendedWatcher>,
     pub entrypoints: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
 }
 
 impl Router {
-    /// Starts on already-bound listeners. The first build runs before this returns; if it fails
-    /// the router starts with an empty table (every request 404) and keeps watching for a fix.
+    /// Starts on already-bound listeners: one proxy worker thread per `ListenerSet`, each with its
+    /// own single-threaded runtime and upstream pool (no cross-thread hand-offs per request);
+    /// the control loop and the admin API run on the caller's runtime. The first build runs
+    /// before this returns; if it fails the router starts with an empty table (every request
+    /// 404) and keeps watching for a fix.
     pub async fn start(
         cfg: &Config,
-        listeners: Vec<(String, TcpListener)>,
-        admin_listener: Option<TcpListener>,
+        sets: Vec<ListenerSet>,
+        admin_listener: Option<std::net::TcpListener>,
     ) -> anyhow::Result<Router> {
         let catalog = match &cfg.catalog {
             Some(p) => Catalog::load(p)?,
             None => Catalog::default(),
         };
-        let names: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
+        let first = sets.first().context("no proxy worker to start")?;
+        let names: Vec<String> = first.iter().map(|(n, _)| n.clone()).collect();
+        let mut entrypoints = Vec::new();
+        for (name, l) in first {
+            let addr = l.local_addr()?;
+            info!(entrypoint = %name, %addr, workers = sets.len(), "listening");
+            entrypoints.push((name.clone(), addr));
+        }
         let control = Arc::new(Control::new(
             cfg.scripts.clone(),
             catalog,
@@ -85,22 +97,23 @@ impl Router {
             Duration::from_millis(100),
         ))];
 
-        let proxy = Proxy::new(control.table(), cfg.settings.clone());
-        let (tracker, drain) = Tracker::new();
-        let mut entrypoints = Vec::new();
-        for (name, listener) in listeners {
-            let addr = listener.local_addr()?;
-            info!(entrypoint = %name, %addr, "listening");
-            entrypoints.push((name.clone(), addr));
-            tasks.push(tokio::spawn(proxy.clone().serve_entrypoint(
-                name,
-                listener,
-                shutdown_rx.clone(),
-                tracker.clone(),
-            )));
+        let mut workers = Vec::new();
+        for (i, set) in sets.into_iter().enumerate() {
+            let table = control.table();
+            let settings = cfg.settings.clone();
+            let shutdown_rx = shutdown_rx.clone();
+            let grace = cfg.grace_period;
+            let handle = std::thread::Builder::new()
+                .name(format!("switchyard-worker-{i}"))
+                .spawn(move || worker(set, table, settings, shutdown_rx, grace))
+                .context("starting a proxy worker thread")?;
+            workers.push(handle);
         }
+
         let mut admin_addr = None;
         if let Some(l) = admin_listener {
+            l.set_nonblocking(true)?;
+            let l = TcpListener::from_std(l)?;
             let addr = l.local_addr()?;
             info!(%addr, "admin API listening");
             admin_addr = Some(addr);
@@ -115,9 +128,8 @@ impl Router {
             control,
             shutdown,
             triggers,
-            drain,
-            tracker: Some(tracker),
             tasks,
+            workers,
             _watchers: watchers,
             entrypoints,
             admin: admin_addr,
@@ -133,16 +145,21 @@ impl Router {
         &self.control
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
+    /// Stops accepting and waits for the workers, which let in-flight requests finish for up to
+    /// the configured grace period; `grace` bounds this wait.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        self.tracker.take();
-        let drain = std::mem::replace(&mut self.drain, mpsc::channel(1).1);
-        if tokio::time::timeout(grace, proxy::wait_for_drain(drain))
+        let workers = std::mem::take(&mut self.workers);
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        if tokio::time::timeout(grace + Duration::from_secs(1), joined)
             .await
             .is_err()
         {
-            warn!(grace = ?grace, "grace period over; closing remaining connections");
+            warn!(grace = ?grace, "workers did not stop within the grace period");
         }
         for t in self.tasks.drain(..) {
             t.abort();
@@ -150,26 +167,96 @@ impl Router {
     }
 }
 
-/// Binds every entrypoint and the admin listener of `cfg`.
-pub async fn bind(
-    cfg: &Config,
-) -> anyhow::Result<(Vec<(String, TcpListener)>, Option<TcpListener>)> {
-    let mut listeners = Vec::new();
-    for (name, addr) in &cfg.entrypoints {
-        let l = TcpListener::bind(addr)
+/// One proxy worker: a single-threaded runtime serving its own sockets of every entrypoint.
+fn worker(
+    set: ListenerSet,
+    table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
+    settings: crate::proxy::Settings,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start a proxy worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let proxy = Proxy::new(table, settings);
+        let (tracker, drain) = Tracker::new();
+        for (name, l) in set {
+            let listener = match l
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    error!(entrypoint = %name, error = %e, "cannot use listener");
+                    continue;
+                }
+            };
+            tokio::spawn(proxy.clone().serve_entrypoint(
+                name,
+                listener,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        drop(tracker);
+        let _ = shutdown.wait_for(|s| *s).await;
+        if tokio::time::timeout(grace, proxy::wait_for_drain(drain))
             .await
-            .with_context(|| format!("cannot listen on {addr} for entrypoint {name:?}"))?;
-        listeners.push((name.clone(), l));
+            .is_err()
+        {
+            warn!(grace = ?grace, "grace period over; closing remaining connections");
+        }
+    });
+}
+
+/// Binds every entrypoint `workers` times with `SO_REUSEPORT`, so the kernel spreads new
+/// connections over the workers. Port 0 is resolved by the first socket and reused by the rest.
+pub fn bind_entrypoints(
+    entrypoints: &[(String, SocketAddr)],
+    workers: usize,
+) -> anyhow::Result<Vec<ListenerSet>> {
+    let mut sets: Vec<ListenerSet> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+    for (name, addr) in entrypoints {
+        let mut actual = *addr;
+        for set in sets.iter_mut() {
+            let l = reuseport_listener(actual)
+                .with_context(|| format!("cannot listen on {actual} for entrypoint {name:?}"))?;
+            actual = l.local_addr()?;
+            set.push((name.clone(), l));
+        }
     }
+    Ok(sets)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds every entrypoint (once per worker) and the admin listener of `cfg`.
+pub fn bind(cfg: &Config) -> anyhow::Result<(Vec<ListenerSet>, Option<std::net::TcpListener>)> {
+    let sets = bind_entrypoints(&cfg.entrypoints, cfg.workers)?;
     let admin = match cfg.admin {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            std::net::TcpListener::bind(addr)
                 .with_context(|| format!("cannot listen on {addr} for the admin API"))?,
         ),
         None => None,
     };
-    Ok((listeners, admin))
+    Ok((sets, admin))
 }
 
 /// `switchyard run`: serve until SIGINT or SIGTERM; reload on SIGHUP.
@@ -179,8 +266,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let (listeners, admin) = bind(&cfg).await?;
-    let router = Router::start(&cfg, listeners, admin).await?;
+    let (sets, admin) = bind(&cfg)?;
+    let router = Router::start(&cfg, sets, admin).await?;
     loop {
         tokio::select! {
             _ = hup.recv() => { info!("SIGHUP: reloading scripts"); router.reload(); }

@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// Time in-flight requests get to finish on SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", value_name = "DURATION")]
     pub grace_period: Option<String>,
+    /// Proxy worker threads, each with its own event loop and upstream pool [default: one per CPU].
+    #[arg(long, env = "SWITCHYARD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// Largest request head accepted; larger ones get 431 [default: 65536].
     #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -110,6 +113,7 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub grace_period: Option<String>,
     pub max_header_bytes: Option<usize>,
+    pub workers: Option<usize>,
     /// `name = "addr"` pairs.
     pub entrypoints: Option<BTreeMap<String, String>>,
     pub timeouts: Option<FileTimeouts>,
@@ -133,6 +137,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub settings: Settings,
     pub grace_period: Duration,
+    /// Proxy worker threads (at least 1).
+    pub workers: usize,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -306,7 +312,13 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         "grace period",
     )?;
 
+    let workers = match run.workers.or(file.workers) {
+        Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n,
+    };
+
     Ok(Config {
+        workers,
         scripts,
         catalog: common.catalog.clone().or(file.catalog),
         entrypoints,

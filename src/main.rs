@@ -54,8 +54,9 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The main runtime: control loop, admin API, signals (proxy workers have their own).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")
@@ -93,18 +94,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("info", LogFormat::Text)?;
             let name =
                 name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-            runtime()?.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                tracing::info!(addr = %listener.local_addr()?, %name, "whoami listening");
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                switchyard::whoami::serve(listener, name, shutdown)
-                    .await
-                    .context("whoami")
-            })?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::bind(&listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    tracing::info!(addr = %listener.local_addr()?, %name, "whoami listening");
+                    let shutdown = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    switchyard::whoami::serve(listener, name, shutdown)
+                        .await
+                        .context("whoami")
+                })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -75,6 +75,7 @@ pub fn test_config(dir: &Path) -> Config {
         admin: Some("127.0.0.1:0".parse().unwrap()),
         settings: switchyard::proxy::Settings::default(),
         grace_period: Duration::from_secs(5),
+        workers: 2,
         log_level: "info".into(),
         log_format: LogFormat::Text,
     }
@@ -101,12 +102,9 @@ impl TestRouter {
         }
         let mut cfg = test_config(dir.path());
         tweak(&mut cfg);
-        let mut listeners = Vec::new();
-        for (name, addr) in &cfg.entrypoints {
-            listeners.push((name.clone(), TcpListener::bind(addr).await.unwrap()));
-        }
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let router = Router::start(&cfg, listeners, Some(admin)).await.unwrap();
+        let sets = switchyard::app::bind_entrypoints(&cfg.entrypoints, cfg.workers).unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let router = Router::start(&cfg, sets, Some(admin)).await.unwrap();
         let web = router.entrypoints[0].1;
         let admin = router.admin.unwrap();
         TestRouter {

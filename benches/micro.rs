@@ -1,0 +1,399 @@
+//! Micro-benchmarks of the per-request hot paths and of rule parsing.
+//!
+//! Run with `cargo bench --bench micro` (about 1–2 minutes); filter with e.g.
+//! `cargo bench --bench micro -- lookup/`. Tables are built with `script::build` from generated
+//! script text, so what is measured is exactly what production builds.
+//!
+//! Groups:
+//! - `lookup/{10,1000,10000}`: `RouteTable::lookup` for the same three request kinds at each size
+//!   (`exact_hit`, `wildcard_hit`, `miss`). Target: 10 000 routes within 2× of 10 routes.
+//! - `rule_parse`: Traefik rule parsing. Target: well under 10 µs for a typical rule.
+//! - `hook/on_request`: one script `on_request` hook call. Target: under 2 µs.
+//! - `hook/predicate`: a lookup whose winning candidate has a script `predicate`.
+//! - `balance/pick`: round robin and smooth weighted round robin.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue, Method};
+
+use switchyard::balance::Balancer;
+use switchyard::catalog::Catalog;
+use switchyard::middleware::{HookOutcome, HookRequest, Middleware, RequestHook};
+use switchyard::routing::{parse_rule, RequestView, RouteTable, RuleSyntax};
+use switchyard::script::{self, Built, Limits, ScriptSource};
+
+const ENTRYPOINT: &str = "web";
+
+/// Builds a table from one script exactly as `switchyard run` / `check` would.
+fn build(name: &str, text: String) -> Built {
+    let sources = [ScriptSource {
+        name: format!("bench/{name}.rhai"),
+        text,
+    }];
+    script::build(
+        &sources,
+        &Catalog::default(),
+        &[ENTRYPOINT.to_string()],
+        &Limits::default(),
+    )
+    .unwrap_or_else(|errors| panic!("bench script {name} does not build: {errors:#?}"))
+}
+
+/// Eight headers a browser-ish client typically sends (plus `x-beta`, read by the predicate).
+fn realistic_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("host", "app.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("accept-language", "en-US,en;q=0.5"),
+        (
+            "cookie",
+            "session=3f2a9c1e8b7d4f60a1b2c3d4e5f60718; theme=dark; beta=yes",
+        ),
+        ("x-request-id", "7b1e4c2a-9f3d-4e8b-a6c5-0d2f1e3b4a59"),
+        ("x-beta", "1"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h
+}
+
+fn client_ip() -> IpAddr {
+    IpAddr::from([203, 0, 113, 7])
+}
+
+// ---------------------------------------------------------------------------------------------
+// lookup
+// ---------------------------------------------------------------------------------------------
+
+/// Host-less routes (`path_regex`) in every table, whatever its size. They are candidates for
+/// every request on the entrypoint, so their count — not the table size — sets the cost of a
+/// miss; a fixed handful (3) keeps the sizes comparable. (5% of 10 000 would be 500 regexes per
+/// miss: a configuration problem, not something the host index can help with.)
+const HOSTLESS: usize = 3;
+
+/// A generated route table and the requests to measure on it.
+struct LookupCase {
+    built: Built,
+    /// (host, path, expected route name) for an exact-host route in the middle of the table.
+    exact: (String, String, String),
+    /// The same for a wildcard-host route in the middle of the table.
+    wildcard: (String, String, String),
+}
+
+/// Generates `n` routes: `HOSTLESS` host-less regex routes, and of the rest, in a repeating
+/// cycle of 20: 15 exact hosts with a path prefix (75%), 3 wildcard hosts (15%) and 2 Traefik
+/// rule strings (10%). All route to one two-server service.
+fn lookup_case(n: usize) -> LookupCase {
+    assert!(n > HOSTLESS + 3, "table too small for the mix");
+    let mut text = String::with_capacity(n * 100);
+    text.push_str(r#"let svc = service("backend").servers(["127.0.0.1:9001", "127.0.0.1:9002"]);"#);
+    text.push('\n');
+    let mut exact = Vec::new();
+    let mut wildcard = Vec::new();
+    for j in 0..n - HOSTLESS {
+        match j % 20 {
+            1 | 7 | 13 => {
+                writeln!(
+                    text,
+                    r#"route("w{j}").rule(host("*.w{j}.example.com")).to(svc);"#
+                )
+                .unwrap();
+                wildcard.push(j);
+            }
+            4 | 16 => {
+                writeln!(
+                    text,
+                    r#"route("t{j}").rule("Host(`r{j}.example.com`) && PathPrefix(`/x`)").to(svc);"#
+                )
+                .unwrap();
+            }
+            _ => {
+                let k = j % 4 + 1;
+                writeln!(
+                    text,
+                    r#"route("e{j}").rule(host("h{j}.example.com") & path_prefix("/api/v{k}")).to(svc);"#
+                )
+                .unwrap();
+                exact.push(j);
+            }
+        }
+    }
+    for i in 0..HOSTLESS {
+        writeln!(
+            text,
+            r#"route("re{i}").rule(path_regex("^/re{i}/[0-9]+$")).to(svc);"#
+        )
+        .unwrap();
+    }
+    let built = build(&format!("lookup-{n}"), text);
+    assert_eq!(built.table.routes().len(), n);
+
+    let e = exact[exact.len() / 2];
+    let w = wildcard[wildcard.len() / 2];
+    LookupCase {
+        built,
+        exact: (
+            format!("h{e}.example.com"),
+            format!("/api/v{}/users/42", e % 4 + 1),
+            format!("e{e}"),
+        ),
+        wildcard: (
+            format!("app.w{w}.example.com"),
+            "/api/v1/users/42".to_string(),
+            format!("w{w}"),
+        ),
+    }
+}
+
+fn view<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+    RequestView {
+        method: &Method::GET,
+        host,
+        path,
+        query: Some("page=2&sort=desc"),
+        headers,
+        client_ip: client_ip(),
+    }
+}
+
+/// Looks a request up once, outside the measurement, and checks it finds `want`.
+fn expect_route(table: &RouteTable, req: &RequestView<'_>, want: Option<&str>) {
+    let got = table
+        .lookup(ENTRYPOINT, req)
+        .unwrap_or_else(|e| panic!("lookup failed: {e:?}"))
+        .map(|r| r.name.as_str());
+    assert_eq!(got, want, "{} {}", req.host, req.path);
+}
+
+fn lookup(c: &mut Criterion) {
+    let headers = realistic_headers();
+    for n in [10, 1000, 10_000] {
+        let case = lookup_case(n);
+        let table = &case.built.table;
+        let (eh, ep, en) = &case.exact;
+        let (wh, wp, wn) = &case.wildcard;
+        let requests = [
+            ("exact_hit", view(eh, ep, &headers), Some(en.as_str())),
+            ("wildcard_hit", view(wh, wp, &headers), Some(wn.as_str())),
+            // Unknown host: only the host-less regex routes are candidates, and none matches.
+            (
+                "miss",
+                view("unknown.example.org", "/api/v1/users/42", &headers),
+                None,
+            ),
+        ];
+        let mut group = c.benchmark_group(format!("lookup/{n}"));
+        for (kind, req, want) in &requests {
+            expect_route(table, req, *want);
+            group.bench_function(*kind, |b| {
+                b.iter(|| table.lookup(black_box(ENTRYPOINT), black_box(req)))
+            });
+        }
+        group.finish();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rule_parse
+// ---------------------------------------------------------------------------------------------
+
+fn rule_parse(c: &mut Criterion) {
+    let rules = [
+        (
+            "v3_host_path_prefix",
+            "Host(`api.example.com`) && PathPrefix(`/v1`)",
+            RuleSyntax::V3,
+        ),
+        // Multi-value v2 matchers without templates: no regex is compiled.
+        (
+            "v2_multi_value",
+            "Host(`example.com`, `www.example.com`) && PathPrefix(`/api`, `/v1`) \
+             && Method(`GET`, `POST`) && Headers(`X-Tenant`, `acme`)",
+            RuleSyntax::V2,
+        ),
+        // The same shape with two gorilla/mux templates, each compiled into a regex.
+        (
+            "v2_templates",
+            "(Host(`example.com`, `www.example.com`) \
+             || HostRegexp(`{tenant:[a-z0-9-]+}.apps.example.com`)) \
+             && PathPrefix(`/api/{version:v[0-9]+}/`) \
+             && Method(`GET`, `POST`) && Headers(`X-Tenant`, `acme`)",
+            RuleSyntax::V2,
+        ),
+    ];
+    let mut group = c.benchmark_group("rule_parse");
+    for (name, rule, syntax) in rules {
+        if let Err(e) = parse_rule(rule, syntax) {
+            panic!("{name}: {e}");
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| parse_rule(black_box(rule), black_box(syntax)))
+        });
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// hook
+// ---------------------------------------------------------------------------------------------
+
+const HOOK_SCRIPT: &str = r#"
+fn tag_client(req) {
+    let ua = req.header("User-Agent");
+    if ua == "" {
+        return respond(400, "user agent required\n");
+    }
+    req.set_header("X-Client", ua);
+}
+
+route("closure")
+    .rule(host("closure.example.com"))
+    .middlewares([on_request(|req| req.set_header("X-Host", req.host))])
+    .to(respond(200, "ok\n"));
+
+route("named_fn")
+    .rule(host("named.example.com"))
+    .middlewares([on_request(Fn("tag_client"))])
+    .to(respond(200, "ok\n"));
+
+route("beta")
+    .rule(host("app.example.com") & predicate(|req| req.header("x-beta") == "1"))
+    .to(respond(200, "beta\n"));
+
+route("stable")
+    .rule(host("app.example.com"))
+    .to(respond(200, "stable\n"));
+"#;
+
+/// The first middleware of a route, as the proxy would run it.
+fn first_hook(built: &Built, route: &str) -> std::sync::Arc<dyn RequestHook> {
+    let route = built
+        .table
+        .routes()
+        .iter()
+        .find(|r| r.name == route)
+        .unwrap_or_else(|| panic!("no route {route:?}"));
+    let mw = route.middlewares.first().expect("route has no middleware");
+    #[allow(irrefutable_let_patterns)]
+    let Middleware::OnRequest(h) = mw
+    else {
+        panic!("route {:?}: first middleware is not on_request", route.name);
+    };
+    h.clone()
+}
+
+fn hook_request(host: &str) -> HookRequest {
+    HookRequest {
+        method: Method::GET,
+        host: host.to_string(),
+        path: "/api/v1/users/42".to_string(),
+        query: "page=2&sort=desc".to_string(),
+        headers: realistic_headers(),
+        client_ip: client_ip(),
+    }
+}
+
+fn hook(c: &mut Criterion) {
+    let built = build("hooks", HOOK_SCRIPT.to_string());
+
+    // One HookRequest per benchmark, reused: the hook moves it in and out, and its header edit
+    // (`set_header`) replaces the same header every time, so the request does not grow.
+    let mut group = c.benchmark_group("hook/on_request");
+    for (route, host, header, want) in [
+        (
+            "closure",
+            "closure.example.com",
+            "x-host",
+            "closure.example.com",
+        ),
+        (
+            "named_fn",
+            "named.example.com",
+            "x-client",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+    ] {
+        let h = first_hook(&built, route);
+        let mut req = hook_request(host);
+        let outcome = h.on_request(&mut req);
+        assert_eq!(outcome, Ok(HookOutcome::Continue), "{route}");
+        assert_eq!(
+            req.headers.get(header).and_then(|v| v.to_str().ok()),
+            Some(want),
+            "{route}"
+        );
+        assert_eq!(req.headers.len(), 9, "{route}: 8 headers + the one set");
+        group.bench_function(route, |b| b.iter(|| h.on_request(black_box(&mut req))));
+    }
+    group.finish();
+
+    // `beta` (predicate) outranks `stable` (same host, shorter rule): `true` runs the predicate
+    // and returns `beta`; `false` runs it, rejects, and falls through to `stable`.
+    let table = &built.table;
+    let with_beta = realistic_headers();
+    let mut without_beta = realistic_headers();
+    without_beta.insert("x-beta", HeaderValue::from_static("0"));
+    let mut group = c.benchmark_group("hook/predicate");
+    for (name, headers, want) in [
+        ("true", &with_beta, "beta"),
+        ("false", &without_beta, "stable"),
+    ] {
+        let req = view("app.example.com", "/api/v1/users/42", headers);
+        expect_route(table, &req, Some(want));
+        group.bench_function(name, |b| {
+            b.iter(|| table.lookup(black_box(ENTRYPOINT), black_box(&req)))
+        });
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// balance
+// ---------------------------------------------------------------------------------------------
+
+fn balance(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balance/pick");
+    for (name, weights) in [
+        ("round_robin_1x4", &[1u32; 4][..]),
+        ("weighted_5_1_1_3", &[5, 1, 1, 3][..]),
+    ] {
+        let b = Balancer::for_weights(weights);
+        assert!(b.pick().is_some());
+        group.bench_function(name, |bench| bench.iter(|| black_box(&b).pick()));
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Short runs so the whole file takes about 1.5 minutes (18 benchmarks × ~3.5 s, plus building
+/// the tables and the analysis); plenty for ns–µs timings. On a shared machine compare medians
+/// of several runs, or raise the time: `cargo bench --bench micro -- --measurement-time 10`.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_millis(2500))
+        .sample_size(50)
+        .nresamples(20_000)
+        .without_plots()
+}
+
+criterion_group! {
+    name = micro;
+    config = config();
+    targets = lookup, rule_parse, hook, balance
+}
+criterion_main!(micro);
