@@ -88,9 +88,9 @@ pub struct Route {
 
 #[derive(Debug, Default)]
 struct EntryIndex {
-    exact: HashMap<String, Vec<u32>>,
+    exact: HashMap<String, Vec<u32>, ahash::RandomState>,
     /// Keyed by the wildcard's suffix including the leading dot (`.example.com`).
-    wildcard: HashMap<String, Vec<u32>>,
+    wildcard: HashMap<String, Vec<u32>, ahash::RandomState>,
     /// Routes whose rule does not pin the host.
     any_host: Vec<u32>,
 }
@@ -100,7 +100,8 @@ struct EntryIndex {
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     services: Vec<Arc<Service>>,
-    index: HashMap<String, EntryIndex>,
+    /// One index per entrypoint; a handful at most, so a linear scan beats hashing.
+    index: Vec<(String, EntryIndex)>,
 }
 
 /// Why a lookup could not decide: a script predicate failed (message for the log only).
@@ -123,7 +124,7 @@ impl RouteTable {
                 .then_with(|| a.name.cmp(&b.name))
         });
         let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-        let mut index: HashMap<String, EntryIndex> = entrypoints
+        let mut index: Vec<(String, EntryIndex)> = entrypoints
             .iter()
             .map(|e| (e.clone(), EntryIndex::default()))
             .collect();
@@ -168,7 +169,7 @@ impl RouteTable {
     }
 
     pub fn has_entrypoint(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.index.iter().any(|(n, _)| n == name)
     }
 
     /// Finds the highest-priority route on `entrypoint` that matches the request.
@@ -177,7 +178,7 @@ impl RouteTable {
         entrypoint: &str,
         req: &RequestView<'_>,
     ) -> Result<Option<&Arc<Route>>, LookupError> {
-        let Some(idx) = self.index.get(entrypoint) else {
+        let Some((_, idx)) = self.index.iter().find(|(n, _)| n == entrypoint) else {
             return Ok(None);
         };
         // Candidate lists: exact host, host-less routes, then one per matching wildcard suffix.

@@ -197,6 +197,21 @@ pub fn register_request(engine: &mut rhai::Engine) {
     });
 }
 
+/// Calls a hook function with one argument. A function pointer without curried values is called
+/// by name straight from the build's function library (no top-level evaluation, no scope set-up);
+/// closures that captured values go through `FnPtr::call`, which passes them along.
+fn call_hook(f: &FnPtr, rt: &HookRuntime, arg: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    if f.curry().is_empty() {
+        let opts = rhai::CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(false);
+        rt.engine
+            .call_fn_with_options(opts, &mut rhai::Scope::new(), &rt.lib, f.fn_name(), (arg,))
+    } else {
+        f.call(&rt.engine, &rt.lib, (arg,))
+    }
+}
+
 /// A script function used as a route matcher: `predicate(|req| req.header("x-beta") == "1")`.
 pub struct ScriptPredicate {
     f: FnPtr,
@@ -221,9 +236,7 @@ impl Predicate for ScriptPredicate {
             return Err("script predicate called before its build completed".into());
         };
         let arg = Dynamic::from(ScriptRequest::from_view(req));
-        let out: Dynamic = self
-            .f
-            .call(&rt.engine, &rt.lib, (arg,))
+        let out: Dynamic = call_hook(&self.f, rt, arg)
             .map_err(|e| format!("predicate {}: {e}", self.describe()))?;
         out.as_bool().map_err(|t| {
             format!(
@@ -281,9 +294,7 @@ impl RequestHook for ScriptRequestHook {
             client_ip: req.client_ip,
         };
         let handle = ScriptRequest::new(std::mem::replace(req, placeholder));
-        let result: Result<Dynamic, _> =
-            self.f
-                .call(&rt.engine, &rt.lib, (Dynamic::from(handle.clone()),));
+        let result = call_hook(&self.f, rt, Dynamic::from(handle.clone()));
         let outcome = match result {
             Ok(v) => match v.try_cast::<Handler>() {
                 Some(h) => Ok(HookOutcome::Respond(h)),

@@ -23,6 +23,8 @@ async fn on_request_hooks_edit_answer_and_fail_safely() {
         route("gated").rule(host("gate.test")).middlewares([on_request(Fn("gate")), on_request(Fn("tag"))]).to(app);
         route("spin").rule(host("spin.test")).middlewares([on_request(|req| {{ loop {{ }} }})]).to(app);
         route("plain").rule(host("plain.test")).to(app);
+        let release = "v42";
+        route("captured").rule(host("cap.test")).middlewares([on_request(|req| req.set_header("X-Release", release))]).to(app);
         "#,
         s = servers(&[&backend])
     );
@@ -80,6 +82,12 @@ async fn on_request_hooks_edit_answer_and_fail_safely() {
     assert!(
         plain["headers"].get("x-seen-host").is_none(),
         "hooks run only on their routes"
+    );
+
+    let cap = get(r.web, "cap.test", "/api").await.json();
+    assert_eq!(
+        cap["headers"]["x-release"][0], "v42",
+        "closures keep captured values"
     );
 
     let routes: serde_json::Value =
