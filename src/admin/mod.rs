@@ -66,6 +66,8 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/api/scripts" => json(&*state.status.borrow()),
         "/api/version" => json(&serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("SWITCHYARD_GIT_COMMIT"),
+            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
             "uptime_seconds": state.started.elapsed().as_secs(),
         })),
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),

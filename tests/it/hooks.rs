@@ -90,6 +90,14 @@ async fn on_request_hooks_edit_answer_and_fail_safely() {
         "closures keep captured values"
     );
 
+    let version = get(r.admin, "localhost", "/api/version").await.json();
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["profile"], "debug");
+    assert!(
+        version["commit"].as_str().is_some_and(|c| !c.is_empty()),
+        "{version}"
+    );
+
     let routes: serde_json::Value =
         serde_json::from_str(&get(r.admin, "localhost", "/api/routes").await.body).unwrap();
     let gated = routes["routes"]
