@@ -226,8 +226,9 @@ pub fn bind_entrypoints(
     let mut sets: Vec<ListenerSet> = (0..workers.max(1)).map(|_| Vec::new()).collect();
     for (name, addr) in entrypoints {
         let mut actual = *addr;
+        let shared = sets.len() > 1;
         for set in sets.iter_mut() {
-            let l = reuseport_listener(actual)
+            let l = listener(actual, shared)
                 .with_context(|| format!("cannot listen on {actual} for entrypoint {name:?}"))?;
             actual = l.local_addr()?;
             set.push((name.clone(), l));
@@ -236,11 +237,13 @@ pub fn bind_entrypoints(
     Ok(sets)
 }
 
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listening socket; `shared` sets `SO_REUSEPORT` so several workers can bind the same address
+/// (only then: a lone socket never lets another process share its port).
+fn listener(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(shared)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())

@@ -141,6 +141,8 @@ impl Control {
         let mut status = self.status.borrow().clone();
         status.attempt += 1;
         status.at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // The status is published before anything is logged, so whoever reacts to the log line
+        // already sees the new status.
         match result {
             Ok(built) => {
                 let routes = built.table.routes().len();
@@ -151,15 +153,27 @@ impl Control {
                 status.files = built.files;
                 status.routes = routes;
                 status.errors.clear();
+                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
+                let (files, ms) = (status.files.len(), status.duration_ms);
+                self.status.send_replace(status);
                 info!(
                     routes,
-                    files = status.files.len(),
-                    ms = format!("{:.1}", status.duration_ms),
+                    files,
+                    ms = format!("{ms:.1}"),
                     "scripts built; new route table is live"
                 );
-                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
+                true
             }
             Err(errors) => {
+                status.ok = false;
+                status.duration_ms = 0.0;
+                if let Some((s, _)) = &inputs {
+                    status.files = s.iter().map(|s| s.name.clone()).collect();
+                }
+                status.errors = errors.clone();
+                // Forget the inputs so that restoring the previous text rebuilds and clears the error.
+                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.status.send_replace(status);
                 for e in &errors {
                     error!("{e}");
                 }
@@ -167,19 +181,9 @@ impl Control {
                     errors = errors.len(),
                     "script build failed; the last good route table keeps serving"
                 );
-                status.ok = false;
-                status.duration_ms = 0.0;
-                if let Some((s, _)) = &inputs {
-                    status.files = s.iter().map(|s| s.name.clone()).collect();
-                }
-                status.errors = errors;
-                // Forget the inputs so that restoring the previous text rebuilds and clears the error.
-                *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                false
             }
         }
-        let ok = status.ok;
-        self.status.send_replace(status);
-        ok
     }
 
     /// Rebuilds on every trigger, debounced by `quiet`, until `shutdown` turns true.

@@ -265,3 +265,23 @@ async fn catalog_entries_become_routes() {
     assert_eq!(get(r.web, "shop.localhost", "/").await.status, 404);
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn several_workers_share_the_entrypoints() {
+    let backend = Backend::start("app").await;
+    let script = format!(
+        r#"route("app").rule(host("app.test")).to(service("app").servers({}));"#,
+        servers(&[&backend])
+    );
+    let r = TestRouter::start_with(&[("10-test.rhai", &script)], |cfg| cfg.workers = 3).await;
+    // Each request opens a new connection; the kernel spreads them over the workers' sockets.
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let web = r.web;
+        tasks.push(tokio::spawn(async move { get(web, "app.test", "/").await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().backend(), Some("app"));
+    }
+    r.shutdown().await;
+}

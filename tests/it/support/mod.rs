@@ -75,7 +75,7 @@ pub fn test_config(dir: &Path) -> Config {
         admin: Some("127.0.0.1:0".parse().unwrap()),
         settings: switchyard::proxy::Settings::default(),
         grace_period: Duration::from_secs(5),
-        workers: 2,
+        workers: 1,
         log_level: "info".into(),
         log_format: LogFormat::Text,
     }
