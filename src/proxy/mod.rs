@@ -192,33 +192,44 @@ impl Proxy {
             .keep_alive(true);
         let conn = builder.serve_connection(io, svc).with_upgrades();
         tokio::pin!(conn);
+        // Timeouts and the shutdown signal are watched by a separate task, so a wake-up of the
+        // connection (every read and write) polls only the connection and one oneshot.
+        let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<Expiry>();
+        let (header_read, idle) = (
+            self.settings.header_read_timeout,
+            self.settings.idle_timeout,
+        );
+        let watchdog = tokio::spawn(async move {
+            let why = tokio::select! {
+                why = activity.expired(header_read, idle) => why,
+                _ = shutdown.wait_for(|s| *s) => Expiry::Idle,
+            };
+            let _ = close_tx.send(why);
+        });
         let mut closing = false;
         loop {
             tokio::select! {
+                biased;
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         debug!(peer = %info.peer, error = %e, "downstream connection ended with an error");
                     }
                     break;
                 }
-                why = activity.expired(self.settings.header_read_timeout, self.settings.idle_timeout), if !closing => {
+                why = &mut close_rx, if !closing => {
+                    closing = true;
                     match why {
-                        Expiry::HeaderRead => {
+                        Ok(Expiry::HeaderRead) => {
                             debug!(peer = %info.peer, "request head not received in time; closing");
                             break;
                         }
-                        Expiry::Idle => {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
+                        // Idle, or shutting down: finish what is in flight, then close.
+                        Ok(Expiry::Idle) | Err(_) => conn.as_mut().graceful_shutdown(),
                     }
-                }
-                _ = shutdown.wait_for(|s| *s), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
                 }
             }
         }
+        watchdog.abort();
         drop(info);
     }
 
