@@ -14,7 +14,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
-use super::hook::{HookRuntime, ScriptPredicate, ScriptRequestHook};
+use super::hook::{HookRuntime, ScriptFn, ScriptPredicate, ScriptRequestHook};
 use crate::catalog::CatalogEntry;
 use crate::middleware::Middleware;
 use crate::routing::matcher::{HostPattern, Matcher, Pattern};
@@ -561,7 +561,7 @@ pub fn register_builders(
     engine.register_fn("to_string", |m: &mut Middleware| m.describe());
     let h = hooks.clone();
     engine.register_fn("on_request", move |f: FnPtr| {
-        Middleware::OnRequest(Arc::new(ScriptRequestHook::new(f, h.clone())))
+        Middleware::OnRequest(Arc::new(ScriptRequestHook(ScriptFn::new(f, h.clone()))))
     });
     engine.register_fn(
         "middlewares",
@@ -582,7 +582,7 @@ pub fn register_builders(
     );
     let h = hooks.clone();
     engine.register_fn("predicate", move |f: FnPtr| {
-        Matcher::Predicate(Arc::new(ScriptPredicate::new(f, h.clone())))
+        Matcher::Predicate(Arc::new(ScriptPredicate(ScriptFn::new(f, h.clone()))))
     });
 }
 

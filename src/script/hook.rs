@@ -197,46 +197,70 @@ pub fn register_request(engine: &mut rhai::Engine) {
     });
 }
 
-/// Calls a hook function with one argument. A function pointer without curried values is called
-/// by name straight from the build's function library (no top-level evaluation, no scope set-up);
-/// closures that captured values go through `FnPtr::call`, which passes them along.
-fn call_hook(f: &FnPtr, rt: &HookRuntime, arg: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-    if f.curry().is_empty() {
-        let opts = rhai::CallFnOptions::new()
-            .eval_ast(false)
-            .rewind_scope(false);
-        rt.engine
-            .call_fn_with_options(opts, &mut rhai::Scope::new(), &rt.lib, f.fn_name(), (arg,))
-    } else {
-        f.call(&rt.engine, &rt.lib, (arg,))
-    }
-}
-
-/// A script function used as a route matcher: `predicate(|req| req.header("x-beta") == "1")`.
-pub struct ScriptPredicate {
+/// A script function kept for per-request calls, with the runtime of the build that made it.
+pub struct ScriptFn {
     f: FnPtr,
     runtime: Arc<OnceLock<HookRuntime>>,
 }
 
-impl ScriptPredicate {
+impl ScriptFn {
     pub fn new(f: FnPtr, runtime: Arc<OnceLock<HookRuntime>>) -> Self {
-        ScriptPredicate { f, runtime }
+        ScriptFn { f, runtime }
+    }
+
+    /// Calls the function with one argument. A function pointer without curried values is called
+    /// by name straight from the build's function library (no top-level evaluation, no scope
+    /// set-up); closures that captured values go through `FnPtr::call`, which passes them along.
+    fn call(&self, arg: Dynamic) -> Result<Dynamic, String> {
+        let Some(rt) = self.runtime.get() else {
+            return Err(format!(
+                "{} called before its build completed",
+                self.label()
+            ));
+        };
+        let result = if self.f.curry().is_empty() {
+            let opts = rhai::CallFnOptions::new()
+                .eval_ast(false)
+                .rewind_scope(false);
+            rt.engine.call_fn_with_options(
+                opts,
+                &mut rhai::Scope::new(),
+                &rt.lib,
+                self.f.fn_name(),
+                (arg,),
+            )
+        } else {
+            self.f.call(&rt.engine, &rt.lib, (arg,))
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// `Fn("name")`, or `Fn(<closure>)` for an anonymous function.
+    fn label(&self) -> String {
+        let name = self.f.fn_name();
+        if name.starts_with("anon$") {
+            "Fn(<closure>)".to_string()
+        } else {
+            format!("Fn(\"{name}\")")
+        }
     }
 }
 
-impl fmt::Debug for ScriptPredicate {
+impl fmt::Debug for ScriptFn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScriptPredicate({})", self.f.fn_name())
+        write!(f, "ScriptFn({})", self.f.fn_name())
     }
 }
+
+/// A script function used as a route matcher: `predicate(|req| req.header("x-beta") == "1")`.
+#[derive(Debug)]
+pub struct ScriptPredicate(pub ScriptFn);
 
 impl Predicate for ScriptPredicate {
     fn matches(&self, req: &RequestView<'_>) -> Result<bool, String> {
-        let Some(rt) = self.runtime.get() else {
-            return Err("script predicate called before its build completed".into());
-        };
-        let arg = Dynamic::from(ScriptRequest::from_view(req));
-        let out: Dynamic = call_hook(&self.f, rt, arg)
+        let out = self
+            .0
+            .call(Dynamic::from(ScriptRequest::from_view(req)))
             .map_err(|e| format!("predicate {}: {e}", self.describe()))?;
         out.as_bool().map_err(|t| {
             format!(
@@ -247,44 +271,18 @@ impl Predicate for ScriptPredicate {
     }
 
     fn describe(&self) -> String {
-        fn_label(&self.f)
+        self.0.label()
     }
 }
 
 /// A script function run on every request of the routes that list it:
 /// `.middlewares([on_request(|req| req.set_header("X-Canary", "1"))])`. Returning a handler
 /// (`respond(...)`, `redirect(...)`) answers directly.
-pub struct ScriptRequestHook {
-    f: FnPtr,
-    runtime: Arc<OnceLock<HookRuntime>>,
-}
-
-impl ScriptRequestHook {
-    pub fn new(f: FnPtr, runtime: Arc<OnceLock<HookRuntime>>) -> Self {
-        ScriptRequestHook { f, runtime }
-    }
-}
-
-impl fmt::Debug for ScriptRequestHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScriptRequestHook({})", self.f.fn_name())
-    }
-}
-
-fn fn_label(f: &FnPtr) -> String {
-    let name = f.fn_name();
-    if name.starts_with("anon$") {
-        "Fn(<closure>)".to_string()
-    } else {
-        format!("Fn(\"{name}\")")
-    }
-}
+#[derive(Debug)]
+pub struct ScriptRequestHook(pub ScriptFn);
 
 impl RequestHook for ScriptRequestHook {
     fn on_request(&self, req: &mut HookRequest) -> Result<HookOutcome, String> {
-        let Some(rt) = self.runtime.get() else {
-            return Err("hook called before its build completed".into());
-        };
         let placeholder = HookRequest {
             method: req.method.clone(),
             host: String::new(),
@@ -294,7 +292,7 @@ impl RequestHook for ScriptRequestHook {
             client_ip: req.client_ip,
         };
         let handle = ScriptRequest::new(std::mem::replace(req, placeholder));
-        let result = call_hook(&self.f, rt, Dynamic::from(handle.clone()));
+        let result = self.0.call(Dynamic::from(handle.clone()));
         let outcome = match result {
             Ok(v) => match v.try_cast::<Handler>() {
                 Some(h) => Ok(HookOutcome::Respond(h)),
@@ -307,6 +305,6 @@ impl RequestHook for ScriptRequestHook {
     }
 
     fn describe(&self) -> String {
-        format!("on_request({})", fn_label(&self.f))
+        format!("on_request({})", self.0.label())
     }
 }
