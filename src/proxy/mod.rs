@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::middleware::{self, HookOutcome, HookRequest};
+use crate::middleware::{HookOutcome, HookRequest, Middleware, RequestHook};
 use crate::routing::matcher::{canonical_ip, normalize_host};
 use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
 use body::ProxyBody;
@@ -288,6 +288,17 @@ impl Proxy {
                 }
             }
         };
+        // Forwarding headers are settled before the middlewares run (as at a Traefik
+        // entrypoint): hooks see what the backend will see, and headers middlewares set
+        // (X-Forwarded-Prefix) are not taken for client spoofing.
+        let websocket = forward::is_websocket_upgrade(req.headers());
+        let down = forward::Downstream {
+            client_ip: &info.client_ip,
+            trusted: info.trusted,
+            proto: if websocket { "ws" } else { "http" },
+            server_name: &self.server_name,
+        };
+        forward::prepare_request(req.headers_mut(), &down);
         if !route.middlewares.is_empty() {
             if let Some(answer) = request_phase(&route, &mut req, &host, info.peer.ip())? {
                 return Ok(answer);
@@ -299,7 +310,6 @@ impl Proxy {
                 let server = svc.pick().ok_or_else(|| ProxyError::NoServer {
                     service: svc.name.clone(),
                 })?;
-                let websocket = forward::is_websocket_upgrade(req.headers());
                 let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
                 self.forward(req, info, &route, svc, server, downstream_upgrade)
                     .await
@@ -317,15 +327,7 @@ impl Proxy {
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let websocket = downstream_upgrade.is_some();
-        let down = forward::Downstream {
-            client_ip: &info.client_ip,
-            trusted: info.trusted,
-            proto: if websocket { "ws" } else { "http" },
-            server_name: &self.server_name,
-        };
-        forward::prepare_request(&mut parts.headers, &down);
-        if websocket {
+        if downstream_upgrade.is_some() {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -411,14 +413,50 @@ async fn tunnel(
     drop(tracker);
 }
 
-/// Runs the route's request-phase middlewares on `req` (headers are moved, not copied) and
-/// writes their edits back. `Some` is a direct answer from a hook.
+/// Runs the route's request-phase middlewares in order on `req`. `Some` is a direct answer.
 fn request_phase(
     route: &Route,
     req: &mut Request<Incoming>,
     host: &str,
     peer: std::net::IpAddr,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let hook_error = |message: String| ProxyError::Hook {
+        route: route.name.clone(),
+        message,
+    };
+    for m in &route.middlewares {
+        match m {
+            Middleware::OnRequest(h) => {
+                if let Some(answer) = run_hook(h.as_ref(), req, host, peer).map_err(hook_error)? {
+                    return Ok(Some(answer));
+                }
+            }
+            native => {
+                if let Some(edit) = native.rewrite_path(req.uri().path()) {
+                    let query = req.uri().query().map(str::to_string);
+                    set_path_and_query(req, edit.path, query.as_deref()).map_err(|()| {
+                        hook_error(format!("{} produced an invalid path", native.describe()))
+                    })?;
+                    if let Some((name, value)) = edit.header {
+                        if let Ok(v) = HeaderValue::from_str(&value) {
+                            req.headers_mut().insert(name, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one script hook on `req` (headers are moved in and out, not copied) and writes its edits
+/// back. `Some` is a direct answer.
+fn run_hook(
+    hook: &dyn RequestHook,
+    req: &mut Request<Incoming>,
+    host: &str,
+    peer: std::net::IpAddr,
+) -> Result<Option<Response<ProxyBody>>, String> {
     let mut hr = HookRequest {
         method: req.method().clone(),
         host: host.to_string(),
@@ -427,37 +465,34 @@ fn request_phase(
         headers: std::mem::take(req.headers_mut()),
         client_ip: canonical_ip(peer),
     };
-    let outcome = middleware::run_request_phase(&route.middlewares, &mut hr);
+    let outcome = hook.on_request(&mut hr);
     *req.headers_mut() = std::mem::take(&mut hr.headers);
-    let outcome = outcome.map_err(|message| ProxyError::Hook {
-        route: route.name.clone(),
-        message,
-    })?;
+    let outcome = outcome?;
     *req.method_mut() = hr.method;
-    let same_path = req.uri().path() == hr.path && req.uri().query().unwrap_or("") == hr.query;
-    if !same_path {
-        let pq = if hr.query.is_empty() {
-            hr.path
-        } else {
-            format!("{}?{}", hr.path, hr.query)
-        };
-        let mut parts = req.uri().clone().into_parts();
-        parts.path_and_query =
-            Some(
-                http::uri::PathAndQuery::try_from(pq).map_err(|_| ProxyError::Hook {
-                    route: route.name.clone(),
-                    message: "hook produced an invalid path".into(),
-                })?,
-            );
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::Hook {
-            route: route.name.clone(),
-            message: "hook produced an invalid URI".into(),
-        })?;
+    if req.uri().path() != hr.path || req.uri().query().unwrap_or("") != hr.query {
+        let query = (!hr.query.is_empty()).then_some(hr.query.as_str());
+        set_path_and_query(req, hr.path.clone(), query)
+            .map_err(|()| "hook produced an invalid path".to_string())?;
     }
     Ok(match outcome {
         HookOutcome::Continue => None,
         HookOutcome::Respond(h) => Some(handler_response(&h)),
     })
+}
+
+fn set_path_and_query(
+    req: &mut Request<Incoming>,
+    path: String,
+    query: Option<&str>,
+) -> Result<(), ()> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).map_err(|_| ())?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ())?;
+    Ok(())
 }
 
 /// The host a request names: the absolute-form URI's authority, else the `Host` header;

@@ -557,6 +557,7 @@ pub fn register_builders(
     });
     engine.register_get("name", |s: &mut ServiceHandle| s.decl().name.clone());
 
+    register_path_middlewares(engine);
     engine.register_type_with_name::<Middleware>("Middleware");
     engine.register_fn("to_string", |m: &mut Middleware| m.describe());
     let h = hooks.clone();
@@ -594,6 +595,77 @@ fn redirect(ctx: &NativeCallContext, url: &str, permanent: bool) -> RhaiResult<H
         location: url.to_string(),
         permanent,
     })
+}
+
+fn path_arg(ctx: &NativeCallContext, what: &str, p: &str) -> RhaiResult<String> {
+    if !p.starts_with('/') {
+        return runtime_error(ctx, format!("{what} {p:?} must start with /"));
+    }
+    Ok(p.to_string())
+}
+
+fn patterns(ctx: &NativeCallContext, list: Array) -> RhaiResult<Vec<Pattern>> {
+    let sources = strings(ctx, &list, "regexes")?;
+    sources
+        .iter()
+        .map(|re| Pattern::new(re).or_else(|e| runtime_error(ctx, e)))
+        .collect()
+}
+
+/// Registers the native path middlewares (Traefik's stripPrefix, stripPrefixRegex, addPrefix,
+/// replacePath, replacePathRegex).
+fn register_path_middlewares(engine: &mut Engine) {
+    engine.register_fn(
+        "strip_prefix",
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Middleware> {
+            Ok(Middleware::StripPrefix(vec![path_arg(&ctx, "prefix", p)?]))
+        },
+    );
+    engine.register_fn(
+        "strip_prefix",
+        |ctx: NativeCallContext, list: Array| -> RhaiResult<Middleware> {
+            let prefixes = strings(&ctx, &list, "prefixes")?;
+            let prefixes = prefixes
+                .iter()
+                .map(|p| path_arg(&ctx, "prefix", p))
+                .collect::<RhaiResult<Vec<_>>>()?;
+            Ok(Middleware::StripPrefix(prefixes))
+        },
+    );
+    engine.register_fn(
+        "strip_prefix_regex",
+        |ctx: NativeCallContext, re: &str| -> RhaiResult<Middleware> {
+            Ok(Middleware::StripPrefixRegex(patterns(
+                &ctx,
+                vec![Dynamic::from(re.to_string())],
+            )?))
+        },
+    );
+    engine.register_fn(
+        "strip_prefix_regex",
+        |ctx: NativeCallContext, list: Array| -> RhaiResult<Middleware> {
+            Ok(Middleware::StripPrefixRegex(patterns(&ctx, list)?))
+        },
+    );
+    engine.register_fn(
+        "add_prefix",
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Middleware> {
+            Ok(Middleware::AddPrefix(path_arg(&ctx, "prefix", p)?))
+        },
+    );
+    engine.register_fn(
+        "replace_path",
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Middleware> {
+            Ok(Middleware::ReplacePath(path_arg(&ctx, "path", p)?))
+        },
+    );
+    engine.register_fn(
+        "replace_path_regex",
+        |ctx: NativeCallContext, re: &str, replacement: &str| -> RhaiResult<Middleware> {
+            let p = Pattern::new(re).or_else(|e| runtime_error(&ctx, e))?;
+            Ok(Middleware::ReplacePathRegex(p, replacement.to_string()))
+        },
+    );
 }
 
 /// Registers the handlers (`respond`, `redirect`): targets at build time, direct answers in hooks.

@@ -9,6 +9,7 @@ mod errors;
 mod examples;
 mod forwarding;
 mod hooks;
+mod middlewares;
 mod reload;
 mod routing;
 mod websocket;
