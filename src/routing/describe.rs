@@ -123,6 +123,9 @@ impl TableInfo {
                 r.name, r.priority, eps, r.declared_at
             ));
             out.push_str(&format!("  rule:    {}\n", r.rule));
+            if !r.middlewares.is_empty() {
+                out.push_str(&format!("  middlewares: {}\n", r.middlewares.join(", ")));
+            }
             let target = match &r.target {
                 TargetInfo::Service { service, servers } => {
                     let list = if servers.is_empty() {
