@@ -98,14 +98,7 @@ async fn on_request_hooks_edit_answer_and_fail_safely() {
         "{version}"
     );
 
-    let routes: serde_json::Value =
-        serde_json::from_str(&get(r.admin, "localhost", "/api/routes").await.body).unwrap();
-    let gated = routes["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "gated")
-        .unwrap();
+    let gated = r.route_info("gated").await;
     assert_eq!(
         gated["middlewares"],
         serde_json::json!(["on_request(Fn(\"gate\"))", "on_request(Fn(\"tag\"))"])

@@ -55,14 +55,7 @@ async fn path_middlewares_rewrite_what_the_backend_sees() {
         "middlewares run in list order"
     );
 
-    let routes: serde_json::Value =
-        serde_json::from_str(&get(r.admin, "localhost", "/api/routes").await.body).unwrap();
-    let strip = routes["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "strip")
-        .unwrap();
+    let strip = r.route_info("strip").await;
     assert_eq!(
         strip["middlewares"],
         serde_json::json!(["strip_prefix([\"/svc\", \"/other\"])"])

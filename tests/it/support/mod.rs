@@ -144,6 +144,15 @@ impl TestRouter {
         wait_attempt(&mut rx, before).await
     }
 
+    /// One route as `GET /api/routes` on the admin listener describes it.
+    pub async fn route_info(&self, name: &str) -> serde_json::Value {
+        let routes = get(self.admin, "localhost", "/api/routes").await.json();
+        routes["routes"]
+            .as_array()
+            .and_then(|list| list.iter().find(|r| r["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no route {name:?} in /api/routes: {routes}"))
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.router.take() {
             r.shutdown(Duration::from_secs(5)).await;
