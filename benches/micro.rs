@@ -20,9 +20,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 
-use switchyard::balance::Balancer;
+use switchyard::balance::{Algorithm, Balancer, HashKey, ServerState};
 use switchyard::catalog::Catalog;
-use switchyard::middleware::{HookOutcome, HookRequest, Middleware, RequestHook};
+use switchyard::middleware::{HookCtx, HookOutcome, HookRequest, Middleware, RequestHook, Store};
 use switchyard::routing::{parse_rule, RequestView, RouteTable, RuleSyntax};
 use switchyard::script::{self, Built, Limits, ScriptSource};
 
@@ -328,7 +328,15 @@ fn hook(c: &mut Criterion) {
     ] {
         let h = first_hook(&built, route);
         let mut req = hook_request(host);
-        let outcome = h.on_request(&mut req);
+        let ctx = HookCtx {
+            route: route.into(),
+            service: "svc".into(),
+            server: String::new(),
+            client_ip: client_ip(),
+            request_id: "bench-1".into(),
+            store: std::sync::Arc::new(Store::new()),
+        };
+        let outcome = h.on_request(&mut req, &ctx);
         assert_eq!(outcome, Ok(HookOutcome::Continue), "{route}");
         assert_eq!(
             req.headers.get(header).and_then(|v| v.to_str().ok()),
@@ -336,7 +344,9 @@ fn hook(c: &mut Criterion) {
             "{route}"
         );
         assert_eq!(req.headers.len(), 9, "{route}: 8 headers + the one set");
-        group.bench_function(route, |b| b.iter(|| h.on_request(black_box(&mut req))));
+        group.bench_function(route, |b| {
+            b.iter(|| h.on_request(black_box(&mut req), &ctx))
+        });
     }
     group.finish();
 
@@ -366,13 +376,26 @@ fn hook(c: &mut Criterion) {
 
 fn balance(c: &mut Criterion) {
     let mut group = c.benchmark_group("balance/pick");
-    for (name, weights) in [
-        ("round_robin_1x4", &[1u32; 4][..]),
-        ("weighted_5_1_1_3", &[5, 1, 1, 3][..]),
+    let ids = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"];
+    let states: Vec<_> = ids.iter().map(|_| ServerState::new()).collect();
+    let now = std::time::Instant::now();
+    for (name, algorithm, weights) in [
+        ("round_robin_1x4", Algorithm::RoundRobin, [1u32; 4]),
+        ("weighted_5_1_1_3", Algorithm::RoundRobin, [5, 1, 1, 3]),
+        ("least_conn_1x4", Algorithm::LeastConn, [1; 4]),
+        ("p2c_1x4", Algorithm::P2c, [1; 4]),
+        (
+            "consistent_hash_1x4",
+            Algorithm::ConsistentHash(HashKey::ClientIp),
+            [1; 4],
+        ),
     ] {
-        let b = Balancer::for_weights(weights);
-        assert!(b.pick().is_some());
-        group.bench_function(name, |bench| bench.iter(|| black_box(&b).pick()));
+        let servers: Vec<(&str, u32)> = ids.iter().copied().zip(weights).collect();
+        let b = Balancer::new(algorithm, &servers);
+        assert!(b.pick(&states, Some(b"10.0.0.1"), now).is_some());
+        group.bench_function(name, |bench| {
+            bench.iter(|| black_box(&b).pick(&states, Some(b"10.0.0.1"), now))
+        });
     }
     group.finish();
 }

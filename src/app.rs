@@ -77,6 +77,7 @@ impl Router {
         tokio::task::spawn_blocking(move || c.rebuild(true))
             .await
             .context("first build")?;
+        control.enable_health_checks(tokio::runtime::Handle::current());
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (triggers, trigger_rx) = mpsc::channel(64);
@@ -100,12 +101,13 @@ impl Router {
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
             let table = control.table();
+            let store = control.store();
             let settings = cfg.settings.clone();
             let shutdown_rx = shutdown_rx.clone();
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker(set, table, settings, shutdown_rx, grace))
+                .spawn(move || worker(set, table, store, settings, shutdown_rx, grace))
                 .context("starting a proxy worker thread")?;
             workers.push(handle);
         }
@@ -171,6 +173,7 @@ impl Router {
 fn worker(
     set: ListenerSet,
     table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
+    store: Arc<crate::middleware::Store>,
     settings: crate::proxy::Settings,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -186,7 +189,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::new(table, settings);
+        let proxy = Proxy::new(table, settings, store);
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

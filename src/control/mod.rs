@@ -7,7 +7,7 @@
 //! editor's write-rename burst causes one build; a build whose inputs did not change is skipped.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::catalog::Catalog;
+use crate::middleware::Store;
+use crate::proxy::health::HealthChecker;
 use crate::routing::RouteTable;
 use crate::script::{self, Limits, ScriptError, ScriptSource};
 
@@ -64,6 +66,10 @@ pub struct Control {
     status: watch::Sender<BuildStatus>,
     /// The inputs of the live table, to skip builds that would change nothing.
     last_inputs: Mutex<Option<(Vec<ScriptSource>, Arc<Catalog>)>>,
+    /// The store hooks share; lives as long as the process, across builds.
+    store: Arc<Store>,
+    /// Active health checks of the live table (absent in `check`, which serves nothing).
+    health: OnceLock<HealthChecker>,
 }
 
 impl Control {
@@ -81,7 +87,20 @@ impl Control {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             status: watch::channel(BuildStatus::default()).0,
             last_inputs: Mutex::new(None),
+            store: Arc::new(Store::new()),
+            health: OnceLock::new(),
         }
+    }
+
+    /// The store shared by every hook of every build.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Runs active health checks of every live table on `runtime` from now on.
+    pub fn enable_health_checks(&self, runtime: tokio::runtime::Handle) {
+        let checker = self.health.get_or_init(|| HealthChecker::new(runtime));
+        checker.sync(&self.table.load());
     }
 
     pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
@@ -129,7 +148,14 @@ impl Control {
                 return true;
             }
         }
-        let result = script::build(&sources, &catalog, &self.entrypoints, &self.limits);
+        let previous = self.table.load_full();
+        let result = script::build_with(
+            &sources,
+            &catalog,
+            &self.entrypoints,
+            &self.limits,
+            Some(&previous),
+        );
         self.record(result, Some((sources, catalog)))
     }
 
@@ -146,7 +172,11 @@ impl Control {
         match result {
             Ok(built) => {
                 let routes = built.table.routes().len();
-                self.table.store(Arc::new(built.table));
+                let table = Arc::new(built.table);
+                self.table.store(table.clone());
+                if let Some(h) = self.health.get() {
+                    h.sync(&table);
+                }
                 status.live_attempt = status.attempt;
                 status.ok = true;
                 status.duration_ms = built.duration.as_secs_f64() * 1000.0;

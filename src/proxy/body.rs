@@ -1,9 +1,13 @@
-//! Response bodies the proxy sends downstream: streamed from upstream, or small and in memory.
+//! Response bodies the proxy sends downstream: streamed from upstream (optionally compressed on
+//! the way), or small and in memory.
 //!
-//! Owns `ProxyBody` and the activity guard it carries, so a connection counts as busy until the
-//! last byte of the response body was handed to hyper (the idle timer must not fire mid-stream).
-//! Never buffers an upstream body: frames pass through one by one.
+//! Owns `ProxyBody` and what it keeps alive until the last byte is sent: the activity guard (so
+//! the idle timer never fires mid-stream), the server's in-flight guard (least_conn and p2c count
+//! a request until its response ends) and middleware permits (in_flight_limit). Never buffers an
+//! upstream body: frames pass through one by one (the `buffering` middleware collects a body
+//! before it becomes a `ProxyBody`).
 
+use std::any::Any;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -11,60 +15,109 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::compress::CompressBody;
 use super::conn::BusyGuard;
+use crate::balance::InFlight;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a response body is made of.
 #[derive(Debug)]
 pub enum BodyKind {
     Upstream(Incoming),
+    Compressed(Box<CompressBody<Incoming>>),
     Full(Option<Bytes>),
 }
 
-/// A downstream response body plus the guard marking the connection busy while it is sent.
-#[derive(Debug)]
+/// A downstream response body plus the guards that must live as long as it is being sent.
 pub struct ProxyBody {
     pub kind: BodyKind,
     guard: Option<BusyGuard>,
+    server: Option<InFlight>,
+    held: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBody")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyBody {
-    pub fn upstream(b: Incoming) -> Self {
+    fn of(kind: BodyKind) -> Self {
         ProxyBody {
-            kind: BodyKind::Upstream(b),
+            kind,
             guard: None,
+            server: None,
+            held: Vec::new(),
         }
+    }
+
+    pub fn upstream(b: Incoming) -> Self {
+        ProxyBody::of(BodyKind::Upstream(b))
     }
 
     pub fn full(b: Bytes) -> Self {
-        ProxyBody {
-            kind: BodyKind::Full(Some(b)),
-            guard: None,
-        }
+        ProxyBody::of(BodyKind::Full(Some(b)))
     }
 
     pub fn empty() -> Self {
-        ProxyBody {
-            kind: BodyKind::Full(None),
-            guard: None,
-        }
+        ProxyBody::of(BodyKind::Full(None))
     }
 
     pub fn guarded(mut self, guard: BusyGuard) -> Self {
         self.guard = Some(guard);
         self
     }
+
+    /// Keeps the server counted as busy until this body is done.
+    pub fn with_server(mut self, server: Option<InFlight>) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// Keeps `items` (limiter permits) alive until this body is done.
+    pub fn holding(mut self, items: Vec<Box<dyn Any + Send + Sync>>) -> Self {
+        if self.held.is_empty() {
+            self.held = items;
+        } else {
+            self.held.extend(items);
+        }
+        self
+    }
+
+    /// Moves the guards of `other` onto this body (when a body is replaced by another).
+    pub fn take_guards_from(mut self, other: &mut ProxyBody) -> Self {
+        self.guard = self.guard.take().or_else(|| other.guard.take());
+        self.server = self.server.take().or_else(|| other.server.take());
+        self.held.append(&mut other.held);
+        self
+    }
+
+    /// Turns a streamed upstream body into a compressed one; other bodies stay as they are.
+    pub fn compress(mut self, enc: super::compress::Encoding) -> Self {
+        let kind = std::mem::replace(&mut self.kind, BodyKind::Full(None));
+        self.kind = match kind {
+            BodyKind::Upstream(b) => BodyKind::Compressed(Box::new(CompressBody::new(b, enc))),
+            other => other,
+        };
+        self
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
-            BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BodyKind::Compressed(b) => Pin::new(b.as_mut()).poll_frame(cx),
             BodyKind::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -76,6 +129,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             BodyKind::Upstream(b) => b.is_end_stream(),
+            BodyKind::Compressed(b) => b.is_end_stream(),
             BodyKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -83,6 +137,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             BodyKind::Upstream(b) => b.size_hint(),
+            BodyKind::Compressed(b) => b.size_hint(),
             BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns `ProxyError` (which side failed and why) and its mapping to status codes: no route 404,
 //! no server 503, refused or reset upstream 502, timeouts 504, bad requests 400, `CONNECT` 405,
-//! failing script hooks 500. Bodies are short plain text and never carry internals (addresses,
+//! failing script hooks 500, open circuit breaker 503, request body over a buffering limit 413,
+//! response over one 500, unreachable forward-auth server 500. Bodies are short plain text and never carry internals (addresses,
 //! script messages); the details go to the log instead.
 
 use bytes::Bytes;
@@ -28,6 +29,16 @@ pub enum ProxyError {
     ConnectNotAllowed,
     #[error("script hook failed in route {route:?}: {message}")]
     Hook { route: String, message: String },
+    #[error("circuit breaker of route {route:?} is open")]
+    CircuitOpen { route: String },
+    #[error("request body larger than {limit} bytes")]
+    RequestTooLarge { limit: u64 },
+    #[error("response of {server} larger than {limit} bytes")]
+    ResponseTooLarge { server: String, limit: u64 },
+    #[error("forward auth {address} failed: {reason}")]
+    AuthServer { address: String, reason: String },
+    #[error("reading the request body failed: {0}")]
+    RequestBody(String),
 }
 
 impl ProxyError {
@@ -40,6 +51,11 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Hook { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ResponseTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::AuthServer { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 

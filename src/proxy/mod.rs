@@ -5,8 +5,10 @@
 //! tunnels. Phase order for one request:
 //!
 //! ```text
-//! accept ─► read head ─► CONNECT? 405 ─► host ─► table.lookup ─┬─► handler answer
-//!                                                             └─► service.pick ─► headers ─► upstream ─► response
+//! accept ─► read head ─► CONNECT? 405 ─► host ─► table.lookup ─► forwarding headers
+//!   ─► request-phase middlewares (pipeline.rs; may answer) ─┬─► handler answer
+//!                                                          └─► service.pick ─► upstream (retry)
+//!   ─► response-phase middlewares (reverse order) ─► compress ─► downstream
 //! ```
 //!
 //! Invariants: each request reads exactly one table snapshot (`ArcSwap::load_full`) and keeps it
@@ -14,15 +16,18 @@
 //! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
 
 pub mod body;
+pub mod compress;
 pub mod conn;
 pub mod error;
 pub mod forward;
+pub mod health;
+mod pipeline;
 pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,12 +40,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::middleware::{HookOutcome, HookRequest, Middleware, RequestHook};
+use crate::middleware::Store;
 use crate::routing::matcher::{canonical_ip, normalize_host};
 use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
 use body::ProxyBody;
 use conn::{Activity, Expiry, TrackedIo};
 use error::ProxyError;
+use upstream::{Failure, UpBody};
+
+/// Bodies up to this size are kept in memory when a `retry` middleware may need to send them
+/// again; larger (or unknown-length) bodies get one attempt.
+const RETRY_BODY_LIMIT: u64 = 1 << 20;
 
 /// Proxy settings that do not change on reload.
 #[derive(Debug, Clone)]
@@ -93,6 +103,7 @@ pub struct Proxy {
     client: upstream::UpstreamClient,
     settings: Settings,
     server_name: HeaderValue,
+    store: Arc<Store>,
 }
 
 /// What a request knows of its connection.
@@ -109,7 +120,11 @@ struct ConnInfo {
 }
 
 impl Proxy {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        settings: Settings,
+        store: Arc<Store>,
+    ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =
             HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
@@ -121,6 +136,7 @@ impl Proxy {
             table,
             settings,
             server_name,
+            store,
         })
     }
 
@@ -241,19 +257,7 @@ impl Proxy {
         let span = debug_span!("request", %method, path = uri.path());
         let resp = match self.route_request(req, info).instrument(span).await {
             Ok(resp) => resp,
-            Err(e) => {
-                match &e {
-                    ProxyError::NoRoute
-                    | ProxyError::BadRequest(_)
-                    | ProxyError::ConnectNotAllowed => {
-                        debug!(peer = %info.peer, %method, path = uri.path(), error = %e, "request refused")
-                    }
-                    _ => {
-                        warn!(peer = %info.peer, %method, path = uri.path(), error = %e, "request failed")
-                    }
-                }
-                e.into_response()
-            }
+            Err(e) => failed(e, info, &method, &uri),
         };
         resp.map(|b| b.guarded(guard))
     }
@@ -299,73 +303,265 @@ impl Proxy {
             server_name: &self.server_name,
         };
         forward::prepare_request(req.headers_mut(), &down);
-        if !route.middlewares.is_empty() {
-            if let Some(answer) = request_phase(&route, &mut req, &host, info.peer.ip())? {
-                return Ok(answer);
-            }
+        if route.steps.is_empty() {
+            return match &route.target {
+                Target::Handler(h) => Ok(handler_response(h)),
+                Target::Service(svc) => {
+                    let mut plan = pipeline::Plan::default();
+                    self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan)
+                        .await
+                }
+            };
         }
-        match &route.target {
-            Target::Handler(h) => Ok(handler_response(h)),
-            Target::Service(svc) => {
-                let server = svc.pick().ok_or_else(|| ProxyError::NoServer {
-                    service: svc.name.clone(),
-                })?;
-                let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-                self.forward(req, info, &route, svc, server, downstream_upgrade)
-                    .await
-            }
-        }
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let mut plan = pipeline::Plan::default();
+        let outcome =
+            match pipeline::request_phase(self, &route, &mut req, &host, info, &mut plan).await {
+                Err(e) => Err(e),
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => match &route.target {
+                    Target::Handler(h) => Ok(handler_response(h)),
+                    Target::Service(svc) => {
+                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan)
+                            .await
+                    }
+                },
+            };
+        let resp = match outcome {
+            Ok(r) => r,
+            Err(e) => failed(e, info, &method, &uri),
+        };
+        Ok(pipeline::response_phase(self, &route, &mut plan, resp, info.peer.ip()).await)
     }
 
-    async fn forward(
+    /// Sends the request to a server of `svc`: body buffering, balancer pick (sticky, health),
+    /// retries, passive health and circuit-breaker accounting, then the response head.
+    #[allow(clippy::too_many_arguments)]
+    async fn proxy_service(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         info: &ConnInfo,
+        host: &str,
         route: &Route,
         svc: &Service,
-        server: &Server,
-        downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        websocket: bool,
+        plan: &mut pipeline::Plan,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        if downstream_upgrade.is_some() {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            parts
-                .headers
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let mut body = Some(UpBody::Incoming(body));
+        if let Some(limit) = plan.buffering.as_ref().and_then(|b| b.max_request_body) {
+            body = Some(UpBody::Full(Some(
+                self.buffer_request(body, &parts, limit).await?,
+            )));
         }
-        if !svc.pass_host_header {
-            parts.headers.remove(header::HOST);
+        let mut attempts = plan.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+        // A body sent more than once must be in memory.
+        let mut replay: Option<Option<Bytes>> = None;
+        if attempts > 1 && !websocket {
+            match body.take() {
+                Some(UpBody::Full(b)) => replay = Some(b),
+                Some(b) if http_body::Body::is_end_stream(&b) => replay = Some(None),
+                Some(b)
+                    if content_length(&parts.headers).is_some_and(|n| n <= RETRY_BODY_LIMIT) =>
+                {
+                    replay = Some(Some(
+                        self.buffer_request(Some(b), &parts, RETRY_BODY_LIMIT)
+                            .await?,
+                    ));
+                }
+                other => {
+                    body = other;
+                    attempts = 1;
+                }
+            }
+        } else {
+            attempts = 1;
+        }
+        let mut last_error = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                if let Some(p) = &plan.retry {
+                    let factor = 1u32 << (attempt - 1).min(16);
+                    tokio::time::sleep(p.initial_interval.saturating_mul(factor)).await;
+                }
+            }
+            let view = RequestView {
+                method: &parts.method,
+                host,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                client_ip: info.peer.ip(),
+            };
+            let pick = svc
+                .pick(&view, Instant::now())
+                .map_err(|message| ProxyError::Hook {
+                    route: route.name.clone(),
+                    message,
+                })?;
+            let Some(pick) = pick else {
+                return Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
+                    service: svc.name.clone(),
+                }));
+            };
+            let (Some(server), Some(state)) = (pick.at.server(), pick.at.state()) else {
+                return Err(ProxyError::NoServer {
+                    service: svc.name.clone(),
+                });
+            };
+            if let Some(ctx) = plan.ctx.as_mut() {
+                ctx.server = server.authority.to_string();
+            }
+            let last = attempt + 1 == attempts;
+            let headers = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            let up_body = match &replay {
+                Some(b) => UpBody::Full(b.clone()),
+                None => body.take().unwrap_or_else(UpBody::empty),
+            };
+            let in_flight = state.begin();
+            let started = Instant::now();
+            let sent = self
+                .send(
+                    &parts,
+                    headers,
+                    up_body,
+                    server,
+                    pick.at.service.pass_host_header,
+                    websocket,
+                )
+                .await;
+            match sent {
+                Ok(resp) => {
+                    state.record_success();
+                    plan.record(Some(resp.status().as_u16()), started.elapsed());
+                    debug!(route = %route.name, service = %pick.at.service.name, server = server.authority.as_str(), status = resp.status().as_u16(), "forwarded");
+                    return self
+                        .finish(
+                            resp,
+                            info,
+                            route,
+                            server,
+                            downstream_upgrade.take(),
+                            pick.set_cookie,
+                            in_flight,
+                            plan,
+                        )
+                        .await;
+                }
+                Err(Failure { error, never_sent }) => {
+                    drop(in_flight);
+                    if let Some(policy) = &pick.at.pool.passive {
+                        if state.record_failure(policy, Instant::now()) {
+                            warn!(service = %pick.at.service.name, server = server.authority.as_str(), cooldown = ?policy.cooldown, "server ejected after consecutive failures");
+                        }
+                    }
+                    plan.record(None, started.elapsed());
+                    let retryable = never_sent || is_idempotent(&parts.method);
+                    if last || !retryable {
+                        return Err(error);
+                    }
+                    debug!(route = %route.name, server = server.authority.as_str(), error = %error, attempt, "retrying");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ProxyError::NoServer {
+            service: svc.name.clone(),
+        }))
+    }
+
+    async fn buffer_request(
+        &self,
+        body: Option<UpBody>,
+        parts: &http::request::Parts,
+        limit: u64,
+    ) -> Result<Bytes, ProxyError> {
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return Err(ProxyError::RequestTooLarge { limit });
+        }
+        let Some(body) = body else {
+            return Ok(Bytes::new());
+        };
+        pipeline::collect_limited(body, limit)
+            .await
+            .map_err(|e| match e {
+                Ok(()) => ProxyError::RequestTooLarge { limit },
+                Err(why) => ProxyError::RequestBody(why),
+            })
+    }
+
+    /// One exchange with one server, up to the response head.
+    async fn send(
+        &self,
+        parts: &http::request::Parts,
+        mut headers: http::HeaderMap,
+        body: UpBody,
+        server: &Server,
+        pass_host_header: bool,
+        websocket: bool,
+    ) -> Result<Response<Incoming>, Failure> {
+        let server_name = server.authority.as_str();
+        if websocket {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        if !pass_host_header {
+            headers.remove(header::HOST);
         }
         let path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
+        let uri = Uri::builder()
             .scheme("http")
             .authority(server.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-        parts.version = Version::HTTP_11;
+            .map_err(|_| Failure {
+                error: ProxyError::BadRequest("invalid request target"),
+                never_sent: true,
+            })?;
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+        let sent = self.client.request(up);
+        match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
+            Err(_) => Err(Failure {
+                error: ProxyError::UpstreamTimeout {
+                    server: server_name.to_string(),
+                    phase: "response header",
+                },
+                never_sent: false,
+            }),
+            Ok(Err(e)) => Err(upstream::classify(&e, server_name)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Turns a server's response head into the downstream response: websocket tunnel, header
+    /// clean-up, sticky cookie, response buffering.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        mut resp: Response<Incoming>,
+        info: &ConnInfo,
+        route: &Route,
+        server: &Server,
+        downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        set_cookie: Option<HeaderValue>,
+        in_flight: crate::balance::InFlight,
+        plan: &pipeline::Plan,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let server_name = server.authority.as_str();
-        debug!(route = %route.name, service = %svc.name, server = server_name, "forwarding");
-
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let mut resp =
-            match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        server: server_name.to_string(),
-                        phase: "response header",
-                    })
-                }
-                Ok(Err(e)) => return Err(upstream::classify(&e, server_name)),
-                Ok(Ok(resp)) => resp,
-            };
-
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(downstream) = downstream_upgrade else {
                 return Err(ProxyError::Upstream {
@@ -380,13 +576,72 @@ impl Proxy {
                 upstream,
                 info.tracker.clone(),
                 route.name.clone(),
+                in_flight,
             ));
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
         let (mut parts, body) = resp.into_parts();
         forward::clean_response(&mut parts.headers);
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+        if let Some(c) = set_cookie {
+            parts.headers.append(header::SET_COOKIE, c);
+        }
+        let body = match plan.buffering.as_ref().and_then(|b| b.max_response_body) {
+            None => ProxyBody::upstream(body),
+            Some(limit) => match pipeline::collect_limited(body, limit).await {
+                Ok(bytes) => {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                    ProxyBody::full(bytes)
+                }
+                Err(Ok(())) => {
+                    return Err(ProxyError::ResponseTooLarge {
+                        server: server_name.to_string(),
+                        limit,
+                    })
+                }
+                Err(Err(reason)) => {
+                    return Err(ProxyError::Upstream {
+                        server: server_name.to_string(),
+                        reason,
+                    })
+                }
+            },
+        };
+        Ok(Response::from_parts(
+            parts,
+            body.with_server(Some(in_flight)),
+        ))
     }
+}
+
+/// Logs a failed request and turns it into its response.
+fn failed(e: ProxyError, info: &ConnInfo, method: &Method, uri: &Uri) -> Response<ProxyBody> {
+    match &e {
+        ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::ConnectNotAllowed => {
+            debug!(peer = %info.peer, %method, path = uri.path(), error = %e, "request refused")
+        }
+        _ => {
+            warn!(peer = %info.peer, %method, path = uri.path(), error = %e, "request failed")
+        }
+    }
+    e.into_response()
+}
+
+/// Methods RFC 9110 calls idempotent: safe to send again after the server may have seen them.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Copies bytes both ways between an upgraded client and backend until either side closes.
@@ -395,6 +650,7 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     tracker: Tracker,
     route: String,
+    in_flight: crate::balance::InFlight,
 ) {
     let (down, up) = tokio::join!(downstream, upstream);
     match (down, up) {
@@ -410,77 +666,11 @@ async fn tunnel(
         }
         (Err(e), _) | (_, Err(e)) => info!(%route, error = %e, "websocket upgrade failed"),
     }
+    drop(in_flight);
     drop(tracker);
 }
 
-/// Runs the route's request-phase middlewares in order on `req`. `Some` is a direct answer.
-fn request_phase(
-    route: &Route,
-    req: &mut Request<Incoming>,
-    host: &str,
-    peer: std::net::IpAddr,
-) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-    let hook_error = |message: String| ProxyError::Hook {
-        route: route.name.clone(),
-        message,
-    };
-    for m in &route.middlewares {
-        match m {
-            Middleware::OnRequest(h) => {
-                if let Some(answer) = run_hook(h.as_ref(), req, host, peer).map_err(hook_error)? {
-                    return Ok(Some(answer));
-                }
-            }
-            native => {
-                if let Some(edit) = native.rewrite_path(req.uri().path()) {
-                    let query = req.uri().query().map(str::to_string);
-                    set_path_and_query(req, edit.path, query.as_deref()).map_err(|()| {
-                        hook_error(format!("{} produced an invalid path", native.describe()))
-                    })?;
-                    if let Some((name, value)) = edit.header {
-                        if let Ok(v) = HeaderValue::from_str(&value) {
-                            req.headers_mut().insert(name, v);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Runs one script hook on `req` (headers are moved in and out, not copied) and writes its edits
-/// back. `Some` is a direct answer.
-fn run_hook(
-    hook: &dyn RequestHook,
-    req: &mut Request<Incoming>,
-    host: &str,
-    peer: std::net::IpAddr,
-) -> Result<Option<Response<ProxyBody>>, String> {
-    let mut hr = HookRequest {
-        method: req.method().clone(),
-        host: host.to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().unwrap_or("").to_string(),
-        headers: std::mem::take(req.headers_mut()),
-        client_ip: canonical_ip(peer),
-    };
-    let outcome = hook.on_request(&mut hr);
-    *req.headers_mut() = std::mem::take(&mut hr.headers);
-    let outcome = outcome?;
-    *req.method_mut() = hr.method;
-    if req.uri().path() != hr.path || req.uri().query().unwrap_or("") != hr.query {
-        let query = (!hr.query.is_empty()).then_some(hr.query.as_str());
-        set_path_and_query(req, hr.path.clone(), query)
-            .map_err(|()| "hook produced an invalid path".to_string())?;
-    }
-    Ok(match outcome {
-        HookOutcome::Continue => None,
-        HookOutcome::Respond(h) => Some(handler_response(&h)),
-    })
-}
-
-fn set_path_and_query(
+pub(super) fn set_path_and_query(
     req: &mut Request<Incoming>,
     path: String,
     query: Option<&str>,
@@ -536,14 +726,26 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn handler_response(h: &Handler) -> Response<ProxyBody> {
+pub(super) fn handler_response(h: &Handler) -> Response<ProxyBody> {
     match h {
-        Handler::Respond { status, body } => {
+        Handler::Respond {
+            status,
+            body,
+            headers,
+        } => {
             let mut resp = error::plain(
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
                 String::new(),
             );
             *resp.body_mut() = ProxyBody::full(Bytes::from(body.clone()));
+            for (name, value) in headers {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    resp.headers_mut().append(n, v);
+                }
+            }
             resp
         }
         Handler::Redirect {

@@ -1,14 +1,22 @@
 //! The pooled upstream HTTP/1.1 client and the classification of its failures.
 //!
-//! Owns client construction (keep-alive pool, connect timeout, TCP_NODELAY) and turning client
-//! errors into `ProxyError`s: connect timeouts are 504, refused or reset connections 502.
+//! Owns client construction (keep-alive pool, connect timeout, TCP_NODELAY), the request body
+//! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
+//! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
+//! or reset connections 502, each marked with whether the request may have reached the server.
 //! Must never: log or return the request body, or retry on its own beyond hyper's retry of
-//! requests that never left on a pooled connection that had just closed.
+//! requests that never left on a pooled connection that had just closed (retries are the
+//! `retry` middleware's decision, in `proxy`).
 
 use std::error::Error as _;
 use std::io;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -16,7 +24,63 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::ProxyError;
 
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, UpBody>;
+
+/// A request body on its way to a server.
+#[derive(Debug)]
+pub enum UpBody {
+    /// Streamed from the client as it arrives.
+    Incoming(Incoming),
+    /// Held in memory (empty bodies, buffered or replayable ones, auth and error-page requests).
+    Full(Option<Bytes>),
+}
+
+impl UpBody {
+    pub fn empty() -> UpBody {
+        UpBody::Full(None)
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Incoming(b) => b.is_end_stream(),
+            UpBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Incoming(b) => b.size_hint(),
+            UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A failed upstream exchange: the error the client sees, and whether the request certainly
+/// never reached the server (a connect failure), which makes any method safe to retry.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: ProxyError,
+    pub never_sent: bool,
+}
 
 /// Builds the shared client.
 pub fn client(connect_timeout: Duration, pool_idle_timeout: Duration) -> UpstreamClient {
@@ -33,7 +97,14 @@ pub fn client(connect_timeout: Duration, pool_idle_timeout: Duration) -> Upstrea
 }
 
 /// Maps a client error to the error the downstream sees.
-pub fn classify(err: &hyper_util::client::legacy::Error, server: &str) -> ProxyError {
+pub fn classify(err: &hyper_util::client::legacy::Error, server: &str) -> Failure {
+    Failure {
+        error: classify_error(err, server),
+        never_sent: err.is_connect(),
+    }
+}
+
+fn classify_error(err: &hyper_util::client::legacy::Error, server: &str) -> ProxyError {
     let mut timed_out = false;
     let mut reason = String::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source();

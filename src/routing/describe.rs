@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::service::{Service, ServiceKind};
 use super::table::{Handler, RouteTable, Target};
 
 #[derive(Debug, Serialize)]
@@ -45,9 +46,17 @@ pub enum TargetInfo {
 #[derive(Debug, Serialize)]
 pub struct ServiceInfo {
     pub name: String,
+    /// `round_robin`, `least_conn`, ..., or `failover` / `weighted` for composite services.
     pub balancer: String,
     pub pass_host_header: bool,
     pub servers: Vec<ServerInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    /// Composite services: the services they choose between, with weights.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<(String, u32)>,
     pub declared_at: String,
 }
 
@@ -55,10 +64,14 @@ pub struct ServiceInfo {
 pub struct ServerInfo {
     pub address: String,
     pub weight: u32,
+    /// Available to balancers now (active check healthy and not passively ejected).
+    pub healthy: bool,
+    pub in_flight: u32,
 }
 
 impl TableInfo {
     pub fn of(table: &RouteTable) -> Self {
+        let now = std::time::Instant::now();
         let routes = table
             .routes()
             .iter()
@@ -71,9 +84,9 @@ impl TableInfo {
                 target: match &r.target {
                     Target::Service(s) => TargetInfo::Service {
                         service: s.name.clone(),
-                        servers: s.servers.iter().map(|s| s.authority.to_string()).collect(),
+                        servers: s.server_addresses(),
                     },
-                    Target::Handler(Handler::Respond { status, body }) => TargetInfo::Respond {
+                    Target::Handler(Handler::Respond { status, body, .. }) => TargetInfo::Respond {
                         status: *status,
                         body: body.clone(),
                     },
@@ -91,20 +104,7 @@ impl TableInfo {
         let services = table
             .services()
             .iter()
-            .map(|s| ServiceInfo {
-                name: s.name.clone(),
-                balancer: s.balancer.kind().to_string(),
-                pass_host_header: s.pass_host_header,
-                servers: s
-                    .servers
-                    .iter()
-                    .map(|sv| ServerInfo {
-                        address: sv.authority.to_string(),
-                        weight: sv.weight,
-                    })
-                    .collect(),
-                declared_at: s.declared_at.to_string(),
-            })
+            .map(|s| service_info(s, now))
             .collect();
         TableInfo { routes, services }
     }
@@ -152,4 +152,46 @@ impl TableInfo {
         ));
         out
     }
+}
+
+fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
+    let mut info = ServiceInfo {
+        name: s.name.clone(),
+        balancer: s.balancer_kind(),
+        pass_host_header: s.pass_host_header,
+        servers: Vec::new(),
+        sticky_cookie: None,
+        health_check: None,
+        children: Vec::new(),
+        declared_at: s.declared_at.to_string(),
+    };
+    match &s.kind {
+        ServiceKind::Servers(p) => {
+            info.servers = p
+                .servers
+                .iter()
+                .zip(&p.states)
+                .map(|(sv, st)| ServerInfo {
+                    address: sv.authority.to_string(),
+                    weight: sv.weight,
+                    healthy: st.available(now),
+                    in_flight: st.in_flight(),
+                })
+                .collect();
+            info.sticky_cookie = p.sticky.as_ref().map(|c| c.name.clone());
+            info.health_check = p.health.as_ref().map(|h| {
+                format!(
+                    "GET {} every {:?} (timeout {:?}, healthy {}-{})",
+                    h.path, h.interval, h.timeout, h.status.0, h.status.1
+                )
+            });
+        }
+        ServiceKind::Failover { primary, fallback } => {
+            info.children = vec![(primary.name.clone(), 1), (fallback.name.clone(), 0)];
+        }
+        ServiceKind::Weighted { children, .. } => {
+            info.children = children.iter().map(|(c, w)| (c.name.clone(), *w)).collect();
+        }
+    }
+    info
 }

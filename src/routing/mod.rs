@@ -3,14 +3,16 @@
 //! Owns matchers (`matcher`), Traefik rule parsing (`rule`) and the compiled `RouteTable`
 //! (`table`). Everything here is pure data and pure functions: no sockets, no `rhai`, no clocks.
 //! A table is built once by the control loop and then only read; lookups never mutate it except
-//! for balancer counters, which live behind atomics.
+//! for balancer counters and server state (health, in-flight), which live behind atomics.
 
 pub mod describe;
 pub mod matcher;
 pub mod rule;
+pub mod service;
 pub mod table;
 
 pub use describe::TableInfo;
 pub use matcher::{HostPattern, Matcher, Predicate, RequestView};
 pub use rule::{parse_rule, RuleError, RuleSyntax};
-pub use table::{Handler, Location, Route, RouteTable, Server, Service, Target};
+pub use service::{Pick, Picked, Pool, Server, Service, ServiceKind};
+pub use table::{Handler, Location, Route, RouteTable, Target};

@@ -10,11 +10,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use http::uri::Authority;
 use serde::Serialize;
 
 use super::matcher::{HostPattern, Matcher, RequestView};
-use crate::balance::Balancer;
 
 /// Where a script declared something: `scripts/api.rhai:12:5`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -30,37 +28,21 @@ impl fmt::Display for Location {
     }
 }
 
-/// One upstream server of a service.
-#[derive(Debug, Clone)]
-pub struct Server {
-    /// `host:port` the upstream client connects to.
-    pub authority: Authority,
-    pub weight: u32,
-}
-
-/// A named group of servers behind one balancer.
-#[derive(Debug)]
-pub struct Service {
-    pub name: String,
-    pub servers: Vec<Server>,
-    pub balancer: Balancer,
-    /// Forward the client's Host header (default) or let the upstream client use the server's.
-    pub pass_host_header: bool,
-    pub declared_at: Location,
-}
-
-impl Service {
-    /// Picks a server for one request; `None` when the service has no usable server.
-    pub fn pick(&self) -> Option<&Server> {
-        self.balancer.pick().and_then(|i| self.servers.get(i))
-    }
-}
+pub use super::service::{Server, Service};
 
 /// An answer that needs no backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
-    Respond { status: u16, body: String },
-    Redirect { location: String, permanent: bool },
+    Respond {
+        status: u16,
+        body: String,
+        /// Extra response headers (name, value), validated when declared.
+        headers: Vec<(String, String)>,
+    },
+    Redirect {
+        location: String,
+        permanent: bool,
+    },
 }
 
 /// What a matched route does with the request.
@@ -80,8 +62,10 @@ pub struct Route {
     pub priority: i64,
     /// Empty means every entrypoint.
     pub entrypoints: Vec<String>,
-    /// Applied in order after the route matched.
+    /// As declared (chains kept), for listings.
     pub middlewares: Vec<crate::middleware::Middleware>,
+    /// What runs: `middlewares` with chains expanded in place.
+    pub steps: Vec<crate::middleware::Middleware>,
     pub target: Target,
     pub declared_at: Location,
 }
@@ -287,9 +271,11 @@ mod tests {
             priority,
             entrypoints: vec![],
             middlewares: vec![],
+            steps: vec![],
             target: Target::Handler(Handler::Respond {
                 status: 200,
                 body: name.into(),
+                headers: vec![],
             }),
             declared_at: Location::default(),
         }

@@ -65,12 +65,61 @@ pub struct ServerDecl {
     pub weight: u32,
 }
 
+/// A service named in a composite, resolved after all scripts ran.
+#[derive(Debug, Clone)]
+pub enum ServiceRef {
+    Handle(ServiceHandle),
+    Name(String),
+}
+
+impl ServiceRef {
+    pub fn name(&self) -> String {
+        match self {
+            ServiceRef::Handle(h) => h.decl().name.clone(),
+            ServiceRef::Name(n) => n.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ServiceDeclKind {
+    Servers,
+    Failover {
+        primary: ServiceRef,
+        fallback: ServiceRef,
+    },
+    Weighted(Vec<(ServiceRef, u32)>),
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceDecl {
     pub name: String,
     pub at: Location,
+    pub kind: ServiceDeclKind,
     pub servers: Vec<ServerDecl>,
     pub pass_host_header: bool,
+    pub algorithm: crate::balance::Algorithm,
+    pub picker: Option<Arc<dyn crate::routing::service::ServerPicker>>,
+    pub sticky: Option<crate::routing::service::StickyCookie>,
+    pub health: Option<crate::routing::service::HealthCheck>,
+    pub passive: Option<crate::balance::PassivePolicy>,
+}
+
+impl ServiceDecl {
+    pub fn new(name: &str, at: Location) -> ServiceDecl {
+        ServiceDecl {
+            name: name.to_string(),
+            at,
+            kind: ServiceDeclKind::Servers,
+            servers: Vec::new(),
+            pass_host_header: true,
+            algorithm: crate::balance::Algorithm::RoundRobin,
+            picker: None,
+            sticky: None,
+            health: None,
+            passive: None,
+        }
+    }
 }
 
 /// What a script holds after `route(name)`: every method records into the shared declaration.
@@ -138,7 +187,7 @@ impl Collector {
         }
     }
 
-    fn location(&self, ctx: &NativeCallContext) -> Location {
+    pub(super) fn location(&self, ctx: &NativeCallContext) -> Location {
         let st = lock(&self.state);
         let pos = ctx.call_position();
         Location {
@@ -151,7 +200,11 @@ impl Collector {
         }
     }
 
-    fn check_open(&self, ctx: &NativeCallContext, what: &str) -> RhaiResult<()> {
+    pub(super) fn add_service(&self, h: ServiceHandle) {
+        lock(&self.state).services.push(h);
+    }
+
+    pub(super) fn check_open(&self, ctx: &NativeCallContext, what: &str) -> RhaiResult<()> {
         if lock(&self.state).sealed {
             return runtime_error(
                 ctx,
@@ -283,12 +336,9 @@ fn catalog_service(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("catalog entry {:?}: {e}", entry.name))?;
-    let handle = ServiceHandle(Arc::new(Mutex::new(ServiceDecl {
-        name: entry.name.clone(),
-        at,
-        servers,
-        pass_host_header: true,
-    })));
+    let mut decl = ServiceDecl::new(&entry.name, at);
+    decl.servers = servers;
+    let handle = ServiceHandle(Arc::new(Mutex::new(decl)));
     st.implicit.insert(entry.name.clone(), handle.clone());
     Ok(handle)
 }
@@ -454,16 +504,15 @@ pub fn register_builders(
             if name.trim().is_empty() {
                 return runtime_error(&ctx, "a service needs a non-empty name");
             }
-            let handle = ServiceHandle(Arc::new(Mutex::new(ServiceDecl {
-                name: name.to_string(),
-                at: c.location(&ctx),
-                servers: Vec::new(),
-                pass_host_header: true,
-            })));
+            let handle = ServiceHandle(Arc::new(Mutex::new(ServiceDecl::new(
+                name,
+                c.location(&ctx),
+            ))));
             lock(&c.state).services.push(handle.clone());
             Ok(handle)
         },
     );
+    super::service_api::register(engine, collector, hooks);
 
     engine.register_fn("rule", |r: &mut RouteHandle, m: Matcher| {
         r.decl().rule = Some(RuleDecl::Native(m));
@@ -558,6 +607,7 @@ pub fn register_builders(
     engine.register_get("name", |s: &mut ServiceHandle| s.decl().name.clone());
 
     register_path_middlewares(engine);
+    super::mw_api::register(engine, hooks);
     engine.register_type_with_name::<Middleware>("Middleware");
     engine.register_fn("to_string", |m: &mut Middleware| m.describe());
     let h = hooks.clone();
@@ -668,23 +718,49 @@ fn register_path_middlewares(engine: &mut Engine) {
     );
 }
 
+fn respond(ctx: &NativeCallContext, status: i64, body: &str, headers: Map) -> RhaiResult<Handler> {
+    let status = u16::try_from(status)
+        .ok()
+        .filter(|s| (200..=599).contains(s))
+        .map_or_else(
+            || runtime_error(ctx, format!("status {status} is not in 200..=599")),
+            Ok,
+        )?;
+    let mut list = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = value.into_immutable_string().or_else(|t| {
+            runtime_error(
+                ctx,
+                format!("header {name}: value must be a string, not {t}"),
+            )
+        })?;
+        if HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(&value).is_err()
+        {
+            return runtime_error(ctx, format!("invalid response header {name}: {value:?}"));
+        }
+        list.push((name.to_string(), value.to_string()));
+    }
+    Ok(Handler::Respond {
+        status,
+        body: body.to_string(),
+        headers: list,
+    })
+}
+
 /// Registers the handlers (`respond`, `redirect`): targets at build time, direct answers in hooks.
 pub fn register_handlers(engine: &mut Engine) {
     engine.register_type_with_name::<Handler>("Handler");
     engine.register_fn(
         "respond",
         |ctx: NativeCallContext, status: i64, body: &str| -> RhaiResult<Handler> {
-            let status = u16::try_from(status)
-                .ok()
-                .filter(|s| (200..=599).contains(s))
-                .map_or_else(
-                    || runtime_error(&ctx, format!("status {status} is not in 200..=599")),
-                    Ok,
-                )?;
-            Ok(Handler::Respond {
-                status,
-                body: body.to_string(),
-            })
+            respond(&ctx, status, body, Map::new())
+        },
+    );
+    engine.register_fn(
+        "respond",
+        |ctx: NativeCallContext, status: i64, body: &str, headers: Map| -> RhaiResult<Handler> {
+            respond(&ctx, status, body, headers)
         },
     );
     engine.register_fn("redirect", |ctx: NativeCallContext, url: &str| {

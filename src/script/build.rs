@@ -14,13 +14,19 @@ use std::time::Instant;
 
 use rhai::{Dynamic, Engine, Scope, AST};
 
-use super::api::{self, Collector, Declarations, RuleDecl, ServiceHandle, TargetDecl};
+use super::api::{
+    self, Collector, Declarations, RuleDecl, ServiceDeclKind, ServiceHandle, ServiceRef, TargetDecl,
+};
 use super::error::ScriptError;
 use super::hook::HookRuntime;
 use super::{engine_with_limits, Limits, STDLIB};
-use crate::balance::Balancer;
+use crate::balance::{Balancer, ServerState};
 use crate::catalog::Catalog;
-use crate::routing::{parse_rule, Location, Route, RouteTable, Server, Service, Target};
+use crate::middleware::Middleware;
+use crate::routing::service::sticky_id;
+use crate::routing::{
+    parse_rule, Location, Pool, Route, RouteTable, Server, Service, ServiceKind, Target,
+};
 
 /// One script file: the name errors show (`scripts/api.rhai`) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,18 @@ pub fn build(
     entrypoints: &[String],
     limits: &Limits,
 ) -> Result<Built, Vec<ScriptError>> {
+    build_with(sources, catalog, entrypoints, limits, None)
+}
+
+/// `build`, carrying server state (health, in-flight counts) over from `previous` for every
+/// service that keeps its name and exact server list.
+pub fn build_with(
+    sources: &[ScriptSource],
+    catalog: &Catalog,
+    entrypoints: &[String],
+    limits: &Limits,
+    previous: Option<&RouteTable>,
+) -> Result<Built, Vec<ScriptError>> {
     let started = Instant::now();
     let collector = Arc::new(Collector::default());
     let hooks: Arc<OnceLock<HookRuntime>> = Arc::new(OnceLock::new());
@@ -120,7 +138,7 @@ pub fn build(
         return Err(errors);
     }
 
-    let table = compile(decls, entrypoints).map_err(|errs| {
+    let table = compile(decls, entrypoints, previous).map_err(|errs| {
         errs.into_iter()
             .map(|e| match sources.iter().find(|s| s.name == e.file) {
                 Some(src) => e.with_source(&src.text),
@@ -164,22 +182,37 @@ fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
     Ok(())
 }
 
-fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Vec<ScriptError>> {
+fn compile(
+    decls: Declarations,
+    entrypoints: &[String],
+    previous: Option<&RouteTable>,
+) -> Result<RouteTable, Vec<ScriptError>> {
     let mut errors = Vec::new();
 
-    // Services: explicit ones by name (duplicates are errors), then catalog-made ones.
-    let mut services = Services::default();
+    // Services: explicit ones by name (duplicates are errors), then catalog-made ones, then
+    // composites once the services they name exist.
+    let mut services = Services {
+        previous,
+        ..Services::default()
+    };
+    let mut composites = Vec::new();
     for h in &decls.services {
-        services.add(h, &mut errors);
+        if matches!(h.decl().kind, ServiceDeclKind::Servers) {
+            services.add(h, &mut errors);
+        } else {
+            composites.push(h.clone());
+        }
     }
     let mut implicit: Vec<_> = decls.implicit.values().collect();
     implicit.sort_by(|a, b| a.decl().name.cmp(&b.decl().name));
     for h in implicit {
-        let explicit = services.by_name.contains_key(&h.decl().name);
+        let explicit = services.by_name.contains_key(&h.decl().name)
+            || composites.iter().any(|c| c.decl().name == h.decl().name);
         if !explicit {
             services.add(h, &mut errors);
         }
     }
+    services.add_composites(composites, &mut errors);
 
     let mut routes = Vec::new();
     let mut seen: HashMap<String, Location> = HashMap::new();
@@ -263,6 +296,26 @@ fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Ve
             ));
             continue;
         }
+        let mut steps = Vec::new();
+        for m in &d.middlewares {
+            m.flatten_into(&mut steps);
+        }
+        for m in &steps {
+            if let Middleware::Errors(pages) = m {
+                match services.by_name.get(&pages.service_name) {
+                    Some((svc, _)) => {
+                        let _ = pages.service.set(svc.clone());
+                    }
+                    None => errors.push(ScriptError::at(
+                        &d.at,
+                        format!(
+                            "route {:?}: errors middleware names unknown service {:?}",
+                            d.name, pages.service_name
+                        ),
+                    )),
+                }
+            }
+        }
         let rule_text = rule.to_string();
         // Traefik's default priority is the length of the rule as written.
         let len = written_len.unwrap_or(rule_text.len());
@@ -271,6 +324,7 @@ fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Ve
             .unwrap_or_else(|| i64::try_from(len).unwrap_or(i64::MAX));
         routes.push(Route {
             middlewares: d.middlewares,
+            steps,
             name: d.name,
             rule,
             rule_text,
@@ -289,43 +343,162 @@ fn compile(decls: Declarations, entrypoints: &[String]) -> Result<RouteTable, Ve
 }
 
 #[derive(Default)]
-struct Services {
+struct Services<'p> {
     by_name: HashMap<String, (Arc<Service>, Location)>,
     /// Keyed by the declaration's address, so `.to(handle)` finds its own service.
     by_handle: HashMap<usize, Arc<Service>>,
     ordered: Vec<Arc<Service>>,
+    previous: Option<&'p RouteTable>,
 }
 
-impl Services {
-    fn add(&mut self, h: &ServiceHandle, errors: &mut Vec<ScriptError>) {
-        let d = h.decl();
-        if let Some((_, first)) = self.by_name.get(&d.name) {
+impl Services<'_> {
+    fn insert(&mut self, h: &ServiceHandle, svc: Service, errors: &mut Vec<ScriptError>) {
+        let (name, at) = (svc.name.clone(), svc.declared_at.clone());
+        if let Some((_, first)) = self.by_name.get(&name) {
             errors.push(ScriptError::at(
-                &d.at,
-                format!("service {:?} is already declared at {first}", d.name),
+                &at,
+                format!("service {name:?} is already declared at {first}"),
             ));
             return;
         }
-        let weights: Vec<u32> = d.servers.iter().map(|s| s.weight).collect();
-        let svc = Arc::new(Service {
-            name: d.name.clone(),
-            servers: d
-                .servers
-                .iter()
-                .map(|s| Server {
-                    authority: s.authority.clone(),
-                    weight: s.weight,
-                })
-                .collect(),
-            balancer: Balancer::for_weights(&weights),
-            pass_host_header: d.pass_host_header,
-            declared_at: d.at.clone(),
-        });
-        self.by_name
-            .insert(d.name.clone(), (svc.clone(), d.at.clone()));
+        let svc = Arc::new(svc);
+        self.by_name.insert(name, (svc.clone(), at));
         self.by_handle
             .insert(Arc::as_ptr(&h.0) as usize, svc.clone());
         self.ordered.push(svc);
+    }
+
+    /// The live state of the same servers in the previous table's service of this name.
+    fn carried_states(&self, name: &str, servers: &[Server]) -> Option<Vec<Arc<ServerState>>> {
+        let old = self.previous?.services().iter().find(|s| s.name == name)?;
+        let pool = old.pool()?;
+        let same = pool.servers.len() == servers.len()
+            && pool
+                .servers
+                .iter()
+                .zip(servers)
+                .all(|(a, b)| a.authority == b.authority);
+        same.then(|| pool.states.clone())
+    }
+
+    fn add(&mut self, h: &ServiceHandle, errors: &mut Vec<ScriptError>) {
+        let d = h.decl().clone();
+        let secret = d.sticky.as_ref().map_or("", |s| s.secret.as_str());
+        let servers: Vec<Server> = d
+            .servers
+            .iter()
+            .map(|s| Server {
+                authority: s.authority.clone(),
+                weight: s.weight,
+                sticky_id: sticky_id(secret, s.authority.as_str()),
+            })
+            .collect();
+        let ids: Vec<(&str, u32)> = servers
+            .iter()
+            .map(|s| (s.authority.as_str(), s.weight))
+            .collect();
+        let balancer = Balancer::new(d.algorithm.clone(), &ids);
+        let states = self
+            .carried_states(&d.name, &servers)
+            .unwrap_or_else(|| servers.iter().map(|_| ServerState::new()).collect());
+        let svc = Service {
+            name: d.name.clone(),
+            kind: ServiceKind::Servers(Box::new(Pool {
+                servers,
+                states,
+                balancer,
+                picker: d.picker.clone(),
+                sticky: d.sticky.clone(),
+                health: d.health.clone(),
+                passive: d.passive,
+            })),
+            pass_host_header: d.pass_host_header,
+            declared_at: d.at.clone(),
+        };
+        self.insert(h, svc, errors);
+    }
+
+    fn resolve(&self, r: &ServiceRef) -> Option<Arc<Service>> {
+        match r {
+            ServiceRef::Handle(h) => self
+                .by_handle
+                .get(&(Arc::as_ptr(&h.0) as usize))
+                .cloned()
+                .or_else(|| self.by_name.get(&h.decl().name).map(|(s, _)| s.clone())),
+            ServiceRef::Name(n) => self.by_name.get(n).map(|(s, _)| s.clone()),
+        }
+    }
+
+    /// Adds failover/weighted services in dependency order; what cannot be resolved (unknown
+    /// names, cycles) is an error at the composite's declaration.
+    fn add_composites(&mut self, mut pending: Vec<ServiceHandle>, errors: &mut Vec<ScriptError>) {
+        loop {
+            let before = pending.len();
+            let mut waiting = Vec::new();
+            for h in pending {
+                let d = h.decl().clone();
+                let kind = match &d.kind {
+                    ServiceDeclKind::Servers => None,
+                    ServiceDeclKind::Failover { primary, fallback } => {
+                        match (self.resolve(primary), self.resolve(fallback)) {
+                            (Some(primary), Some(fallback)) => {
+                                Some(ServiceKind::Failover { primary, fallback })
+                            }
+                            _ => None,
+                        }
+                    }
+                    ServiceDeclKind::Weighted(members) => members
+                        .iter()
+                        .map(|(r, w)| self.resolve(r).map(|s| (s, *w)))
+                        .collect::<Option<Vec<_>>>()
+                        .map(|children| ServiceKind::Weighted {
+                            current: std::sync::Mutex::new(vec![0; children.len()]),
+                            children,
+                        }),
+                };
+                match kind {
+                    Some(kind) => {
+                        let svc = Service {
+                            name: d.name.clone(),
+                            kind,
+                            pass_host_header: d.pass_host_header,
+                            declared_at: d.at.clone(),
+                        };
+                        self.insert(&h, svc, errors);
+                    }
+                    None => waiting.push(h),
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            if waiting.len() == before {
+                for h in waiting {
+                    let d = h.decl();
+                    let names: Vec<String> = match &d.kind {
+                        ServiceDeclKind::Servers => Vec::new(),
+                        ServiceDeclKind::Failover { primary, fallback } => {
+                            vec![primary.name(), fallback.name()]
+                        }
+                        ServiceDeclKind::Weighted(m) => m.iter().map(|(r, _)| r.name()).collect(),
+                    };
+                    let missing: Vec<String> = names
+                        .into_iter()
+                        .filter(|n| !self.by_name.contains_key(n))
+                        .collect();
+                    errors.push(ScriptError::at(
+                        &d.at,
+                        format!(
+                            "service {:?} names services that are unknown or form a cycle: {}",
+                            d.name,
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+                return;
+            }
+            pending = waiting;
+        }
     }
 }
 

@@ -1,21 +1,26 @@
-//! Per-request script calls: script predicates (and later request/response hooks).
+//! Per-request script calls: predicates, `on_request` / `on_response` hooks and `pick` balancers.
 //!
 //! Owns the `HookRuntime` (an engine with hook-sized limits plus the functions of every script of
-//! one build) and the `Request` object hooks read. Invariants: a hook call is bounded by the
+//! one build) and the objects hooks get: `Request`, `Response`, the request-scoped `Context`
+//! (`ctx`: route, service, server, client ip, request id) and the shared `Store` (`ctx.store`).
+//! A hook function may take `(req)` or `(req, ctx)`; its arity is looked up once. Invariants: a hook call is bounded by the
 //! runtime's operation budget, so an endless loop fails that one request instead of hanging a
 //! worker; a failing hook yields an error message for the log, never a panic, and nothing of it
 //! reaches the client.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
-
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, AST};
 
-use crate::middleware::{HookOutcome, HookRequest, RequestHook};
+use crate::middleware::store::Value;
+use crate::middleware::{
+    HookCtx, HookOutcome, HookRequest, HookResponse, RequestHook, ResponseHook, Store,
+};
 use crate::routing::matcher::{canonical_ip, query_pairs, Predicate, RequestView};
+use crate::routing::service::ServerPicker;
 use crate::routing::Handler;
 
 /// The engine and script functions per-request calls run on, fixed when a build completes.
@@ -201,23 +206,47 @@ pub fn register_request(engine: &mut rhai::Engine) {
 pub struct ScriptFn {
     f: FnPtr,
     runtime: Arc<OnceLock<HookRuntime>>,
+    /// Parameters the function takes besides curried values, looked up on first call.
+    arity: OnceLock<usize>,
 }
 
 impl ScriptFn {
     pub fn new(f: FnPtr, runtime: Arc<OnceLock<HookRuntime>>) -> Self {
-        ScriptFn { f, runtime }
+        ScriptFn {
+            f,
+            runtime,
+            arity: OnceLock::new(),
+        }
     }
 
-    /// Calls the function with one argument. A function pointer without curried values is called
-    /// by name straight from the build's function library (no top-level evaluation, no scope
-    /// set-up); closures that captured values go through `FnPtr::call`, which passes them along.
-    fn call(&self, arg: Dynamic) -> Result<Dynamic, String> {
+    /// How many arguments the function takes (curried values not counted).
+    fn arity(&self, rt: &HookRuntime) -> usize {
+        *self.arity.get_or_init(|| {
+            let name = self.f.fn_name();
+            rt.lib
+                .iter_functions()
+                .filter(|f| f.name == name)
+                .map(|f| f.params.len().saturating_sub(self.f.curry().len()))
+                .max()
+                .unwrap_or(1)
+        })
+    }
+
+    /// Calls the function with the first `arity` of `args`. A function pointer without curried
+    /// values is called by name straight from the build's function library (no top-level
+    /// evaluation, no scope set-up); closures that captured values go through `FnPtr::call`,
+    /// which passes them along.
+    fn call(&self, mut args: Vec<Dynamic>) -> Result<Dynamic, String> {
         let Some(rt) = self.runtime.get() else {
             return Err(format!(
                 "{} called before its build completed",
                 self.label()
             ));
         };
+        let arity = self.arity(rt);
+        if arity < args.len() {
+            args.truncate(arity.max(1));
+        }
         let result = if self.f.curry().is_empty() {
             let opts = rhai::CallFnOptions::new()
                 .eval_ast(false)
@@ -227,10 +256,10 @@ impl ScriptFn {
                 &mut rhai::Scope::new(),
                 &rt.lib,
                 self.f.fn_name(),
-                (arg,),
+                args,
             )
         } else {
-            self.f.call(&rt.engine, &rt.lib, (arg,))
+            self.f.call(&rt.engine, &rt.lib, args)
         };
         result.map_err(|e| e.to_string())
     }
@@ -260,7 +289,7 @@ impl Predicate for ScriptPredicate {
     fn matches(&self, req: &RequestView<'_>) -> Result<bool, String> {
         let out = self
             .0
-            .call(Dynamic::from(ScriptRequest::from_view(req)))
+            .call(vec![Dynamic::from(ScriptRequest::from_view(req))])
             .map_err(|e| format!("predicate {}: {e}", self.describe()))?;
         out.as_bool().map_err(|t| {
             format!(
@@ -282,7 +311,7 @@ impl Predicate for ScriptPredicate {
 pub struct ScriptRequestHook(pub ScriptFn);
 
 impl RequestHook for ScriptRequestHook {
-    fn on_request(&self, req: &mut HookRequest) -> Result<HookOutcome, String> {
+    fn on_request(&self, req: &mut HookRequest, ctx: &HookCtx) -> Result<HookOutcome, String> {
         let placeholder = HookRequest {
             method: req.method.clone(),
             host: String::new(),
@@ -292,7 +321,10 @@ impl RequestHook for ScriptRequestHook {
             client_ip: req.client_ip,
         };
         let handle = ScriptRequest::new(std::mem::replace(req, placeholder));
-        let result = self.0.call(Dynamic::from(handle.clone()));
+        let result = self.0.call(vec![
+            Dynamic::from(handle.clone()),
+            Dynamic::from(ScriptCtx(ctx.clone())),
+        ]);
         let outcome = match result {
             Ok(v) => match v.try_cast::<Handler>() {
                 Some(h) => Ok(HookOutcome::Respond(h)),
@@ -306,5 +338,271 @@ impl RequestHook for ScriptRequestHook {
 
     fn describe(&self) -> String {
         format!("on_request({})", self.0.label())
+    }
+}
+
+/// The response as an `on_response` hook sees it (shared handle, like `Request`).
+#[derive(Debug, Clone)]
+pub struct ScriptResponse(Arc<Mutex<HookResponse>>);
+
+impl ScriptResponse {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HookResponse> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a hook knows of its request: `ctx.route`, `ctx.service`, `ctx.server`, `ctx.client_ip`,
+/// `ctx.request_id`, and the shared store `ctx.store`.
+#[derive(Debug, Clone)]
+pub struct ScriptCtx(pub HookCtx);
+
+/// The shared store as scripts see it.
+#[derive(Debug, Clone)]
+pub struct ScriptStore(pub Arc<Store>);
+
+fn edit_headers(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: Option<&str>,
+    append: bool,
+) -> RhaiResult<()> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .or_else(|_| hook_error(format!("invalid header name {name:?}")))?;
+    match value {
+        None => {
+            headers.remove(&name);
+        }
+        Some(v) => {
+            let v = HeaderValue::from_str(v)
+                .or_else(|_| hook_error(format!("invalid value for header {name}")))?;
+            if append {
+                headers.append(name, v);
+            } else {
+                headers.insert(name, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ttl_of(ttl: &Dynamic) -> RhaiResult<Option<Duration>> {
+    if ttl.is_unit() {
+        return Ok(None);
+    }
+    if let Ok(secs) = ttl.as_int() {
+        return u64::try_from(secs)
+            .map(|s| Some(Duration::from_secs(s)))
+            .or_else(|_| hook_error(format!("ttl {secs} must not be negative")));
+    }
+    if let Some(text) = ttl.clone().try_cast::<rhai::ImmutableString>() {
+        return humantime::parse_duration(&text)
+            .map(Some)
+            .or_else(|e| hook_error(format!("invalid ttl {text:?}: {e}")));
+    }
+    hook_error(format!(
+        "a ttl is seconds (int) or a duration like \"10s\", not {}",
+        ttl.type_name()
+    ))
+}
+
+fn value_of(v: Dynamic) -> RhaiResult<Value> {
+    if let Ok(i) = v.as_int() {
+        return Ok(Value::Int(i));
+    }
+    if let Ok(b) = v.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Some(s) = v.clone().try_cast::<rhai::ImmutableString>() {
+        return Ok(Value::Str(s.to_string()));
+    }
+    hook_error(format!(
+        "the store holds ints, strings and bools, not {}",
+        v.type_name()
+    ))
+}
+
+fn dynamic_of(v: Option<Value>) -> Dynamic {
+    match v {
+        None => Dynamic::UNIT,
+        Some(Value::Int(i)) => Dynamic::from(i),
+        Some(Value::Bool(b)) => Dynamic::from(b),
+        Some(Value::Str(s)) => Dynamic::from(s),
+    }
+}
+
+/// Registers `Response`, `Context` and `Store` for hooks.
+pub fn register_hook_types(engine: &mut Engine) {
+    engine.register_type_with_name::<ScriptResponse>("Response");
+    engine.register_get("status", |r: &mut ScriptResponse| {
+        i64::from(r.lock().status.as_u16())
+    });
+    engine.register_set(
+        "status",
+        |r: &mut ScriptResponse, status: i64| -> RhaiResult<()> {
+            let s = u16::try_from(status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| s.as_u16() >= 200);
+            match s {
+                Some(s) => {
+                    r.lock().status = s;
+                    Ok(())
+                }
+                None => hook_error(format!("status {status} is not in 200..=999")),
+            }
+        },
+    );
+    engine.register_fn("header", |r: &mut ScriptResponse, name: &str| {
+        r.lock()
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    });
+    engine.register_fn(
+        "set_header",
+        |r: &mut ScriptResponse, name: &str, value: &str| {
+            edit_headers(&mut r.lock().headers, name, Some(value), false)
+        },
+    );
+    engine.register_fn(
+        "append_header",
+        |r: &mut ScriptResponse, name: &str, value: &str| {
+            edit_headers(&mut r.lock().headers, name, Some(value), true)
+        },
+    );
+    engine.register_fn("remove_header", |r: &mut ScriptResponse, name: &str| {
+        edit_headers(&mut r.lock().headers, name, None, false)
+    });
+
+    engine.register_type_with_name::<ScriptCtx>("Context");
+    engine.register_get("route", |c: &mut ScriptCtx| c.0.route.to_string());
+    engine.register_get("service", |c: &mut ScriptCtx| c.0.service.to_string());
+    engine.register_get("server", |c: &mut ScriptCtx| c.0.server.clone());
+    engine.register_get("client_ip", |c: &mut ScriptCtx| c.0.client_ip.to_string());
+    engine.register_get("request_id", |c: &mut ScriptCtx| c.0.request_id.to_string());
+    engine.register_get("store", |c: &mut ScriptCtx| ScriptStore(c.0.store.clone()));
+
+    engine.register_type_with_name::<ScriptStore>("Store");
+    engine.register_fn("get", |s: &mut ScriptStore, key: &str| {
+        dynamic_of(s.0.get(key, Instant::now()))
+    });
+    engine.register_fn(
+        "set",
+        |s: &mut ScriptStore, key: &str, v: Dynamic| -> RhaiResult<()> {
+            s.0.set(key, value_of(v)?, None, Instant::now())
+                .or_else(hook_error)
+        },
+    );
+    engine.register_fn(
+        "set",
+        |s: &mut ScriptStore, key: &str, v: Dynamic, ttl: Dynamic| -> RhaiResult<()> {
+            s.0.set(key, value_of(v)?, ttl_of(&ttl)?, Instant::now())
+                .or_else(hook_error)
+        },
+    );
+    engine.register_fn(
+        "incr",
+        |s: &mut ScriptStore, key: &str| -> RhaiResult<i64> {
+            s.0.incr(key, 1, None, Instant::now()).or_else(hook_error)
+        },
+    );
+    engine.register_fn(
+        "incr",
+        |s: &mut ScriptStore, key: &str, by: i64| -> RhaiResult<i64> {
+            s.0.incr(key, by, None, Instant::now()).or_else(hook_error)
+        },
+    );
+    engine.register_fn(
+        "incr",
+        |s: &mut ScriptStore, key: &str, by: i64, ttl: Dynamic| -> RhaiResult<i64> {
+            s.0.incr(key, by, ttl_of(&ttl)?, Instant::now())
+                .or_else(hook_error)
+        },
+    );
+    engine.register_fn("remove", |s: &mut ScriptStore, key: &str| s.0.remove(key));
+}
+
+/// `on_response(fn)`: `fn(resp)` or `fn(resp, ctx)` may edit status and headers.
+#[derive(Debug)]
+pub struct ScriptResponseHook(pub ScriptFn);
+
+impl ResponseHook for ScriptResponseHook {
+    fn on_response(&self, resp: &mut HookResponse, ctx: &HookCtx) -> Result<(), String> {
+        let handle = ScriptResponse(Arc::new(Mutex::new(HookResponse {
+            status: resp.status,
+            headers: std::mem::take(&mut resp.headers),
+        })));
+        let result = self.0.call(vec![
+            Dynamic::from(handle.clone()),
+            Dynamic::from(ScriptCtx(ctx.clone())),
+        ]);
+        let mut edited = handle.lock();
+        resp.status = edited.status;
+        resp.headers = std::mem::take(&mut edited.headers);
+        result
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", self.describe()))
+    }
+
+    fn describe(&self) -> String {
+        format!("on_response({})", self.0.label())
+    }
+}
+
+/// `pick(fn)`: `fn(servers, req)` returns one of `servers` (an address) or its index.
+#[derive(Debug)]
+pub struct ScriptPicker(pub ScriptFn);
+
+impl ServerPicker for ScriptPicker {
+    fn pick(&self, servers: &[&str], req: &RequestView<'_>) -> Result<Option<usize>, String> {
+        let list: rhai::Array = servers
+            .iter()
+            .map(|s| Dynamic::from(s.to_string()))
+            .collect();
+        let out = self
+            .0
+            .call(vec![
+                Dynamic::from(list),
+                Dynamic::from(ScriptRequest::from_view(req)),
+            ])
+            .map_err(|e| format!("{}: {e}", self.describe()))?;
+        if out.is_unit() {
+            return Ok(None);
+        }
+        if let Ok(i) = out.as_int() {
+            return usize::try_from(i)
+                .ok()
+                .filter(|i| *i < servers.len())
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "{} returned index {i} of {} servers",
+                        self.describe(),
+                        servers.len()
+                    )
+                });
+        }
+        if let Some(s) = out.clone().try_cast::<rhai::ImmutableString>() {
+            return servers
+                .iter()
+                .position(|a| *a == s.as_str())
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "{} returned {s:?}, which is not one of the available servers",
+                        self.describe()
+                    )
+                });
+        }
+        Err(format!(
+            "{} returned {}, expected a server address or index",
+            self.describe(),
+            out.type_name()
+        ))
+    }
+
+    fn describe(&self) -> String {
+        self.0.label()
     }
 }

@@ -10,12 +10,14 @@ pub mod api;
 pub mod build;
 pub mod error;
 pub mod hook;
+pub mod mw_api;
+pub mod service_api;
 
 use std::time::Duration;
 
 use rhai::Engine;
 
-pub use build::{build, load_dir, Built, ScriptSource};
+pub use build::{build, build_with, load_dir, Built, ScriptSource};
 pub use error::ScriptError;
 
 /// Rhai modules shipped in the binary, importable by name (`import "catalog" as cat;`).
@@ -78,6 +80,7 @@ pub fn engine_with_limits(limits: &Limits, operations: u64) -> Engine {
     api::register_catalog(&mut engine);
     api::register_handlers(&mut engine);
     hook::register_request(&mut engine);
+    hook::register_hook_types(&mut engine);
     engine.register_fn("hash", |s: &str| api::stable_hash(s));
     engine
 }

@@ -1,0 +1,348 @@
+//! Traffic limiting middlewares in the style of Traefik: `rateLimit` (token bucket per key) and
+//! `inFlightReq` (concurrent requests per key).
+//!
+//! Owns the per-key state of both limiters. Invariants: a rate bucket never holds more than
+//! `burst` tokens and starts full; the rate map is swept of buckets that have refilled once it
+//! passes `MAX_RATE_KEYS`; an in-flight entry exists only while at least one permit for its key
+//! is alive. Must never: sleep or block on time (callers pass `now`), hold a map shard guard
+//! across a sweep of the same map (DashMap would deadlock), or leak a permit count.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+/// Key count past which `RateLimiter::check` sweeps refilled buckets before inserting a new key.
+pub const MAX_RATE_KEYS: usize = 100_000;
+
+/// Token bucket rate limiter keyed by an arbitrary string (client IP, header value, ...).
+///
+/// Implemented as GCRA (the token bucket expressed as a "theoretical arrival time" per key), so
+/// the state is one `Instant` and the arithmetic is exact integer nanoseconds.
+pub struct RateLimiter {
+    average: u64,
+    period: Duration,
+    burst: u64,
+    /// Time one token takes to refill: `period / average`.
+    interval: Duration,
+    /// How far ahead of `now` a key's arrival time may be and still pass: `interval * (burst-1)`.
+    tolerance: Duration,
+    /// Key -> theoretical arrival time; the bucket is full when it is not after `now`.
+    tats: DashMap<String, Instant>,
+    /// Map size that triggers the next sweep; raised after a sweep that freed little so a
+    /// flood of live keys does not make every insert scan the whole map.
+    sweep_at: AtomicUsize,
+}
+
+impl RateLimiter {
+    /// `average` requests per `period` refill rate, `burst` capacity (0 means 1).
+    pub fn new(average: u64, period: Duration, burst: u64) -> Result<RateLimiter, String> {
+        if average == 0 {
+            return Err("rate limit: average must be at least 1".to_owned());
+        }
+        if period.is_zero() {
+            return Err("rate limit: period must be greater than zero".to_owned());
+        }
+        let burst = burst.max(1);
+        let interval_ns = (period.as_nanos() / u128::from(average)).max(1);
+        let tolerance_ns = interval_ns.saturating_mul(u128::from(burst - 1));
+        Ok(RateLimiter {
+            average,
+            period,
+            burst,
+            interval: nanos(interval_ns),
+            tolerance: nanos(tolerance_ns),
+            tats: DashMap::new(),
+            sweep_at: AtomicUsize::new(MAX_RATE_KEYS),
+        })
+    }
+
+    /// Takes one token for `key`; `Err(retry_after)` (>= 1 ms) when the bucket is empty.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if let Some(mut tat) = self.tats.get_mut(key) {
+            return self.take(&mut tat, now);
+        }
+        if self.tats.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep(now);
+        }
+        match self.tats.entry(key.to_owned()) {
+            Entry::Occupied(mut e) => self.take(e.get_mut(), now),
+            Entry::Vacant(e) => {
+                e.insert(now.checked_add(self.interval).unwrap_or(now));
+                Ok(())
+            }
+        }
+    }
+
+    fn take(&self, tat: &mut Instant, now: Instant) -> Result<(), Duration> {
+        // An older `now` from a racing caller sees `tat` as is: it can never mint tokens.
+        let base = (*tat).max(now);
+        let ahead = base.saturating_duration_since(now);
+        if ahead > self.tolerance {
+            let wait = ahead.saturating_sub(self.tolerance);
+            return Err(wait.max(Duration::from_millis(1)));
+        }
+        *tat = base.checked_add(self.interval).unwrap_or(base);
+        Ok(())
+    }
+
+    /// Drops buckets that are full again (their key has been idle for at least a refill).
+    fn sweep(&self, now: Instant) {
+        self.tats.retain(|_, tat| *tat > now);
+        let left = self.tats.len();
+        let next = MAX_RATE_KEYS.max(left.saturating_add(MAX_RATE_KEYS / 4));
+        self.sweep_at.store(next, Ordering::Relaxed);
+    }
+
+    /// E.g. `100/1s burst 50`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{} burst {}",
+            self.average,
+            format_period(self.period),
+            self.burst
+        )
+    }
+}
+
+fn nanos(ns: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("limit", &self.describe())
+            .field("keys", &self.tats.len())
+            .finish()
+    }
+}
+
+fn format_period(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 {
+        if secs != 0 && secs % 3600 == 0 {
+            return format!("{}h", secs / 3600);
+        }
+        if secs != 0 && secs % 60 == 0 {
+            return format!("{}m", secs / 60);
+        }
+        return format!("{secs}s");
+    }
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    format!("{d:?}")
+}
+
+/// Limits concurrent requests per key.
+pub struct InFlightLimiter {
+    amount: u64,
+    counts: Arc<DashMap<String, u64>>,
+}
+
+impl InFlightLimiter {
+    /// `amount`: maximum concurrent permits per key (0 is an error).
+    pub fn new(amount: u64) -> Result<InFlightLimiter, String> {
+        if amount == 0 {
+            return Err("in-flight limit: amount must be at least 1".to_owned());
+        }
+        Ok(InFlightLimiter {
+            amount,
+            counts: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// A permit while fewer than `amount` are alive for `key`; it releases on drop.
+    pub fn try_acquire(&self, key: &str) -> Option<InFlightPermit> {
+        // Increments and the removal at zero both happen under the key's shard lock, so a
+        // release racing an acquire can never delete a live count.
+        let mut count = self.counts.entry(key.to_owned()).or_insert(0);
+        if *count >= self.amount {
+            return None;
+        }
+        *count += 1;
+        drop(count);
+        Some(InFlightPermit {
+            counts: Arc::clone(&self.counts),
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    #[cfg(test)]
+    fn tracked_keys(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+impl fmt::Debug for InFlightLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightLimiter")
+            .field("amount", &self.amount)
+            .field("keys", &self.counts.len())
+            .finish()
+    }
+}
+
+/// One in-flight request slot; dropping it frees the slot.
+pub struct InFlightPermit {
+    counts: Arc<DashMap<String, u64>>,
+    key: String,
+}
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut e) = self.counts.entry(std::mem::take(&mut self.key)) {
+            let count = e.get_mut();
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for InFlightPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightPermit")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send_static<T: Send + 'static>() {}
+
+    #[test]
+    fn traits() {
+        assert_send_sync::<RateLimiter>();
+        assert_send_sync::<InFlightLimiter>();
+        assert_send_static::<InFlightPermit>();
+    }
+
+    #[test]
+    fn rate_new_errors_and_describe() {
+        assert!(RateLimiter::new(0, Duration::from_secs(1), 5).is_err());
+        assert!(RateLimiter::new(1, Duration::ZERO, 5).is_err());
+        let rl = RateLimiter::new(100, Duration::from_secs(1), 50).unwrap();
+        assert_eq!(rl.describe(), "100/1s burst 50");
+        let rl = RateLimiter::new(3, Duration::from_secs(60), 0).unwrap();
+        assert_eq!(rl.describe(), "3/1m burst 1");
+        let rl = RateLimiter::new(3, Duration::from_millis(250), 2).unwrap();
+        assert_eq!(rl.describe(), "3/250ms burst 2");
+    }
+
+    #[test]
+    fn burst_then_refusal_then_refill() {
+        // 10 per second: one token per 100 ms.
+        let rl = RateLimiter::new(10, Duration::from_secs(1), 5).unwrap();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            assert_eq!(rl.check("a", t0), Ok(()), "request {i}");
+        }
+        let wait = rl.check("a", t0).unwrap_err();
+        assert!(
+            wait >= Duration::from_millis(99) && wait <= Duration::from_millis(101),
+            "{wait:?}"
+        );
+        // Half a token later: still refused, about 50 ms left.
+        let wait = rl.check("a", t0 + Duration::from_millis(50)).unwrap_err();
+        assert!(
+            wait >= Duration::from_millis(49) && wait <= Duration::from_millis(51),
+            "{wait:?}"
+        );
+        // One token refilled at 100 ms.
+        assert_eq!(rl.check("a", t0 + Duration::from_millis(100)), Ok(()));
+        assert!(rl.check("a", t0 + Duration::from_millis(100)).is_err());
+        // Long idle refills only up to burst.
+        let t1 = t0 + Duration::from_secs(60);
+        for _ in 0..5 {
+            assert_eq!(rl.check("a", t1), Ok(()));
+        }
+        assert!(rl.check("a", t1).is_err());
+    }
+
+    #[test]
+    fn retry_after_has_floor_and_older_now_does_not_mint() {
+        let rl = RateLimiter::new(1_000_000, Duration::from_secs(1), 1).unwrap();
+        let t0 = Instant::now() + Duration::from_secs(1);
+        assert!(rl.check("k", t0).is_ok());
+        assert_eq!(rl.check("k", t0), Err(Duration::from_millis(1)));
+
+        let rl = RateLimiter::new(1, Duration::from_secs(1), 1).unwrap();
+        assert!(rl.check("k", t0).is_ok());
+        assert!(rl.check("k", t0 - Duration::from_millis(500)).is_err());
+        assert!(rl.check("k", t0 + Duration::from_millis(999)).is_err());
+        assert!(rl.check("k", t0 + Duration::from_millis(1000)).is_ok());
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let rl = RateLimiter::new(1, Duration::from_secs(1), 2).unwrap();
+        let t0 = Instant::now();
+        assert!(rl.check("a", t0).is_ok());
+        assert!(rl.check("a", t0).is_ok());
+        assert!(rl.check("a", t0).is_err());
+        assert!(rl.check("b", t0).is_ok());
+        assert!(rl.check("b", t0).is_ok());
+        assert!(rl.check("b", t0).is_err());
+    }
+
+    #[test]
+    fn sweep_drops_only_refilled_buckets() {
+        let rl = RateLimiter::new(1, Duration::from_secs(1), 2).unwrap();
+        let t0 = Instant::now();
+        rl.check("idle", t0).unwrap();
+        rl.check("busy", t0 + Duration::from_secs(10)).unwrap();
+        rl.sweep(t0 + Duration::from_secs(10));
+        assert!(rl.tats.get("idle").is_none());
+        assert!(rl.tats.get("busy").is_some());
+    }
+
+    #[test]
+    fn in_flight_amount_two() {
+        assert!(InFlightLimiter::new(0).is_err());
+        let lim = InFlightLimiter::new(2).unwrap();
+        assert_eq!(lim.amount(), 2);
+        let p1 = lim.try_acquire("k").unwrap();
+        let p2 = lim.try_acquire("k").unwrap();
+        assert!(lim.try_acquire("k").is_none());
+        // Another key is independent.
+        let other = lim.try_acquire("other").unwrap();
+        assert_eq!(lim.tracked_keys(), 2);
+        drop(p1);
+        let p3 = lim.try_acquire("k").unwrap();
+        assert!(lim.try_acquire("k").is_none());
+        drop(p2);
+        drop(p3);
+        assert_eq!(lim.tracked_keys(), 1);
+        drop(other);
+        assert_eq!(lim.tracked_keys(), 0);
+        assert!(format!("{lim:?}").contains("amount: 2"));
+    }
+
+    #[test]
+    fn permits_released_across_threads() {
+        let lim = Arc::new(InFlightLimiter::new(3).unwrap());
+        let permits: Vec<_> = (0..3).map(|_| lim.try_acquire("k").unwrap()).collect();
+        let handles: Vec<_> = permits
+            .into_iter()
+            .map(|p| std::thread::spawn(move || drop(p)))
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(lim.tracked_keys(), 0);
+    }
+}

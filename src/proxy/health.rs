@@ -1,0 +1,187 @@
+//! Active health checks: one small task per checked server, on the control runtime, asking
+//! `GET <path>` every interval and setting the server's `ServerState` healthy or not.
+//!
+//! Invariants: checks follow the live table — after every swap `sync` starts tasks for newly
+//! checked servers and stops those whose server state left the table or whose settings
+//! changed; a server state that a rebuild carried over keeps its task (and so its health).
+//! A check that times out, cannot connect or gets a status outside the expected range marks the
+//! server unhealthy; the next good check marks it healthy again. Health changes are logged.
+//! Must never: block the control loop (tasks are spawned, never awaited) or send a check
+//! anywhere but the server's own address.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{header, HeaderValue, Request, Uri};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::upstream::{self, UpBody, UpstreamClient};
+use crate::balance::ServerState;
+use crate::routing::service::HealthCheck;
+use crate::routing::RouteTable;
+
+struct Check {
+    /// Held so the state's address (the map key) cannot be reused while the check runs.
+    _state: Arc<ServerState>,
+    settings: HealthCheck,
+    task: JoinHandle<()>,
+}
+
+/// Keeps one check task per checked server of the live table.
+pub struct HealthChecker {
+    runtime: tokio::runtime::Handle,
+    client: UpstreamClient,
+    checks: Mutex<HashMap<usize, Check>>,
+}
+
+impl std::fmt::Debug for HealthChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthChecker").finish_non_exhaustive()
+    }
+}
+
+impl HealthChecker {
+    pub fn new(runtime: tokio::runtime::Handle) -> HealthChecker {
+        let _guard = runtime.enter();
+        HealthChecker {
+            client: upstream::client(Duration::from_secs(5), Duration::from_secs(30)),
+            runtime,
+            checks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes the running checks match `table`.
+    pub fn sync(&self, table: &RouteTable) {
+        let mut wanted: HashMap<usize, (Arc<ServerState>, HealthCheck, Authority, String)> =
+            HashMap::new();
+        for svc in table.services() {
+            let Some(pool) = svc.pool() else { continue };
+            let Some(hc) = &pool.health else { continue };
+            for (server, state) in pool.servers.iter().zip(&pool.states) {
+                wanted.insert(
+                    Arc::as_ptr(state) as usize,
+                    (
+                        state.clone(),
+                        hc.clone(),
+                        server.authority.clone(),
+                        svc.name.clone(),
+                    ),
+                );
+            }
+        }
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks.retain(|key, check| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(_, settings, _, _)| *settings == check.settings);
+            if !keep {
+                check.task.abort();
+            }
+            keep
+        });
+        for (key, (state, settings, authority, service)) in wanted {
+            if checks.contains_key(&key) {
+                continue;
+            }
+            let task = self.runtime.spawn(run_checks(
+                self.client.clone(),
+                state.clone(),
+                settings.clone(),
+                authority,
+                service,
+            ));
+            checks.insert(
+                key,
+                Check {
+                    _state: state,
+                    settings,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// How many servers are being checked.
+    pub fn len(&self) -> usize {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        let checks = self.checks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, c) in checks.drain() {
+            c.task.abort();
+        }
+    }
+}
+
+async fn run_checks(
+    client: UpstreamClient,
+    state: Arc<ServerState>,
+    hc: HealthCheck,
+    authority: Authority,
+    service: String,
+) {
+    loop {
+        let outcome = check_once(&client, &hc, &authority).await;
+        let healthy = outcome.is_ok();
+        if state.set_active_healthy(healthy) {
+            match &outcome {
+                Ok(()) => {
+                    info!(%service, server = %authority, "health check passed; server is back")
+                }
+                Err(why) => {
+                    warn!(%service, server = %authority, reason = %why, "health check failed; server taken out")
+                }
+            }
+        } else if let Err(why) = &outcome {
+            debug!(%service, server = %authority, reason = %why, "health check still failing");
+        }
+        tokio::time::sleep(hc.interval).await;
+    }
+}
+
+async fn check_once(
+    client: &UpstreamClient,
+    hc: &HealthCheck,
+    authority: &Authority,
+) -> Result<(), String> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(hc.path.as_str())
+        .build()
+        .map_err(|e| format!("bad check URL: {e}"))?;
+    let mut req = Request::new(UpBody::empty());
+    *req.uri_mut() = uri;
+    if let Some(host) = &hc.host {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    for (name, value) in &hc.headers {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
+    let resp = match tokio::time::timeout(hc.timeout, client.request(req)).await {
+        Err(_) => return Err(format!("no answer within {:?}", hc.timeout)),
+        Ok(Err(e)) => return Err(upstream::classify(&e, authority.as_str()).error.to_string()),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if (hc.status.0..=hc.status.1).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "status {status}, expected {}-{}",
+            hc.status.0, hc.status.1
+        ))
+    }
+}

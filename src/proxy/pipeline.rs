@@ -1,0 +1,518 @@
+//! The middleware phases of one request: the request phase runs a route's (flattened)
+//! middlewares in declaration order and either lets the request go on or answers it; the
+//! response phase runs the response-side steps in reverse order (the first middleware listed is
+//! the outermost, as in Traefik), so a header set by an earlier middleware also lands on the
+//! answer of a later one.
+//!
+//! Invariants: every direct answer (401, 403, 429, redirects, preflights, hook answers) still
+//! passes through the response steps recorded before it; a failing hook fails this request only
+//! (500, details logged); limiter permits live in the `Plan` and then in the response body, so
+//! an in-flight slot is released only when the response is fully sent.
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::ProxyBody;
+use super::compress::{self, CompressOptions, Encoding};
+use super::error::{self, ProxyError};
+use super::upstream::UpBody;
+use super::{handler_response, set_path_and_query, ConnInfo, Proxy};
+use crate::middleware::circuit::CircuitBreaker;
+use crate::middleware::{
+    Buffering, ErrorPages, ForwardAuth, HookCtx, HookOutcome, HookRequest, HookResponse, LimitKey,
+    Middleware, RequestHook, ResponseHook, RetryPolicy,
+};
+use crate::routing::matcher::canonical_ip;
+use crate::routing::{RequestView, Route, Target};
+
+/// Error pages and forward-auth answers are read up to this size.
+const MAX_PAGE_BYTES: usize = 1 << 20;
+
+/// What the request phase decided for the rest of the request.
+#[derive(Default)]
+pub(super) struct Plan {
+    /// Response-side steps in the order they were met (applied in reverse).
+    pub response_steps: Vec<Middleware>,
+    /// The request's `Origin`, for CORS on the response.
+    pub origin: Option<HeaderValue>,
+    pub retry: Option<RetryPolicy>,
+    pub breakers: Vec<Arc<CircuitBreaker>>,
+    pub compress: Option<(Encoding, Arc<CompressOptions>)>,
+    pub buffering: Option<Buffering>,
+    /// Limiter permits, released with the response body.
+    pub held: Vec<Box<dyn Any + Send + Sync>>,
+    pub ctx: Option<HookCtx>,
+    pub is_head: bool,
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn request_id() -> Arc<str> {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| fastrand::u32(..));
+    format!(
+        "{prefix:08x}-{}",
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+    .into()
+}
+
+impl Plan {
+    /// The hook context, made on first use (most requests never need one).
+    fn ctx(&mut self, proxy: &Proxy, route: &Route, client_ip: IpAddr) -> &HookCtx {
+        self.ctx.get_or_insert_with(|| HookCtx {
+            route: route.name.as_str().into(),
+            service: match &route.target {
+                Target::Service(s) => s.name.as_str().into(),
+                Target::Handler(_) => "".into(),
+            },
+            server: String::new(),
+            client_ip: canonical_ip(client_ip),
+            request_id: request_id(),
+            store: proxy.store.clone(),
+        })
+    }
+
+    /// Records one upstream outcome in every circuit breaker of the route.
+    pub fn record(&self, status: Option<u16>, latency: Duration) {
+        let now = Instant::now();
+        for b in &self.breakers {
+            b.record(status, latency, now);
+        }
+    }
+}
+
+/// A small direct answer.
+fn answer(status: StatusCode, headers: HeaderMap, body: &str) -> Response<ProxyBody> {
+    let mut resp = error::plain(status, body.to_string());
+    for (name, value) in &headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    resp
+}
+
+fn limit_key(key: &LimitKey, headers: &HeaderMap, ip: IpAddr) -> String {
+    match key {
+        LimitKey::ClientIp => canonical_ip(ip).to_string(),
+        LimitKey::Header(h) => headers
+            .get(h)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// `Host` as the client sent it (with port), for building redirect URLs.
+fn raw_host(req: &Request<Incoming>, host: &str) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| host.to_string())
+}
+
+fn path_and_query(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
+}
+
+fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    answer(status, h, "")
+}
+
+/// Runs the request-side middlewares. `Ok(Some)` is a direct answer.
+pub(super) async fn request_phase(
+    proxy: &Proxy,
+    route: &Route,
+    req: &mut Request<Incoming>,
+    host: &str,
+    info: &ConnInfo,
+    plan: &mut Plan,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let peer = info.peer.ip();
+    let hook_error = |message: String| ProxyError::Hook {
+        route: route.name.clone(),
+        message,
+    };
+    plan.is_head = req.method() == Method::HEAD;
+    for m in &route.steps {
+        match m {
+            Middleware::OnRequest(h) => {
+                let ctx = plan.ctx(proxy, route, peer).clone();
+                if let Some(answer) =
+                    run_request_hook(h.as_ref(), req, host, peer, &ctx).map_err(hook_error)?
+                {
+                    return Ok(Some(answer));
+                }
+            }
+            Middleware::StripPrefix(_)
+            | Middleware::StripPrefixRegex(_)
+            | Middleware::AddPrefix(_)
+            | Middleware::ReplacePath(_)
+            | Middleware::ReplacePathRegex(..) => {
+                if let Some(edit) = m.rewrite_path(req.uri().path()) {
+                    let query = req.uri().query().map(str::to_string);
+                    set_path_and_query(req, edit.path, query.as_deref()).map_err(|()| {
+                        hook_error(format!("{} produced an invalid path", m.describe()))
+                    })?;
+                    if let Some((name, value)) = edit.header {
+                        if let Ok(v) = HeaderValue::from_str(&value) {
+                            req.headers_mut().insert(name, v);
+                        }
+                    }
+                }
+            }
+            Middleware::RedirectScheme(r) => {
+                if let Some(loc) = r.location("http", &raw_host(req, host), &path_and_query(req)) {
+                    return Ok(Some(redirect_to(r.status(req.method()), &loc)));
+                }
+            }
+            Middleware::RedirectRegex(r) => {
+                let url = format!("http://{}{}", raw_host(req, host), path_and_query(req));
+                if let Some(loc) = r.location(&url) {
+                    return Ok(Some(redirect_to(r.status(req.method()), &loc)));
+                }
+            }
+            Middleware::RequestHeaders(ops) => ops.apply(req.headers_mut()),
+            Middleware::ResponseHeaders(_) | Middleware::OnResponse(_) | Middleware::Errors(_) => {
+                plan.response_steps.push(m.clone())
+            }
+            Middleware::Cors(c) => {
+                if let Some(headers) = c.preflight(req.method(), req.headers()) {
+                    return Ok(Some(answer(StatusCode::NO_CONTENT, headers, "")));
+                }
+                plan.origin = req.headers().get(header::ORIGIN).cloned();
+                plan.response_steps.push(m.clone());
+            }
+            Middleware::BasicAuth(b) => match b.auth.authenticate(req.headers()) {
+                None => {
+                    let mut h = HeaderMap::new();
+                    h.insert(header::WWW_AUTHENTICATE, b.auth.challenge());
+                    return Ok(Some(answer(
+                        StatusCode::UNAUTHORIZED,
+                        h,
+                        "401 Unauthorized\n",
+                    )));
+                }
+                Some(user) => {
+                    if b.remove_header {
+                        req.headers_mut().remove(header::AUTHORIZATION);
+                    }
+                    if let Some(field) = &b.header_field {
+                        if let Ok(v) = HeaderValue::from_str(&user) {
+                            req.headers_mut().insert(field.clone(), v);
+                        }
+                    }
+                }
+            },
+            Middleware::IpAllowList(list) => {
+                if !list.allows(peer) {
+                    return Ok(Some(answer(
+                        StatusCode::FORBIDDEN,
+                        HeaderMap::new(),
+                        "403 Forbidden\n",
+                    )));
+                }
+            }
+            Middleware::RateLimit(r) => {
+                let key = limit_key(&r.key, req.headers(), peer);
+                if let Err(wait) = r.limiter.check(&key, Instant::now()) {
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    let mut h = HeaderMap::new();
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    return Ok(Some(answer(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        h,
+                        "429 Too Many Requests\n",
+                    )));
+                }
+            }
+            Middleware::InFlightLimit(l) => {
+                let key = limit_key(&l.key, req.headers(), peer);
+                match l.limiter.try_acquire(&key) {
+                    Some(permit) => plan.held.push(Box::new(permit)),
+                    None => {
+                        return Ok(Some(answer(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            HeaderMap::new(),
+                            "429 Too Many Requests\n",
+                        )))
+                    }
+                }
+            }
+            Middleware::Retry(p) => plan.retry = Some(p.clone()),
+            Middleware::CircuitBreaker(cb) => {
+                if !cb.allow(Instant::now()) {
+                    return Err(ProxyError::CircuitOpen {
+                        route: route.name.clone(),
+                    });
+                }
+                plan.breakers.push(cb.clone());
+            }
+            Middleware::Compress(opts) => {
+                if let Some(enc) = compress::negotiate(req.headers(), opts) {
+                    plan.compress = Some((enc, opts.clone()));
+                }
+            }
+            Middleware::Buffering(b) => plan.buffering = Some(b.clone()),
+            Middleware::ForwardAuth(f) => {
+                if let Some(answer) = forward_auth(proxy, f, req).await? {
+                    return Ok(Some(answer));
+                }
+            }
+            // Chains are flattened when the table is compiled.
+            Middleware::Chain(..) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Runs the response-side steps (reverse order), then compression.
+pub(super) async fn response_phase(
+    proxy: &Proxy,
+    route: &Route,
+    plan: &mut Plan,
+    mut resp: Response<ProxyBody>,
+    peer: IpAddr,
+) -> Response<ProxyBody> {
+    let steps = std::mem::take(&mut plan.response_steps);
+    for step in steps.iter().rev() {
+        match step {
+            Middleware::ResponseHeaders(ops) => ops.apply(resp.headers_mut()),
+            Middleware::Cors(c) => c.apply(plan.origin.as_ref(), resp.headers_mut()),
+            Middleware::Errors(pages) if pages.covers(resp.status().as_u16()) => {
+                if let Some(page) = error_page(proxy, pages, resp.status()).await {
+                    let mut old = std::mem::replace(&mut resp, page);
+                    let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
+                    *resp.body_mut() = body.take_guards_from(old.body_mut());
+                }
+            }
+            Middleware::OnResponse(h) => {
+                let ctx = plan.ctx(proxy, route, peer).clone();
+                if let Err(message) = run_response_hook(h.as_ref(), &mut resp, &ctx) {
+                    let e = ProxyError::Hook {
+                        route: route.name.clone(),
+                        message,
+                    };
+                    tracing::warn!(error = %e, "request failed");
+                    let mut failed = e.into_response();
+                    let body = std::mem::replace(failed.body_mut(), ProxyBody::empty());
+                    *failed.body_mut() = body.take_guards_from(resp.body_mut());
+                    resp = failed;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((enc, opts)) = &plan.compress {
+        if compress::compressible(resp.status(), plan.is_head, resp.headers(), opts) {
+            compress::apply_headers(resp.headers_mut(), *enc);
+            let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
+            *resp.body_mut() = body.compress(*enc);
+        }
+    }
+    let held = std::mem::take(&mut plan.held);
+    if held.is_empty() {
+        resp
+    } else {
+        resp.map(|b| b.holding(held))
+    }
+}
+
+/// Runs one script request hook on `req` (headers are moved in and out, not copied) and writes
+/// its edits back. `Some` is a direct answer.
+pub(super) fn run_request_hook(
+    hook: &dyn RequestHook,
+    req: &mut Request<Incoming>,
+    host: &str,
+    peer: IpAddr,
+    ctx: &HookCtx,
+) -> Result<Option<Response<ProxyBody>>, String> {
+    let mut hr = HookRequest {
+        method: req.method().clone(),
+        host: host.to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: std::mem::take(req.headers_mut()),
+        client_ip: canonical_ip(peer),
+    };
+    let outcome = hook.on_request(&mut hr, ctx);
+    *req.headers_mut() = std::mem::take(&mut hr.headers);
+    let outcome = outcome?;
+    *req.method_mut() = hr.method;
+    if req.uri().path() != hr.path || req.uri().query().unwrap_or("") != hr.query {
+        let query = (!hr.query.is_empty()).then_some(hr.query.as_str());
+        set_path_and_query(req, hr.path.clone(), query)
+            .map_err(|()| "hook produced an invalid path".to_string())?;
+    }
+    Ok(match outcome {
+        HookOutcome::Continue => None,
+        HookOutcome::Respond(h) => Some(handler_response(&h)),
+    })
+}
+
+fn run_response_hook(
+    hook: &dyn ResponseHook,
+    resp: &mut Response<ProxyBody>,
+    ctx: &HookCtx,
+) -> Result<(), String> {
+    let mut hr = HookResponse {
+        status: resp.status(),
+        headers: std::mem::take(resp.headers_mut()),
+    };
+    let out = hook.on_response(&mut hr, ctx);
+    *resp.headers_mut() = hr.headers;
+    *resp.status_mut() = hr.status;
+    out
+}
+
+/// Reads `body` into memory, failing once it passes `limit` bytes.
+pub(super) async fn collect_limited<B>(body: B, limit: u64) -> Result<Bytes, Result<(), String>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut body = body;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Err(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > limit {
+                return Err(Ok(()));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Asks the auth server; `Some` is its refusal, passed to the client.
+async fn forward_auth(
+    proxy: &Proxy,
+    f: &ForwardAuth,
+    req: &mut Request<Incoming>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let fail = |reason: String| ProxyError::AuthServer {
+        address: f.address.to_string(),
+        reason,
+    };
+    let mut headers = if f.auth_request_headers.is_empty() {
+        req.headers().clone()
+    } else {
+        let mut h = HeaderMap::new();
+        for name in &f.auth_request_headers {
+            for v in req.headers().get_all(name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        // The forwarding headers always go along: they say what is being authorised.
+        for (name, v) in req.headers() {
+            if name.as_str().starts_with("x-forwarded-") {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        h
+    };
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::HOST);
+    let method = HeaderValue::from_str(req.method().as_str()).map_err(|e| fail(e.to_string()))?;
+    headers.insert("x-forwarded-method", method);
+    if let Ok(uri) = HeaderValue::from_str(&path_and_query(req)) {
+        headers.insert("x-forwarded-uri", uri);
+    }
+    let mut auth_req = Request::new(UpBody::empty());
+    *auth_req.uri_mut() = f.address.clone();
+    *auth_req.headers_mut() = headers;
+    let sent = proxy.client.request(auth_req);
+    let resp = match tokio::time::timeout(proxy.settings.upstream_response_timeout, sent).await {
+        Err(_) => return Err(fail("timed out".into())),
+        Ok(Err(e)) => {
+            return Err(fail(
+                super::upstream::classify(&e, "auth").error.to_string(),
+            ))
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status().is_success() {
+        for name in &f.auth_response_headers {
+            let values: Vec<HeaderValue> = resp.headers().get_all(name).iter().cloned().collect();
+            if values.is_empty() {
+                continue;
+            }
+            req.headers_mut().remove(name);
+            for v in values {
+                req.headers_mut().append(name.clone(), v);
+            }
+        }
+        return Ok(None);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let body = match collect_limited(body, f.max_body as u64).await {
+        Ok(b) => b,
+        Err(_) => Bytes::from_static(b""),
+    };
+    super::forward::clean_response(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Some(Response::from_parts(parts, ProxyBody::full(body))))
+}
+
+/// Fetches the custom page for `status` from the pages service; `None` keeps the original.
+async fn error_page(
+    proxy: &Proxy,
+    pages: &ErrorPages,
+    status: StatusCode,
+) -> Option<Response<ProxyBody>> {
+    let service = pages.service.get()?;
+    let empty = HeaderMap::new();
+    let path = pages.query.replace("{status}", status.as_str());
+    let view = RequestView {
+        method: &Method::GET,
+        host: "",
+        path: &path,
+        query: None,
+        headers: &empty,
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+    };
+    let pick = service.pick(&view, Instant::now()).ok()??;
+    let server = pick.at.server()?;
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(server.authority.clone())
+        .path_and_query(path.as_str())
+        .build()
+        .ok()?;
+    let mut page_req = Request::new(UpBody::empty());
+    *page_req.uri_mut() = uri;
+    let sent = proxy.client.request(page_req);
+    let resp = tokio::time::timeout(proxy.settings.upstream_response_timeout, sent)
+        .await
+        .ok()?
+        .ok()?;
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = collect_limited(resp.into_body(), MAX_PAGE_BYTES as u64)
+        .await
+        .ok()?;
+    let mut out = Response::new(ProxyBody::full(body));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Some(out)
+}

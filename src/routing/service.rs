@@ -1,0 +1,437 @@
+//! Services as compiled into a route table: a pool of servers behind a balancer, or a composite
+//! (failover between two services, weighted split over several), and how one request picks its
+//! server — sticky cookie first, then the balancer (or a script `pick` hook), skipping servers
+//! that are unhealthy or ejected.
+//!
+//! Invariants: a pick only ever returns a server that is available at that instant and has a
+//! weight above 0; a sticky cookie value is derived from the server address alone (plus an
+//! optional secret), so it never shows the address and is the same on every router instance;
+//! an unknown, forged or stale cookie value is ignored (normal pick, fresh cookie), never an
+//! error. Server state (`ServerState`) is shared with the health checker and survives a reload
+//! when the service keeps the same server set. Must never: touch sockets or import `rhai`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use super::matcher::RequestView;
+use super::table::Location;
+use crate::balance::algo::{Algorithm, Balancer, HashKey};
+use crate::balance::state::{PassivePolicy, ServerState};
+
+/// One upstream server of a service.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `host:port` the upstream client connects to.
+    pub authority: Authority,
+    pub weight: u32,
+    /// The value a sticky cookie holds for this server.
+    pub sticky_id: String,
+}
+
+/// The opaque sticky-cookie value for a server: 16 hex digits of SHA-256 over the secret and
+/// the address. Deterministic, so every router instance agrees.
+pub fn sticky_id(secret: &str, authority: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"switchyard-sticky\0");
+    h.update(secret.as_bytes());
+    h.update(b"\0");
+    h.update(authority.as_bytes());
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// `sticky_cookie(name, #{...})`: keeps a client on the server it first got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookie {
+    pub name: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+    /// Seconds; `None` makes a session cookie.
+    pub max_age: Option<i64>,
+    pub path: String,
+    pub domain: Option<String>,
+    /// Mixed into the cookie value; the same on every router instance that must agree.
+    pub secret: String,
+}
+
+impl StickyCookie {
+    /// The `Set-Cookie` value pinning a client to the server with `id`.
+    pub fn set_cookie(&self, id: &str) -> Option<HeaderValue> {
+        let mut b = cookie::Cookie::build((self.name.clone(), id.to_string()))
+            .path(self.path.clone())
+            .secure(self.secure)
+            .http_only(self.http_only);
+        if let Some(s) = self.same_site {
+            b = b.same_site(match s {
+                SameSite::Strict => cookie::SameSite::Strict,
+                SameSite::Lax => cookie::SameSite::Lax,
+                SameSite::None => cookie::SameSite::None,
+            });
+        }
+        if let Some(age) = self.max_age {
+            b = b.max_age(cookie::time::Duration::seconds(age));
+        }
+        if let Some(d) = &self.domain {
+            b = b.domain(d.clone());
+        }
+        HeaderValue::from_str(&b.build().to_string()).ok()
+    }
+}
+
+/// Active health check settings of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Inclusive range of statuses that count as healthy.
+    pub status: (u16, u16),
+    /// `Host` header sent with checks (default: the server address).
+    pub host: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A script function choosing the server: `pick(fn)`. Gets the addresses of the available
+/// servers and the request; returns an index into that list.
+pub trait ServerPicker: Send + Sync + fmt::Debug {
+    fn pick(&self, servers: &[&str], req: &RequestView<'_>) -> Result<Option<usize>, String>;
+    fn describe(&self) -> String;
+}
+
+/// A service's own servers and how it picks among them.
+#[derive(Debug)]
+pub struct Pool {
+    pub servers: Vec<Server>,
+    /// `states[i]` is the live state of `servers[i]`.
+    pub states: Vec<Arc<ServerState>>,
+    pub balancer: Balancer,
+    pub picker: Option<Arc<dyn ServerPicker>>,
+    pub sticky: Option<StickyCookie>,
+    pub health: Option<HealthCheck>,
+    pub passive: Option<PassivePolicy>,
+}
+
+#[derive(Debug)]
+pub enum ServiceKind {
+    Servers(Box<Pool>),
+    /// `primary` while it has an available server, else `fallback`.
+    Failover {
+        primary: Arc<Service>,
+        fallback: Arc<Service>,
+    },
+    /// Traffic split over services by weight (smooth weighted round robin over the ones that
+    /// have an available server).
+    Weighted {
+        children: Vec<(Arc<Service>, u32)>,
+        current: Mutex<Vec<i64>>,
+    },
+}
+
+/// A named group of servers behind one balancer, or a composite of services.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub kind: ServiceKind,
+    /// Forward the client's Host header (default) or let the upstream client use the server's.
+    pub pass_host_header: bool,
+    pub declared_at: Location,
+}
+
+/// The outcome of a pick: the leaf service and server, and a cookie to set when stickiness
+/// (re)assigned the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Picked<'a> {
+    pub service: &'a Service,
+    pub pool: &'a Pool,
+    pub index: usize,
+}
+
+impl<'a> Picked<'a> {
+    pub fn server(&self) -> Option<&'a Server> {
+        self.pool.servers.get(self.index)
+    }
+    pub fn state(&self) -> Option<&'a Arc<ServerState>> {
+        self.pool.states.get(self.index)
+    }
+}
+
+/// A pick plus what the response must carry.
+#[derive(Debug, Clone)]
+pub struct Pick<'a> {
+    pub at: Picked<'a>,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl Service {
+    /// A plain service over `servers` (states all fresh, round robin).
+    pub fn with_servers(name: &str, servers: Vec<Server>) -> Service {
+        let ids: Vec<(&str, u32)> = servers
+            .iter()
+            .map(|s| (s.authority.as_str(), s.weight))
+            .collect();
+        let balancer = Balancer::new(Algorithm::RoundRobin, &ids);
+        Service {
+            name: name.to_string(),
+            kind: ServiceKind::Servers(Box::new(Pool {
+                states: servers.iter().map(|_| ServerState::new()).collect(),
+                servers,
+                balancer,
+                picker: None,
+                sticky: None,
+                health: None,
+                passive: None,
+            })),
+            pass_host_header: true,
+            declared_at: Location::default(),
+        }
+    }
+
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.kind {
+            ServiceKind::Servers(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether some server of this service can take a request now.
+    pub fn available(&self, now: Instant) -> bool {
+        match &self.kind {
+            ServiceKind::Servers(p) => p
+                .servers
+                .iter()
+                .zip(&p.states)
+                .any(|(s, st)| s.weight > 0 && st.available(now)),
+            ServiceKind::Failover { primary, fallback } => {
+                primary.available(now) || fallback.available(now)
+            }
+            ServiceKind::Weighted { children, .. } => {
+                children.iter().any(|(c, w)| *w > 0 && c.available(now))
+            }
+        }
+    }
+
+    /// Every server address reachable through this service (composites: their children's).
+    pub fn server_addresses(&self) -> Vec<String> {
+        match &self.kind {
+            ServiceKind::Servers(p) => p.servers.iter().map(|s| s.authority.to_string()).collect(),
+            ServiceKind::Failover { primary, fallback } => {
+                let mut v = primary.server_addresses();
+                v.extend(fallback.server_addresses());
+                v
+            }
+            ServiceKind::Weighted { children, .. } => children
+                .iter()
+                .flat_map(|(c, _)| c.server_addresses())
+                .collect(),
+        }
+    }
+
+    /// A short description of how this service picks (`round_robin`, `failover`, ...).
+    pub fn balancer_kind(&self) -> String {
+        match &self.kind {
+            ServiceKind::Servers(p) => match &p.picker {
+                Some(picker) => format!("pick({})", picker.describe()),
+                None => p.balancer.kind().to_string(),
+            },
+            ServiceKind::Failover { .. } => "failover".to_string(),
+            ServiceKind::Weighted { .. } => "weighted".to_string(),
+        }
+    }
+
+    /// Picks a server for one request. `Ok(None)` when no server is available; `Err` when a
+    /// script `pick` hook failed (message for the log).
+    pub fn pick<'a>(
+        &'a self,
+        req: &RequestView<'_>,
+        now: Instant,
+    ) -> Result<Option<Pick<'a>>, String> {
+        match &self.kind {
+            ServiceKind::Servers(pool) => self.pick_in_pool(pool, req, now),
+            ServiceKind::Failover { primary, fallback } => {
+                if primary.available(now) {
+                    if let Some(p) = primary.pick(req, now)? {
+                        return Ok(Some(p));
+                    }
+                }
+                fallback.pick(req, now)
+            }
+            ServiceKind::Weighted { children, current } => {
+                let Some(i) = pick_weighted(children, current, now) else {
+                    return Ok(None);
+                };
+                match children.get(i) {
+                    Some((child, _)) => child.pick(req, now),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn pick_in_pool<'a>(
+        &'a self,
+        pool: &'a Pool,
+        req: &RequestView<'_>,
+        now: Instant,
+    ) -> Result<Option<Pick<'a>>, String> {
+        let usable = |i: usize| {
+            pool.servers.get(i).is_some_and(|s| s.weight > 0)
+                && pool.states.get(i).is_some_and(|st| st.available(now))
+        };
+        if let Some(sticky) = &pool.sticky {
+            if let Some(value) = cookie_value(req, &sticky.name) {
+                if let Some(i) = pool.servers.iter().position(|s| s.sticky_id == value) {
+                    if usable(i) {
+                        return Ok(Some(Pick {
+                            at: Picked {
+                                service: self,
+                                pool,
+                                index: i,
+                            },
+                            set_cookie: None,
+                        }));
+                    }
+                }
+            }
+        }
+        let index = match &pool.picker {
+            Some(picker) => {
+                let avail: Vec<usize> = (0..pool.servers.len()).filter(|i| usable(*i)).collect();
+                let names: Vec<&str> = avail
+                    .iter()
+                    .filter_map(|i| pool.servers.get(*i).map(|s| s.authority.as_str()))
+                    .collect();
+                if names.is_empty() {
+                    None
+                } else {
+                    picker
+                        .pick(&names, req)?
+                        .and_then(|k| avail.get(k).copied())
+                }
+            }
+            None => {
+                let key = hash_key(pool.balancer.algorithm(), req);
+                pool.balancer.pick(&pool.states, key.as_deref(), now)
+            }
+        };
+        let Some(index) = index.filter(|i| usable(*i)) else {
+            return Ok(None);
+        };
+        let set_cookie = pool.sticky.as_ref().and_then(|s| {
+            pool.servers
+                .get(index)
+                .and_then(|srv| s.set_cookie(&srv.sticky_id))
+        });
+        Ok(Some(Pick {
+            at: Picked {
+                service: self,
+                pool,
+                index,
+            },
+            set_cookie,
+        }))
+    }
+}
+
+fn pick_weighted(
+    children: &[(Arc<Service>, u32)],
+    current: &Mutex<Vec<i64>>,
+    now: Instant,
+) -> Option<usize> {
+    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+    if current.len() != children.len() {
+        *current = vec![0; children.len()];
+    }
+    let mut total = 0i64;
+    let mut best: Option<(usize, i64)> = None;
+    for (i, ((child, w), cur)) in children.iter().zip(current.iter_mut()).enumerate() {
+        if *w == 0 || !child.available(now) {
+            continue;
+        }
+        let w = i64::from(*w);
+        total += w;
+        *cur += w;
+        if best.is_none_or(|(_, b)| *cur > b) {
+            best = Some((i, *cur));
+        }
+    }
+    let (i, _) = best?;
+    if let Some(c) = current.get_mut(i) {
+        *c -= total;
+    }
+    Some(i)
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie_value(req: &RequestView<'_>, name: &str) -> Option<String> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+fn hash_key(algorithm: &Algorithm, req: &RequestView<'_>) -> Option<Vec<u8>> {
+    let Algorithm::ConsistentHash(key) = algorithm else {
+        return None;
+    };
+    match key {
+        HashKey::Header(h) => req.headers.get(h).map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => cookie_value(req, name).map(String::into_bytes),
+        HashKey::ClientIp => Some(
+            super::matcher::canonical_ip(req.client_ip)
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_ids_are_opaque_and_stable() {
+        let a = sticky_id("", "127.0.0.1:9001");
+        assert_eq!(a, sticky_id("", "127.0.0.1:9001"));
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("127"));
+        assert_ne!(a, sticky_id("", "127.0.0.1:9002"));
+        assert_ne!(a, sticky_id("s3cret", "127.0.0.1:9001"));
+    }
+
+    #[test]
+    fn set_cookie_carries_the_options() {
+        let c = StickyCookie {
+            name: "srv".into(),
+            secure: true,
+            http_only: true,
+            same_site: Some(SameSite::Lax),
+            max_age: Some(60),
+            path: "/".into(),
+            domain: None,
+            secret: String::new(),
+        };
+        let v = c.set_cookie("abc").unwrap();
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("srv=abc"), "{v}");
+        for part in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
+            assert!(v.contains(part), "{v} lacks {part}");
+        }
+    }
+}
