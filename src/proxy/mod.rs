@@ -411,8 +411,8 @@ impl Proxy {
                     service: svc.name.clone(),
                 });
             };
-            if let Some(ctx) = plan.ctx.as_mut() {
-                ctx.server = server.authority.to_string();
+            if !route.steps.is_empty() {
+                plan.server = Some(server.authority.clone());
             }
             let last = attempt + 1 == attempts;
             let headers = if last {

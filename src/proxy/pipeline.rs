@@ -50,6 +50,8 @@ pub(super) struct Plan {
     /// Limiter permits, released with the response body.
     pub held: Vec<Box<dyn Any + Send + Sync>>,
     pub ctx: Option<HookCtx>,
+    /// The server the balancer picked (for `ctx.server` in response hooks).
+    pub server: Option<http::uri::Authority>,
     pub is_head: bool,
 }
 
@@ -68,7 +70,8 @@ fn request_id() -> Arc<str> {
 impl Plan {
     /// The hook context, made on first use (most requests never need one).
     fn ctx(&mut self, proxy: &Proxy, route: &Route, client_ip: IpAddr) -> &HookCtx {
-        self.ctx.get_or_insert_with(|| HookCtx {
+        let server = self.server.as_ref().map(|a| a.to_string());
+        let ctx = self.ctx.get_or_insert_with(|| HookCtx {
             route: route.name.as_str().into(),
             service: match &route.target {
                 Target::Service(s) => s.name.as_str().into(),
@@ -78,7 +81,11 @@ impl Plan {
             client_ip: canonical_ip(client_ip),
             request_id: request_id(),
             store: proxy.store.clone(),
-        })
+        });
+        if let Some(server) = server {
+            ctx.server = server;
+        }
+        ctx
     }
 
     /// Records one upstream outcome in every circuit breaker of the route.
@@ -93,6 +100,9 @@ impl Plan {
 /// A small direct answer.
 fn answer(status: StatusCode, headers: HeaderMap, body: &str) -> Response<ProxyBody> {
     let mut resp = error::plain(status, body.to_string());
+    if body.is_empty() {
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+    }
     for (name, value) in &headers {
         resp.headers_mut().append(name.clone(), value.clone());
     }

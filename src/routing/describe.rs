@@ -145,6 +145,27 @@ impl TableInfo {
             };
             out.push_str(&format!("  target:  {target}\n"));
         }
+        for s in &self.services {
+            let mut line = format!("service {}  balancer {}", s.name, s.balancer);
+            if let Some(c) = &s.sticky_cookie {
+                line.push_str(&format!("  sticky cookie {c}"));
+            }
+            if let Some(h) = &s.health_check {
+                line.push_str(&format!("  health check {h}"));
+            }
+            out.push_str(&format!("{line}  ({})\n", s.declared_at));
+            for sv in &s.servers {
+                out.push_str(&format!(
+                    "  server {}  weight {}{}\n",
+                    sv.address,
+                    sv.weight,
+                    if sv.healthy { "" } else { "  (unavailable)" }
+                ));
+            }
+            for (child, weight) in &s.children {
+                out.push_str(&format!("  member {child}  weight {weight}\n"));
+            }
+        }
         out.push_str(&format!(
             "{} routes, {} services\n",
             self.routes.len(),

@@ -616,6 +616,108 @@ mod tests {
     }
 
     #[test]
+    fn composite_services_resolve_names_and_report_cycles() {
+        let built = build(
+            &[src(
+                "s/a.rhai",
+                "let a = service(\"a\").servers([\"127.0.0.1:1\"]);\n\
+                 let b = service(\"b\").servers([\"127.0.0.1:2\"]);\n\
+                 let ha = failover(\"ha\", \"a\", b);\n\
+                 let split = weighted(\"split\", [[ha, 3], [\"b\", 1]]);\n\
+                 route(\"r\").rule(path(\"/\")).to(split);",
+            )],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        let split = built
+            .table
+            .services()
+            .iter()
+            .find(|s| s.name == "split")
+            .unwrap();
+        assert_eq!(split.balancer_kind(), "weighted");
+        assert_eq!(
+            split.server_addresses(),
+            vec!["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2"]
+        );
+        let e = one_error("failover(\"x\", \"y\", \"x\");");
+        assert!(e.message.contains("unknown or form a cycle: y, x"), "{e}");
+        let e = one_error(
+            "route(\"r\").rule(path(\"/\")).middlewares([errors(#{ status: [\"500-599\"], service: \"nope\" })]).to(respond(200, \"x\"));",
+        );
+        assert!(e.message.contains("unknown service \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn server_state_survives_a_rebuild_with_the_same_servers() {
+        let eps = ["web".to_string()];
+        let one = |servers: &str| {
+            vec![src(
+                "s/a.rhai",
+                &format!(
+                    "route(\"r\").rule(path(\"/\")).to(service(\"api\").servers([{servers}]));"
+                ),
+            )]
+        };
+        let first = build(
+            &one("\"127.0.0.1:1\""),
+            &Catalog::default(),
+            &eps,
+            &Limits::default(),
+        )
+        .unwrap();
+        let state = first.table.services()[0].pool().unwrap().states[0].clone();
+        state.set_active_healthy(false);
+        let same = build_with(
+            &one("\"127.0.0.1:1\""),
+            &Catalog::default(),
+            &eps,
+            &Limits::default(),
+            Some(&first.table),
+        )
+        .unwrap();
+        let carried = &same.table.services()[0].pool().unwrap().states[0];
+        assert!(Arc::ptr_eq(carried, &state));
+        assert!(!carried.active_healthy());
+        let changed = build_with(
+            &one("\"127.0.0.1:1\", \"127.0.0.1:2\""),
+            &Catalog::default(),
+            &eps,
+            &Limits::default(),
+            Some(&first.table),
+        )
+        .unwrap();
+        assert!(changed.table.services()[0].pool().unwrap().states[0].active_healthy());
+    }
+
+    #[test]
+    fn middleware_options_are_checked_at_build_time() {
+        for (text, want) in [
+            (
+                "rate_limit(#{ average: 1, burts: 2 })",
+                "unknown option `burts`",
+            ),
+            ("basic_auth([\"alice\"])", "line 1"),
+            ("ip_allow_list([\"10.0.0.0/33\"])", "10.0.0.0/33"),
+            ("request_header(\"Host\", \"x\")", "set by the router"),
+            ("retry(0)", "not in 1..=10"),
+            (
+                "circuit_breaker(\"NetworkErrorRatio() 0.5\")",
+                "comparison operator",
+            ),
+            ("compress(#{ encodings: [\"lz4\"] })", "unknown encoding"),
+        ] {
+            let e = one_error(&format!(
+                "route(\"r\").rule(path(\"/\")).middlewares([{text}]).to(respond(200, \"x\"));"
+            ));
+            assert!(e.message.contains(want), "{text}: {e}");
+            assert_eq!(e.line, 1, "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn every_file_reports_its_own_syntax_error() {
         let errs = errors(&[src("s/a.rhai", "let x = ;"), src("s/b.rhai", "route(\"r\"")]);
         let files: Vec<_> = errs.iter().map(|e| e.file.as_str()).collect();

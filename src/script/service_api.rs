@@ -50,22 +50,23 @@ fn sticky(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Balance
     {
         return err(ctx, format!("sticky_cookie: invalid cookie name {name:?}"));
     }
-    let same_site =
-        match opt_str(ctx, what, opts, "same_site")?
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("") => None,
-            Some("lax") => Some(SameSite::Lax),
-            Some("strict") => Some(SameSite::Strict),
-            Some("none") => Some(SameSite::None),
-            Some(other) => return err(
+    let same_site = match opt_str(ctx, what, opts, "same_site")?
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") => None,
+        Some("lax") => Some(SameSite::Lax),
+        Some("strict") => Some(SameSite::Strict),
+        Some("none") => Some(SameSite::None),
+        Some(other) => {
+            return err(
                 ctx,
                 format!(
                     "sticky_cookie: same_site is \"lax\", \"strict\" or \"none\", not {other:?}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let max_age =
         opt_u64(ctx, what, opts, "max_age")?.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let path = opt_str(ctx, what, opts, "path")?.unwrap_or_else(|| "/".to_string());

@@ -114,6 +114,11 @@ fn check_good_folder_prints_the_table_as_text_and_json() {
         out.contains("  target:  service api -> 127.0.0.1:9001, 127.0.0.1:9002\n"),
         "{out}"
     );
+    assert!(
+        out.contains("service api  balancer weighted_round_robin  (")
+            && out.contains("  server 127.0.0.1:9002  weight 3\n"),
+        "{out}"
+    );
     assert!(out.ends_with("3 routes, 1 services\n"), "{out}");
     // Highest priority first.
     let order: Vec<usize> = ["route health ", "route api ", "route old "]
