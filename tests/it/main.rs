@@ -4,12 +4,15 @@
 mod support;
 
 mod balance;
+mod balancers;
 mod cli;
 mod errors;
 mod examples;
 mod forwarding;
 mod hooks;
 mod middlewares;
+mod mw_access;
+mod mw_upstream;
 mod reload;
 mod routing;
 mod websocket;
