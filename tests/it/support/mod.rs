@@ -217,6 +217,11 @@ pub async fn send(
         .await
         .expect("request timed out")
         .expect("request failed");
+    reply_of(resp).await
+}
+
+/// Reads a whole response into a `Reply`.
+pub async fn reply_of(resp: http::Response<hyper::body::Incoming>) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -225,6 +230,23 @@ pub async fn send(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// Whether `buf` holds a whole HTTP/1.1 message head plus its `Content-Length` body.
+pub fn message_complete(buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let len = text[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    buf.len() >= end + 4 + len
 }
 
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
@@ -249,19 +271,8 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if out.len() >= end + 4 + len {
-                break;
-            }
+        if message_complete(&out) {
+            break;
         }
     }
     String::from_utf8_lossy(&out).into_owned()
