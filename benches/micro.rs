@@ -329,11 +329,16 @@ fn hook(c: &mut Criterion) {
         let h = first_hook(&built, route);
         let mut req = hook_request(host);
         let ctx = HookCtx {
-            route: route.into(),
-            service: "svc".into(),
-            server: String::new(),
+            route: built
+                .table
+                .routes()
+                .iter()
+                .find(|r| r.name == route)
+                .expect("bench route")
+                .clone(),
+            server: None,
             client_ip: client_ip(),
-            request_id: "bench-1".into(),
+            request_seq: 1,
             store: std::sync::Arc::new(Store::new()),
         };
         let outcome = h.on_request(&mut req, &ctx);

@@ -517,8 +517,8 @@ def switchyard_worker_args(binary, workers):
         return []
 
 
-def start_switchyard(binary, tmp, backends, with_hook, extra_args=()):
-    d = Path(tmp) / "switchyard"
+def start_switchyard(binary, tmp, backends, with_hook, extra_args=(), name="switchyard"):
+    d = Path(tmp) / name
     scripts = d / "scripts"
     mkdirs(d, "scripts")
     (scripts / "10-bench.rhai").write_text(switchyard_script(backends))
@@ -531,12 +531,12 @@ def start_switchyard(binary, tmp, backends, with_hook, extra_args=()):
             hook_error = tail(chk.stdout + chk.stderr, 12) or f"check exited {chk.returncode}"
             (scripts / "20-bench-hook.rhai").unlink()
             log(f"hook route does not build; hook scenario unavailable:\n{hook_error}")
-    CONFIGS["switchyard"] = "\n".join(f"// {f.name}\n{f.read_text()}" for f in sorted(scripts.glob("*.rhai")))
+    CONFIGS[name] = "\n".join(f"// {f.name}\n{f.read_text()}" for f in sorted(scripts.glob("*.rhai")))
     port, admin = free_port(), free_port()
-    p = PROCS.start("switchyard", [str(binary), "run", "--scripts", str(scripts),
+    p = PROCS.start(name, [str(binary), "run", "--scripts", str(scripts),
                                    "--entrypoint", f"web={HOST}:{port}", "--admin", f"{HOST}:{admin}",
                                    "--log-level", "warn", "--grace-period", "1s", *extra_args], d)
-    CONFIGS["switchyard-command"] = " ".join(p.args)
+    CONFIGS[f"{name}-command"] = " ".join(p.args)
     wait_port(port, p)
     wait_port(admin, p)
     wait_http(port, BENCH_HOST, "/small", p)
@@ -859,6 +859,9 @@ def main():
     ap.add_argument("--wrk-threads", type=int, default=WRK_THREADS, help="wrk -t (default 1)")
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                     help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
+    ap.add_argument("--baseline", default=None, metavar="BINARY",
+                    help="also measure this switchyard binary (as switchyard-base, same script, "
+                         "interleaved): an A/B check for regressions")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 2
@@ -923,6 +926,17 @@ def main():
             facts["switchyard_threads"] = threads_of(sy.pid)
         except Exception as e:
             result["start_errors"]["switchyard"] = f"{e}\n{process_log('switchyard')}"
+        if args.baseline:
+            try:
+                base_bin = Path(tmp) / "bin/switchyard-base"
+                shutil.copy2(args.baseline, base_bin)
+                base_extra = switchyard_worker_args(base_bin, cores)
+                base, base_port, _, _ = start_switchyard(base_bin, tmp, backends, False, base_extra,
+                                                         name="switchyard-base")
+                ports["switchyard-base"], pids["switchyard-base"] = base_port, base.pid
+                facts["switchyard_base_binary"] = str(args.baseline)
+            except Exception as e:
+                result["start_errors"]["switchyard-base"] = f"{e}\n{process_log('switchyard-base')}"
         for name, starter in (("nginx", lambda: start_nginx_proxy(tools, tmp, backends, cores)),
                               ("haproxy", lambda: start_haproxy(tools, tmp, backends, cores))):
             try:
@@ -935,7 +949,13 @@ def main():
         log(f"listening: {ports}")
 
         bench = {sc: cfg for sc, cfg in SCENARIOS.items() if sc in chosen}
-        systems_by_sc = {sc: [s for s in cfg["systems"] if s in ports] for sc, cfg in bench.items()}
+        def systems_of(cfg):
+            names = list(cfg["systems"])
+            if "switchyard-base" in ports and "switchyard" in names:
+                names.insert(names.index("switchyard") + 1, "switchyard-base")
+            return [s for s in names if s in ports]
+
+        systems_by_sc = {sc: systems_of(cfg) for sc, cfg in bench.items()}
         for sc, cfg in bench.items():
             for s in cfg["systems"]:
                 if s not in ports and s not in result["unavailable"].get(sc, {}):

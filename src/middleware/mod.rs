@@ -52,17 +52,34 @@ pub struct HookResponse {
     pub headers: HeaderMap,
 }
 
-/// What a hook knows of the request it runs for (read-only) plus the shared store.
+/// What a hook knows of the request it runs for (read-only) plus the shared store. Cheap to
+/// make and clone (two `Arc`s and a number): strings are produced only when a hook reads them.
 #[derive(Debug, Clone)]
 pub struct HookCtx {
-    pub route: Arc<str>,
-    /// The route's service ("" for handler routes).
-    pub service: Arc<str>,
-    /// The server the request went to ("" before the balancer picked, or when none did).
-    pub server: String,
+    pub route: Arc<crate::routing::Route>,
+    /// The server the request went to (`None` before the balancer picked, or when none did).
+    pub server: Option<http::uri::Authority>,
     pub client_ip: IpAddr,
-    pub request_id: Arc<str>,
+    /// A process-unique request number; shown as `<process prefix>-<n>`.
+    pub request_seq: u64,
     pub store: Arc<Store>,
+}
+
+impl HookCtx {
+    /// The route's service ("" for handler routes).
+    pub fn service(&self) -> &str {
+        match &self.route.target {
+            crate::routing::Target::Service(s) => &s.name,
+            crate::routing::Target::Handler(_) => "",
+        }
+    }
+
+    /// `8f3a01c2-42`: a random per-process prefix and the request number.
+    pub fn request_id(&self) -> String {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        let prefix = PREFIX.get_or_init(|| fastrand::u32(..));
+        format!("{prefix:08x}-{}", self.request_seq)
+    }
 }
 
 /// What a hook decided.

@@ -31,7 +31,7 @@ use crate::middleware::{
     Middleware, RequestHook, ResponseHook, RetryPolicy,
 };
 use crate::routing::matcher::canonical_ip;
-use crate::routing::{RequestView, Route, Target};
+use crate::routing::{RequestView, Route};
 
 /// Error pages and forward-auth answers are read up to this size.
 const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -57,32 +57,18 @@ pub(super) struct Plan {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
-fn request_id() -> Arc<str> {
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| fastrand::u32(..));
-    format!(
-        "{prefix:08x}-{}",
-        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-    .into()
-}
-
 impl Plan {
     /// The hook context, made on first use (most requests never need one).
-    fn ctx(&mut self, proxy: &Proxy, route: &Route, client_ip: IpAddr) -> &HookCtx {
-        let server = self.server.as_ref().map(|a| a.to_string());
+    fn ctx(&mut self, proxy: &Proxy, route: &Arc<Route>, client_ip: IpAddr) -> &HookCtx {
+        let server = self.server.clone();
         let ctx = self.ctx.get_or_insert_with(|| HookCtx {
-            route: route.name.as_str().into(),
-            service: match &route.target {
-                Target::Service(s) => s.name.as_str().into(),
-                Target::Handler(_) => "".into(),
-            },
-            server: String::new(),
+            route: route.clone(),
+            server: None,
             client_ip: canonical_ip(client_ip),
-            request_id: request_id(),
+            request_seq: REQUEST_SEQ.fetch_add(1, Ordering::Relaxed),
             store: proxy.store.clone(),
         });
-        if let Some(server) = server {
+        if server.is_some() {
             ctx.server = server;
         }
         ctx
@@ -150,7 +136,7 @@ fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
 /// Runs the request-side middlewares. `Ok(Some)` is a direct answer.
 pub(super) async fn request_phase(
     proxy: &Proxy,
-    route: &Route,
+    route: &Arc<Route>,
     req: &mut Request<Incoming>,
     host: &str,
     info: &ConnInfo,
@@ -297,7 +283,7 @@ pub(super) async fn request_phase(
 /// Runs the response-side steps (reverse order), then compression.
 pub(super) async fn response_phase(
     proxy: &Proxy,
-    route: &Route,
+    route: &Arc<Route>,
     plan: &mut Plan,
     mut resp: Response<ProxyBody>,
     peer: IpAddr,

@@ -121,6 +121,38 @@ impl ScriptRequest {
         value.unwrap_or_default()
     }
 
+    /// Sets (or with `None` removes) one cookie, rewriting the request's Cookie header(s) into
+    /// one header that keeps every other cookie in order.
+    fn edit_cookie(&self, name: &str, value: Option<&str>) -> RhaiResult<()> {
+        let bad = |s: &str| s.is_empty() || s.contains([';', '=', ',', ' ', '"']);
+        if bad(name) {
+            return hook_error(format!("invalid cookie name {name:?}"));
+        }
+        if value.is_some_and(|v| v.contains([';', ',', ' ', '"'])) {
+            return hook_error(format!("invalid value for cookie {name}"));
+        }
+        let mut req = self.lock();
+        let mut pairs: Vec<String> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
+            .collect();
+        if let Some(v) = value {
+            pairs.push(format!("{name}={v}"));
+        }
+        req.headers.remove(http::header::COOKIE);
+        if !pairs.is_empty() {
+            let v = HeaderValue::from_str(&pairs.join("; "))
+                .or_else(|_| hook_error(format!("invalid value for cookie {name}")))?;
+            req.headers.insert(http::header::COOKIE, v);
+        }
+        Ok(())
+    }
+
     fn edit_header(&self, name: &str, value: Option<&str>, append: bool) -> RhaiResult<()> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .or_else(|_| hook_error(format!("invalid header name {name:?}")))?;
@@ -196,6 +228,25 @@ pub fn register_request(engine: &mut rhai::Engine) {
             Ok(())
         },
     );
+    engine.register_fn(
+        "set_method",
+        |r: &mut ScriptRequest, m: &str| -> RhaiResult<()> {
+            let method = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .or_else(|_| hook_error(format!("invalid method {m:?}")))?;
+            r.lock().method = method;
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "set_cookie",
+        |r: &mut ScriptRequest, name: &str, value: &str| -> RhaiResult<()> {
+            r.edit_cookie(name, Some(value))
+        },
+    );
+    engine.register_fn(
+        "remove_cookie",
+        |r: &mut ScriptRequest, name: &str| -> RhaiResult<()> { r.edit_cookie(name, None) },
+    );
     engine.register_fn("to_string", |r: &mut ScriptRequest| {
         let req = r.lock();
         format!("{} {}{}", req.method, req.host, req.path)
@@ -236,7 +287,8 @@ impl ScriptFn {
     /// values is called by name straight from the build's function library (no top-level
     /// evaluation, no scope set-up); closures that captured values go through `FnPtr::call`,
     /// which passes them along.
-    fn call(&self, mut args: Vec<Dynamic>) -> Result<Dynamic, String> {
+    fn call(&self, args: Vec<Dynamic>) -> Result<Dynamic, String> {
+        let mut args = args;
         let Some(rt) = self.runtime.get() else {
             return Err(format!(
                 "{} called before its build completed",
@@ -247,6 +299,31 @@ impl ScriptFn {
         if arity < args.len() {
             args.truncate(arity.max(1));
         }
+        self.call_with(rt, args)
+    }
+
+    /// Calls with `first`, plus `ctx()` only when the function takes a second parameter (so
+    /// one-parameter hooks never pay for making the context value).
+    fn call_with_ctx(
+        &self,
+        first: Dynamic,
+        ctx: impl FnOnce() -> Dynamic,
+    ) -> Result<Dynamic, String> {
+        let Some(rt) = self.runtime.get() else {
+            return Err(format!(
+                "{} called before its build completed",
+                self.label()
+            ));
+        };
+        let args = if self.arity(rt) >= 2 {
+            vec![first, ctx()]
+        } else {
+            vec![first]
+        };
+        self.call_with(rt, args)
+    }
+
+    fn call_with(&self, rt: &HookRuntime, args: Vec<Dynamic>) -> Result<Dynamic, String> {
         let result = if self.f.curry().is_empty() {
             let opts = rhai::CallFnOptions::new()
                 .eval_ast(false)
@@ -321,10 +398,9 @@ impl RequestHook for ScriptRequestHook {
             client_ip: req.client_ip,
         };
         let handle = ScriptRequest::new(std::mem::replace(req, placeholder));
-        let result = self.0.call(vec![
-            Dynamic::from(handle.clone()),
-            Dynamic::from(ScriptCtx(ctx.clone())),
-        ]);
+        let result = self.0.call_with_ctx(Dynamic::from(handle.clone()), || {
+            Dynamic::from(ScriptCtx(ctx.clone()))
+        });
         let outcome = match result {
             Ok(v) => match v.try_cast::<Handler>() {
                 Some(h) => Ok(HookOutcome::Respond(h)),
@@ -476,11 +552,16 @@ pub fn register_hook_types(engine: &mut Engine) {
     });
 
     engine.register_type_with_name::<ScriptCtx>("Context");
-    engine.register_get("route", |c: &mut ScriptCtx| c.0.route.to_string());
-    engine.register_get("service", |c: &mut ScriptCtx| c.0.service.to_string());
-    engine.register_get("server", |c: &mut ScriptCtx| c.0.server.clone());
+    engine.register_get("route", |c: &mut ScriptCtx| c.0.route.name.clone());
+    engine.register_get("service", |c: &mut ScriptCtx| c.0.service().to_string());
+    engine.register_get("server", |c: &mut ScriptCtx| {
+        c.0.server
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    });
     engine.register_get("client_ip", |c: &mut ScriptCtx| c.0.client_ip.to_string());
-    engine.register_get("request_id", |c: &mut ScriptCtx| c.0.request_id.to_string());
+    engine.register_get("request_id", |c: &mut ScriptCtx| c.0.request_id());
     engine.register_get("store", |c: &mut ScriptCtx| ScriptStore(c.0.store.clone()));
 
     engine.register_type_with_name::<ScriptStore>("Store");
@@ -533,10 +614,9 @@ impl ResponseHook for ScriptResponseHook {
             status: resp.status,
             headers: std::mem::take(&mut resp.headers),
         })));
-        let result = self.0.call(vec![
-            Dynamic::from(handle.clone()),
-            Dynamic::from(ScriptCtx(ctx.clone())),
-        ]);
+        let result = self.0.call_with_ctx(Dynamic::from(handle.clone()), || {
+            Dynamic::from(ScriptCtx(ctx.clone()))
+        });
         let mut edited = handle.lock();
         resp.status = edited.status;
         resp.headers = std::mem::take(&mut edited.headers);

@@ -1,4 +1,5 @@
-//! Per-request `on_request` hooks: edits reach the backend, direct answers, failures stay local.
+//! Per-request `on_request` hooks: edits (headers, path, query, method, cookies) reach the
+//! backend, direct answers, failures stay local.
 
 use crate::support::*;
 
@@ -104,4 +105,42 @@ async fn on_request_hooks_edit_answer_and_fail_safely() {
         serde_json::json!(["on_request(Fn(\"gate\"))", "on_request(Fn(\"tag\"))"])
     );
     r.shutdown().await;
+}
+
+#[tokio::test]
+async fn hooks_edit_method_query_and_cookies() {
+    let backend = Backend::start("app").await;
+    let script = format!(
+        r#"
+        let app = service("app").servers({s});
+        fn edit(req) {{
+            if req.cookie("beta") == "yes" {{ req.set_header("X-Beta", "1"); }}
+            req.set_cookie("seen", "1");
+            req.remove_cookie("tracking");
+            req.set_query("page=" + req.query_param("p"));
+            req.set_method("put");
+        }}
+        route("edit").rule(host("app.test")).middlewares([on_request(Fn("edit"))]).to(app);
+        "#,
+        s = servers(&[&backend])
+    );
+    let r = TestRouter::start(&script).await;
+    let api = send(
+        r.web,
+        "GET",
+        "app.test",
+        "/api?p=3",
+        &[("Cookie", "beta=yes; tracking=abc"), ("Cookie", "sid=9")],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(api["method"], "PUT");
+    assert_eq!(api["url"], "/api?page=3");
+    assert_eq!(api["headers"]["x-beta"][0], "1");
+    // Every other cookie kept, in order, in one header; the removed one gone.
+    assert_eq!(
+        api["headers"]["cookie"],
+        serde_json::json!(["beta=yes; sid=9; seen=1"])
+    );
 }
