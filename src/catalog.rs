@@ -21,6 +21,44 @@ pub struct CatalogEntry {
     /// Upstream addresses, `host:port` or `http://host:port`.
     #[serde(default)]
     pub servers: Vec<String>,
+    /// What the Docker provider knows of the container behind this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerDetail>,
+}
+
+/// Provider detail of a container-backed entry (Docker; Swarm tasks add to it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerDetail {
+    pub id: String,
+    /// The container name without Docker's leading `/`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_service: Option<String>,
+    /// `running`, `exited`, `paused`, ...
+    #[serde(default)]
+    pub state: String,
+    /// `healthy`, `unhealthy` or `starting` when the image has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// `bridge`, `host`, `none`, `container:<id>` or a network name.
+    #[serde(default)]
+    pub network_mode: String,
+    /// Network name → the container's IPv4 address on it.
+    #[serde(default)]
+    pub networks: BTreeMap<String, String>,
+    /// Exposed TCP ports, ascending.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Container port → published host addresses (`ip:port`).
+    #[serde(default)]
+    pub host_ports: BTreeMap<u16, Vec<String>>,
+    /// The address servers of this container use (the chosen network's, or the host address
+    /// for host networking); `None` when there is none (no network, not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 fn default_provider() -> String {

@@ -52,6 +52,190 @@ pub struct CommonArgs {
     /// Log format [default: text].
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// The Docker provider's flags (`[providers.docker]` in the TOML file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DockerArgs {
+    /// Discover containers from a Docker engine (also on when `[providers.docker]` is in the file).
+    #[arg(long = "docker", env = "SWITCHYARD_DOCKER")]
+    pub enabled: bool,
+    /// Docker API endpoint: unix:///path, tcp://host:port or https://host:port
+    /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(
+        long = "docker.endpoint",
+        env = "SWITCHYARD_DOCKER_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
+    /// CA certificate that signed the daemon's certificate (https endpoints).
+    #[arg(
+        long = "docker.tls-ca",
+        env = "SWITCHYARD_DOCKER_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for the daemon's client-certificate auth.
+    #[arg(
+        long = "docker.tls-cert",
+        env = "SWITCHYARD_DOCKER_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(
+        long = "docker.tls-key",
+        env = "SWITCHYARD_DOCKER_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Network whose address servers use when a container has several and no
+    /// `traefik.docker.network` label.
+    #[arg(
+        long = "docker.network",
+        env = "SWITCHYARD_DOCKER_NETWORK",
+        value_name = "NAME"
+    )]
+    pub network: Option<String>,
+    /// Expose containers without `traefik.enable=true` [default: true].
+    #[arg(
+        long = "docker.exposed-by-default",
+        env = "SWITCHYARD_DOCKER_EXPOSED_BY_DEFAULT",
+        value_name = "BOOL"
+    )]
+    pub exposed_by_default: Option<bool>,
+    /// Only containers whose labels satisfy this expression, e.g. "Label(`env`, `prod`)".
+    #[arg(
+        long = "docker.constraints",
+        env = "SWITCHYARD_DOCKER_CONSTRAINTS",
+        value_name = "EXPR"
+    )]
+    pub constraints: Option<String>,
+    /// Address used for containers on the host network [default: 127.0.0.1].
+    #[arg(
+        long = "docker.host-address",
+        env = "SWITCHYARD_DOCKER_HOST_ADDRESS",
+        value_name = "IP"
+    )]
+    pub host_address: Option<String>,
+    /// Keep stopped or unhealthy containers' services without servers (503) instead of dropping
+    /// them (404) [default: false].
+    #[arg(
+        long = "docker.allow-empty-services",
+        env = "SWITCHYARD_DOCKER_ALLOW_EMPTY_SERVICES",
+        value_name = "BOOL"
+    )]
+    pub allow_empty_services: Option<bool>,
+}
+
+/// `[providers]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProviders {
+    pub docker: Option<FileDocker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDocker {
+    pub endpoint: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub network: Option<String>,
+    pub exposed_by_default: Option<bool>,
+    pub constraints: Option<String>,
+    pub host_address: Option<String>,
+    pub allow_empty_services: Option<bool>,
+}
+
+/// Client-certificate files for an https Docker endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The Docker provider's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    /// `unix:///var/run/docker.sock`, `tcp://host:port` or `https://host:port`.
+    pub endpoint: String,
+    pub tls: Option<TlsFiles>,
+    pub network: Option<String>,
+    pub exposed_by_default: bool,
+    pub constraints: Option<String>,
+    /// What host-networked containers' servers are addressed as.
+    pub host_address: String,
+    pub allow_empty_services: bool,
+}
+
+fn resolve_docker(
+    args: &DockerArgs,
+    file: Option<&FileDocker>,
+) -> anyhow::Result<Option<DockerConfig>> {
+    if !args.enabled && file.is_none() {
+        return Ok(None);
+    }
+    let none = FileDocker::default();
+    let f = file.unwrap_or(&none);
+    let endpoint = args
+        .endpoint
+        .clone()
+        .or_else(|| f.endpoint.clone())
+        .or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    if !["unix://", "tcp://", "http://", "https://"]
+        .iter()
+        .any(|p| endpoint.starts_with(p))
+    {
+        bail!(
+            "docker endpoint {endpoint:?}: use unix:///path, tcp://host:port or https://host:port"
+        );
+    }
+    let ca = args.tls_ca.clone().or_else(|| f.tls_ca.clone());
+    let cert = args.tls_cert.clone().or_else(|| f.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| f.tls_key.clone());
+    let tls = match (ca, cert, key) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+        _ => bail!(
+            "docker TLS needs all three of --docker.tls-ca, --docker.tls-cert and --docker.tls-key"
+        ),
+    };
+    if endpoint.starts_with("https://") && tls.is_none() {
+        bail!("docker endpoint {endpoint:?} is https: give --docker.tls-ca, --docker.tls-cert and --docker.tls-key");
+    }
+    let host_address = args
+        .host_address
+        .clone()
+        .or_else(|| f.host_address.clone())
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    host_address
+        .parse::<IpAddr>()
+        .with_context(|| format!("docker host address {host_address:?} is not an IP address"))?;
+    Ok(Some(DockerConfig {
+        endpoint,
+        tls,
+        network: args.network.clone().or_else(|| f.network.clone()),
+        exposed_by_default: args
+            .exposed_by_default
+            .or(f.exposed_by_default)
+            .unwrap_or(true),
+        constraints: args.constraints.clone().or_else(|| f.constraints.clone()),
+        host_address,
+        allow_empty_services: args
+            .allow_empty_services
+            .or(f.allow_empty_services)
+            .unwrap_or(false),
+    }))
 }
 
 /// Flags of `run` only.
@@ -117,6 +301,7 @@ pub struct FileConfig {
     /// `name = "addr"` pairs.
     pub entrypoints: Option<BTreeMap<String, String>>,
     pub timeouts: Option<FileTimeouts>,
+    pub providers: Option<FileProviders>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +326,8 @@ pub struct Config {
     pub workers: usize,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The Docker provider, when on.
+    pub docker: Option<DockerConfig>,
 }
 
 impl Config {
@@ -317,10 +504,16 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         Some(n) => n,
     };
 
+    let docker = resolve_docker(
+        &common.docker,
+        file.providers.as_ref().and_then(|p| p.docker.as_ref()),
+    )?;
+
     Ok(Config {
+        docker,
         workers,
         scripts,
-        catalog: common.catalog.clone().or(file.catalog),
+        catalog: common.catalog.clone().or(file.catalog.clone()),
         entrypoints,
         admin,
         settings,
@@ -328,7 +521,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         log_level: common
             .log_level
             .clone()
-            .or(file.log_level)
+            .or(file.log_level.clone())
             .unwrap_or_else(|| "info".to_string()),
         log_format: common.log_format.or(file.log_format).unwrap_or_default(),
     })
@@ -367,6 +560,37 @@ mod tests {
         std::fs::write(&path, "scripts = \"x\"\nentrypoint = \"web=:1\"\n").unwrap();
         let err = format!("{:#}", resolve(&common, None).unwrap_err());
         assert!(err.contains("unknown field `entrypoint`"), "{err}");
+    }
+
+    #[test]
+    fn docker_provider_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[providers.docker]\nendpoint = \"tcp://127.0.0.1:2375\"\nexposed_by_default = false\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let d = resolve(&common, None).unwrap().docker.unwrap();
+        assert_eq!(d.endpoint, "tcp://127.0.0.1:2375");
+        assert!(!d.exposed_by_default);
+        assert_eq!(d.host_address, "127.0.0.1");
+        let mut flags = common.clone();
+        flags.docker.endpoint = Some("https://127.0.0.1:2376".into());
+        let err = format!("{:#}", resolve(&flags, None).unwrap_err());
+        assert!(err.contains("--docker.tls-ca"), "{err}");
+        flags.docker.endpoint = Some("ftp://x".into());
+        assert!(format!("{:#}", resolve(&flags, None).unwrap_err()).contains("unix:///path"));
+        let plain = CommonArgs {
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(resolve(&plain, None).unwrap().docker.is_none());
     }
 
     #[test]

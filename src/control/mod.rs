@@ -44,6 +44,8 @@ pub struct BuildStatus {
     pub files: Vec<String>,
     pub routes: usize,
     pub errors: Vec<ScriptError>,
+    /// Problems the live build skipped past (`warn(...)` in scripts, e.g. a malformed label).
+    pub warnings: Vec<ScriptError>,
 }
 
 /// A reason to rebuild.
@@ -53,12 +55,18 @@ pub enum Trigger {
     Files,
     /// SIGHUP or an explicit request: rebuild even if no input changed.
     Signal,
-    /// A provider sent a new full catalog snapshot.
-    Catalog(Arc<Catalog>),
+    /// A provider sent a new full snapshot of what it discovered (`provider`: `file`, `docker`,
+    /// `swarm`); it replaces that provider's previous snapshot only.
+    Catalog {
+        provider: &'static str,
+        catalog: Arc<Catalog>,
+    },
 }
 
 pub struct Control {
     origin: ScriptsOrigin,
+    /// Each provider's latest snapshot; scripts see them merged (in provider name order).
+    catalogs: Mutex<std::collections::BTreeMap<&'static str, Arc<Catalog>>>,
     catalog: Mutex<Arc<Catalog>>,
     entrypoints: Vec<String>,
     limits: Limits,
@@ -81,6 +89,10 @@ impl Control {
     ) -> Self {
         Control {
             origin,
+            catalogs: Mutex::new(std::collections::BTreeMap::from([(
+                "file",
+                Arc::new(catalog.clone()),
+            )])),
             catalog: Mutex::new(Arc::new(catalog)),
             entrypoints,
             limits,
@@ -115,9 +127,25 @@ impl Control {
         &self.origin
     }
 
-    /// Replaces the catalog scripts see; the next build uses it.
-    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
-        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = catalog;
+    /// Replaces what `provider` discovered; the next build sees every provider's entries.
+    pub fn set_catalog(&self, provider: &'static str, catalog: Arc<Catalog>) {
+        let mut all = self.catalogs.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(provider, catalog);
+        let merged = Catalog {
+            entries: all
+                .values()
+                .flat_map(|c| c.entries.iter().cloned())
+                .collect(),
+        };
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(merged);
+    }
+
+    /// The catalog scripts see now (all providers merged).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn load(&self) -> Result<Vec<ScriptSource>, ScriptError> {
@@ -183,6 +211,7 @@ impl Control {
                 status.files = built.files;
                 status.routes = routes;
                 status.errors.clear();
+                status.warnings = built.warnings.clone();
                 *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
                 let (files, ms) = (status.files.len(), status.duration_ms);
                 self.status.send_replace(status);
@@ -236,7 +265,7 @@ impl Control {
                 match t {
                     Trigger::Files => {}
                     Trigger::Signal => force = true,
-                    Trigger::Catalog(c) => self.set_catalog(c),
+                    Trigger::Catalog { provider, catalog } => self.set_catalog(provider, catalog),
                 }
                 next = tokio::time::timeout(quiet, triggers.recv())
                     .await

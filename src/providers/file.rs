@@ -34,7 +34,10 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::R
                     match Catalog::load(&file) {
                         Ok(c) => {
                             info!(file = %file.display(), entries = c.entries.len(), "catalog file changed");
-                            let _ = tx.try_send(Trigger::Catalog(Arc::new(c)));
+                            let _ = tx.try_send(Trigger::Catalog {
+                                provider: "file",
+                                catalog: Arc::new(c),
+                            });
                         }
                         Err(e) => error!("{e}; keeping the last good catalog"),
                     }

@@ -155,6 +155,8 @@ struct CollectorState {
     services: Vec<ServiceHandle>,
     /// Services made from catalog entries by `.to(entry)`, one per entry name.
     implicit: HashMap<String, ServiceHandle>,
+    /// `warn(...)` calls: problems that skip something without failing the build.
+    warnings: Vec<(Location, String)>,
 }
 
 /// Everything the scripts of one build declared.
@@ -163,6 +165,7 @@ pub struct Declarations {
     pub routes: Vec<RouteHandle>,
     pub services: Vec<ServiceHandle>,
     pub implicit: HashMap<String, ServiceHandle>,
+    pub warnings: Vec<(Location, String)>,
 }
 
 /// Records declarations during one build.
@@ -184,6 +187,7 @@ impl Collector {
             routes: std::mem::take(&mut st.routes),
             services: std::mem::take(&mut st.services),
             implicit: std::mem::take(&mut st.implicit),
+            warnings: std::mem::take(&mut st.warnings),
         }
     }
 
@@ -513,6 +517,17 @@ pub fn register_builders(
         },
     );
     super::service_api::register(engine, collector, hooks);
+    let c = collector.clone();
+    engine.register_fn(
+        "warn",
+        move |ctx: NativeCallContext, message: &str| -> RhaiResult<()> {
+            c.check_open(&ctx, "warn")?;
+            let at = c.location(&ctx);
+            tracing::warn!(target: "script", at = %at, "{message}");
+            lock(&c.state).warnings.push((at, message.to_string()));
+            Ok(())
+        },
+    );
 
     engine.register_fn("rule", |r: &mut RouteHandle, m: Matcher| {
         r.decl().rule = Some(RuleDecl::Native(m));
@@ -797,6 +812,63 @@ pub fn register_catalog(engine: &mut Engine) {
     });
     engine.register_fn("to_string", |e: &mut CatalogEntry| {
         format!("CatalogEntry({})", e.name)
+    });
+    register_container_detail(engine);
+}
+
+/// Getters for provider detail; "" / empty when the entry has none (e.g. from a catalog file).
+fn register_container_detail(engine: &mut Engine) {
+    fn text(
+        e: &CatalogEntry,
+        f: impl Fn(&crate::catalog::ContainerDetail) -> Option<String>,
+    ) -> String {
+        e.container.as_ref().and_then(f).unwrap_or_default()
+    }
+    engine.register_get("container_id", |e: &mut CatalogEntry| {
+        text(e, |c| Some(c.id.clone()))
+    });
+    engine.register_get("container_name", |e: &mut CatalogEntry| {
+        text(e, |c| Some(c.name.clone()))
+    });
+    engine.register_get("compose_project", |e: &mut CatalogEntry| {
+        text(e, |c| c.compose_project.clone())
+    });
+    engine.register_get("compose_service", |e: &mut CatalogEntry| {
+        text(e, |c| c.compose_service.clone())
+    });
+    engine.register_get("state", |e: &mut CatalogEntry| {
+        text(e, |c| Some(c.state.clone()))
+    });
+    engine.register_get("health", |e: &mut CatalogEntry| {
+        text(e, |c| c.health.clone())
+    });
+    engine.register_get("network_mode", |e: &mut CatalogEntry| {
+        text(e, |c| Some(c.network_mode.clone()))
+    });
+    engine.register_get("address", |e: &mut CatalogEntry| {
+        text(e, |c| c.address.clone())
+    });
+    engine.register_get("networks", |e: &mut CatalogEntry| {
+        e.container
+            .as_ref()
+            .map(|c| {
+                c.networks
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                    .collect::<Map>()
+            })
+            .unwrap_or_default()
+    });
+    engine.register_get("ports", |e: &mut CatalogEntry| {
+        e.container
+            .as_ref()
+            .map(|c| {
+                c.ports
+                    .iter()
+                    .map(|p| Dynamic::from(i64::from(*p)))
+                    .collect::<Array>()
+            })
+            .unwrap_or_default()
     });
 }
 

@@ -77,6 +77,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ScriptSource>, ScriptError> {
 #[derive(Debug)]
 pub struct Built {
     pub table: RouteTable,
+    /// `warn(...)` calls of the build (e.g. a container skipped for a malformed label).
+    pub warnings: Vec<ScriptError>,
     pub files: Vec<String>,
     pub duration: std::time::Duration,
 }
@@ -132,7 +134,17 @@ pub fn build_with(
         }
         asts.push(ast);
     }
-    let decls = collector.seal();
+    let mut decls = collector.seal();
+    let warnings: Vec<ScriptError> = std::mem::take(&mut decls.warnings)
+        .into_iter()
+        .map(|(at, message)| {
+            let e = ScriptError::at(&at, message);
+            match sources.iter().find(|s| s.name == e.file) {
+                Some(src) => e.with_source(&src.text),
+                None => e,
+            }
+        })
+        .collect();
     drop(engine);
     if !errors.is_empty() {
         return Err(errors);
@@ -161,6 +173,7 @@ pub fn build_with(
 
     Ok(Built {
         table,
+        warnings,
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),
     })

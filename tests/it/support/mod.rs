@@ -78,6 +78,7 @@ pub fn test_config(dir: &Path) -> Config {
         workers: 1,
         log_level: "info".into(),
         log_format: LogFormat::Text,
+        docker: None,
     }
 }
 
