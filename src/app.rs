@@ -49,6 +49,10 @@ impl Router {
         sets: Vec<ListenerSet>,
         admin_listener: Option<std::net::TcpListener>,
     ) -> anyhow::Result<Router> {
+        // Checked before anything starts: an invalid expression must not serve a partial catalog.
+        if let Some(d) = &cfg.docker {
+            providers::docker::constraints(d).context("--docker.constraints")?;
+        }
         let catalog = match &cfg.catalog {
             Some(p) => Catalog::load(p)?,
             None => Catalog::default(),
@@ -97,6 +101,13 @@ impl Router {
             shutdown_rx.clone(),
             Duration::from_millis(100),
         ))];
+        if let Some(d) = &cfg.docker {
+            tasks.push(tokio::spawn(providers::docker::run(
+                d.clone(),
+                triggers.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
 
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {

@@ -1,6 +1,6 @@
 //! switchyard: a programmable edge router whose routing configuration is Rhai code.
 //!
-//! Data flow: providers (a catalog file for now) → catalog → scripts → route table → proxy.
+//! Data flow: providers (a catalog file, a Docker engine) → catalog → scripts → route table → proxy.
 //! See ARCHITECTURE.md for the codemap, invariants and glossary.
 //!
 //! No panics on input anywhere in the library: request path, provider and script input all go

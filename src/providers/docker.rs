@@ -1,0 +1,1128 @@
+//! The Docker provider: containers of a Docker engine become catalog entries (`provider: docker`).
+//!
+//! Owns talking to the engine (read-only API use: ping/version, list, inspect, events), turning an
+//! inspected container into a `CatalogEntry` by Traefik's rules (`entry_from_inspect`, pure), and
+//! the watch loop (`run`): full list on start, then the event stream; every relevant event leads to
+//! a full re-list (debounced), and a snapshot is sent only when it differs from the last one sent.
+//!
+//! Invariants: a snapshot is always complete (never a patch); when the engine is unreachable or the
+//! stream breaks, nothing is sent (the last catalog stays live), the outage is logged once, and the
+//! loop retries with capped exponential backoff and re-lists fully on reconnect. A malformed label
+//! this module reads (`traefik.enable`, `traefik.port`, the service port label) skips only that
+//! container, with a warning naming the container and the label. Entries without servers (not
+//! running, paused, unhealthy or starting, no port, no address) are in the catalog only with
+//! `allow_empty_services` (their routes answer 503), else they are left out (404), as in Traefik.
+//! Must never: write to the engine, touch the route table, or send traffic to containers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::constraints::{Constraint, ConstraintError};
+use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
+use crate::config::DockerConfig;
+use crate::control::Trigger;
+
+pub const PROVIDER: &str = "docker";
+
+/// Seconds a single API request (not the event stream's body) may take.
+const REQUEST_TIMEOUT_SECS: u64 = 10;
+/// Quiet time after an event before re-listing: a burst (compose up) gives one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A steady stream of events still re-lists at least this often.
+const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Containers inspected at once.
+const INSPECT_CONCURRENCY: usize = 8;
+/// More containers than this are ignored (with a warning): bounds the work of one snapshot.
+const MAX_CONTAINERS: usize = 10_000;
+/// `container:<id>` chains followed at most this deep.
+const MAX_PEER_HOPS: u8 = 4;
+
+/// Container events that can change the catalog (`health_status` matches `health_status: ...`).
+const CONTAINER_EVENTS: &[&str] = &[
+    "create",
+    "start",
+    "restart",
+    "die",
+    "stop",
+    "kill",
+    "destroy",
+    "pause",
+    "unpause",
+    "health_status",
+    "rename",
+    "update",
+];
+/// Network events that change a container's addresses.
+const NETWORK_EVENTS: &[&str] = &["connect", "disconnect"];
+
+const LABEL_ENABLE: &str = "traefik.enable";
+const LABEL_NETWORK: &str = "traefik.docker.network";
+const LABEL_PORT_V1: &str = "traefik.port";
+const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const LABEL_COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker endpoint {endpoint}: cannot connect: {source}")]
+    Connect {
+        endpoint: String,
+        source: bollard::errors::Error,
+    },
+    #[error("docker endpoint {endpoint}: {what}: {source}")]
+    Api {
+        endpoint: String,
+        what: String,
+        source: bollard::errors::Error,
+    },
+    #[error("docker endpoint {endpoint}: the event stream ended")]
+    StreamEnded { endpoint: String },
+    #[error("docker provider: {0}")]
+    Constraints(#[from] ConstraintError),
+}
+
+/// Parses `cfg.constraints` (None when there are none). `app` calls it before serving so an
+/// invalid expression stops the start.
+pub fn constraints(cfg: &DockerConfig) -> Result<Option<Constraint>, ConstraintError> {
+    match cfg.constraints.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(expr) => Constraint::parse(expr).map(Some),
+    }
+}
+
+/// A client for `cfg.endpoint`, with the API version negotiated down to the engine's (Docker 20.10
+/// speaks 1.41): this is the first request, so an unreachable engine fails here.
+pub async fn connect(cfg: &DockerConfig) -> Result<Docker, DockerError> {
+    let endpoint = cfg.endpoint.as_str();
+    let err = |source| DockerError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let version = bollard::API_DEFAULT_VERSION;
+    let docker = if endpoint.starts_with("unix://") {
+        Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, version)
+    } else if let Some(tls) = cfg
+        .tls
+        .as_ref()
+        .filter(|_| !endpoint.starts_with("http://"))
+    {
+        // https:// (config requires the files), or tcp:// with client certificates given.
+        Docker::connect_with_ssl(
+            endpoint,
+            &tls.key,
+            &tls.cert,
+            &tls.ca,
+            REQUEST_TIMEOUT_SECS,
+            version,
+        )
+    } else {
+        Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, version)
+    }
+    .map_err(err)?;
+    docker.negotiate_version().await.map_err(err)
+}
+
+/// The current catalog of the engine: running containers (all of them with
+/// `allow_empty_services`), inspected and turned into entries, sorted by name then container id.
+pub async fn snapshot(docker: &Docker, cfg: &DockerConfig) -> Result<Catalog, DockerError> {
+    let constraint = constraints(cfg)?;
+    snapshot_with(docker, cfg, constraint.as_ref()).await
+}
+
+async fn snapshot_with(
+    docker: &Docker,
+    cfg: &DockerConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Catalog, DockerError> {
+    let api = |what: &str| {
+        let what = what.to_string();
+        move |source| DockerError::Api {
+            endpoint: cfg.endpoint.clone(),
+            what,
+            source,
+        }
+    };
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: cfg.allow_empty_services,
+            ..Default::default()
+        }))
+        .await
+        .map_err(api("listing containers"))?;
+    if list.len() > MAX_CONTAINERS {
+        warn!(
+            containers = list.len(),
+            max = MAX_CONTAINERS,
+            "too many containers: the rest are ignored"
+        );
+    }
+    let ids: Vec<String> = list
+        .into_iter()
+        .filter_map(|s| s.id)
+        .take(MAX_CONTAINERS)
+        .collect();
+    let mut containers = Vec::with_capacity(ids.len());
+    let mut inspected = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let r = docker.inspect_container(&id, None).await;
+            (id, r)
+        })
+        .buffered(INSPECT_CONCURRENCY);
+    while let Some((id, r)) = inspected.next().await {
+        match r {
+            Ok(c) => containers.push(c),
+            Err(e) if is_not_found(&e) => {
+                debug!(container = %id, "container went away during the list")
+            }
+            Err(e) => return Err(api(&format!("inspecting container {}", short_id(&id)))(e)),
+        }
+    }
+    let peers = peers_of(docker, &containers).await;
+    let mut entries = Vec::new();
+    for c in &containers {
+        match entry_with(c, cfg, constraint, &peers) {
+            Ok(Some(e)) if e.servers.is_empty() && !cfg.allow_empty_services => {
+                debug!(container = %e.name, "no servers: left out (allow_empty_services is off)")
+            }
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => {}
+            Err(problem) => warn!("{problem}; skipping this container"),
+        }
+    }
+    entries.sort_by(|a, b| {
+        let id = |e: &CatalogEntry| e.container.as_ref().map(|c| c.id.clone());
+        a.name.cmp(&b.name).then_with(|| id(a).cmp(&id(b)))
+    });
+    Ok(Catalog { entries })
+}
+
+/// Listed containers by id and name, plus the targets of `container:<x>` network modes that were
+/// not listed (inspected one by one; a failure just leaves that address unknown).
+async fn peers_of(
+    docker: &Docker,
+    containers: &[ContainerInspectResponse],
+) -> HashMap<String, ContainerInspectResponse> {
+    let mut peers = HashMap::new();
+    for c in containers {
+        add_peer(&mut peers, c);
+    }
+    let missing: BTreeSet<String> = containers
+        .iter()
+        .filter_map(|c| {
+            network_mode(c)
+                .strip_prefix("container:")
+                .map(str::to_string)
+        })
+        .filter(|t| find_peer(&peers, t).is_none())
+        .collect();
+    for target in missing.into_iter().take(MAX_CONTAINERS) {
+        match docker.inspect_container(&target, None).await {
+            Ok(c) => add_peer(&mut peers, &c),
+            Err(e) => debug!(container = %target, error = %e, "cannot inspect network peer"),
+        }
+    }
+    peers
+}
+
+fn add_peer(peers: &mut HashMap<String, ContainerInspectResponse>, c: &ContainerInspectResponse) {
+    if let Some(id) = &c.id {
+        peers.insert(id.clone(), c.clone());
+    }
+    if let Some(name) = &c.name {
+        peers.insert(name.trim_start_matches('/').to_string(), c.clone());
+    }
+}
+
+/// `target` as Docker accepts it: full id, name (with or without `/`), or an id prefix.
+fn find_peer<'a>(
+    peers: &'a HashMap<String, ContainerInspectResponse>,
+    target: &str,
+) -> Option<&'a ContainerInspectResponse> {
+    let bare = target.trim_start_matches('/');
+    peers.get(bare).or_else(|| {
+        if bare.len() < 12 {
+            return None;
+        }
+        peers
+            .values()
+            .find(|c| c.id.as_deref().is_some_and(|id| id.starts_with(bare)))
+    })
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The catalog entry of one inspected container, by Traefik's rules (see the README's "Docker
+/// provider" section):
+/// - `Ok(None)`: not exposed (`traefik.enable=false`, or `exposed_by_default` off and no
+///   `traefik.enable=true`) or excluded by the constraints;
+/// - `Err(text)`: a malformed label this provider reads; the text names the container and label;
+/// - `Ok(Some(entry))` otherwise, with `servers` empty when the container is not running, paused,
+///   unhealthy or starting, or has no port (warned) or no address (warned).
+///
+/// `peers` holds the containers that `container:<x>` network modes may point at, by id or name.
+pub fn entry_from_inspect(
+    c: &ContainerInspectResponse,
+    cfg: &DockerConfig,
+    peers: &HashMap<String, ContainerInspectResponse>,
+) -> Result<Option<CatalogEntry>, String> {
+    let constraint = constraints(cfg).map_err(|e| e.to_string())?;
+    entry_with(c, cfg, constraint.as_ref(), peers)
+}
+
+fn entry_with(
+    c: &ContainerInspectResponse,
+    cfg: &DockerConfig,
+    constraint: Option<&Constraint>,
+    peers: &HashMap<String, ContainerInspectResponse>,
+) -> Result<Option<CatalogEntry>, String> {
+    let id = c.id.clone().unwrap_or_default();
+    let cname = c
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
+    let who = format!("container {cname} ({})", short_id(&id));
+    let labels = labels_of(c);
+
+    let enable = match label_ci(&labels, LABEL_ENABLE) {
+        None => None,
+        Some((key, v)) => Some(parse_go_bool(v).ok_or_else(|| {
+            format!("{who}: label {key}={v:?} is not a boolean (use true or false)")
+        })?),
+    };
+    if !enable.unwrap_or(cfg.exposed_by_default) {
+        return Ok(None);
+    }
+    if constraint.is_some_and(|k| !k.matches(&labels)) {
+        return Ok(None);
+    }
+    let port_label = port_from_labels(&labels).map_err(|e| format!("{who}: {e}"))?;
+
+    let compose_project = labels.get(LABEL_COMPOSE_PROJECT).cloned();
+    let compose_service = labels.get(LABEL_COMPOSE_SERVICE).cloned();
+    let raw_name = match (&compose_service, &compose_project) {
+        (Some(s), Some(p)) => format!("{s}_{p}"),
+        _ => cname.clone(),
+    };
+    let mut name = normalize(&raw_name);
+    if name.is_empty() {
+        name = short_id(&id).to_string();
+    }
+
+    let state = c.state.as_ref();
+    let status = state
+        .and_then(|s| s.status)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let running = state.and_then(|s| s.running).unwrap_or(false);
+    let paused = state.and_then(|s| s.paused).unwrap_or(false);
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .map(|h| h.to_string())
+        .filter(|h| !h.is_empty() && h != "none");
+    let ready =
+        running && !paused && !matches!(health.as_deref(), Some("unhealthy") | Some("starting"));
+
+    let ports = exposed_tcp_ports(c);
+    let wanted_network = label_ci(&labels, LABEL_NETWORK)
+        .map(|(_, v)| v.to_string())
+        .or_else(|| cfg.network.clone());
+    let address = if running {
+        address_of(c, wanted_network.as_deref(), cfg, peers, 0)
+    } else {
+        None
+    };
+
+    let mut servers = Vec::new();
+    if ready {
+        match (&address, port_label.or(ports.first().copied())) {
+            (Some(a), Some(p)) => servers.push(join_host_port(a, p)),
+            (_, None) => warn!(
+                "{who}: no port: add traefik.http.services.{name}.loadbalancer.server.port or expose a port"
+            ),
+            (None, Some(_)) => warn!(
+                "{who}: no address: no network with an IP address (network mode {:?})",
+                network_mode(c)
+            ),
+        }
+    }
+
+    Ok(Some(CatalogEntry {
+        name,
+        provider: PROVIDER.to_string(),
+        servers,
+        container: Some(ContainerDetail {
+            id,
+            name: cname,
+            compose_project,
+            compose_service,
+            state: status,
+            health,
+            network_mode: network_mode(c).to_string(),
+            networks: networks_of(c),
+            ports,
+            host_ports: host_ports_of(c),
+            address,
+        }),
+        labels,
+    }))
+}
+
+/// Where the servers of `c` are reached, following Traefik's `getIPAddress`: the wanted network
+/// (label or provider default; also tried with the compose project prefix), host networking → the
+/// host address, `container:<x>` → that container's address (its own network label first), else
+/// the first network by name that has an IP address.
+fn address_of(
+    c: &ContainerInspectResponse,
+    wanted: Option<&str>,
+    cfg: &DockerConfig,
+    peers: &HashMap<String, ContainerInspectResponse>,
+    hops: u8,
+) -> Option<String> {
+    let mode = network_mode(c);
+    if mode == "host" {
+        return Some(cfg.host_address.clone());
+    }
+    if let Some(target) = mode.strip_prefix("container:") {
+        if hops >= MAX_PEER_HOPS {
+            return None;
+        }
+        let peer = find_peer(peers, target)?;
+        let peer_labels = labels_of(peer);
+        let peer_wanted = label_ci(&peer_labels, LABEL_NETWORK).map(|(_, v)| v.to_string());
+        return address_of(
+            peer,
+            peer_wanted.as_deref().or(wanted),
+            cfg,
+            peers,
+            hops + 1,
+        );
+    }
+    let networks = networks_of(c);
+    if let Some(w) = wanted {
+        if let Some(ip) = networks.get(w) {
+            return Some(ip.clone());
+        }
+        let project = labels_of(c).get(LABEL_COMPOSE_PROJECT).cloned();
+        if let Some(ip) = project.and_then(|p| networks.get(&format!("{p}_{w}"))) {
+            return Some(ip.clone());
+        }
+        if !networks.is_empty() {
+            let name = c
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            warn!(
+                container = %name,
+                network = %w,
+                on = ?networks.keys().collect::<Vec<_>>(),
+                "network not found on the container (missing the compose project prefix?); using its first network"
+            );
+        }
+    }
+    networks.values().next().cloned()
+}
+
+fn labels_of(c: &ContainerInspectResponse) -> BTreeMap<String, String> {
+    c.config
+        .as_ref()
+        .and_then(|k| k.labels.as_ref())
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn network_mode(c: &ContainerInspectResponse) -> &str {
+    c.host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref())
+        .unwrap_or_default()
+}
+
+/// Network name → IPv4 address, only networks where the container has one.
+fn networks_of(c: &ContainerInspectResponse) -> BTreeMap<String, String> {
+    c.network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|nets| {
+            nets.iter()
+                .filter_map(|(name, ep)| {
+                    ep.ip_address
+                        .as_ref()
+                        .filter(|ip| !ip.is_empty())
+                        .map(|ip| (name.clone(), ip.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `80/tcp` → 80; `53/udp` and junk → None. A bare number counts as TCP.
+fn tcp_port(spec: &str) -> Option<u16> {
+    let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    if !proto.eq_ignore_ascii_case("tcp") {
+        return None;
+    }
+    port.parse().ok().filter(|p| *p != 0)
+}
+
+/// Exposed TCP ports (image/`--expose` and published), ascending.
+fn exposed_tcp_ports(c: &ContainerInspectResponse) -> Vec<u16> {
+    let mut ports = BTreeSet::new();
+    if let Some(exposed) = c.config.as_ref().and_then(|k| k.exposed_ports.as_ref()) {
+        ports.extend(exposed.iter().filter_map(|s| tcp_port(s)));
+    }
+    if let Some(map) = c.network_settings.as_ref().and_then(|n| n.ports.as_ref()) {
+        ports.extend(map.keys().filter_map(|s| tcp_port(s)));
+    }
+    ports.into_iter().collect()
+}
+
+/// Container TCP port → published `host_ip:host_port` addresses.
+fn host_ports_of(c: &ContainerInspectResponse) -> BTreeMap<u16, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Some(map) = c.network_settings.as_ref().and_then(|n| n.ports.as_ref()) else {
+        return out;
+    };
+    for (spec, bindings) in map {
+        let Some(port) = tcp_port(spec) else { continue };
+        let addrs: Vec<String> = bindings
+            .iter()
+            .flatten()
+            .filter_map(|b| {
+                let host_port: u16 = b.host_port.as_deref()?.parse().ok()?;
+                let ip = b
+                    .host_ip
+                    .as_deref()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or("0.0.0.0");
+                Some(join_host_port(ip, host_port))
+            })
+            .collect();
+        if !addrs.is_empty() {
+            out.insert(port, addrs);
+        }
+    }
+    out
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// The label `key` looked up case-insensitively (Traefik's label names are), with its spelling.
+fn label_ci<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
+    labels
+        .get_key_value(key)
+        .or_else(|| labels.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// The server port the labels ask for: `traefik.port` (v1), else the
+/// `traefik.http.services.<s>.loadbalancer.server.port` labels when they agree on one port
+/// (several services with different ports: none, the script picks per service). A label that is
+/// not a port number is an error naming it.
+fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
+    let parse = |k: &str, v: &str| -> Result<u16, String> {
+        v.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("label {k}={v:?} is not a port number (1-65535)"))
+    };
+    let mut v1 = None;
+    let mut services = BTreeSet::new();
+    for (k, v) in labels {
+        let lower = k.to_ascii_lowercase();
+        if lower == LABEL_PORT_V1 {
+            v1 = Some(parse(k, v)?);
+        } else if lower
+            .strip_prefix("traefik.http.services.")
+            .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
+            .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
+        {
+            services.insert(parse(k, v)?);
+        }
+    }
+    if v1.is_some() {
+        return Ok(v1);
+    }
+    let mut it = services.into_iter();
+    Ok(match (it.next(), it.next()) {
+        (Some(p), None) => Some(p),
+        _ => None,
+    })
+}
+
+/// Go's `strconv.ParseBool`, which Traefik uses for `traefik.enable`.
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Traefik's `provider.Normalize`: every run of characters that are not letters or digits becomes
+/// one `-`, none at either end.
+pub fn normalize(name: &str) -> String {
+    name.split(|c: char| !c.is_alphanumeric())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn events_options() -> EventsOptions {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "type".to_string(),
+        vec!["container".to_string(), "network".to_string()],
+    );
+    filters.insert(
+        "event".to_string(),
+        CONTAINER_EVENTS
+            .iter()
+            .chain(NETWORK_EVENTS)
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    }
+}
+
+/// Checked here too: the engine's filter is an optimisation, not something to rely on.
+fn relevant(ev: &EventMessage) -> bool {
+    let action = ev.action.as_deref().unwrap_or_default();
+    let base = action.split(':').next().unwrap_or_default().trim();
+    match ev.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => CONTAINER_EVENTS.contains(&base),
+        Some(EventMessageTypeEnum::NETWORK) => NETWORK_EVENTS.contains(&base),
+        _ => false,
+    }
+}
+
+/// What survives reconnections.
+struct WatchState {
+    last_sent: Option<Catalog>,
+    /// True from the first failure until a list succeeds again (log once per outage).
+    down: bool,
+}
+
+/// Watches the engine until `shutdown` turns true or the control loop goes away, sending a
+/// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error: failures are
+/// logged and retried (constraints are validated by the caller before serving; an invalid
+/// expression here is logged and the provider stays off).
+pub async fn run(
+    cfg: DockerConfig,
+    triggers: mpsc::Sender<Trigger>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let constraint = match constraints(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}; the docker provider is off");
+            return;
+        }
+    };
+    info!(endpoint = %cfg.endpoint, "docker provider watching");
+    let mut st = WatchState {
+        last_sent: None,
+        down: false,
+    };
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            r = session(&cfg, constraint.as_ref(), &triggers, &mut st) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err((e, listed)) => {
+                if listed {
+                    delay = BACKOFF_MIN;
+                }
+                if !st.down {
+                    warn!(error = %e, "docker unreachable; keeping the last catalog and retrying");
+                    st.down = true;
+                } else {
+                    debug!(error = %e, retry_in = ?delay, "docker still unreachable");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe to events, list, then re-list after each burst of events. Returns
+/// `Ok` when the control loop is gone, else the error and whether a list succeeded (which resets
+/// the backoff).
+async fn session(
+    cfg: &DockerConfig,
+    constraint: Option<&Constraint>,
+    triggers: &mpsc::Sender<Trigger>,
+    st: &mut WatchState,
+) -> Result<(), (DockerError, bool)> {
+    let mut listed = false;
+    let docker = connect(cfg).await.map_err(|e| (e, false))?;
+    // The stream is opened by its first poll in the select below; the first list waits one
+    // debounce period so the subscription is in place before it and no event falls in between.
+    let mut events = std::pin::pin!(docker.events(Some(events_options())));
+    let mut due = Some(Instant::now() + DEBOUNCE);
+    let mut cap: Option<Instant> = None;
+    loop {
+        let wake = due.unwrap_or_else(|| Instant::now() + BACKOFF_MAX);
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => {
+                    if relevant(&ev) {
+                        let now = Instant::now();
+                        let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
+                        due = Some((now + DEBOUNCE).min(limit));
+                    }
+                }
+                Some(Err(source)) => {
+                    let e = DockerError::Api { endpoint: cfg.endpoint.clone(), what: "event stream".into(), source };
+                    return Err((e, listed));
+                }
+                None => return Err((DockerError::StreamEnded { endpoint: cfg.endpoint.clone() }, listed)),
+            },
+            _ = tokio::time::sleep_until(wake), if due.is_some() => {
+                due = None;
+                cap = None;
+                let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
+                listed = true;
+                if st.down {
+                    info!(endpoint = %cfg.endpoint, "docker reachable again");
+                    st.down = false;
+                }
+                if st.last_sent.as_ref() != Some(&catalog) {
+                    info!(entries = catalog.entries.len(), "docker catalog changed");
+                    st.last_sent = Some(catalog.clone());
+                    let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
+                    if triggers.send(t).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        ContainerConfig, ContainerState, ContainerStateStatusEnum, EndpointSettings, Health,
+        HealthStatusEnum, HostConfig, NetworkSettings, PortBinding,
+    };
+
+    fn cfg() -> DockerConfig {
+        DockerConfig {
+            endpoint: "unix:///nowhere.sock".into(),
+            tls: None,
+            network: None,
+            exposed_by_default: true,
+            constraints: None,
+            host_address: "127.0.0.1".into(),
+            allow_empty_services: false,
+        }
+    }
+
+    /// A running container `name` with `labels`, network mode `mode`, networks and exposed ports.
+    fn container(
+        name: &str,
+        labels: &[(&str, &str)],
+        mode: &str,
+        nets: &[(&str, &str)],
+        exposed: &[&str],
+    ) -> ContainerInspectResponse {
+        let id = format!(
+            "{:0<64}",
+            name.replace(|c: char| !c.is_ascii_hexdigit(), "a")
+        );
+        ContainerInspectResponse {
+            id: Some(id),
+            name: Some(format!("/{name}")),
+            state: Some(ContainerState {
+                status: Some(ContainerStateStatusEnum::RUNNING),
+                running: Some(true),
+                paused: Some(false),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                exposed_ports: Some(exposed.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                network_mode: Some(mode.into()),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                networks: Some(
+                    nets.iter()
+                        .map(|(n, ip)| {
+                            (
+                                n.to_string(),
+                                EndpointSettings {
+                                    ip_address: Some(ip.to_string()),
+                                    ..Default::default()
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn entry(c: &ContainerInspectResponse, cfg: &DockerConfig) -> CatalogEntry {
+        entry_from_inspect(c, cfg, &HashMap::new())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn name_is_normalized_container_name() {
+        let c = container(
+            "My_App.v2--x",
+            &[],
+            "bridge",
+            &[("bridge", "10.0.0.2")],
+            &["80/tcp"],
+        );
+        let e = entry(&c, &cfg());
+        assert_eq!(e.name, "My-App-v2-x");
+        assert_eq!(e.provider, "docker");
+        assert_eq!(e.servers, vec!["10.0.0.2:80"]);
+        let d = e.container.unwrap();
+        assert_eq!(d.name, "My_App.v2--x");
+        assert_eq!(d.state, "running");
+        assert_eq!(d.network_mode, "bridge");
+        assert_eq!(d.address.as_deref(), Some("10.0.0.2"));
+        assert_eq!(normalize("__a__b__"), "a-b");
+    }
+
+    #[test]
+    fn compose_service_and_project_name_the_entry() {
+        let labels = [
+            (LABEL_COMPOSE_PROJECT, "shop"),
+            (LABEL_COMPOSE_SERVICE, "web_front"),
+            ("Traefik.HTTP.routers.x.rule", "Host(`a`)"),
+        ];
+        let c = container(
+            "shop-web_front-1",
+            &labels,
+            "shop_default",
+            &[("shop_default", "10.1.0.5")],
+            &["8080/tcp"],
+        );
+        let e = entry(&c, &cfg());
+        assert_eq!(e.name, "web-front-shop");
+        assert_eq!(
+            e.labels
+                .get("Traefik.HTTP.routers.x.rule")
+                .map(String::as_str),
+            Some("Host(`a`)"),
+            "labels copied as they are"
+        );
+        let d = e.container.unwrap();
+        assert_eq!(d.compose_project.as_deref(), Some("shop"));
+        assert_eq!(d.compose_service.as_deref(), Some("web_front"));
+    }
+
+    #[test]
+    fn host_mode_uses_the_host_address() {
+        let c = container(
+            "h",
+            &[("traefik.port", "8001")],
+            "host",
+            &[("host", "")],
+            &[],
+        );
+        assert_eq!(entry(&c, &cfg()).servers, vec!["127.0.0.1:8001"]);
+        let mut k = cfg();
+        k.host_address = "::1".into();
+        assert_eq!(entry(&c, &k).servers, vec!["[::1]:8001"]);
+    }
+
+    #[test]
+    fn container_mode_follows_the_other_container() {
+        let vpn = container(
+            "vpn",
+            &[],
+            "bridge",
+            &[("a_net", "10.2.0.2"), ("b_net", "10.3.0.2")],
+            &[],
+        );
+        let vpn_id = vpn.id.clone().unwrap();
+        let mut peers = HashMap::new();
+        add_peer(&mut peers, &vpn);
+        let app = container(
+            "app",
+            &[("traefik.docker.network", "b_net")],
+            &format!("container:{vpn_id}"),
+            &[],
+            &["9000/tcp"],
+        );
+        let e = entry_from_inspect(&app, &cfg(), &peers).unwrap().unwrap();
+        assert_eq!(
+            e.servers,
+            vec!["10.3.0.2:9000"],
+            "the app's network label applies to the peer"
+        );
+        let by_name = container("app2", &[], "container:vpn", &[], &["9000/tcp"]);
+        let e = entry_from_inspect(&by_name, &cfg(), &peers)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.servers, vec!["10.2.0.2:9000"], "first network by name");
+        let lost = container("app3", &[], "container:gone", &[], &["9000/tcp"]);
+        let e = entry_from_inspect(&lost, &cfg(), &peers).unwrap().unwrap();
+        assert!(e.servers.is_empty());
+        assert_eq!(e.container.unwrap().address, None);
+    }
+
+    #[test]
+    fn network_label_default_and_project_prefix() {
+        let nets = [
+            ("front", "10.0.1.2"),
+            ("shop_back", "10.0.2.2"),
+            ("aaa", "10.0.3.2"),
+        ];
+        let labels = [
+            (LABEL_COMPOSE_PROJECT, "shop"),
+            (LABEL_COMPOSE_SERVICE, "web"),
+            (LABEL_NETWORK, "front"),
+        ];
+        let c = container("c", &labels, "front", &nets, &["80/tcp"]);
+        assert_eq!(entry(&c, &cfg()).servers, vec!["10.0.1.2:80"]);
+        let labels = [
+            (LABEL_COMPOSE_PROJECT, "shop"),
+            (LABEL_COMPOSE_SERVICE, "web"),
+            (LABEL_NETWORK, "back"),
+        ];
+        let c = container("c", &labels, "front", &nets, &["80/tcp"]);
+        assert_eq!(
+            entry(&c, &cfg()).servers,
+            vec!["10.0.2.2:80"],
+            "project prefix tried"
+        );
+        let c = container("c", &[], "front", &nets, &["80/tcp"]);
+        let mut k = cfg();
+        k.network = Some("shop_back".into());
+        assert_eq!(
+            entry(&c, &k).servers,
+            vec!["10.0.2.2:80"],
+            "provider default network"
+        );
+        assert_eq!(
+            entry(&c, &cfg()).servers,
+            vec!["10.0.3.2:80"],
+            "first network by name"
+        );
+        k.network = Some("missing".into());
+        assert_eq!(
+            entry(&c, &k).servers,
+            vec!["10.0.3.2:80"],
+            "unknown network falls back"
+        );
+        let d = entry(&c, &k).container.unwrap();
+        assert_eq!(d.networks.len(), 3);
+    }
+
+    #[test]
+    fn port_rules() {
+        let nets = [("n", "10.0.0.9")];
+        let c = container("p", &[], "n", &nets, &["9090/tcp", "53/udp", "8080/tcp"]);
+        let e = entry(&c, &cfg());
+        assert_eq!(e.servers, vec!["10.0.0.9:8080"], "lowest exposed TCP port");
+        assert_eq!(e.container.unwrap().ports, vec![8080, 9090]);
+        let svc = [("traefik.http.services.api.loadbalancer.server.port", "9090")];
+        let c = container("p", &svc, "n", &nets, &["8080/tcp"]);
+        assert_eq!(entry(&c, &cfg()).servers, vec!["10.0.0.9:9090"]);
+        let v1 = [
+            ("traefik.port", "7000"),
+            ("traefik.http.services.api.loadbalancer.server.port", "9090"),
+        ];
+        let c = container("p", &v1, "n", &nets, &["8080/tcp"]);
+        assert_eq!(
+            entry(&c, &cfg()).servers,
+            vec!["10.0.0.9:7000"],
+            "traefik.port first"
+        );
+        let two = [
+            ("traefik.http.services.a.loadbalancer.server.port", "9090"),
+            ("traefik.http.services.b.loadbalancer.server.port", "9091"),
+        ];
+        let c = container("p", &two, "n", &nets, &["8080/tcp"]);
+        assert_eq!(
+            entry(&c, &cfg()).servers,
+            vec!["10.0.0.9:8080"],
+            "ambiguous: lowest exposed"
+        );
+        let c = container("p", &[], "n", &nets, &[]);
+        assert!(entry(&c, &cfg()).servers.is_empty(), "no port: no servers");
+    }
+
+    #[test]
+    fn host_bindings_are_recorded() {
+        let mut c = container("b", &[], "n", &[("n", "10.0.0.3")], &[]);
+        let mut ports = HashMap::new();
+        ports.insert(
+            "80/tcp".to_string(),
+            Some(vec![PortBinding {
+                host_ip: Some("".into()),
+                host_port: Some("8080".into()),
+            }]),
+        );
+        ports.insert("53/udp".to_string(), None);
+        if let Some(ns) = c.network_settings.as_mut() {
+            ns.ports = Some(ports);
+        }
+        let d = entry(&c, &cfg()).container.unwrap();
+        assert_eq!(d.ports, vec![80]);
+        assert_eq!(
+            d.host_ports.get(&80),
+            Some(&vec!["0.0.0.0:8080".to_string()])
+        );
+    }
+
+    #[test]
+    fn exposure_rules() {
+        let nets = [("n", "10.0.0.9")];
+        let off = container("x", &[("traefik.enable", "false")], "n", &nets, &["80/tcp"]);
+        assert!(entry_from_inspect(&off, &cfg(), &HashMap::new())
+            .unwrap()
+            .is_none());
+        let plain = container("x", &[], "n", &nets, &["80/tcp"]);
+        let mut k = cfg();
+        k.exposed_by_default = false;
+        assert!(entry_from_inspect(&plain, &k, &HashMap::new())
+            .unwrap()
+            .is_none());
+        let on = container("x", &[("traefik.enable", "True")], "n", &nets, &["80/tcp"]);
+        assert!(entry_from_inspect(&on, &k, &HashMap::new())
+            .unwrap()
+            .is_some());
+        k.constraints = Some("Label(`team`, `a`)".into());
+        assert!(entry_from_inspect(&on, &k, &HashMap::new())
+            .unwrap()
+            .is_none());
+        let team = container(
+            "x",
+            &[("traefik.enable", "true"), ("team", "a")],
+            "n",
+            &nets,
+            &["80/tcp"],
+        );
+        assert!(entry_from_inspect(&team, &k, &HashMap::new())
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn unready_containers_have_no_servers() {
+        let nets = [("n", "10.0.0.9")];
+        for status in [HealthStatusEnum::UNHEALTHY, HealthStatusEnum::STARTING] {
+            let mut c = container("u", &[], "n", &nets, &["80/tcp"]);
+            if let Some(s) = c.state.as_mut() {
+                s.health = Some(Health {
+                    status: Some(status),
+                    ..Default::default()
+                });
+            }
+            let e = entry(&c, &cfg());
+            assert!(e.servers.is_empty(), "{status}");
+            assert_eq!(e.container.unwrap().health, Some(status.to_string()));
+        }
+        let mut c = container("s", &[], "n", &nets, &["80/tcp"]);
+        c.state = Some(ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            running: Some(false),
+            ..Default::default()
+        });
+        let e = entry(&c, &cfg());
+        assert!(e.servers.is_empty());
+        assert_eq!(e.container.unwrap().state, "exited");
+    }
+
+    #[test]
+    fn malformed_labels_are_errors_naming_container_and_label() {
+        let nets = [("n", "10.0.0.9")];
+        let c = container("bad", &[("traefik.port", "abc")], "n", &nets, &["80/tcp"]);
+        let e = entry_from_inspect(&c, &cfg(), &HashMap::new()).unwrap_err();
+        assert!(
+            e.contains("container bad (") && e.contains("traefik.port=\"abc\""),
+            "{e}"
+        );
+        let c = container("bad", &[("traefik.enable", "yes")], "n", &nets, &["80/tcp"]);
+        let e = entry_from_inspect(&c, &cfg(), &HashMap::new()).unwrap_err();
+        assert!(e.contains("traefik.enable=\"yes\""), "{e}");
+        let svc = [("traefik.http.services.s.loadbalancer.server.port", "0")];
+        let c = container("bad", &svc, "n", &nets, &["80/tcp"]);
+        assert!(entry_from_inspect(&c, &cfg(), &HashMap::new())
+            .unwrap_err()
+            .contains("server.port"));
+    }
+
+    #[test]
+    fn events_of_interest() {
+        let ev = |typ, action: &str| EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        assert!(relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "health_status: healthy"
+        )));
+        assert!(relevant(&ev(EventMessageTypeEnum::CONTAINER, "start")));
+        assert!(!relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "exec_start: sh"
+        )));
+        assert!(relevant(&ev(EventMessageTypeEnum::NETWORK, "connect")));
+        assert!(!relevant(&ev(EventMessageTypeEnum::IMAGE, "pull")));
+    }
+}
