@@ -25,6 +25,11 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
     });
     match result {
         Ok(built) => {
+            // Warnings (e.g. a container skipped for a malformed label) go to stderr in both
+            // formats, so JSON on stdout stays the route table.
+            for w in &built.warnings {
+                eprintln!("warning: {w}");
+            }
             let info = TableInfo::of(&built.table);
             match format {
                 Format::Text => print!("{}", info.to_text()),

@@ -547,6 +547,12 @@ pub fn register_builders(
             Ok(r.clone())
         },
     );
+    // Lets a script (the traefik stdlib) reject a bad rule string from a label with a warning
+    // instead of failing the whole build when the route is compiled.
+    engine.register_fn("check_rule", |text: &str| rule_problem(text, "v3"));
+    engine.register_fn("check_rule", |text: &str, syntax: &str| {
+        rule_problem(text, syntax)
+    });
     engine.register_fn(
         "rule_syntax",
         |ctx: NativeCallContext, r: &mut RouteHandle, s: &str| -> RhaiResult<RouteHandle> {
@@ -650,6 +656,18 @@ pub fn register_builders(
     engine.register_fn("predicate", move |f: FnPtr| {
         Matcher::Predicate(Arc::new(ScriptPredicate(ScriptFn::new(f, h.clone()))))
     });
+}
+
+/// "" when `text` parses as a Traefik rule in `syntax`, else why not.
+fn rule_problem(text: &str, syntax: &str) -> String {
+    match syntax.parse::<RuleSyntax>() {
+        Err(e) => e,
+        Ok(_) if text.trim().is_empty() => "empty rule".to_string(),
+        Ok(syntax) => crate::routing::parse_rule(text, syntax)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 fn redirect(ctx: &NativeCallContext, url: &str, permanent: bool) -> RhaiResult<Handler> {

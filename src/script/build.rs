@@ -107,6 +107,10 @@ pub fn build_with(
     let hooks: Arc<OnceLock<HookRuntime>> = Arc::new(OnceLock::new());
     let mut engine = engine_with_limits(limits, limits.build_operations);
     api::register_builders(&mut engine, &collector, &hooks);
+    // The names routes may use, so a script can drop entrypoints it cannot serve (labels written
+    // for another router's configuration) instead of failing the build.
+    let names: rhai::Array = entrypoints.iter().cloned().map(Dynamic::from).collect();
+    engine.register_fn("entrypoint_names", move || names.clone());
     install_stdlib(&mut engine).map_err(|e| vec![e])?;
     let deadline = started + limits.build_time;
     engine.on_progress(move |_| {

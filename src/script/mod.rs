@@ -21,7 +21,10 @@ pub use build::{build, build_with, load_dir, Built, ScriptSource};
 pub use error::ScriptError;
 
 /// Rhai modules shipped in the binary, importable by name (`import "catalog" as cat;`).
-pub const STDLIB: &[(&str, &str)] = &[("catalog", include_str!("../../stdlib/catalog.rhai"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("catalog", include_str!("../../stdlib/catalog.rhai")),
+    ("traefik", include_str!("../../stdlib/traefik.rhai")),
+];
 
 /// The default scripts folder, embedded so `run` works even where no `scripts/` exists.
 pub const EMBEDDED_DEFAULT: &[(&str, &str)] = &[(

@@ -15,4 +15,5 @@ mod mw_access;
 mod mw_upstream;
 mod reload;
 mod routing;
+mod traefik_labels;
 mod websocket;
