@@ -1,0 +1,357 @@
+//! The Docker provider end to end: a real dockerd (the rig), host-network busybox containers
+//! labelled as Traefik users label them, a real router with `--docker` and the shipped Traefik
+//! stdlib, real requests on loopback. Each test's router sees only its own containers (a
+//! `constraints` expression on a per-test label), so tests can share the daemon.
+
+// The rig's use lock (std RwLock) is held across awaits on purpose: every #[tokio::test] runs on
+// its own thread and runtime, and the lock only keeps ordinary tests and the daemon-restart test
+// apart; nothing on the same runtime ever waits for it.
+#![allow(clippy::await_holding_lock)]
+
+use std::time::{Duration, Instant};
+
+use switchyard::config::DockerConfig;
+
+use crate::support::docker::{container_name, free_port, DockerRig};
+use crate::support::*;
+
+const SCRIPT: &str = "import \"traefik\" as traefik;\ntraefik::routes(catalog);\n";
+
+/// A router on the rig's daemon that sees only containers labelled `switchyard.test=<tag>`.
+async fn router_for(rig: &DockerRig, tag: &str) -> TestRouter {
+    let docker = DockerConfig {
+        endpoint: rig.endpoint(),
+        tls: None,
+        network: None,
+        exposed_by_default: false,
+        constraints: Some(format!("Label(`switchyard.test`, `{tag}`)")),
+        host_address: "127.0.0.1".to_string(),
+        allow_empty_services: false,
+    };
+    TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], move |cfg| {
+        cfg.docker = Some(docker)
+    })
+    .await
+}
+
+/// Polls `GET host path` until `ok` holds for the reply (at most 10 s); returns that reply.
+async fn until(r: &TestRouter, host: &str, path: &str, ok: impl Fn(&Reply) -> bool) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(r.web, host, path).await;
+        if ok(&reply) {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such answer for {host}{path} within 10 s; last: {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn owned<'a>(tag: &'a str, labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("switchyard.test", tag), ("traefik.enable", "true")];
+    all.extend_from_slice(labels);
+    all
+}
+
+#[tokio::test]
+async fn v2_labels_route_a_container_from_start_to_removal() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("v2");
+    let r = router_for(rig, &tag).await;
+    let name = container_name("v2-app");
+    let port = free_port();
+    let port_text = port.to_string();
+    let host = format!("{name}.docker.test");
+    let rule = format!("Host(`{host}`) && PathPrefix(`/api`)");
+    rig.run_httpd(
+        &name,
+        port,
+        &owned(
+            &tag,
+            &[
+                ("traefik.http.routers.app.rule", &rule),
+                ("traefik.http.routers.app.middlewares", "strip@docker"),
+                (
+                    "traefik.http.middlewares.strip.stripprefix.prefixes",
+                    "/api",
+                ),
+                (
+                    "traefik.http.services.app.loadbalancer.server.port",
+                    &port_text,
+                ),
+            ],
+        ),
+        &[],
+    );
+    // The container's page answers 200 only on `/`: a 200 proves the prefix was stripped.
+    let ok = until(&r, &host, "/api", |rep| rep.status == 200).await;
+    assert_eq!(ok.body, format!("{name}\n"));
+    assert_eq!(
+        get(r.web, &host, "/other").await.status,
+        404,
+        "rule has a path"
+    );
+
+    rig.rm(&name);
+    until(&r, &host, "/api", |rep| rep.status == 404).await;
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn v1_sticky_backend_of_two_containers() {
+    // The Swarm sticky-session article's labels (v1), on two containers of one backend.
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("v1");
+    let r = router_for(rig, &tag).await;
+    let host = format!("{}.docker.test", container_name("sticky"));
+    let rule = format!("Host:{host};Method: GET, POST, PUT");
+    let mut names = Vec::new();
+    for i in 0..2 {
+        let name = container_name(&format!("sticky-{i}"));
+        let port = free_port().to_string();
+        rig.run_httpd(
+            &name,
+            port.parse().unwrap(),
+            &owned(
+                &tag,
+                &[
+                    ("traefik.backend", "app"),
+                    ("traefik.backend.loadbalancer.sticky", "true"),
+                    ("traefik.port", &port),
+                    ("traefik.frontend.rule", &rule),
+                ],
+            ),
+            &[],
+        );
+        names.push(name);
+    }
+    // Both containers are servers once the two answers differ.
+    let first = until(&r, &host, "/", |rep| rep.status == 200).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = get(r.web, &host, "/").await.body;
+        let b = get(r.web, &host, "/").await.body;
+        if a != b {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw both containers: {a}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cookie = first
+        .header("set-cookie")
+        .expect("a sticky backend sets a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..10 {
+        let again = send(r.web, "GET", &host, "/", &[("Cookie", &cookie)], "").await;
+        assert_eq!(
+            again.body, first.body,
+            "the cookie keeps the client on one container"
+        );
+    }
+    // The rule's Method matcher: DELETE is not routed.
+    assert_eq!(send(r.web, "DELETE", &host, "/", &[], "").await.status, 404);
+    for n in &names {
+        rig.rm(n);
+    }
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_label_skips_only_its_container() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("broken");
+    let r = router_for(rig, &tag).await;
+    let good = container_name("good");
+    let bad = container_name("bad");
+    let (gp, bp) = (free_port(), free_port());
+    let (gp_text, bp_text) = (gp.to_string(), bp.to_string());
+    let good_host = format!("{good}.docker.test");
+    let good_rule = format!("Host(`{good_host}`)");
+    rig.run_httpd(
+        &good,
+        gp,
+        &owned(
+            &tag,
+            &[
+                ("traefik.http.routers.good.rule", &good_rule),
+                (
+                    "traefik.http.services.good.loadbalancer.server.port",
+                    &gp_text,
+                ),
+            ],
+        ),
+        &[],
+    );
+    rig.run_httpd(
+        &bad,
+        bp,
+        &owned(
+            &tag,
+            &[
+                ("traefik.http.routers.bad.rule", "Host(`bad.docker.test`"),
+                (
+                    "traefik.http.services.bad.loadbalancer.server.port",
+                    &bp_text,
+                ),
+            ],
+        ),
+        &[],
+    );
+    let ok = until(&r, &good_host, "/", |rep| rep.status == 200).await;
+    assert_eq!(ok.body, format!("{good}\n"));
+    // The build succeeded and says which container and label it skipped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scripts = get(r.admin, "localhost", "/api/scripts").await.json();
+        let warnings = scripts["warnings"].to_string();
+        if warnings.contains(&bad) && warnings.contains("traefik.http.routers.bad.rule") {
+            assert_eq!(scripts["ok"], true);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning naming {bad}: {scripts}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(get(r.web, "bad.docker.test", "/").await.status, 404);
+    rig.rm(&good);
+    rig.rm(&bad);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn traefik_docker_network_picks_the_address() {
+    // Only read back through the admin API: no traffic goes to a bridge address.
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("nets");
+    let (n1, n2) = (container_name("sy-front"), container_name("sy-back"));
+    for n in [&n1, &n2] {
+        let _ = rig.docker(&["network", "rm", n]);
+        rig.docker_ok(&["network", "create", n]);
+    }
+    let r = router_for(rig, &tag).await;
+    let name = container_name("two-nets");
+    let label_args: Vec<String> = owned(
+        &tag,
+        &[
+            ("traefik.docker.network", &n2),
+            ("traefik.http.services.app.loadbalancer.server.port", "8080"),
+        ],
+    )
+    .iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect();
+    rig.rm(&name);
+    let mut args = vec![
+        "create",
+        "--name",
+        &name,
+        "--network",
+        &n1,
+        "-e",
+        "PORT=8080",
+    ];
+    for l in &label_args {
+        args.extend(["--label", l.as_str()]);
+    }
+    args.push(crate::support::docker::BUSYBOX_IMAGE);
+    rig.docker_ok(&args);
+    rig.docker_ok(&["network", "connect", &n2, &name]);
+    rig.docker_ok(&["start", &name]);
+    let ip_on = |net: &str| {
+        rig.docker_ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+            &name,
+        ])
+    };
+    let (ip1, ip2) = (ip_on(&n1), ip_on(&n2));
+    assert!(
+        !ip1.is_empty() && !ip2.is_empty() && ip1 != ip2,
+        "{ip1} {ip2}"
+    );
+    let want = format!("{ip2}:8080");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let routes = get(r.admin, "localhost", "/api/routes").await.json();
+        let servers: Vec<String> = routes["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["servers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s["address"].as_str().map(str::to_string))
+            .collect();
+        if servers.contains(&want) {
+            assert!(!servers.iter().any(|s| s.starts_with(&ip1)), "{servers:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server {want} (the traefik.docker.network address): {routes}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    rig.rm(&name);
+    for n in [&n1, &n2] {
+        let _ = rig.docker(&["network", "rm", n]);
+    }
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn routes_survive_a_daemon_restart_and_refresh_after_it() {
+    let rig = DockerRig::shared();
+    let _only = rig.exclusive_use();
+    let tag = container_name("restart");
+    let r = router_for(rig, &tag).await;
+    let name = container_name("restart-app");
+    let port = free_port();
+    let port_text = port.to_string();
+    let host = format!("{name}.docker.test");
+    let rule = format!("Host(`{host}`)");
+    rig.run_httpd(
+        &name,
+        port,
+        &owned(
+            &tag,
+            &[
+                ("traefik.http.routers.app.rule", &rule),
+                (
+                    "traefik.http.services.app.loadbalancer.server.port",
+                    &port_text,
+                ),
+            ],
+        ),
+        &["--restart", "always"],
+    );
+    until(&r, &host, "/", |rep| rep.status == 200).await;
+
+    rig.halt();
+    // The daemon (and with it the container) is gone; the router keeps the last catalog, so the
+    // route is still there: its server no longer answers (502), but it is not a 404.
+    let routes = get(r.admin, "localhost", "/api/routes").await.json();
+    assert!(routes["routes"].to_string().contains(&host), "{routes}");
+    let during = get(r.web, &host, "/").await;
+    assert_ne!(during.status, 404, "route lost while the daemon was down");
+
+    rig.resume();
+    // The container restarts with the daemon; the provider reconnects, lists again and routes.
+    let back = until(&r, &host, "/", |rep| rep.status == 200).await;
+    assert_eq!(back.body, format!("{name}\n"));
+    rig.rm(&name);
+    r.shutdown().await;
+}
