@@ -69,6 +69,10 @@ fn default_provider() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Catalog {
     pub entries: Vec<CatalogEntry>,
+    /// What the provider skipped and why (a container with a malformed label, ...): shown in
+    /// `/api/scripts` beside the build's own warnings.
+    #[serde(skip)]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +101,10 @@ impl Catalog {
             path: shown,
             source,
         })?;
-        Ok(Catalog { entries })
+        Ok(Catalog {
+            entries,
+            problems: Vec::new(),
+        })
     }
 }
 

@@ -88,6 +88,7 @@ install_missing() {
     [[ -x /usr/bin/docker ]] || command -v docker >/dev/null || pkgs+=(docker.io)
     static_busybox >/dev/null || pkgs+=(busybox-static)
     command -v curl >/dev/null || pkgs+=(curl)
+    command -v docker-compose >/dev/null || pkgs+=(docker-compose)
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"

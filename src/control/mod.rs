@@ -136,6 +136,10 @@ impl Control {
                 .values()
                 .flat_map(|c| c.entries.iter().cloned())
                 .collect(),
+            problems: all
+                .iter()
+                .flat_map(|(p, c)| c.problems.iter().map(move |m| format!("{p}: {m}")))
+                .collect(),
         };
         *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(merged);
     }
@@ -212,6 +216,17 @@ impl Control {
                 status.routes = routes;
                 status.errors.clear();
                 status.warnings = built.warnings.clone();
+                if let Some((_, catalog)) = &inputs {
+                    status
+                        .warnings
+                        .extend(catalog.problems.iter().map(|m| ScriptError {
+                            file: "provider".to_string(),
+                            line: 0,
+                            column: 0,
+                            message: m.clone(),
+                            source_line: None,
+                        }));
+                }
                 *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
                 let (files, ms) = (status.files.len(), status.duration_ms);
                 self.status.send_replace(status);

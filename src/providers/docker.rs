@@ -190,6 +190,7 @@ async fn snapshot_with(
     }
     let peers = peers_of(docker, &containers).await;
     let mut entries = Vec::new();
+    let mut problems = Vec::new();
     for c in &containers {
         match entry_with(c, cfg, constraint, &peers) {
             Ok(Some(e)) if e.servers.is_empty() && !cfg.allow_empty_services => {
@@ -197,14 +198,17 @@ async fn snapshot_with(
             }
             Ok(Some(e)) => entries.push(e),
             Ok(None) => {}
-            Err(problem) => warn!("{problem}; skipping this container"),
+            Err(problem) => {
+                warn!("{problem}; skipping this container");
+                problems.push(format!("{problem}; container skipped"));
+            }
         }
     }
     entries.sort_by(|a, b| {
         let id = |e: &CatalogEntry| e.container.as_ref().map(|c| c.id.clone());
         a.name.cmp(&b.name).then_with(|| id(a).cmp(&id(b)))
     });
-    Ok(Catalog { entries })
+    Ok(Catalog { entries, problems })
 }
 
 /// Listed containers by id and name, plus the targets of `container:<x>` network modes that were

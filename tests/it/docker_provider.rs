@@ -98,8 +98,29 @@ async fn v2_labels_route_a_container_from_start_to_removal() {
         "rule has a path"
     );
 
-    rig.rm(&name);
+    // A label edit is a re-created container: the new rule replaces the old one.
+    let new_host = format!("{name}.edited.docker.test");
+    let new_rule = format!("Host(`{new_host}`)");
+    rig.run_httpd(
+        &name,
+        port,
+        &owned(
+            &tag,
+            &[
+                ("traefik.http.routers.app.rule", &new_rule),
+                (
+                    "traefik.http.services.app.loadbalancer.server.port",
+                    &port_text,
+                ),
+            ],
+        ),
+        &[],
+    );
+    until(&r, &new_host, "/", |rep| rep.status == 200).await;
     until(&r, &host, "/api", |rep| rep.status == 404).await;
+
+    rig.rm(&name);
+    until(&r, &new_host, "/", |rep| rep.status == 404).await;
     r.shutdown().await;
 }
 
@@ -208,6 +229,23 @@ async fn a_broken_label_skips_only_its_container() {
         ),
         &[],
     );
+    // A label the provider itself reads, malformed: that container is skipped too.
+    let bad_port = container_name("bad-port");
+    rig.run_httpd(
+        &bad_port,
+        free_port(),
+        &owned(
+            &tag,
+            &[
+                ("traefik.port", "eighty"),
+                (
+                    "traefik.http.routers.badport.rule",
+                    "Host(`bad-port.docker.test`)",
+                ),
+            ],
+        ),
+        &[],
+    );
     let ok = until(&r, &good_host, "/", |rep| rep.status == 200).await;
     assert_eq!(ok.body, format!("{good}\n"));
     // The build succeeded and says which container and label it skipped.
@@ -215,7 +253,11 @@ async fn a_broken_label_skips_only_its_container() {
     loop {
         let scripts = get(r.admin, "localhost", "/api/scripts").await.json();
         let warnings = scripts["warnings"].to_string();
-        if warnings.contains(&bad) && warnings.contains("traefik.http.routers.bad.rule") {
+        if warnings.contains(&bad)
+            && warnings.contains("traefik.http.routers.bad.rule")
+            && warnings.contains(&bad_port)
+            && warnings.contains("traefik.port")
+        {
             assert_eq!(scripts["ok"], true);
             break;
         }
@@ -226,8 +268,10 @@ async fn a_broken_label_skips_only_its_container() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(get(r.web, "bad.docker.test", "/").await.status, 404);
+    assert_eq!(get(r.web, "bad-port.docker.test", "/").await.status, 404);
     rig.rm(&good);
     rig.rm(&bad);
+    rig.rm(&bad_port);
     r.shutdown().await;
 }
 

@@ -6,6 +6,7 @@ mod support;
 mod balance;
 mod balancers;
 mod cli;
+mod docker_compose;
 mod docker_provider;
 mod docker_rig;
 mod errors;

@@ -107,8 +107,16 @@ fn build_with_script(script: &str, entries: Vec<Value>) -> Outcome {
         text: script.into(),
     }];
     let eps = vec!["web".to_string(), "admin".to_string()];
-    let built = script::build(&sources, &Catalog { entries }, &eps, &Limits::default())
-        .unwrap_or_else(|errs| panic!("build failed:\n{}", script::error::render_all(&errs)));
+    let built = script::build(
+        &sources,
+        &Catalog {
+            entries,
+            problems: Vec::new(),
+        },
+        &eps,
+        &Limits::default(),
+    )
+    .unwrap_or_else(|errs| panic!("build failed:\n{}", script::error::render_all(&errs)));
     Outcome {
         table: serde_json::to_value(TableInfo::of(&built.table)).unwrap(),
         warnings: built.warnings.iter().map(|w| w.message.clone()).collect(),
@@ -623,7 +631,10 @@ fn shipped_default_script_routes_catalog_entries_by_default_rule() {
     .unwrap();
     let built = script::build(
         &sources,
-        &Catalog { entries },
+        &Catalog {
+            entries,
+            problems: Vec::new(),
+        },
         &["web".into()],
         &Limits::default(),
     )
