@@ -58,6 +58,31 @@ fn owned<'a>(tag: &'a str, labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a s
     all
 }
 
+/// Runs `name` on `port` with router `app` (`rule`) and its service port, plus `extra` labels.
+fn run_app(
+    rig: &DockerRig,
+    tag: &str,
+    name: &str,
+    port: u16,
+    rule: &str,
+    extra: &[(&str, &str)],
+    docker_args: &[&str],
+) {
+    let port_text = port.to_string();
+    let mut labels = owned(
+        tag,
+        &[
+            ("traefik.http.routers.app.rule", rule),
+            (
+                "traefik.http.services.app.loadbalancer.server.port",
+                &port_text,
+            ),
+        ],
+    );
+    labels.extend_from_slice(extra);
+    rig.run_httpd(name, port, &labels, docker_args);
+}
+
 #[tokio::test]
 async fn v2_labels_route_a_container_from_start_to_removal() {
     let rig = DockerRig::shared();
@@ -66,27 +91,21 @@ async fn v2_labels_route_a_container_from_start_to_removal() {
     let r = router_for(rig, &tag).await;
     let name = container_name("v2-app");
     let port = free_port();
-    let port_text = port.to_string();
     let host = format!("{name}.docker.test");
     let rule = format!("Host(`{host}`) && PathPrefix(`/api`)");
-    rig.run_httpd(
+    run_app(
+        rig,
+        &tag,
         &name,
         port,
-        &owned(
-            &tag,
-            &[
-                ("traefik.http.routers.app.rule", &rule),
-                ("traefik.http.routers.app.middlewares", "strip@docker"),
-                (
-                    "traefik.http.middlewares.strip.stripprefix.prefixes",
-                    "/api",
-                ),
-                (
-                    "traefik.http.services.app.loadbalancer.server.port",
-                    &port_text,
-                ),
-            ],
-        ),
+        &rule,
+        &[
+            ("traefik.http.routers.app.middlewares", "strip@docker"),
+            (
+                "traefik.http.middlewares.strip.stripprefix.prefixes",
+                "/api",
+            ),
+        ],
         &[],
     );
     // The container's page answers 200 only on `/`: a 200 proves the prefix was stripped.
@@ -101,21 +120,7 @@ async fn v2_labels_route_a_container_from_start_to_removal() {
     // A label edit is a re-created container: the new rule replaces the old one.
     let new_host = format!("{name}.edited.docker.test");
     let new_rule = format!("Host(`{new_host}`)");
-    rig.run_httpd(
-        &name,
-        port,
-        &owned(
-            &tag,
-            &[
-                ("traefik.http.routers.app.rule", &new_rule),
-                (
-                    "traefik.http.services.app.loadbalancer.server.port",
-                    &port_text,
-                ),
-            ],
-        ),
-        &[],
-    );
+    run_app(rig, &tag, &name, port, &new_rule, &[], &[]);
     until(&r, &new_host, "/", |rep| rep.status == 200).await;
     until(&r, &host, "/api", |rep| rep.status == 404).await;
 
@@ -364,24 +369,9 @@ async fn routes_survive_a_daemon_restart_and_refresh_after_it() {
     let r = router_for(rig, &tag).await;
     let name = container_name("restart-app");
     let port = free_port();
-    let port_text = port.to_string();
     let host = format!("{name}.docker.test");
     let rule = format!("Host(`{host}`)");
-    rig.run_httpd(
-        &name,
-        port,
-        &owned(
-            &tag,
-            &[
-                ("traefik.http.routers.app.rule", &rule),
-                (
-                    "traefik.http.services.app.loadbalancer.server.port",
-                    &port_text,
-                ),
-            ],
-        ),
-        &["--restart", "always"],
-    );
+    run_app(rig, &tag, &name, port, &rule, &[], &["--restart", "always"]);
     until(&r, &host, "/", |rep| rep.status == 200).await;
 
     rig.halt();
