@@ -89,6 +89,7 @@ install_missing() {
     static_busybox >/dev/null || pkgs+=(busybox-static)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v docker-compose >/dev/null || pkgs+=(docker-compose)
+    command -v socat >/dev/null || pkgs+=(socat)
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"

@@ -19,8 +19,12 @@ const SCRIPT: &str = "import \"traefik\" as traefik;\ntraefik::routes(catalog);\
 
 /// A router on the rig's daemon that sees only containers labelled `switchyard.test=<tag>`.
 async fn router_for(rig: &DockerRig, tag: &str) -> TestRouter {
+    router_at(&rig.endpoint(), tag).await
+}
+
+async fn router_at(endpoint: &str, tag: &str) -> TestRouter {
     let docker = DockerConfig {
-        endpoint: rig.endpoint(),
+        endpoint: endpoint.to_string(),
         tls: None,
         network: None,
         exposed_by_default: false,
@@ -396,5 +400,46 @@ async fn routes_survive_a_daemon_restart_and_refresh_after_it() {
     let back = until(&r, &host, "/", |rep| rep.status == 200).await;
     assert_eq!(back.body, format!("{name}\n"));
     rig.rm(&name);
+    r.shutdown().await;
+}
+
+/// The socat pattern of the Swarm articles: the Docker API exposed on TCP (here on loopback) and
+/// the router reading it with `--docker.endpoint tcp://...`.
+#[tokio::test]
+async fn a_tcp_endpoint_works_like_the_socket() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let api_port = free_port();
+    /// Stops socat when the test ends, also when it fails.
+    struct Socat(std::process::Child);
+    impl Drop for Socat {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _socat = Socat(
+        std::process::Command::new("socat")
+            .arg(format!(
+                "TCP-LISTEN:{api_port},bind=127.0.0.1,reuseaddr,fork"
+            ))
+            .arg(format!("UNIX-CONNECT:{}", rig.socket.display()))
+            .spawn()
+            .expect("socat (the rig installs it)"),
+    );
+    crate::support::docker::wait_listening(
+        std::net::SocketAddr::from(([127, 0, 0, 1], api_port)),
+        Duration::from_secs(10),
+    );
+    let tag = container_name("tcp");
+    let r = router_at(&format!("tcp://127.0.0.1:{api_port}"), &tag).await;
+    let name = container_name("tcp-app");
+    let port = free_port();
+    let host = format!("{name}.docker.test");
+    run_app(rig, &tag, &name, port, &format!("Host(`{host}`)"), &[], &[]);
+    let ok = until(&r, &host, "/", |rep| rep.status == 200).await;
+    assert_eq!(ok.body, format!("{name}\n"));
+    rig.rm(&name);
+    until(&r, &host, "/", |rep| rep.status == 404).await;
     r.shutdown().await;
 }
