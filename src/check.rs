@@ -1,7 +1,7 @@
-//! `switchyard check`: build the scripts exactly as `run` does and print the route table, or the
-//! errors with file:line:col. Prints to stdout/stderr (this is CLI code) and never starts a server.
+//! `switchyard check`: build the scripts exactly as `run` does (against the catalog file and the
+//! live providers) and print the route table, or the errors with file:line:col; and
+//! `switchyard catalog`: print what the providers see, in the catalog file's format. Prints to stdout/stderr (this is CLI code) and never starts a server.
 
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::control::ScriptsOrigin;
 use crate::routing::TableInfo;
@@ -57,18 +57,18 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
 /// Loads the catalog and scripts and builds them; every failure is a `ScriptError` so both
 /// output formats report it the same way.
 fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
-    let catalog = match &cfg.catalog {
-        Some(p) => Catalog::load(p).map_err(|e| {
-            vec![ScriptError {
-                file: p.display().to_string(),
-                line: 0,
-                column: 0,
-                message: e.to_string(),
-                source_line: None,
-            }]
-        })?,
-        None => Catalog::default(),
-    };
+    let catalog = crate::providers::snapshot_now(cfg).map_err(|e| {
+        vec![ScriptError {
+            file: "catalog".to_string(),
+            line: 0,
+            column: 0,
+            message: format!("{e:#}"),
+            source_line: None,
+        }]
+    })?;
+    for p in &catalog.problems {
+        eprintln!("warning: {p}");
+    }
     let sources = match &cfg.scripts {
         ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
         ScriptsOrigin::Embedded => script::embedded_default(),
@@ -79,4 +79,29 @@ fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
         &cfg.entrypoint_names(),
         &Limits::default(),
     )
+}
+
+/// `switchyard catalog`: what the providers see now, as the JSON array `--catalog` reads.
+pub fn print_catalog(cfg: &Config) -> i32 {
+    match crate::providers::snapshot_now(cfg) {
+        Ok(catalog) => {
+            for p in &catalog.problems {
+                eprintln!("warning: {p}");
+            }
+            match serde_json::to_string_pretty(&catalog.entries) {
+                Ok(s) => {
+                    println!("{s}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("cannot encode the catalog: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }

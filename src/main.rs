@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `run`, `check` and `whoami`.
+//! The `switchyard` command line: `run`, `check`, `catalog` and `whoami`.
 
 use std::process::ExitCode;
 
@@ -29,6 +29,12 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
+    },
+    /// Print the live catalog (the catalog file plus what --docker finds) as the JSON that
+    /// --catalog reads: snapshot production, then test scripts offline.
+    Catalog {
+        #[command(flatten)]
+        common: CommonArgs,
     },
     /// A built-in echo backend for demos and tests (like Traefik's whoami).
     Whoami {
@@ -85,6 +91,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = config::resolve(&common, None)?;
             let code = switchyard::check::check(&cfg, format);
             Ok(if code == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Catalog { common } => {
+            let cfg = config::resolve(&common, None)?;
+            init_logging("warn", cfg.log_format)?;
+            Ok(if switchyard::check::print_catalog(&cfg) == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

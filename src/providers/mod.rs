@@ -8,3 +8,30 @@
 pub mod constraints;
 pub mod docker;
 pub mod file;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+
+/// What the configured providers see right now, merged in the control loop's order (provider
+/// name order: docker, then file): for `check` and `catalog`, which serve nothing. Blocking.
+pub fn snapshot_now(cfg: &Config) -> anyhow::Result<Catalog> {
+    use anyhow::Context;
+    let mut all = Catalog::default();
+    if let Some(d) = &cfg.docker {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime for the Docker provider")?;
+        let found = rt.block_on(async {
+            let docker = docker::connect(d).await?;
+            docker::snapshot(&docker, d).await
+        })?;
+        all.entries.extend(found.entries);
+        all.problems
+            .extend(found.problems.into_iter().map(|m| format!("docker: {m}")));
+    }
+    if let Some(p) = &cfg.catalog {
+        all.entries.extend(Catalog::load(p)?.entries);
+    }
+    Ok(all)
+}

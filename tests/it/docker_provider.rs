@@ -443,3 +443,68 @@ async fn a_tcp_endpoint_works_like_the_socket() {
     until(&r, &host, "/", |rep| rep.status == 404).await;
     r.shutdown().await;
 }
+
+/// `switchyard catalog` snapshots the live containers in the catalog file's format, and `check
+/// --catalog` builds the same routes from that file offline.
+#[tokio::test]
+async fn catalog_command_snapshots_containers_for_offline_checks() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("snap");
+    let name = container_name("snap-app");
+    let port = free_port();
+    let host = format!("{name}.docker.test");
+    run_app(rig, &tag, &name, port, &format!("Host(`{host}`)"), &[], &[]);
+    let constraint = format!("Label(`switchyard.test`, `{tag}`)");
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let out = std::process::Command::new(bin)
+        .args(["catalog", "--docker", "--docker.endpoint", &rig.endpoint()])
+        .args([
+            "--docker.exposed-by-default",
+            "false",
+            "--docker.constraints",
+            &constraint,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = &entries[0];
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert_eq!(entry["provider"], "docker");
+    assert_eq!(
+        entry["servers"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
+    assert_eq!(entry["container"]["name"], name.as_str());
+    assert_eq!(entry["labels"]["switchyard.test"], tag.as_str());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("catalog.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    std::fs::write(dir.path().join("10.rhai"), SCRIPT).unwrap();
+    let check = std::process::Command::new(bin)
+        .args(["check", "--format", "json", "--scripts"])
+        .arg(dir.path())
+        .arg("--catalog")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let table: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert!(
+        table["routes"]
+            .to_string()
+            .contains(&format!("Host(`{host}`)")),
+        "{table}"
+    );
+    rig.rm(&name);
+}
