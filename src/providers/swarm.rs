@@ -1,0 +1,588 @@
+//! The Swarm provider: services of a Docker Swarm (read from a manager) become catalog entries
+//! (`provider: swarm`).
+//!
+//! Owns reading services, tasks, nodes and networks (read-only API use), turning one service into
+//! entries by Traefik's rules (`entries_from_service`, pure) and the watch loop (`run`): a full
+//! list every `refresh`, and also soon after `service` / `node` events when the daemon sends them.
+//!
+//! Entries: one per running task (its address on the chosen network, or its node's address when
+//! host-networked), or one for the whole service with its VIP when `traefik.swarm.lbswarm` /
+//! `traefik.docker.lbswarm` is true (never for dnsrr services). Entries of one service share the
+//! name (the normalised service name) and the labels (the service spec's, i.e. compose
+//! `deploy.labels`); `traefik.rhai` combines their servers. Task addresses come from the verbose
+//! inspect of swarm-scoped networks (bollard's `Task` model has no network attachments).
+//!
+//! Invariants: a snapshot is complete; on errors nothing is sent (the last catalog stays), the
+//! outage is logged once and retried with capped backoff. A service without a port label or with
+//! a malformed label is skipped alone, with a problem naming it. Must never: write to the engine,
+//! touch the route table, or send traffic to tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{
+    EndpointSpecModeEnum, EventMessage, EventMessageTypeEnum, Network, Node, Service, Task,
+    TaskState,
+};
+use bollard::query_parameters::{
+    EventsOptions, InspectNetworkOptions, ListNetworksOptions, ListNodesOptions,
+    ListServicesOptions, ListTasksOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::constraints::{Constraint, ConstraintError};
+use super::docker::{
+    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id, DockerError,
+};
+use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
+use crate::config::SwarmConfig;
+use crate::control::Trigger;
+
+pub const PROVIDER: &str = "swarm";
+
+const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// More services than this are ignored (with a warning): bounds the work of one snapshot.
+const MAX_SERVICES: usize = 10_000;
+
+const LABEL_ENABLE: &str = "traefik.enable";
+const LABELS_NETWORK: &[&str] = &["traefik.swarm.network", "traefik.docker.network"];
+const LABELS_LBSWARM: &[&str] = &["traefik.swarm.lbswarm", "traefik.docker.lbswarm"];
+const LABEL_STACK: &str = "com.docker.stack.namespace";
+
+/// Task id → network name → the task's address on it (prefix length stripped).
+pub type TaskAddresses = HashMap<String, BTreeMap<String, String>>;
+
+/// Parses `cfg.constraints` (None when there are none).
+pub fn constraints(cfg: &SwarmConfig) -> Result<Option<Constraint>, ConstraintError> {
+    match cfg.constraints.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(expr) => Constraint::parse(expr).map(Some),
+    }
+}
+
+/// `10.0.1.5/24` → `10.0.1.5`.
+fn strip_prefix_len(addr: &str) -> &str {
+    addr.split('/').next().unwrap_or(addr)
+}
+
+fn is_unusable_node_address(addr: &str) -> bool {
+    matches!(addr.trim(), "" | "0.0.0.0" | "127.0.0.1" | "::" | "::1")
+}
+
+/// The entries of one service (see the module doc). `networks` is by network id; `addresses`
+/// holds the tasks' network addresses. `Ok(vec![])` when the service is not exposed or excluded
+/// by the constraints; `Ok` with one entry without servers when no task runs; `Err(text)` naming
+/// the service and the label for a malformed label or a missing port.
+pub fn entries_from_service(
+    svc: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    networks: &HashMap<String, Network>,
+    addresses: &TaskAddresses,
+    cfg: &SwarmConfig,
+) -> Result<Vec<CatalogEntry>, String> {
+    let constraint = constraints(cfg).map_err(|e| e.to_string())?;
+    entries_with(
+        svc,
+        tasks,
+        nodes,
+        networks,
+        addresses,
+        cfg,
+        constraint.as_ref(),
+    )
+}
+
+fn bool_label(
+    labels: &BTreeMap<String, String>,
+    keys: &[&str],
+    who: &str,
+) -> Result<Option<bool>, String> {
+    for key in keys {
+        if let Some((k, v)) = label_ci(labels, key) {
+            return parse_go_bool(v).map(Some).ok_or_else(|| {
+                format!("{who}: label {k}={v:?} is not a boolean (use true or false)")
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn entries_with(
+    svc: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    networks: &HashMap<String, Network>,
+    addresses: &TaskAddresses,
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Vec<CatalogEntry>, String> {
+    let id = svc.id.clone().unwrap_or_default();
+    let spec = svc.spec.as_ref();
+    let sname = spec.and_then(|s| s.name.clone()).unwrap_or_default();
+    let who = format!("swarm service {sname} ({})", short_id(&id));
+    let labels: BTreeMap<String, String> = spec
+        .and_then(|s| s.labels.as_ref())
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+
+    let enable = bool_label(&labels, &[LABEL_ENABLE], &who)?;
+    if !enable.unwrap_or(cfg.exposed_by_default) {
+        return Ok(Vec::new());
+    }
+    if constraint.is_some_and(|k| !k.matches(&labels)) {
+        return Ok(Vec::new());
+    }
+    let mut name = normalize(&sname);
+    if name.is_empty() {
+        name = short_id(&id).to_string();
+    }
+    let port = port_from_labels(&labels)
+        .map_err(|e| format!("{who}: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "{who}: no port: Swarm services need a port label: add \
+                 traefik.http.services.{name}.loadbalancer.server.port=<port> (or traefik.port)"
+            )
+        })?;
+    let lbswarm = bool_label(&labels, LABELS_LBSWARM, &who)?.unwrap_or(false);
+    let dnsrr = svc
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.spec.as_ref())
+        .or_else(|| spec.and_then(|s| s.endpoint_spec.as_ref()))
+        .and_then(|e| e.mode)
+        == Some(EndpointSpecModeEnum::DNSRR);
+
+    let net_name = |nid: &str| {
+        networks
+            .get(nid)
+            .and_then(|n| n.name.clone())
+            .unwrap_or_else(|| nid.to_string())
+    };
+    // The service's attached networks (task template first, then the legacy spec field).
+    let attached: Vec<String> = spec
+        .and_then(|s| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.networks.clone())
+                .or_else(|| s.networks.clone())
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.target.as_deref().map(net_name))
+        .collect();
+    let host_net = attached.iter().any(|n| n == "host")
+        || spec
+            .and_then(|s| s.task_template.as_ref())
+            .and_then(|t| t.networks.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.target.as_deref())
+            .any(|t| networks.get(t).and_then(|n| n.driver.as_deref()) == Some("host"));
+    let ingress: Vec<String> = networks
+        .values()
+        .filter(|n| n.ingress == Some(true))
+        .filter_map(|n| n.name.clone())
+        .collect();
+    let stack = labels.get(LABEL_STACK).cloned();
+    let wanted = LABELS_NETWORK
+        .iter()
+        .find_map(|k| label_ci(&labels, k).map(|(_, v)| v.to_string()))
+        .or_else(|| cfg.network.clone());
+    // The chosen network's address in `addrs` (also tried with the stack prefix), else the first
+    // non-ingress network's by name.
+    let pick = |addrs: &BTreeMap<String, String>| -> Option<String> {
+        if let Some(w) = &wanted {
+            if let Some(a) = addrs.get(w) {
+                return Some(a.clone());
+            }
+            if let Some(a) = stack.as_ref().and_then(|p| addrs.get(&format!("{p}_{w}"))) {
+                return Some(a.clone());
+            }
+        }
+        addrs
+            .iter()
+            .find(|(n, _)| !ingress.contains(n))
+            .or_else(|| addrs.iter().next())
+            .map(|(_, a)| a.clone())
+    };
+
+    let detail = |cid: String, cname: String| ContainerDetail {
+        id: cid,
+        name: cname,
+        service_id: Some(id.clone()),
+        network_mode: if host_net {
+            "host".to_string()
+        } else {
+            wanted
+                .clone()
+                .or_else(|| attached.first().cloned())
+                .unwrap_or_default()
+        },
+        ports: vec![port],
+        ..Default::default()
+    };
+
+    if lbswarm && !dnsrr && !host_net {
+        let vips: BTreeMap<String, String> = svc
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.virtual_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                let nid = v.network_id.as_deref()?;
+                let addr = strip_prefix_len(v.addr.as_deref()?);
+                (!addr.is_empty()).then(|| (net_name(nid), addr.to_string()))
+            })
+            .collect();
+        let vip = pick(&vips);
+        if vip.is_none() {
+            warn!("{who}: lbswarm is on but the service has no virtual IP");
+        }
+        let mut d = detail(id.clone(), sname.clone());
+        d.state = "running".to_string();
+        d.networks = vips;
+        d.address = vip.clone();
+        return Ok(vec![CatalogEntry {
+            name,
+            provider: PROVIDER.to_string(),
+            servers: vip.iter().map(|a| join_host_port(a, port)).collect(),
+            container: Some(d),
+            labels,
+        }]);
+    }
+
+    let mut entries = Vec::new();
+    let mut mine: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id.as_deref() == Some(id.as_str()))
+        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+        .filter(|t| t.desired_state.is_none_or(|d| d == TaskState::RUNNING))
+        .collect();
+    mine.sort_by(|a, b| a.slot.cmp(&b.slot).then_with(|| a.id.cmp(&b.id)));
+    for t in mine {
+        let tid = t.id.clone().unwrap_or_default();
+        let node = t.node_id.clone();
+        let addrs = addresses.get(&tid).cloned().unwrap_or_default();
+        let address = if host_net {
+            let node_addr = node
+                .as_ref()
+                .and_then(|n| nodes.get(n))
+                .and_then(|n| n.status.as_ref())
+                .and_then(|s| s.addr.clone())
+                .filter(|a| !is_unusable_node_address(a));
+            Some(node_addr.unwrap_or_else(|| cfg.host_address.clone()))
+        } else {
+            pick(&addrs)
+        };
+        if address.is_none() {
+            warn!(task = %short_id(&tid), "{who}: task has no address on any network");
+        }
+        let slot = t
+            .slot
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0);
+        let middle = slot
+            .map(|s| s.to_string())
+            .or_else(|| node.clone())
+            .unwrap_or_default();
+        let cid = t
+            .status
+            .as_ref()
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_else(|| tid.clone());
+        let mut d = detail(cid, format!("{sname}.{middle}.{tid}"));
+        d.state = "running".to_string();
+        d.networks = addrs;
+        d.address = address.clone();
+        d.task_slot = slot;
+        d.node = node;
+        entries.push(CatalogEntry {
+            name: name.clone(),
+            provider: PROVIDER.to_string(),
+            servers: address.iter().map(|a| join_host_port(a, port)).collect(),
+            container: Some(d),
+            labels: labels.clone(),
+        });
+    }
+    if entries.is_empty() {
+        entries.push(CatalogEntry {
+            name,
+            provider: PROVIDER.to_string(),
+            servers: Vec::new(),
+            container: Some(detail(id.clone(), sname)),
+            labels,
+        });
+    }
+    Ok(entries)
+}
+
+/// Task addresses from the verbose inspect of each swarm-scoped network (`Services.*.Tasks`:
+/// task names end with `.<task id>`).
+fn addresses_from_network(
+    net_name: &str,
+    services: &HashMap<String, serde_json::Value>,
+    out: &mut TaskAddresses,
+) {
+    for svc in services.values() {
+        let Some(tasks) = svc.get("Tasks").and_then(|t| t.as_array()) else {
+            continue;
+        };
+        for t in tasks {
+            let name = t.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
+            let ip = t
+                .get("EndpointIP")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let Some(tid) = name.rsplit('.').next().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let ip = strip_prefix_len(ip);
+            if ip.is_empty() {
+                continue;
+            }
+            out.entry(tid.to_string())
+                .or_default()
+                .insert(net_name.to_string(), ip.to_string());
+        }
+    }
+}
+
+/// The current catalog of the swarm: services, their running tasks, nodes and networks, turned
+/// into entries sorted by name then task slot. Services without running tasks are left out.
+pub async fn snapshot(docker: &Docker, cfg: &SwarmConfig) -> Result<Catalog, DockerError> {
+    let constraint = constraints(cfg)?;
+    snapshot_with(docker, cfg, constraint.as_ref()).await
+}
+
+async fn snapshot_with(
+    docker: &Docker,
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Catalog, DockerError> {
+    let api = |what: &str| {
+        let what = what.to_string();
+        move |source| DockerError::Api {
+            endpoint: cfg.endpoint.clone(),
+            what,
+            source,
+        }
+    };
+    let mut services = docker
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .map_err(api("listing services (is the endpoint a swarm manager?)"))?;
+    if services.len() > MAX_SERVICES {
+        warn!(
+            services = services.len(),
+            max = MAX_SERVICES,
+            "too many services: the rest are ignored"
+        );
+        services.truncate(MAX_SERVICES);
+    }
+    let mut filters = HashMap::new();
+    filters.insert("desired-state".to_string(), vec!["running".to_string()]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(api("listing tasks"))?;
+    let nodes: HashMap<String, Node> = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(api("listing nodes"))?
+        .into_iter()
+        .filter_map(|n| Some((n.id.clone()?, n)))
+        .collect();
+    let networks: HashMap<String, Network> = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .map_err(api("listing networks"))?
+        .into_iter()
+        .filter_map(|n| Some((n.id.clone()?, n)))
+        .collect();
+    let mut addresses = TaskAddresses::new();
+    for (nid, n) in &networks {
+        if n.scope.as_deref() != Some("swarm") {
+            continue;
+        }
+        let opts = InspectNetworkOptions {
+            verbose: true,
+            scope: Some("swarm".to_string()),
+        };
+        match docker.inspect_network(nid, Some(opts)).await {
+            Ok(full) => {
+                let name = n.name.clone().unwrap_or_else(|| nid.clone());
+                if let Some(s) = &full.services {
+                    addresses_from_network(&name, s, &mut addresses);
+                }
+            }
+            Err(e) => debug!(network = %nid, error = %e, "cannot inspect network"),
+        }
+    }
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for svc in &services {
+        match entries_with(svc, &tasks, &nodes, &networks, &addresses, cfg, constraint) {
+            Ok(list) => {
+                for e in list {
+                    if e.servers.is_empty() {
+                        debug!(service = %e.name, "no running task with an address: left out");
+                    } else {
+                        entries.push(e);
+                    }
+                }
+            }
+            Err(problem) => {
+                warn!("{problem}; skipping this service");
+                problems.push(format!("{problem}; service skipped"));
+            }
+        }
+    }
+    entries.sort_by(|a, b| {
+        let key = |e: &CatalogEntry| e.container.as_ref().map(|c| (c.task_slot, c.name.clone()));
+        a.name.cmp(&b.name).then_with(|| key(a).cmp(&key(b)))
+    });
+    Ok(Catalog { entries, problems })
+}
+
+fn events_options() -> EventsOptions {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "type".to_string(),
+        vec!["service".to_string(), "node".to_string()],
+    );
+    EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    }
+}
+
+fn relevant(ev: &EventMessage) -> bool {
+    matches!(
+        ev.typ,
+        Some(EventMessageTypeEnum::SERVICE) | Some(EventMessageTypeEnum::NODE)
+    )
+}
+
+struct WatchState {
+    last_sent: Option<Catalog>,
+    down: bool,
+}
+
+/// Watches the swarm until `shutdown` turns true or the control loop goes away, sending a
+/// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error.
+pub async fn run(
+    cfg: SwarmConfig,
+    triggers: mpsc::Sender<Trigger>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let constraint = match constraints(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}; the swarm provider is off");
+            return;
+        }
+    };
+    info!(endpoint = %cfg.endpoint, refresh = ?cfg.refresh, "swarm provider watching");
+    let mut st = WatchState {
+        last_sent: None,
+        down: false,
+    };
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            r = session(&cfg, constraint.as_ref(), &triggers, &mut st) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err((e, listed)) => {
+                if listed {
+                    delay = BACKOFF_MIN;
+                }
+                if !st.down {
+                    warn!(error = %e, "swarm manager unreachable; keeping the last catalog and retrying");
+                    st.down = true;
+                } else {
+                    debug!(error = %e, retry_in = ?delay, "swarm manager still unreachable");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe to events, list, then list again every `refresh` and after each
+/// burst of events. A broken event stream only stops the event part (some daemons never send
+/// swarm events); polling goes on.
+async fn session(
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+    triggers: &mpsc::Sender<Trigger>,
+    st: &mut WatchState,
+) -> Result<(), (DockerError, bool)> {
+    let mut listed = false;
+    let docker = super::docker::connect(&cfg.client())
+        .await
+        .map_err(|e| (e, false))?;
+    let mut events = std::pin::pin!(docker.events(Some(events_options())));
+    let mut events_open = true;
+    let mut due = Instant::now() + DEBOUNCE;
+    let mut cap: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = events.next(), if events_open => match ev {
+                Some(Ok(ev)) => {
+                    if relevant(&ev) {
+                        let now = Instant::now();
+                        let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
+                        due = due.min((now + DEBOUNCE).min(limit));
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "swarm event stream failed; polling only until reconnect");
+                    events_open = false;
+                }
+                None => {
+                    debug!("swarm event stream ended; polling only until reconnect");
+                    events_open = false;
+                }
+            },
+            _ = tokio::time::sleep_until(due) => {
+                cap = None;
+                due = Instant::now() + cfg.refresh;
+                let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
+                listed = true;
+                if st.down {
+                    info!(endpoint = %cfg.endpoint, "swarm manager reachable again");
+                    st.down = false;
+                }
+                if st.last_sent.as_ref() != Some(&catalog) {
+                    info!(entries = catalog.entries.len(), "swarm catalog changed");
+                    st.last_sent = Some(catalog.clone());
+                    let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
+                    if triggers.send(t).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
