@@ -586,3 +586,415 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        EndpointSpec, NetworkAttachmentConfig, NodeStatus, ServiceEndpoint,
+        ServiceEndpointVirtualIps, ServiceSpec, TaskSpec, TaskStatus,
+    };
+
+    fn cfg() -> SwarmConfig {
+        SwarmConfig {
+            endpoint: "unix:///nowhere.sock".into(),
+            tls: None,
+            network: None,
+            exposed_by_default: true,
+            constraints: None,
+            refresh: Duration::from_secs(15),
+            host_address: "127.0.0.1".into(),
+        }
+    }
+
+    fn network(id: &str, name: &str, driver: &str) -> (String, Network) {
+        (
+            id.to_string(),
+            Network {
+                id: Some(id.into()),
+                name: Some(name.into()),
+                driver: Some(driver.into()),
+                scope: Some("swarm".into()),
+                ingress: Some(name == "ingress"),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn networks() -> HashMap<String, Network> {
+        [
+            network("n-front", "front", "overlay"),
+            network("n-back", "shop_back", "overlay"),
+            network("n-ing", "ingress", "overlay"),
+            network("n-host", "host", "host"),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn service(name: &str, labels: &[(&str, &str)], nets: &[&str]) -> Service {
+        Service {
+            id: Some(format!("{name}-id-0123456789")),
+            spec: Some(ServiceSpec {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                task_template: Some(TaskSpec {
+                    networks: Some(
+                        nets.iter()
+                            .map(|n| NetworkAttachmentConfig {
+                                target: Some(n.to_string()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                spec: Some(EndpointSpec {
+                    mode: Some(EndpointSpecModeEnum::VIP),
+                    ..Default::default()
+                }),
+                virtual_ips: Some(vec![
+                    ServiceEndpointVirtualIps {
+                        network_id: Some("n-ing".into()),
+                        addr: Some("10.0.0.2/24".into()),
+                    },
+                    ServiceEndpointVirtualIps {
+                        network_id: Some("n-front".into()),
+                        addr: Some("10.0.1.2/24".into()),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(svc: &Service, slot: i64, state: TaskState, node: &str) -> Task {
+        Task {
+            id: Some(format!("task{slot}")),
+            service_id: svc.id.clone(),
+            slot: Some(slot),
+            node_id: Some(node.into()),
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(TaskStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn addresses(list: &[(&str, &str, &str)]) -> TaskAddresses {
+        let mut out = TaskAddresses::new();
+        for (t, net, ip) in list {
+            out.entry(t.to_string())
+                .or_default()
+                .insert(net.to_string(), ip.to_string());
+        }
+        out
+    }
+
+    fn nodes(addr: &str) -> HashMap<String, Node> {
+        let mut m = HashMap::new();
+        m.insert(
+            "node1".to_string(),
+            Node {
+                id: Some("node1".into()),
+                status: Some(NodeStatus {
+                    addr: Some(addr.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    const PORT: (&str, &str) = ("traefik.http.services.app.loadbalancer.server.port", "8080");
+
+    #[test]
+    fn one_entry_per_running_task_with_labels_from_the_spec() {
+        let svc = service(
+            "shop_web.app",
+            &[PORT, ("traefik.http.routers.app.rule", "Host(`a`)")],
+            &["n-front", "n-ing"],
+        );
+        let tasks = vec![
+            task(&svc, 2, TaskState::RUNNING, "node1"),
+            task(&svc, 1, TaskState::RUNNING, "node1"),
+            task(&svc, 3, TaskState::STARTING, "node1"),
+            task(&svc, 4, TaskState::FAILED, "node1"),
+        ];
+        let addrs = addresses(&[
+            ("task1", "ingress", "10.0.0.5"),
+            ("task1", "front", "10.0.1.5"),
+            ("task2", "front", "10.0.1.6"),
+            ("task3", "front", "10.0.1.7"),
+        ]);
+        let es = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &addrs,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es.len(), 2, "starting and failed tasks are dropped");
+        let servers: Vec<_> = es.iter().flat_map(|e| e.servers.clone()).collect();
+        assert_eq!(
+            servers,
+            vec!["10.0.1.5:8080", "10.0.1.6:8080"],
+            "ingress skipped, slot order"
+        );
+        let e = &es[0];
+        assert_eq!(e.name, "shop-web-app");
+        assert_eq!(e.provider, "swarm");
+        assert_eq!(
+            e.labels
+                .get("traefik.http.routers.app.rule")
+                .map(String::as_str),
+            Some("Host(`a`)")
+        );
+        let d = e.container.as_ref().unwrap();
+        assert_eq!(d.service_id, svc.id);
+        assert_eq!(d.task_slot, Some(1));
+        assert_eq!(d.node.as_deref(), Some("node1"));
+        assert_eq!(d.address.as_deref(), Some("10.0.1.5"));
+        assert_eq!(d.name, "shop_web.app.1.task1");
+        // Another service's tasks are not this one's.
+        let other = service("other", &[PORT], &["n-front"]);
+        let es = entries_from_service(
+            &other,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &addrs,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es.len(), 1);
+        assert!(
+            es[0].servers.is_empty(),
+            "no running task: one entry without servers"
+        );
+    }
+
+    #[test]
+    fn network_label_and_default_network() {
+        let tasks_of = |svc: &Service| vec![task(svc, 1, TaskState::RUNNING, "node1")];
+        let addrs = addresses(&[
+            ("task1", "front", "10.0.1.5"),
+            ("task1", "shop_back", "10.0.2.5"),
+        ]);
+        let n = nodes("192.0.2.1");
+        for key in ["traefik.swarm.network", "traefik.docker.network"] {
+            let svc = service(
+                "s",
+                &[PORT, (key, "back"), (LABEL_STACK, "shop")],
+                &["n-front", "n-back"],
+            );
+            let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+                .unwrap();
+            assert_eq!(
+                es[0].servers,
+                vec!["10.0.2.5:8080"],
+                "{key} with the stack prefix"
+            );
+        }
+        let svc = service("s", &[PORT], &["n-front", "n-back"]);
+        let mut k = cfg();
+        k.network = Some("shop_back".into());
+        let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &k).unwrap();
+        assert_eq!(es[0].servers, vec!["10.0.2.5:8080"]);
+        let es =
+            entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg()).unwrap();
+        assert_eq!(es[0].servers, vec!["10.0.1.5:8080"], "first by name");
+    }
+
+    #[test]
+    fn lbswarm_uses_the_vip_except_for_dnsrr() {
+        let tasks_of = |svc: &Service| {
+            vec![
+                task(svc, 1, TaskState::RUNNING, "node1"),
+                task(svc, 2, TaskState::RUNNING, "node1"),
+            ]
+        };
+        let addrs = addresses(&[
+            ("task1", "front", "10.0.1.5"),
+            ("task2", "front", "10.0.1.6"),
+        ]);
+        let n = nodes("192.0.2.1");
+        for key in ["traefik.swarm.lbswarm", "traefik.docker.lbswarm"] {
+            let svc = service("s", &[PORT, (key, "true")], &["n-front", "n-ing"]);
+            let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+                .unwrap();
+            assert_eq!(es.len(), 1, "{key}");
+            assert_eq!(
+                es[0].servers,
+                vec!["10.0.1.2:8080"],
+                "VIP on the non-ingress network, prefix stripped"
+            );
+            let d = es[0].container.as_ref().unwrap();
+            assert_eq!(d.task_slot, None);
+            assert_eq!(d.service_id, svc.id);
+        }
+        let mut svc = service(
+            "s",
+            &[PORT, ("traefik.swarm.lbswarm", "true")],
+            &["n-front"],
+        );
+        if let Some(e) = svc.endpoint.as_mut() {
+            e.spec = Some(EndpointSpec {
+                mode: Some(EndpointSpecModeEnum::DNSRR),
+                ..Default::default()
+            });
+            e.virtual_ips = None;
+        }
+        let es =
+            entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg()).unwrap();
+        let servers: Vec<_> = es.iter().flat_map(|e| e.servers.clone()).collect();
+        assert_eq!(
+            servers,
+            vec!["10.0.1.5:8080", "10.0.1.6:8080"],
+            "dnsrr: per task"
+        );
+        let svc = service("s", &[PORT, ("traefik.swarm.lbswarm", "yes")], &["n-front"]);
+        let err = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+            .unwrap_err();
+        assert!(
+            err.contains("swarm service s (") && err.contains("lbswarm=\"yes\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_port_is_an_error_naming_the_service_and_label() {
+        let svc = service(
+            "api_v2",
+            &[("traefik.http.routers.r.rule", "Host(`a`)")],
+            &["n-front"],
+        );
+        let tasks = vec![task(&svc, 1, TaskState::RUNNING, "node1")];
+        let err = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &TaskAddresses::new(),
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(err.contains("swarm service api_v2 ("), "{err}");
+        assert!(
+            err.contains("traefik.http.services.api-v2.loadbalancer.server.port"),
+            "{err}"
+        );
+        let svc = service("p", &[("traefik.port", "x")], &["n-front"]);
+        let err = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &TaskAddresses::new(),
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(err.contains("traefik.port=\"x\""), "{err}");
+    }
+
+    #[test]
+    fn host_network_uses_the_node_address() {
+        let svc = service("h", &[("traefik.port", "9001")], &["n-host"]);
+        let tasks = vec![task(&svc, 1, TaskState::RUNNING, "node1")];
+        let none = TaskAddresses::new();
+        let es = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.7"),
+            &networks(),
+            &none,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es[0].servers, vec!["192.0.2.7:9001"]);
+        assert_eq!(es[0].container.as_ref().unwrap().network_mode, "host");
+        let mut k = cfg();
+        k.host_address = "127.0.0.2".into();
+        for unusable in ["0.0.0.0", "127.0.0.1"] {
+            let es = entries_from_service(&svc, &tasks, &nodes(unusable), &networks(), &none, &k)
+                .unwrap();
+            assert_eq!(es[0].servers, vec!["127.0.0.2:9001"], "{unusable}");
+        }
+        let lb = service(
+            "h",
+            &[("traefik.port", "9001"), ("traefik.swarm.lbswarm", "true")],
+            &["n-host"],
+        );
+        let es = entries_from_service(&lb, &tasks, &nodes("192.0.2.7"), &networks(), &none, &cfg())
+            .unwrap();
+        assert_eq!(
+            es[0].servers,
+            vec!["192.0.2.7:9001"],
+            "host network has no VIP: per task"
+        );
+    }
+
+    #[test]
+    fn exposure_and_constraints() {
+        let n = nodes("192.0.2.1");
+        let off = service("x", &[PORT, ("traefik.enable", "false")], &["n-front"]);
+        let tasks = vec![task(&off, 1, TaskState::RUNNING, "node1")];
+        assert!(
+            entries_from_service(&off, &tasks, &n, &networks(), &TaskAddresses::new(), &cfg())
+                .unwrap()
+                .is_empty()
+        );
+        let mut k = cfg();
+        k.exposed_by_default = false;
+        let plain = service("x", &[PORT], &["n-front"]);
+        assert!(
+            entries_from_service(&plain, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .is_empty()
+        );
+        k.exposed_by_default = true;
+        k.constraints = Some("Label(`team`, `a`)".into());
+        assert!(
+            entries_from_service(&plain, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .is_empty()
+        );
+        let team = service("x", &[PORT, ("team", "a")], &["n-front"]);
+        assert_eq!(
+            entries_from_service(&team, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn task_addresses_from_a_verbose_network_inspect() {
+        let services: HashMap<String, serde_json::Value> = serde_json::from_str(
+            r#"{"web": {"VIP": "10.0.1.2", "Tasks": [
+                {"Name": "web.1.abc123", "EndpointIP": "10.0.1.5"},
+                {"Name": "web.2.def456", "EndpointIP": "10.0.1.6/24"},
+                {"Name": "", "EndpointIP": "10.0.1.7"}]}}"#,
+        )
+        .unwrap();
+        let mut out = TaskAddresses::new();
+        addresses_from_network("front", &services, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out["abc123"]["front"], "10.0.1.5");
+        assert_eq!(out["def456"]["front"], "10.0.1.6");
+    }
+}
