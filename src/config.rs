@@ -63,11 +63,12 @@ pub struct CommonArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct SwarmArgs {
     /// Discover Swarm services from a manager's API (also on when `[providers.swarm]` is in the file).
-    #[arg(long = "swarm", env = "SWITCHYARD_SWARM")]
+    #[arg(id = "swarm", long = "swarm", env = "SWITCHYARD_SWARM")]
     pub enabled: bool,
     /// A manager's API endpoint: unix:///path, tcp://host:port or https://host:port
     /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(
+        id = "swarm.endpoint",
         long = "swarm.endpoint",
         env = "SWITCHYARD_SWARM_ENDPOINT",
         value_name = "URL"
@@ -75,6 +76,7 @@ pub struct SwarmArgs {
     pub endpoint: Option<String>,
     /// CA certificate that signed the manager's certificate (https endpoints).
     #[arg(
+        id = "swarm.tls-ca",
         long = "swarm.tls-ca",
         env = "SWITCHYARD_SWARM_TLS_CA",
         value_name = "FILE"
@@ -82,6 +84,7 @@ pub struct SwarmArgs {
     pub tls_ca: Option<PathBuf>,
     /// Client certificate for the manager's client-certificate auth.
     #[arg(
+        id = "swarm.tls-cert",
         long = "swarm.tls-cert",
         env = "SWITCHYARD_SWARM_TLS_CERT",
         value_name = "FILE"
@@ -89,6 +92,7 @@ pub struct SwarmArgs {
     pub tls_cert: Option<PathBuf>,
     /// Key of the client certificate.
     #[arg(
+        id = "swarm.tls-key",
         long = "swarm.tls-key",
         env = "SWITCHYARD_SWARM_TLS_KEY",
         value_name = "FILE"
@@ -97,6 +101,7 @@ pub struct SwarmArgs {
     /// Network whose task addresses servers use when a service has several and no
     /// `traefik.swarm.network` / `traefik.docker.network` label.
     #[arg(
+        id = "swarm.network",
         long = "swarm.network",
         env = "SWITCHYARD_SWARM_NETWORK",
         value_name = "NAME"
@@ -104,6 +109,7 @@ pub struct SwarmArgs {
     pub network: Option<String>,
     /// Expose services without `traefik.enable=true` [default: true].
     #[arg(
+        id = "swarm.exposed-by-default",
         long = "swarm.exposed-by-default",
         env = "SWITCHYARD_SWARM_EXPOSED_BY_DEFAULT",
         value_name = "BOOL"
@@ -111,6 +117,7 @@ pub struct SwarmArgs {
     pub exposed_by_default: Option<bool>,
     /// Only services whose labels satisfy this expression, e.g. "Label(`env`, `prod`)".
     #[arg(
+        id = "swarm.constraints",
         long = "swarm.constraints",
         env = "SWITCHYARD_SWARM_CONSTRAINTS",
         value_name = "EXPR"
@@ -118,6 +125,7 @@ pub struct SwarmArgs {
     pub constraints: Option<String>,
     /// How often services are listed again (events also trigger a list) [default: 15s, min 1s].
     #[arg(
+        id = "swarm.refresh",
         long = "swarm.refresh",
         env = "SWITCHYARD_SWARM_REFRESH",
         value_name = "DURATION"
@@ -126,6 +134,7 @@ pub struct SwarmArgs {
     /// Address used for host-networked tasks whose node reports 0.0.0.0 or 127.0.0.1
     /// [default: 127.0.0.1].
     #[arg(
+        id = "swarm.host-address",
         long = "swarm.host-address",
         env = "SWITCHYARD_SWARM_HOST_ADDRESS",
         value_name = "IP"
@@ -836,6 +845,33 @@ mod tests {
         std::fs::write(&path, "[providers.swarm]\nrefesh = \"5s\"\n").unwrap();
         let err = format!("{:#}", resolve(&common, None).unwrap_err());
         assert!(err.contains("unknown field `refesh`"), "{err}");
+    }
+
+    #[test]
+    fn docker_and_swarm_flags_are_distinct() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--docker.endpoint",
+            "tcp://127.0.0.1:1",
+            "--swarm",
+            "--swarm.endpoint",
+            "tcp://127.0.0.1:2",
+            "--swarm.refresh",
+            "3s",
+        ])
+        .unwrap();
+        let (d, s) = (&cli.run.common.docker, &cli.run.common.swarm);
+        assert!(!d.enabled && s.enabled);
+        assert_eq!(d.endpoint.as_deref(), Some("tcp://127.0.0.1:1"));
+        assert_eq!(s.endpoint.as_deref(), Some("tcp://127.0.0.1:2"));
+        assert_eq!(s.refresh.as_deref(), Some("3s"));
     }
 
     #[test]
