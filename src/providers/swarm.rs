@@ -17,7 +17,7 @@
 //! a malformed label is skipped alone, with a problem naming it. Must never: write to the engine,
 //! touch the route table, or send traffic to tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// More services than this are ignored (with a warning): bounds the work of one snapshot.
 const MAX_SERVICES: usize = 10_000;
+/// After a service or node event, tasks take a while to start (the event comes before them, and
+/// tasks on other nodes send none): re-list every `FOLLOW_STEP` for `FOLLOW_FOR`.
+const FOLLOW_FOR: Duration = Duration::from_secs(10);
+const FOLLOW_STEP: Duration = Duration::from_secs(1);
+/// Container events of swarm tasks on the manager itself (a task started or stopped).
+const TASK_CONTAINER_EVENTS: &[&str] = &["start", "die", "destroy", "health_status"];
+const LABEL_TASK_SERVICE: &str = "com.docker.swarm.service.id";
 
 const LABEL_ENABLE: &str = "traefik.enable";
 const LABELS_NETWORK: &[&str] = &["traefik.swarm.network", "traefik.docker.network"];
@@ -247,7 +254,7 @@ fn entries_with(
             .collect();
         let vip = pick(&vips);
         if vip.is_none() {
-            warn!("{who}: lbswarm is on but the service has no virtual IP");
+            debug!("{who}: lbswarm is on but the service has no virtual IP");
         }
         let mut d = detail(id.clone(), sname.clone());
         d.state = "running".to_string();
@@ -286,7 +293,7 @@ fn entries_with(
             pick(&addrs)
         };
         if address.is_none() {
-            warn!(task = %short_id(&tid), "{who}: task has no address on any network");
+            debug!(task = %short_id(&tid), "{who}: task has no address on any network");
         }
         let slot = t
             .slot
@@ -406,13 +413,42 @@ async fn snapshot_with(
         .into_iter()
         .filter_map(|n| Some((n.id.clone()?, n)))
         .collect();
-    let networks: HashMap<String, Network> = docker
+    let mut networks: HashMap<String, Network> = docker
         .list_networks(None::<ListNetworksOptions>)
         .await
         .map_err(api("listing networks"))?
         .into_iter()
         .filter_map(|n| Some((n.id.clone()?, n)))
         .collect();
+    // Networks services attach to that the list leaves out: the swarm-scoped `host` network
+    // (`--network host`) has its own id, not the local host network's. Inspected one by one.
+    let unknown: BTreeSet<String> = services
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.task_template.as_ref()?.networks.as_ref())
+        .flatten()
+        .filter_map(|n| n.target.clone())
+        .filter(|t| !networks.contains_key(t))
+        .collect();
+    for nid in unknown.into_iter().take(MAX_SERVICES) {
+        let opts = InspectNetworkOptions {
+            verbose: false,
+            scope: Some("swarm".to_string()),
+        };
+        match docker.inspect_network(&nid, Some(opts)).await {
+            Ok(n) => {
+                let net = Network {
+                    id: n.id,
+                    name: n.name,
+                    driver: n.driver,
+                    scope: n.scope,
+                    ingress: n.ingress,
+                    ..Default::default()
+                };
+                networks.insert(nid, net);
+            }
+            Err(e) => debug!(network = %nid, error = %e, "cannot inspect a service's network"),
+        }
+    }
     let mut addresses = TaskAddresses::new();
     for (nid, n) in &networks {
         if n.scope.as_deref() != Some("swarm") {
@@ -445,10 +481,8 @@ async fn snapshot_with(
                     }
                 }
             }
-            Err(problem) => {
-                warn!("{problem}; skipping this service");
-                problems.push(format!("{problem}; service skipped"));
-            }
+            // Logged by the watch loop when the catalog changes: a poll must not repeat them.
+            Err(problem) => problems.push(format!("{problem}; service skipped")),
         }
     }
     entries.sort_by(|a, b| {
@@ -462,7 +496,11 @@ fn events_options() -> EventsOptions {
     let mut filters = HashMap::new();
     filters.insert(
         "type".to_string(),
-        vec!["service".to_string(), "node".to_string()],
+        vec![
+            "service".to_string(),
+            "node".to_string(),
+            "container".to_string(),
+        ],
     );
     EventsOptions {
         filters: Some(filters),
@@ -470,11 +508,22 @@ fn events_options() -> EventsOptions {
     }
 }
 
+/// Service and node events, and start/stop of containers that are swarm tasks.
 fn relevant(ev: &EventMessage) -> bool {
-    matches!(
-        ev.typ,
-        Some(EventMessageTypeEnum::SERVICE) | Some(EventMessageTypeEnum::NODE)
-    )
+    match ev.typ {
+        Some(EventMessageTypeEnum::SERVICE) | Some(EventMessageTypeEnum::NODE) => true,
+        Some(EventMessageTypeEnum::CONTAINER) => {
+            let action = ev.action.as_deref().unwrap_or_default();
+            let base = action.split(':').next().unwrap_or_default().trim();
+            let task = ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .is_some_and(|a| a.contains_key(LABEL_TASK_SERVICE));
+            task && TASK_CONTAINER_EVENTS.contains(&base)
+        }
+        _ => false,
+    }
 }
 
 struct WatchState {
@@ -529,8 +578,8 @@ pub async fn run(
     }
 }
 
-/// One connection: subscribe to events, list, then list again every `refresh` and after each
-/// burst of events. A broken event stream only stops the event part (some daemons never send
+/// One connection: subscribe to events, list, then list again every `refresh`, after each burst
+/// of events, and every second for a while after a service or node event. A broken event stream only stops the event part (some daemons never send
 /// swarm events); polling goes on.
 async fn session(
     cfg: &SwarmConfig,
@@ -546,12 +595,16 @@ async fn session(
     let mut events_open = true;
     let mut due = Instant::now() + DEBOUNCE;
     let mut cap: Option<Instant> = None;
+    let mut follow_until: Option<Instant> = None;
     loop {
         tokio::select! {
             ev = events.next(), if events_open => match ev {
                 Some(Ok(ev)) => {
                     if relevant(&ev) {
                         let now = Instant::now();
+                        if ev.typ != Some(EventMessageTypeEnum::CONTAINER) {
+                            follow_until = Some(now + FOLLOW_FOR);
+                        }
                         let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
                         due = due.min((now + DEBOUNCE).min(limit));
                     }
@@ -567,7 +620,9 @@ async fn session(
             },
             _ = tokio::time::sleep_until(due) => {
                 cap = None;
-                due = Instant::now() + cfg.refresh;
+                let now = Instant::now();
+                let following = follow_until.is_some_and(|t| t > now);
+                due = now + if following { FOLLOW_STEP.min(cfg.refresh) } else { cfg.refresh };
                 let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
                 listed = true;
                 if st.down {
@@ -575,6 +630,10 @@ async fn session(
                     st.down = false;
                 }
                 if st.last_sent.as_ref() != Some(&catalog) {
+                    let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
+                    for p in catalog.problems.iter().filter(|p| !before.contains(p)) {
+                        warn!("{p}");
+                    }
                     info!(entries = catalog.entries.len(), "swarm catalog changed");
                     st.last_sent = Some(catalog.clone());
                     let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
@@ -980,6 +1039,46 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn events_of_interest() {
+        use bollard::models::EventActor;
+        let ev = |typ, action: &str, task: bool| EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                attributes: Some(
+                    task.then(|| (LABEL_TASK_SERVICE.to_string(), "x".to_string()))
+                        .into_iter()
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(relevant(&ev(
+            EventMessageTypeEnum::SERVICE,
+            "update",
+            false
+        )));
+        assert!(relevant(&ev(EventMessageTypeEnum::NODE, "update", false)));
+        assert!(relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "start",
+            true
+        )));
+        assert!(!relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "start",
+            false
+        )));
+        assert!(!relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "exec_start: sh",
+            true
+        )));
+        assert!(!relevant(&ev(EventMessageTypeEnum::IMAGE, "pull", false)));
     }
 
     #[test]
