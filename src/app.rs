@@ -53,6 +53,9 @@ impl Router {
         if let Some(d) = &cfg.docker {
             providers::docker::constraints(d).context("--docker.constraints")?;
         }
+        if let Some(s) = &cfg.swarm {
+            providers::swarm::constraints(s).context("--swarm.constraints")?;
+        }
         let catalog = match &cfg.catalog {
             Some(p) => Catalog::load(p)?,
             None => Catalog::default(),
@@ -104,6 +107,13 @@ impl Router {
         if let Some(d) = &cfg.docker {
             tasks.push(tokio::spawn(providers::docker::run(
                 d.clone(),
+                triggers.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(s) = &cfg.swarm {
+            tasks.push(tokio::spawn(providers::swarm::run(
+                s.clone(),
                 triggers.clone(),
                 shutdown_rx.clone(),
             )));

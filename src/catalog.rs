@@ -59,6 +59,15 @@ pub struct ContainerDetail {
     /// for host networking); `None` when there is none (no network, not running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Swarm: the service id (entries of one service share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    /// Swarm: the task's slot (replicated services; none for global ones or the service VIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_slot: Option<u64>,
+    /// Swarm: the id of the node the task runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn default_provider() -> String {

@@ -54,6 +54,92 @@ pub struct CommonArgs {
     pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub docker: DockerArgs,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+/// The Swarm provider's flags (`[providers.swarm]` in the TOML file): the endpoint and TLS options
+/// mean what the Docker provider's do, and must point at a manager.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SwarmArgs {
+    /// Discover Swarm services from a manager's API (also on when `[providers.swarm]` is in the file).
+    #[arg(id = "swarm", long = "swarm", env = "SWITCHYARD_SWARM")]
+    pub enabled: bool,
+    /// A manager's API endpoint: unix:///path, tcp://host:port or https://host:port
+    /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(
+        id = "swarm.endpoint",
+        long = "swarm.endpoint",
+        env = "SWITCHYARD_SWARM_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
+    /// CA certificate that signed the manager's certificate (https endpoints).
+    #[arg(
+        id = "swarm.tls-ca",
+        long = "swarm.tls-ca",
+        env = "SWITCHYARD_SWARM_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for the manager's client-certificate auth.
+    #[arg(
+        id = "swarm.tls-cert",
+        long = "swarm.tls-cert",
+        env = "SWITCHYARD_SWARM_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(
+        id = "swarm.tls-key",
+        long = "swarm.tls-key",
+        env = "SWITCHYARD_SWARM_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Network whose task addresses servers use when a service has several and no
+    /// `traefik.swarm.network` / `traefik.docker.network` label.
+    #[arg(
+        id = "swarm.network",
+        long = "swarm.network",
+        env = "SWITCHYARD_SWARM_NETWORK",
+        value_name = "NAME"
+    )]
+    pub network: Option<String>,
+    /// Expose services without `traefik.enable=true` [default: true].
+    #[arg(
+        id = "swarm.exposed-by-default",
+        long = "swarm.exposed-by-default",
+        env = "SWITCHYARD_SWARM_EXPOSED_BY_DEFAULT",
+        value_name = "BOOL"
+    )]
+    pub exposed_by_default: Option<bool>,
+    /// Only services whose labels satisfy this expression, e.g. "Label(`env`, `prod`)".
+    #[arg(
+        id = "swarm.constraints",
+        long = "swarm.constraints",
+        env = "SWITCHYARD_SWARM_CONSTRAINTS",
+        value_name = "EXPR"
+    )]
+    pub constraints: Option<String>,
+    /// How often services are listed again (events also trigger a list) [default: 15s, min 1s].
+    #[arg(
+        id = "swarm.refresh",
+        long = "swarm.refresh",
+        env = "SWITCHYARD_SWARM_REFRESH",
+        value_name = "DURATION"
+    )]
+    pub refresh: Option<String>,
+    /// Address used for host-networked tasks whose node reports 0.0.0.0 or 127.0.0.1
+    /// [default: 127.0.0.1].
+    #[arg(
+        id = "swarm.host-address",
+        long = "swarm.host-address",
+        env = "SWITCHYARD_SWARM_HOST_ADDRESS",
+        value_name = "IP"
+    )]
+    pub host_address: Option<String>,
 }
 
 /// The Docker provider's flags (`[providers.docker]` in the TOML file).
@@ -135,6 +221,21 @@ pub struct DockerArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileProviders {
     pub docker: Option<FileDocker>,
+    pub swarm: Option<FileSwarm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSwarm {
+    pub endpoint: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub network: Option<String>,
+    pub exposed_by_default: Option<bool>,
+    pub constraints: Option<String>,
+    pub refresh: Option<String>,
+    pub host_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,19 +274,46 @@ pub struct DockerConfig {
     pub allow_empty_services: bool,
 }
 
-fn resolve_docker(
-    args: &DockerArgs,
-    file: Option<&FileDocker>,
-) -> anyhow::Result<Option<DockerConfig>> {
-    if !args.enabled && file.is_none() {
-        return Ok(None);
+/// The Swarm provider's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmConfig {
+    /// A manager: `unix:///var/run/docker.sock`, `tcp://host:port` or `https://host:port`.
+    pub endpoint: String,
+    pub tls: Option<TlsFiles>,
+    pub network: Option<String>,
+    pub exposed_by_default: bool,
+    pub constraints: Option<String>,
+    /// Interval of the full re-list (at least 1 s).
+    pub refresh: Duration,
+    /// What host-networked tasks are addressed as when their node reports no usable address.
+    pub host_address: String,
+}
+
+impl SwarmConfig {
+    /// The endpoint and TLS part as a Docker client config (the Swarm provider connects the same way).
+    pub fn client(&self) -> DockerConfig {
+        DockerConfig {
+            endpoint: self.endpoint.clone(),
+            tls: self.tls.clone(),
+            network: self.network.clone(),
+            exposed_by_default: self.exposed_by_default,
+            constraints: self.constraints.clone(),
+            host_address: self.host_address.clone(),
+            allow_empty_services: false,
+        }
     }
-    let none = FileDocker::default();
-    let f = file.unwrap_or(&none);
-    let endpoint = args
-        .endpoint
-        .clone()
-        .or_else(|| f.endpoint.clone())
+}
+
+/// Endpoint (flag > file > `$DOCKER_HOST` > the default socket) and TLS files, checked;
+/// `who` is `docker` or `swarm` (flag names and messages).
+fn resolve_endpoint(
+    who: &str,
+    endpoint: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<(String, Option<TlsFiles>)> {
+    let endpoint = endpoint
         .or_else(|| {
             std::env::var("DOCKER_HOST")
                 .ok()
@@ -197,30 +325,52 @@ fn resolve_docker(
         .any(|p| endpoint.starts_with(p))
     {
         bail!(
-            "docker endpoint {endpoint:?}: use unix:///path, tcp://host:port or https://host:port"
+            "{who} endpoint {endpoint:?}: use unix:///path, tcp://host:port or https://host:port"
         );
     }
-    let ca = args.tls_ca.clone().or_else(|| f.tls_ca.clone());
-    let cert = args.tls_cert.clone().or_else(|| f.tls_cert.clone());
-    let key = args.tls_key.clone().or_else(|| f.tls_key.clone());
     let tls = match (ca, cert, key) {
         (None, None, None) => None,
         (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
         _ => bail!(
-            "docker TLS needs all three of --docker.tls-ca, --docker.tls-cert and --docker.tls-key"
+            "{who} TLS needs all three of --{who}.tls-ca, --{who}.tls-cert and --{who}.tls-key"
         ),
     };
     if endpoint.starts_with("https://") && tls.is_none() {
-        bail!("docker endpoint {endpoint:?} is https: give --docker.tls-ca, --docker.tls-cert and --docker.tls-key");
+        bail!("{who} endpoint {endpoint:?} is https: give --{who}.tls-ca, --{who}.tls-cert and --{who}.tls-key");
     }
-    let host_address = args
-        .host_address
-        .clone()
-        .or_else(|| f.host_address.clone())
-        .unwrap_or_else(|| "127.0.0.1".to_string());
+    Ok((endpoint, tls))
+}
+
+fn resolve_host_address(
+    who: &str,
+    flag: Option<String>,
+    file: Option<String>,
+) -> anyhow::Result<String> {
+    let host_address = flag.or(file).unwrap_or_else(|| "127.0.0.1".to_string());
     host_address
         .parse::<IpAddr>()
-        .with_context(|| format!("docker host address {host_address:?} is not an IP address"))?;
+        .with_context(|| format!("{who} host address {host_address:?} is not an IP address"))?;
+    Ok(host_address)
+}
+
+fn resolve_docker(
+    args: &DockerArgs,
+    file: Option<&FileDocker>,
+) -> anyhow::Result<Option<DockerConfig>> {
+    if !args.enabled && file.is_none() {
+        return Ok(None);
+    }
+    let none = FileDocker::default();
+    let f = file.unwrap_or(&none);
+    let (endpoint, tls) = resolve_endpoint(
+        "docker",
+        args.endpoint.clone().or_else(|| f.endpoint.clone()),
+        args.tls_ca.clone().or_else(|| f.tls_ca.clone()),
+        args.tls_cert.clone().or_else(|| f.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| f.tls_key.clone()),
+    )?;
+    let host_address =
+        resolve_host_address("docker", args.host_address.clone(), f.host_address.clone())?;
     Ok(Some(DockerConfig {
         endpoint,
         tls,
@@ -235,6 +385,47 @@ fn resolve_docker(
             .allow_empty_services
             .or(f.allow_empty_services)
             .unwrap_or(false),
+    }))
+}
+
+fn resolve_swarm(
+    args: &SwarmArgs,
+    file: Option<&FileSwarm>,
+) -> anyhow::Result<Option<SwarmConfig>> {
+    if !args.enabled && file.is_none() {
+        return Ok(None);
+    }
+    let none = FileSwarm::default();
+    let f = file.unwrap_or(&none);
+    let (endpoint, tls) = resolve_endpoint(
+        "swarm",
+        args.endpoint.clone().or_else(|| f.endpoint.clone()),
+        args.tls_ca.clone().or_else(|| f.tls_ca.clone()),
+        args.tls_cert.clone().or_else(|| f.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| f.tls_key.clone()),
+    )?;
+    let host_address =
+        resolve_host_address("swarm", args.host_address.clone(), f.host_address.clone())?;
+    let refresh = pick_duration(
+        &args.refresh,
+        f.refresh.as_ref(),
+        Duration::from_secs(15),
+        "--swarm.refresh",
+    )?;
+    if refresh < Duration::from_secs(1) {
+        bail!("--swarm.refresh must be at least 1s, got {refresh:?}");
+    }
+    Ok(Some(SwarmConfig {
+        endpoint,
+        tls,
+        network: args.network.clone().or_else(|| f.network.clone()),
+        exposed_by_default: args
+            .exposed_by_default
+            .or(f.exposed_by_default)
+            .unwrap_or(true),
+        constraints: args.constraints.clone().or_else(|| f.constraints.clone()),
+        refresh,
+        host_address,
     }))
 }
 
@@ -328,6 +519,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The Docker provider, when on.
     pub docker: Option<DockerConfig>,
+    /// The Swarm provider, when on.
+    pub swarm: Option<SwarmConfig>,
 }
 
 impl Config {
@@ -508,9 +701,14 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         &common.docker,
         file.providers.as_ref().and_then(|p| p.docker.as_ref()),
     )?;
+    let swarm = resolve_swarm(
+        &common.swarm,
+        file.providers.as_ref().and_then(|p| p.swarm.as_ref()),
+    )?;
 
     Ok(Config {
         docker,
+        swarm,
         workers,
         scripts,
         catalog: common.catalog.clone().or(file.catalog.clone()),
@@ -591,6 +789,89 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(&plain, None).unwrap().docker.is_none());
+    }
+
+    #[test]
+    fn swarm_provider_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[providers.swarm]\nendpoint = \"tcp://127.0.0.1:2375\"\nrefresh = \"5s\"\nnetwork = \"front\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let cfg = resolve(&common, None).unwrap();
+        assert!(cfg.docker.is_none(), "swarm alone does not turn docker on");
+        let s = cfg.swarm.unwrap();
+        assert_eq!(s.endpoint, "tcp://127.0.0.1:2375");
+        assert_eq!(s.refresh, Duration::from_secs(5));
+        assert_eq!(s.network.as_deref(), Some("front"));
+        assert!(s.exposed_by_default);
+        assert_eq!(s.host_address, "127.0.0.1");
+
+        let mut flags = common.clone();
+        flags.swarm.refresh = Some("20s".into());
+        flags.swarm.exposed_by_default = Some(false);
+        let s = resolve(&flags, None).unwrap().swarm.unwrap();
+        assert_eq!(s.refresh, Duration::from_secs(20), "flag wins over file");
+        assert!(!s.exposed_by_default);
+        flags.swarm.refresh = Some("500ms".into());
+        let err = format!("{:#}", resolve(&flags, None).unwrap_err());
+        assert!(err.contains("at least 1s"), "{err}");
+        flags.swarm.refresh = None;
+        flags.swarm.endpoint = Some("https://127.0.0.1:2376".into());
+        let err = format!("{:#}", resolve(&flags, None).unwrap_err());
+        assert!(err.contains("--swarm.tls-ca"), "{err}");
+        flags.swarm.endpoint = None;
+        flags.swarm.host_address = Some("nope".into());
+        let err = format!("{:#}", resolve(&flags, None).unwrap_err());
+        assert!(err.contains("swarm host address"), "{err}");
+
+        let plain = CommonArgs {
+            scripts: Some(dir.path().to_path_buf()),
+            swarm: SwarmArgs {
+                enabled: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = resolve(&plain, None).unwrap().swarm.unwrap();
+        assert_eq!(s.refresh, Duration::from_secs(15), "default refresh");
+        std::fs::write(&path, "[providers.swarm]\nrefesh = \"5s\"\n").unwrap();
+        let err = format!("{:#}", resolve(&common, None).unwrap_err());
+        assert!(err.contains("unknown field `refesh`"), "{err}");
+    }
+
+    #[test]
+    fn docker_and_swarm_flags_are_distinct() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--docker.endpoint",
+            "tcp://127.0.0.1:1",
+            "--swarm",
+            "--swarm.endpoint",
+            "tcp://127.0.0.1:2",
+            "--swarm.refresh",
+            "3s",
+        ])
+        .unwrap();
+        let (d, s) = (&cli.run.common.docker, &cli.run.common.swarm);
+        assert!(!d.enabled && s.enabled);
+        assert_eq!(d.endpoint.as_deref(), Some("tcp://127.0.0.1:1"));
+        assert_eq!(s.endpoint.as_deref(), Some("tcp://127.0.0.1:2"));
+        assert_eq!(s.refresh.as_deref(), Some("3s"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
     },
-    /// Print the live catalog (the catalog file plus what --docker finds) as the JSON that
+    /// Print the live catalog (the catalog file plus what --docker/--swarm find) as the JSON that
     /// --catalog reads: snapshot production, then test scripts offline.
     Catalog {
         #[command(flatten)]

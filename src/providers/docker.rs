@@ -388,6 +388,7 @@ fn entry_with(
             ports,
             host_ports: host_ports_of(c),
             address,
+            ..Default::default()
         }),
         labels,
     }))
@@ -531,7 +532,7 @@ fn host_ports_of(c: &ContainerInspectResponse) -> BTreeMap<u16, Vec<String>> {
     out
 }
 
-fn join_host_port(host: &str, port: u16) -> String {
+pub(crate) fn join_host_port(host: &str, port: u16) -> String {
     match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
         _ => format!("{host}:{port}"),
@@ -539,7 +540,10 @@ fn join_host_port(host: &str, port: u16) -> String {
 }
 
 /// The label `key` looked up case-insensitively (Traefik's label names are), with its spelling.
-fn label_ci<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn label_ci<'a>(
+    labels: &'a BTreeMap<String, String>,
+    key: &str,
+) -> Option<(&'a str, &'a str)> {
     labels
         .get_key_value(key)
         .or_else(|| labels.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
@@ -550,7 +554,7 @@ fn label_ci<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a 
 /// `traefik.http.services.<s>.loadbalancer.server.port` labels when they agree on one port
 /// (several services with different ports: none, the script picks per service). A label that is
 /// not a port number is an error naming it.
-fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
+pub(crate) fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
     let parse = |k: &str, v: &str| -> Result<u16, String> {
         v.trim()
             .parse::<u16>()
@@ -583,7 +587,7 @@ fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>, St
 }
 
 /// Go's `strconv.ParseBool`, which Traefik uses for `traefik.enable`.
-fn parse_go_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -600,7 +604,7 @@ pub fn normalize(name: &str) -> String {
         .join("-")
 }
 
-fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 

@@ -888,6 +888,18 @@ fn register_container_detail(engine: &mut Engine) {
             })
             .unwrap_or_default()
     });
+    engine.register_get("service_id", |e: &mut CatalogEntry| {
+        text(e, |c| c.service_id.clone())
+    });
+    engine.register_get("node", |e: &mut CatalogEntry| text(e, |c| c.node.clone()));
+    // 0 when there is no slot (global services, a service VIP entry, Docker containers).
+    engine.register_get("task_slot", |e: &mut CatalogEntry| {
+        e.container
+            .as_ref()
+            .and_then(|c| c.task_slot)
+            .and_then(|s| i64::try_from(s).ok())
+            .unwrap_or(0)
+    });
 }
 
 /// A stable 63-bit FNV-1a hash of a string, for scripts that shard by key.

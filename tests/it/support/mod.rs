@@ -81,6 +81,7 @@ pub fn test_config(dir: &Path) -> Config {
         log_level: "info".into(),
         log_format: LogFormat::Text,
         docker: None,
+        swarm: None,
     }
 }
 

@@ -1,0 +1,1099 @@
+//! The Swarm provider: services of a Docker Swarm (read from a manager) become catalog entries
+//! (`provider: swarm`).
+//!
+//! Owns reading services, tasks, nodes and networks (read-only API use), turning one service into
+//! entries by Traefik's rules (`entries_from_service`, pure) and the watch loop (`run`): a full
+//! list every `refresh`, and also soon after `service` / `node` events when the daemon sends them.
+//!
+//! Entries: one per running task (its address on the chosen network, or its node's address when
+//! host-networked), or one for the whole service with its VIP when `traefik.swarm.lbswarm` /
+//! `traefik.docker.lbswarm` is true (never for dnsrr services). Entries of one service share the
+//! name (the normalised service name) and the labels (the service spec's, i.e. compose
+//! `deploy.labels`); `traefik.rhai` combines their servers. Task addresses come from the verbose
+//! inspect of swarm-scoped networks (bollard's `Task` model has no network attachments).
+//!
+//! Invariants: a snapshot is complete; on errors nothing is sent (the last catalog stays), the
+//! outage is logged once and retried with capped backoff. A service without a port label or with
+//! a malformed label is skipped alone, with a problem naming it. Must never: write to the engine,
+//! touch the route table, or send traffic to tasks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{
+    EndpointSpecModeEnum, EventMessage, EventMessageTypeEnum, Network, Node, Service, Task,
+    TaskState,
+};
+use bollard::query_parameters::{
+    EventsOptions, InspectNetworkOptions, ListNetworksOptions, ListNodesOptions,
+    ListServicesOptions, ListTasksOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::constraints::{Constraint, ConstraintError};
+use super::docker::{
+    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id, DockerError,
+};
+use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
+use crate::config::SwarmConfig;
+use crate::control::Trigger;
+
+pub const PROVIDER: &str = "swarm";
+
+const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// More services than this are ignored (with a warning): bounds the work of one snapshot.
+const MAX_SERVICES: usize = 10_000;
+/// After a service or node event, tasks take a while to start (the event comes before them, and
+/// tasks on other nodes send none): re-list every `FOLLOW_STEP` for `FOLLOW_FOR`.
+const FOLLOW_FOR: Duration = Duration::from_secs(10);
+const FOLLOW_STEP: Duration = Duration::from_secs(1);
+/// Container events of swarm tasks on the manager itself (a task started or stopped).
+const TASK_CONTAINER_EVENTS: &[&str] = &["start", "die", "destroy", "health_status"];
+const LABEL_TASK_SERVICE: &str = "com.docker.swarm.service.id";
+
+const LABEL_ENABLE: &str = "traefik.enable";
+const LABELS_NETWORK: &[&str] = &["traefik.swarm.network", "traefik.docker.network"];
+const LABELS_LBSWARM: &[&str] = &["traefik.swarm.lbswarm", "traefik.docker.lbswarm"];
+const LABEL_STACK: &str = "com.docker.stack.namespace";
+
+/// Task id → network name → the task's address on it (prefix length stripped).
+pub type TaskAddresses = HashMap<String, BTreeMap<String, String>>;
+
+/// Parses `cfg.constraints` (None when there are none).
+pub fn constraints(cfg: &SwarmConfig) -> Result<Option<Constraint>, ConstraintError> {
+    match cfg.constraints.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(expr) => Constraint::parse(expr).map(Some),
+    }
+}
+
+/// `10.0.1.5/24` → `10.0.1.5`.
+fn strip_prefix_len(addr: &str) -> &str {
+    addr.split('/').next().unwrap_or(addr)
+}
+
+fn is_unusable_node_address(addr: &str) -> bool {
+    matches!(addr.trim(), "" | "0.0.0.0" | "127.0.0.1" | "::" | "::1")
+}
+
+/// The entries of one service (see the module doc). `networks` is by network id; `addresses`
+/// holds the tasks' network addresses. `Ok(vec![])` when the service is not exposed or excluded
+/// by the constraints; `Ok` with one entry without servers when no task runs; `Err(text)` naming
+/// the service and the label for a malformed label or a missing port.
+pub fn entries_from_service(
+    svc: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    networks: &HashMap<String, Network>,
+    addresses: &TaskAddresses,
+    cfg: &SwarmConfig,
+) -> Result<Vec<CatalogEntry>, String> {
+    let constraint = constraints(cfg).map_err(|e| e.to_string())?;
+    entries_with(
+        svc,
+        tasks,
+        nodes,
+        networks,
+        addresses,
+        cfg,
+        constraint.as_ref(),
+    )
+}
+
+fn bool_label(
+    labels: &BTreeMap<String, String>,
+    keys: &[&str],
+    who: &str,
+) -> Result<Option<bool>, String> {
+    for key in keys {
+        if let Some((k, v)) = label_ci(labels, key) {
+            return parse_go_bool(v).map(Some).ok_or_else(|| {
+                format!("{who}: label {k}={v:?} is not a boolean (use true or false)")
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn entries_with(
+    svc: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    networks: &HashMap<String, Network>,
+    addresses: &TaskAddresses,
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Vec<CatalogEntry>, String> {
+    let id = svc.id.clone().unwrap_or_default();
+    let spec = svc.spec.as_ref();
+    let sname = spec.and_then(|s| s.name.clone()).unwrap_or_default();
+    let who = format!("swarm service {sname} ({})", short_id(&id));
+    let labels: BTreeMap<String, String> = spec
+        .and_then(|s| s.labels.as_ref())
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+
+    let enable = bool_label(&labels, &[LABEL_ENABLE], &who)?;
+    if !enable.unwrap_or(cfg.exposed_by_default) {
+        return Ok(Vec::new());
+    }
+    if constraint.is_some_and(|k| !k.matches(&labels)) {
+        return Ok(Vec::new());
+    }
+    let mut name = normalize(&sname);
+    if name.is_empty() {
+        name = short_id(&id).to_string();
+    }
+    let port = port_from_labels(&labels)
+        .map_err(|e| format!("{who}: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "{who}: no port: Swarm services need a port label: add \
+                 traefik.http.services.{name}.loadbalancer.server.port=<port> (or traefik.port)"
+            )
+        })?;
+    let lbswarm = bool_label(&labels, LABELS_LBSWARM, &who)?.unwrap_or(false);
+    let dnsrr = svc
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.spec.as_ref())
+        .or_else(|| spec.and_then(|s| s.endpoint_spec.as_ref()))
+        .and_then(|e| e.mode)
+        == Some(EndpointSpecModeEnum::DNSRR);
+
+    let net_name = |nid: &str| {
+        networks
+            .get(nid)
+            .and_then(|n| n.name.clone())
+            .unwrap_or_else(|| nid.to_string())
+    };
+    // The service's attached networks (task template first, then the legacy spec field).
+    let attached: Vec<String> = spec
+        .and_then(|s| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.networks.clone())
+                .or_else(|| s.networks.clone())
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.target.as_deref().map(net_name))
+        .collect();
+    let host_net = attached.iter().any(|n| n == "host")
+        || spec
+            .and_then(|s| s.task_template.as_ref())
+            .and_then(|t| t.networks.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.target.as_deref())
+            .any(|t| networks.get(t).and_then(|n| n.driver.as_deref()) == Some("host"));
+    let ingress: Vec<String> = networks
+        .values()
+        .filter(|n| n.ingress == Some(true))
+        .filter_map(|n| n.name.clone())
+        .collect();
+    let stack = labels.get(LABEL_STACK).cloned();
+    let wanted = LABELS_NETWORK
+        .iter()
+        .find_map(|k| label_ci(&labels, k).map(|(_, v)| v.to_string()))
+        .or_else(|| cfg.network.clone());
+    // The chosen network's address in `addrs` (also tried with the stack prefix), else the first
+    // non-ingress network's by name.
+    let pick = |addrs: &BTreeMap<String, String>| -> Option<String> {
+        if let Some(w) = &wanted {
+            if let Some(a) = addrs.get(w) {
+                return Some(a.clone());
+            }
+            if let Some(a) = stack.as_ref().and_then(|p| addrs.get(&format!("{p}_{w}"))) {
+                return Some(a.clone());
+            }
+        }
+        addrs
+            .iter()
+            .find(|(n, _)| !ingress.contains(n))
+            .or_else(|| addrs.iter().next())
+            .map(|(_, a)| a.clone())
+    };
+
+    let detail = |cid: String, cname: String| ContainerDetail {
+        id: cid,
+        name: cname,
+        service_id: Some(id.clone()),
+        network_mode: if host_net {
+            "host".to_string()
+        } else {
+            wanted
+                .clone()
+                .or_else(|| attached.first().cloned())
+                .unwrap_or_default()
+        },
+        ports: vec![port],
+        ..Default::default()
+    };
+
+    if lbswarm && !dnsrr && !host_net {
+        let vips: BTreeMap<String, String> = svc
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.virtual_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                let nid = v.network_id.as_deref()?;
+                let addr = strip_prefix_len(v.addr.as_deref()?);
+                (!addr.is_empty()).then(|| (net_name(nid), addr.to_string()))
+            })
+            .collect();
+        let vip = pick(&vips);
+        if vip.is_none() {
+            debug!("{who}: lbswarm is on but the service has no virtual IP");
+        }
+        let mut d = detail(id.clone(), sname.clone());
+        d.state = "running".to_string();
+        d.networks = vips;
+        d.address = vip.clone();
+        return Ok(vec![CatalogEntry {
+            name,
+            provider: PROVIDER.to_string(),
+            servers: vip.iter().map(|a| join_host_port(a, port)).collect(),
+            container: Some(d),
+            labels,
+        }]);
+    }
+
+    let mut entries = Vec::new();
+    let mut mine: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id.as_deref() == Some(id.as_str()))
+        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+        .filter(|t| t.desired_state.is_none_or(|d| d == TaskState::RUNNING))
+        .collect();
+    mine.sort_by(|a, b| a.slot.cmp(&b.slot).then_with(|| a.id.cmp(&b.id)));
+    for t in mine {
+        let tid = t.id.clone().unwrap_or_default();
+        let node = t.node_id.clone();
+        let addrs = addresses.get(&tid).cloned().unwrap_or_default();
+        let address = if host_net {
+            let node_addr = node
+                .as_ref()
+                .and_then(|n| nodes.get(n))
+                .and_then(|n| n.status.as_ref())
+                .and_then(|s| s.addr.clone())
+                .filter(|a| !is_unusable_node_address(a));
+            Some(node_addr.unwrap_or_else(|| cfg.host_address.clone()))
+        } else {
+            pick(&addrs)
+        };
+        if address.is_none() {
+            debug!(task = %short_id(&tid), "{who}: task has no address on any network");
+        }
+        let slot = t
+            .slot
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0);
+        let middle = slot
+            .map(|s| s.to_string())
+            .or_else(|| node.clone())
+            .unwrap_or_default();
+        let cid = t
+            .status
+            .as_ref()
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_else(|| tid.clone());
+        let mut d = detail(cid, format!("{sname}.{middle}.{tid}"));
+        d.state = "running".to_string();
+        d.networks = addrs;
+        d.address = address.clone();
+        d.task_slot = slot;
+        d.node = node;
+        entries.push(CatalogEntry {
+            name: name.clone(),
+            provider: PROVIDER.to_string(),
+            servers: address.iter().map(|a| join_host_port(a, port)).collect(),
+            container: Some(d),
+            labels: labels.clone(),
+        });
+    }
+    if entries.is_empty() {
+        entries.push(CatalogEntry {
+            name,
+            provider: PROVIDER.to_string(),
+            servers: Vec::new(),
+            container: Some(detail(id.clone(), sname)),
+            labels,
+        });
+    }
+    Ok(entries)
+}
+
+/// Task addresses from the verbose inspect of each swarm-scoped network (`Services.*.Tasks`:
+/// task names end with `.<task id>`).
+fn addresses_from_network(
+    net_name: &str,
+    services: &HashMap<String, serde_json::Value>,
+    out: &mut TaskAddresses,
+) {
+    for svc in services.values() {
+        let Some(tasks) = svc.get("Tasks").and_then(|t| t.as_array()) else {
+            continue;
+        };
+        for t in tasks {
+            let name = t.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
+            let ip = t
+                .get("EndpointIP")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let Some(tid) = name.rsplit('.').next().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let ip = strip_prefix_len(ip);
+            if ip.is_empty() {
+                continue;
+            }
+            out.entry(tid.to_string())
+                .or_default()
+                .insert(net_name.to_string(), ip.to_string());
+        }
+    }
+}
+
+/// The current catalog of the swarm: services, their running tasks, nodes and networks, turned
+/// into entries sorted by name then task slot. Services without running tasks are left out.
+pub async fn snapshot(docker: &Docker, cfg: &SwarmConfig) -> Result<Catalog, DockerError> {
+    let constraint = constraints(cfg)?;
+    snapshot_with(docker, cfg, constraint.as_ref()).await
+}
+
+async fn snapshot_with(
+    docker: &Docker,
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Catalog, DockerError> {
+    let api = |what: &str| {
+        let what = what.to_string();
+        move |source| DockerError::Api {
+            endpoint: cfg.endpoint.clone(),
+            what,
+            source,
+        }
+    };
+    let mut services = docker
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .map_err(api("listing services (is the endpoint a swarm manager?)"))?;
+    if services.len() > MAX_SERVICES {
+        warn!(
+            services = services.len(),
+            max = MAX_SERVICES,
+            "too many services: the rest are ignored"
+        );
+        services.truncate(MAX_SERVICES);
+    }
+    let mut filters = HashMap::new();
+    filters.insert("desired-state".to_string(), vec!["running".to_string()]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(api("listing tasks"))?;
+    let nodes: HashMap<String, Node> = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(api("listing nodes"))?
+        .into_iter()
+        .filter_map(|n| Some((n.id.clone()?, n)))
+        .collect();
+    let mut networks: HashMap<String, Network> = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .map_err(api("listing networks"))?
+        .into_iter()
+        .filter_map(|n| Some((n.id.clone()?, n)))
+        .collect();
+    // Networks services attach to that the list leaves out: the swarm-scoped `host` network
+    // (`--network host`) has its own id, not the local host network's. Inspected one by one.
+    let unknown: BTreeSet<String> = services
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.task_template.as_ref()?.networks.as_ref())
+        .flatten()
+        .filter_map(|n| n.target.clone())
+        .filter(|t| !networks.contains_key(t))
+        .collect();
+    for nid in unknown.into_iter().take(MAX_SERVICES) {
+        let opts = InspectNetworkOptions {
+            verbose: false,
+            scope: Some("swarm".to_string()),
+        };
+        match docker.inspect_network(&nid, Some(opts)).await {
+            Ok(n) => {
+                let net = Network {
+                    id: n.id,
+                    name: n.name,
+                    driver: n.driver,
+                    scope: n.scope,
+                    ingress: n.ingress,
+                    ..Default::default()
+                };
+                networks.insert(nid, net);
+            }
+            Err(e) => debug!(network = %nid, error = %e, "cannot inspect a service's network"),
+        }
+    }
+    let mut addresses = TaskAddresses::new();
+    for (nid, n) in &networks {
+        if n.scope.as_deref() != Some("swarm") {
+            continue;
+        }
+        let opts = InspectNetworkOptions {
+            verbose: true,
+            scope: Some("swarm".to_string()),
+        };
+        match docker.inspect_network(nid, Some(opts)).await {
+            Ok(full) => {
+                let name = n.name.clone().unwrap_or_else(|| nid.clone());
+                if let Some(s) = &full.services {
+                    addresses_from_network(&name, s, &mut addresses);
+                }
+            }
+            Err(e) => debug!(network = %nid, error = %e, "cannot inspect network"),
+        }
+    }
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for svc in &services {
+        match entries_with(svc, &tasks, &nodes, &networks, &addresses, cfg, constraint) {
+            Ok(list) => {
+                for e in list {
+                    if e.servers.is_empty() {
+                        debug!(service = %e.name, "no running task with an address: left out");
+                    } else {
+                        entries.push(e);
+                    }
+                }
+            }
+            // Logged by the watch loop when the catalog changes: a poll must not repeat them.
+            Err(problem) => problems.push(format!("{problem}; service skipped")),
+        }
+    }
+    entries.sort_by(|a, b| {
+        let key = |e: &CatalogEntry| e.container.as_ref().map(|c| (c.task_slot, c.name.clone()));
+        a.name.cmp(&b.name).then_with(|| key(a).cmp(&key(b)))
+    });
+    Ok(Catalog { entries, problems })
+}
+
+fn events_options() -> EventsOptions {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "type".to_string(),
+        vec![
+            "service".to_string(),
+            "node".to_string(),
+            "container".to_string(),
+        ],
+    );
+    EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    }
+}
+
+/// Service and node events, and start/stop of containers that are swarm tasks.
+fn relevant(ev: &EventMessage) -> bool {
+    match ev.typ {
+        Some(EventMessageTypeEnum::SERVICE) | Some(EventMessageTypeEnum::NODE) => true,
+        Some(EventMessageTypeEnum::CONTAINER) => {
+            let action = ev.action.as_deref().unwrap_or_default();
+            let base = action.split(':').next().unwrap_or_default().trim();
+            let task = ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .is_some_and(|a| a.contains_key(LABEL_TASK_SERVICE));
+            task && TASK_CONTAINER_EVENTS.contains(&base)
+        }
+        _ => false,
+    }
+}
+
+struct WatchState {
+    last_sent: Option<Catalog>,
+    down: bool,
+}
+
+/// Watches the swarm until `shutdown` turns true or the control loop goes away, sending a
+/// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error.
+pub async fn run(
+    cfg: SwarmConfig,
+    triggers: mpsc::Sender<Trigger>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let constraint = match constraints(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}; the swarm provider is off");
+            return;
+        }
+    };
+    info!(endpoint = %cfg.endpoint, refresh = ?cfg.refresh, "swarm provider watching");
+    let mut st = WatchState {
+        last_sent: None,
+        down: false,
+    };
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            r = session(&cfg, constraint.as_ref(), &triggers, &mut st) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err((e, listed)) => {
+                if listed {
+                    delay = BACKOFF_MIN;
+                }
+                if !st.down {
+                    warn!(error = %e, "swarm manager unreachable; keeping the last catalog and retrying");
+                    st.down = true;
+                } else {
+                    debug!(error = %e, retry_in = ?delay, "swarm manager still unreachable");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe to events, list, then list again every `refresh`, after each burst
+/// of events, and every second for a while after a service or node event. A broken event stream only stops the event part (some daemons never send
+/// swarm events); polling goes on.
+async fn session(
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+    triggers: &mpsc::Sender<Trigger>,
+    st: &mut WatchState,
+) -> Result<(), (DockerError, bool)> {
+    let mut listed = false;
+    let docker = super::docker::connect(&cfg.client())
+        .await
+        .map_err(|e| (e, false))?;
+    let mut events = std::pin::pin!(docker.events(Some(events_options())));
+    let mut events_open = true;
+    let mut due = Instant::now() + DEBOUNCE;
+    let mut cap: Option<Instant> = None;
+    let mut follow_until: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = events.next(), if events_open => match ev {
+                Some(Ok(ev)) => {
+                    if relevant(&ev) {
+                        let now = Instant::now();
+                        if ev.typ != Some(EventMessageTypeEnum::CONTAINER) {
+                            follow_until = Some(now + FOLLOW_FOR);
+                        }
+                        let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
+                        due = due.min((now + DEBOUNCE).min(limit));
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "swarm event stream failed; polling only until reconnect");
+                    events_open = false;
+                }
+                None => {
+                    debug!("swarm event stream ended; polling only until reconnect");
+                    events_open = false;
+                }
+            },
+            _ = tokio::time::sleep_until(due) => {
+                cap = None;
+                let now = Instant::now();
+                let following = follow_until.is_some_and(|t| t > now);
+                due = now + if following { FOLLOW_STEP.min(cfg.refresh) } else { cfg.refresh };
+                let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
+                listed = true;
+                if st.down {
+                    info!(endpoint = %cfg.endpoint, "swarm manager reachable again");
+                    st.down = false;
+                }
+                if st.last_sent.as_ref() != Some(&catalog) {
+                    let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
+                    for p in catalog.problems.iter().filter(|p| !before.contains(p)) {
+                        warn!("{p}");
+                    }
+                    info!(entries = catalog.entries.len(), "swarm catalog changed");
+                    st.last_sent = Some(catalog.clone());
+                    let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
+                    if triggers.send(t).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        EndpointSpec, NetworkAttachmentConfig, NodeStatus, ServiceEndpoint,
+        ServiceEndpointVirtualIps, ServiceSpec, TaskSpec, TaskStatus,
+    };
+
+    fn cfg() -> SwarmConfig {
+        SwarmConfig {
+            endpoint: "unix:///nowhere.sock".into(),
+            tls: None,
+            network: None,
+            exposed_by_default: true,
+            constraints: None,
+            refresh: Duration::from_secs(15),
+            host_address: "127.0.0.1".into(),
+        }
+    }
+
+    fn network(id: &str, name: &str, driver: &str) -> (String, Network) {
+        (
+            id.to_string(),
+            Network {
+                id: Some(id.into()),
+                name: Some(name.into()),
+                driver: Some(driver.into()),
+                scope: Some("swarm".into()),
+                ingress: Some(name == "ingress"),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn networks() -> HashMap<String, Network> {
+        [
+            network("n-front", "front", "overlay"),
+            network("n-back", "shop_back", "overlay"),
+            network("n-ing", "ingress", "overlay"),
+            network("n-host", "host", "host"),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn service(name: &str, labels: &[(&str, &str)], nets: &[&str]) -> Service {
+        Service {
+            id: Some(format!("{name}-id-0123456789")),
+            spec: Some(ServiceSpec {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                task_template: Some(TaskSpec {
+                    networks: Some(
+                        nets.iter()
+                            .map(|n| NetworkAttachmentConfig {
+                                target: Some(n.to_string()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                spec: Some(EndpointSpec {
+                    mode: Some(EndpointSpecModeEnum::VIP),
+                    ..Default::default()
+                }),
+                virtual_ips: Some(vec![
+                    ServiceEndpointVirtualIps {
+                        network_id: Some("n-ing".into()),
+                        addr: Some("10.0.0.2/24".into()),
+                    },
+                    ServiceEndpointVirtualIps {
+                        network_id: Some("n-front".into()),
+                        addr: Some("10.0.1.2/24".into()),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(svc: &Service, slot: i64, state: TaskState, node: &str) -> Task {
+        Task {
+            id: Some(format!("task{slot}")),
+            service_id: svc.id.clone(),
+            slot: Some(slot),
+            node_id: Some(node.into()),
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(TaskStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn addresses(list: &[(&str, &str, &str)]) -> TaskAddresses {
+        let mut out = TaskAddresses::new();
+        for (t, net, ip) in list {
+            out.entry(t.to_string())
+                .or_default()
+                .insert(net.to_string(), ip.to_string());
+        }
+        out
+    }
+
+    fn nodes(addr: &str) -> HashMap<String, Node> {
+        let mut m = HashMap::new();
+        m.insert(
+            "node1".to_string(),
+            Node {
+                id: Some("node1".into()),
+                status: Some(NodeStatus {
+                    addr: Some(addr.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    const PORT: (&str, &str) = ("traefik.http.services.app.loadbalancer.server.port", "8080");
+
+    #[test]
+    fn one_entry_per_running_task_with_labels_from_the_spec() {
+        let svc = service(
+            "shop_web.app",
+            &[PORT, ("traefik.http.routers.app.rule", "Host(`a`)")],
+            &["n-front", "n-ing"],
+        );
+        let tasks = vec![
+            task(&svc, 2, TaskState::RUNNING, "node1"),
+            task(&svc, 1, TaskState::RUNNING, "node1"),
+            task(&svc, 3, TaskState::STARTING, "node1"),
+            task(&svc, 4, TaskState::FAILED, "node1"),
+        ];
+        let addrs = addresses(&[
+            ("task1", "ingress", "10.0.0.5"),
+            ("task1", "front", "10.0.1.5"),
+            ("task2", "front", "10.0.1.6"),
+            ("task3", "front", "10.0.1.7"),
+        ]);
+        let es = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &addrs,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es.len(), 2, "starting and failed tasks are dropped");
+        let servers: Vec<_> = es.iter().flat_map(|e| e.servers.clone()).collect();
+        assert_eq!(
+            servers,
+            vec!["10.0.1.5:8080", "10.0.1.6:8080"],
+            "ingress skipped, slot order"
+        );
+        let e = &es[0];
+        assert_eq!(e.name, "shop-web-app");
+        assert_eq!(e.provider, "swarm");
+        assert_eq!(
+            e.labels
+                .get("traefik.http.routers.app.rule")
+                .map(String::as_str),
+            Some("Host(`a`)")
+        );
+        let d = e.container.as_ref().unwrap();
+        assert_eq!(d.service_id, svc.id);
+        assert_eq!(d.task_slot, Some(1));
+        assert_eq!(d.node.as_deref(), Some("node1"));
+        assert_eq!(d.address.as_deref(), Some("10.0.1.5"));
+        assert_eq!(d.name, "shop_web.app.1.task1");
+        // Another service's tasks are not this one's.
+        let other = service("other", &[PORT], &["n-front"]);
+        let es = entries_from_service(
+            &other,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &addrs,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es.len(), 1);
+        assert!(
+            es[0].servers.is_empty(),
+            "no running task: one entry without servers"
+        );
+    }
+
+    #[test]
+    fn network_label_and_default_network() {
+        let tasks_of = |svc: &Service| vec![task(svc, 1, TaskState::RUNNING, "node1")];
+        let addrs = addresses(&[
+            ("task1", "front", "10.0.1.5"),
+            ("task1", "shop_back", "10.0.2.5"),
+        ]);
+        let n = nodes("192.0.2.1");
+        for key in ["traefik.swarm.network", "traefik.docker.network"] {
+            let svc = service(
+                "s",
+                &[PORT, (key, "back"), (LABEL_STACK, "shop")],
+                &["n-front", "n-back"],
+            );
+            let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+                .unwrap();
+            assert_eq!(
+                es[0].servers,
+                vec!["10.0.2.5:8080"],
+                "{key} with the stack prefix"
+            );
+        }
+        let svc = service("s", &[PORT], &["n-front", "n-back"]);
+        let mut k = cfg();
+        k.network = Some("shop_back".into());
+        let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &k).unwrap();
+        assert_eq!(es[0].servers, vec!["10.0.2.5:8080"]);
+        let es =
+            entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg()).unwrap();
+        assert_eq!(es[0].servers, vec!["10.0.1.5:8080"], "first by name");
+    }
+
+    #[test]
+    fn lbswarm_uses_the_vip_except_for_dnsrr() {
+        let tasks_of = |svc: &Service| {
+            vec![
+                task(svc, 1, TaskState::RUNNING, "node1"),
+                task(svc, 2, TaskState::RUNNING, "node1"),
+            ]
+        };
+        let addrs = addresses(&[
+            ("task1", "front", "10.0.1.5"),
+            ("task2", "front", "10.0.1.6"),
+        ]);
+        let n = nodes("192.0.2.1");
+        for key in ["traefik.swarm.lbswarm", "traefik.docker.lbswarm"] {
+            let svc = service("s", &[PORT, (key, "true")], &["n-front", "n-ing"]);
+            let es = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+                .unwrap();
+            assert_eq!(es.len(), 1, "{key}");
+            assert_eq!(
+                es[0].servers,
+                vec!["10.0.1.2:8080"],
+                "VIP on the non-ingress network, prefix stripped"
+            );
+            let d = es[0].container.as_ref().unwrap();
+            assert_eq!(d.task_slot, None);
+            assert_eq!(d.service_id, svc.id);
+        }
+        let mut svc = service(
+            "s",
+            &[PORT, ("traefik.swarm.lbswarm", "true")],
+            &["n-front"],
+        );
+        if let Some(e) = svc.endpoint.as_mut() {
+            e.spec = Some(EndpointSpec {
+                mode: Some(EndpointSpecModeEnum::DNSRR),
+                ..Default::default()
+            });
+            e.virtual_ips = None;
+        }
+        let es =
+            entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg()).unwrap();
+        let servers: Vec<_> = es.iter().flat_map(|e| e.servers.clone()).collect();
+        assert_eq!(
+            servers,
+            vec!["10.0.1.5:8080", "10.0.1.6:8080"],
+            "dnsrr: per task"
+        );
+        let svc = service("s", &[PORT, ("traefik.swarm.lbswarm", "yes")], &["n-front"]);
+        let err = entries_from_service(&svc, &tasks_of(&svc), &n, &networks(), &addrs, &cfg())
+            .unwrap_err();
+        assert!(
+            err.contains("swarm service s (") && err.contains("lbswarm=\"yes\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_port_is_an_error_naming_the_service_and_label() {
+        let svc = service(
+            "api_v2",
+            &[("traefik.http.routers.r.rule", "Host(`a`)")],
+            &["n-front"],
+        );
+        let tasks = vec![task(&svc, 1, TaskState::RUNNING, "node1")];
+        let err = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &TaskAddresses::new(),
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(err.contains("swarm service api_v2 ("), "{err}");
+        assert!(
+            err.contains("traefik.http.services.api-v2.loadbalancer.server.port"),
+            "{err}"
+        );
+        let svc = service("p", &[("traefik.port", "x")], &["n-front"]);
+        let err = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.1"),
+            &networks(),
+            &TaskAddresses::new(),
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(err.contains("traefik.port=\"x\""), "{err}");
+    }
+
+    #[test]
+    fn host_network_uses_the_node_address() {
+        let svc = service("h", &[("traefik.port", "9001")], &["n-host"]);
+        let tasks = vec![task(&svc, 1, TaskState::RUNNING, "node1")];
+        let none = TaskAddresses::new();
+        let es = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.7"),
+            &networks(),
+            &none,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(es[0].servers, vec!["192.0.2.7:9001"]);
+        assert_eq!(es[0].container.as_ref().unwrap().network_mode, "host");
+        let mut k = cfg();
+        k.host_address = "127.0.0.2".into();
+        for unusable in ["0.0.0.0", "127.0.0.1"] {
+            let es = entries_from_service(&svc, &tasks, &nodes(unusable), &networks(), &none, &k)
+                .unwrap();
+            assert_eq!(es[0].servers, vec!["127.0.0.2:9001"], "{unusable}");
+        }
+        let lb = service(
+            "h",
+            &[("traefik.port", "9001"), ("traefik.swarm.lbswarm", "true")],
+            &["n-host"],
+        );
+        let es = entries_from_service(&lb, &tasks, &nodes("192.0.2.7"), &networks(), &none, &cfg())
+            .unwrap();
+        assert_eq!(
+            es[0].servers,
+            vec!["192.0.2.7:9001"],
+            "host network has no VIP: per task"
+        );
+    }
+
+    #[test]
+    fn exposure_and_constraints() {
+        let n = nodes("192.0.2.1");
+        let off = service("x", &[PORT, ("traefik.enable", "false")], &["n-front"]);
+        let tasks = vec![task(&off, 1, TaskState::RUNNING, "node1")];
+        assert!(
+            entries_from_service(&off, &tasks, &n, &networks(), &TaskAddresses::new(), &cfg())
+                .unwrap()
+                .is_empty()
+        );
+        let mut k = cfg();
+        k.exposed_by_default = false;
+        let plain = service("x", &[PORT], &["n-front"]);
+        assert!(
+            entries_from_service(&plain, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .is_empty()
+        );
+        k.exposed_by_default = true;
+        k.constraints = Some("Label(`team`, `a`)".into());
+        assert!(
+            entries_from_service(&plain, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .is_empty()
+        );
+        let team = service("x", &[PORT, ("team", "a")], &["n-front"]);
+        assert_eq!(
+            entries_from_service(&team, &tasks, &n, &networks(), &TaskAddresses::new(), &k)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn events_of_interest() {
+        use bollard::models::EventActor;
+        let ev = |typ, action: &str, task: bool| EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                attributes: Some(
+                    task.then(|| (LABEL_TASK_SERVICE.to_string(), "x".to_string()))
+                        .into_iter()
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(relevant(&ev(
+            EventMessageTypeEnum::SERVICE,
+            "update",
+            false
+        )));
+        assert!(relevant(&ev(EventMessageTypeEnum::NODE, "update", false)));
+        assert!(relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "start",
+            true
+        )));
+        assert!(!relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "start",
+            false
+        )));
+        assert!(!relevant(&ev(
+            EventMessageTypeEnum::CONTAINER,
+            "exec_start: sh",
+            true
+        )));
+        assert!(!relevant(&ev(EventMessageTypeEnum::IMAGE, "pull", false)));
+    }
+
+    #[test]
+    fn task_addresses_from_a_verbose_network_inspect() {
+        let services: HashMap<String, serde_json::Value> = serde_json::from_str(
+            r#"{"web": {"VIP": "10.0.1.2", "Tasks": [
+                {"Name": "web.1.abc123", "EndpointIP": "10.0.1.5"},
+                {"Name": "web.2.def456", "EndpointIP": "10.0.1.6/24"},
+                {"Name": "", "EndpointIP": "10.0.1.7"}]}}"#,
+        )
+        .unwrap();
+        let mut out = TaskAddresses::new();
+        addresses_from_network("front", &services, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out["abc123"]["front"], "10.0.1.5");
+        assert_eq!(out["def456"]["front"], "10.0.1.6");
+    }
+}
