@@ -40,8 +40,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A steady stream of events still re-lists at least this often.
 const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// With no event pending, the session still wakes this often (nothing is listed then).
+const IDLE_WAKE: Duration = Duration::from_secs(10);
 /// Containers inspected at once.
 const INSPECT_CONCURRENCY: usize = 8;
 /// More containers than this are ignored (with a warning): bounds the work of one snapshot.
@@ -639,13 +639,6 @@ fn relevant(ev: &EventMessage) -> bool {
     }
 }
 
-/// What survives reconnections.
-struct WatchState {
-    last_sent: Option<Catalog>,
-    /// True from the first failure until a list succeeds again (log once per outage).
-    down: bool,
-}
-
 /// Watches the engine until `shutdown` turns true or the control loop goes away, sending a
 /// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error: failures are
 /// logged and retried (constraints are validated by the caller before serving; an invalid
@@ -653,7 +646,7 @@ struct WatchState {
 pub async fn run(
     cfg: DockerConfig,
     triggers: mpsc::Sender<Trigger>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
@@ -663,36 +656,12 @@ pub async fn run(
         }
     };
     info!(endpoint = %cfg.endpoint, "docker provider watching");
-    let mut st = WatchState {
-        last_sent: None,
-        down: false,
-    };
-    let mut delay = BACKOFF_MIN;
-    loop {
-        let outcome = tokio::select! {
-            r = session(&cfg, constraint.as_ref(), &triggers, &mut st) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        match outcome {
-            Ok(()) => return,
-            Err((e, listed)) => {
-                if listed {
-                    delay = BACKOFF_MIN;
-                }
-                if !st.down {
-                    warn!(error = %e, "docker unreachable; keeping the last catalog and retrying");
-                    st.down = true;
-                } else {
-                    debug!(error = %e, retry_in = ?delay, "docker still unreachable");
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        delay = (delay * 2).min(BACKOFF_MAX);
-    }
+    let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
+    super::watch::reconnecting("docker", shutdown, |mut st| async move {
+        let end = session(cfg, constraint, triggers, &mut st).await;
+        (st, end)
+    })
+    .await;
 }
 
 /// One connection: subscribe to events, list, then re-list after each burst of events. Returns
@@ -702,7 +671,7 @@ async fn session(
     cfg: &DockerConfig,
     constraint: Option<&Constraint>,
     triggers: &mpsc::Sender<Trigger>,
-    st: &mut WatchState,
+    st: &mut super::watch::WatchState,
 ) -> Result<(), (DockerError, bool)> {
     let mut listed = false;
     let docker = connect(cfg).await.map_err(|e| (e, false))?;
@@ -712,7 +681,7 @@ async fn session(
     let mut due = Some(Instant::now() + DEBOUNCE);
     let mut cap: Option<Instant> = None;
     loop {
-        let wake = due.unwrap_or_else(|| Instant::now() + BACKOFF_MAX);
+        let wake = due.unwrap_or_else(|| Instant::now() + IDLE_WAKE);
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(ev)) => {
@@ -733,10 +702,7 @@ async fn session(
                 cap = None;
                 let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
                 listed = true;
-                if st.down {
-                    info!(endpoint = %cfg.endpoint, "docker reachable again");
-                    st.down = false;
-                }
+                st.listed("docker", &cfg.endpoint);
                 if st.last_sent.as_ref() != Some(&catalog) {
                     info!(entries = catalog.entries.len(), "docker catalog changed");
                     st.last_sent = Some(catalog.clone());

@@ -9,6 +9,7 @@ pub mod constraints;
 pub mod docker;
 pub mod file;
 pub mod swarm;
+mod watch;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -17,35 +18,34 @@ use crate::config::Config;
 /// name order: docker, file, swarm): for `check` and `catalog`, which serve nothing. Blocking.
 pub fn snapshot_now(cfg: &Config) -> anyhow::Result<Catalog> {
     use anyhow::Context;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for the providers")?;
     let mut all = Catalog::default();
-    if let Some(d) = &cfg.docker {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime for the Docker provider")?;
-        let found = rt.block_on(async {
-            let docker = docker::connect(d).await?;
-            docker::snapshot(&docker, d).await
-        })?;
+    let mut add = |provider: &str, found: Catalog| {
         all.entries.extend(found.entries);
-        all.problems
-            .extend(found.problems.into_iter().map(|m| format!("docker: {m}")));
+        all.problems.extend(
+            found
+                .problems
+                .into_iter()
+                .map(|m| format!("{provider}: {m}")),
+        );
+    };
+    if let Some(d) = &cfg.docker {
+        add(
+            "docker",
+            rt.block_on(async { docker::snapshot(&docker::connect(d).await?, d).await })?,
+        );
     }
     if let Some(p) = &cfg.catalog {
-        all.entries.extend(Catalog::load(p)?.entries);
+        add("file", Catalog::load(p)?);
     }
     if let Some(s) = &cfg.swarm {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime for the Swarm provider")?;
-        let found = rt.block_on(async {
-            let docker = docker::connect(&s.client()).await?;
-            swarm::snapshot(&docker, s).await
-        })?;
-        all.entries.extend(found.entries);
-        all.problems
-            .extend(found.problems.into_iter().map(|m| format!("swarm: {m}")));
+        add(
+            "swarm",
+            rt.block_on(async { swarm::snapshot(&docker::connect(&s.client()).await?, s).await })?,
+        );
     }
     Ok(all)
 }

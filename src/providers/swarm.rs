@@ -47,8 +47,6 @@ pub const PROVIDER: &str = "swarm";
 
 const DEBOUNCE: Duration = Duration::from_millis(50);
 const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// More services than this are ignored (with a warning): bounds the work of one snapshot.
 const MAX_SERVICES: usize = 10_000;
 /// After a service or node event, tasks take a while to start (the event comes before them, and
@@ -526,17 +524,12 @@ fn relevant(ev: &EventMessage) -> bool {
     }
 }
 
-struct WatchState {
-    last_sent: Option<Catalog>,
-    down: bool,
-}
-
 /// Watches the swarm until `shutdown` turns true or the control loop goes away, sending a
 /// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error.
 pub async fn run(
     cfg: SwarmConfig,
     triggers: mpsc::Sender<Trigger>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
@@ -546,36 +539,12 @@ pub async fn run(
         }
     };
     info!(endpoint = %cfg.endpoint, refresh = ?cfg.refresh, "swarm provider watching");
-    let mut st = WatchState {
-        last_sent: None,
-        down: false,
-    };
-    let mut delay = BACKOFF_MIN;
-    loop {
-        let outcome = tokio::select! {
-            r = session(&cfg, constraint.as_ref(), &triggers, &mut st) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        match outcome {
-            Ok(()) => return,
-            Err((e, listed)) => {
-                if listed {
-                    delay = BACKOFF_MIN;
-                }
-                if !st.down {
-                    warn!(error = %e, "swarm manager unreachable; keeping the last catalog and retrying");
-                    st.down = true;
-                } else {
-                    debug!(error = %e, retry_in = ?delay, "swarm manager still unreachable");
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        delay = (delay * 2).min(BACKOFF_MAX);
-    }
+    let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
+    super::watch::reconnecting("swarm manager", shutdown, |mut st| async move {
+        let end = session(cfg, constraint, triggers, &mut st).await;
+        (st, end)
+    })
+    .await;
 }
 
 /// One connection: subscribe to events, list, then list again every `refresh`, after each burst
@@ -585,7 +554,7 @@ async fn session(
     cfg: &SwarmConfig,
     constraint: Option<&Constraint>,
     triggers: &mpsc::Sender<Trigger>,
-    st: &mut WatchState,
+    st: &mut super::watch::WatchState,
 ) -> Result<(), (DockerError, bool)> {
     let mut listed = false;
     let docker = super::docker::connect(&cfg.client())
@@ -625,10 +594,7 @@ async fn session(
                 due = now + if following { FOLLOW_STEP.min(cfg.refresh) } else { cfg.refresh };
                 let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
                 listed = true;
-                if st.down {
-                    info!(endpoint = %cfg.endpoint, "swarm manager reachable again");
-                    st.down = false;
-                }
+                st.listed("swarm manager", &cfg.endpoint);
                 if st.last_sent.as_ref() != Some(&catalog) {
                     let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
                     for p in catalog.problems.iter().filter(|p| !before.contains(p)) {
