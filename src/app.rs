@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::control::{self, Control, ScriptsOrigin, Trigger};
 use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
-use crate::script::Limits;
+use crate::script::{self, Limits};
 
 /// One worker's listening sockets: one per entrypoint, in entrypoint order.
 pub type ListenerSet = Vec<(String, std::net::TcpListener)>;
@@ -68,10 +68,11 @@ impl Router {
             info!(entrypoint = %name, %addr, workers = sets.len(), "listening");
             entrypoints.push((name.clone(), addr));
         }
+        let admin_at = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let control = Arc::new(Control::new(
             cfg.scripts.clone(),
             catalog,
-            names,
+            script::BuildEnv::new(names, admin_at),
             Limits::default(),
         ));
         match control.origin() {

@@ -73,12 +73,8 @@ fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
         ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
         ScriptsOrigin::Embedded => script::embedded_default(),
     };
-    script::build(
-        &sources,
-        &catalog,
-        &cfg.entrypoint_names(),
-        &Limits::default(),
-    )
+    let env = script::BuildEnv::new(cfg.entrypoint_names(), cfg.admin);
+    script::build_with(&sources, &catalog, &env, &Limits::default(), None)
 }
 
 /// `switchyard catalog`: what the providers see now, as the JSON array `--catalog` reads.

@@ -38,11 +38,16 @@ enum Command {
     },
     /// A built-in echo backend for demos and tests (like Traefik's whoami).
     Whoami {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+        /// Address to listen on (env so Swarm replicas can use `910{{.Task.Slot}}`-style ports).
+        #[arg(
+            long,
+            env = "SWITCHYARD_WHOAMI_LISTEN",
+            default_value = "127.0.0.1:9001",
+            value_name = "ADDR"
+        )]
         listen: String,
         /// Name shown in answers [default: the host name].
-        #[arg(long)]
+        #[arg(long, env = "SWITCHYARD_WHOAMI_NAME")]
         name: Option<String>,
     },
 }
@@ -50,8 +55,11 @@ enum Command {
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?;
+    // Colours only for a terminal: `docker logs` and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

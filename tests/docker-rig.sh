@@ -3,12 +3,15 @@
 #
 #   tests/docker-rig.sh start [--owner-pid PID]   install (apt) if needed, start, print the socket
 #   tests/docker-rig.sh image                     build the local test image(s) if missing
+#   tests/docker-rig.sh swarm                     make the daemon a single-node Swarm manager
+#   tests/docker-rig.sh router-image              build the router's image from ./Dockerfile
 #   tests/docker-rig.sh stop                      stop the daemon, unmount leftovers, remove state
 #   tests/docker-rig.sh halt                      stop only the daemon, keep state; `start` resumes it
 #   tests/docker-rig.sh status                    say whether the rig runs (exit 1 if not)
 #
 # State lives in $RIG_DIR (default /tmp/switchyard-docker-rig): data/, exec/, docker.sock,
-# docker.pid, dockerd.log. The daemon never uses /var/run/docker.sock or /var/lib/docker, and this
+# docker.pid, dockerd.log, tls/ (a CA, the daemon's and a client's certificate: the daemon also
+# listens on tcp://127.0.0.1:$RIG_TLS_PORT with --tlsverify, port in tls/port). The daemon never uses /var/run/docker.sock or /var/lib/docker, and this
 # script only ever signals processes whose command line names $RIG_DIR, so it cannot touch a
 # daemon someone else started.
 #
@@ -37,6 +40,11 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 BUSYBOX_IMAGE=switchyard-test/busybox:latest
+SOCAT_IMAGE=switchyard-test/socat:latest
+ROUTER_IMAGE=switchyard-test/switchyard:latest
+TLS_DIR=$RIG_DIR/tls
+# Derived from the state dir so two rigs (a CI clone beside a work tree) do not collide.
+RIG_TLS_PORT=${RIG_TLS_PORT:-$((23760 + $(printf '%s' "$RIG_DIR" | cksum | cut -d' ' -f1) % 200))}
 START_TIMEOUT_S=${RIG_START_TIMEOUT_S:-30}
 STOP_TIMEOUT_S=${RIG_STOP_TIMEOUT_S:-20}
 
@@ -90,6 +98,7 @@ install_missing() {
     command -v curl >/dev/null || pkgs+=(curl)
     command -v docker-compose >/dev/null || pkgs+=(docker-compose)
     command -v socat >/dev/null || pkgs+=(socat)
+    command -v openssl >/dev/null || pkgs+=(openssl)
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"
@@ -295,13 +304,38 @@ cmd_start() {
     echo "$SOCK"
 }
 
+# A CA, a server certificate for 127.0.0.1 and a client certificate, all made once per state dir.
+make_tls() {
+    [[ -s $TLS_DIR/key.pem ]] && return 0
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=switchyard-rig-ca \
+            -keyout ca-key.pem -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+            -extfile server.ext -out server-cert.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=switchyard-test-client -keyout key.pem -out client.csr
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+            -extfile client.ext -out cert.pem
+        rm -f ./*.csr ./*.ext
+        chmod 0644 ./*.pem
+    ) >/dev/null 2>&1 || die "openssl could not make the rig's certificates in $TLS_DIR"
+}
+
 launch_daemon() {
     local pid t0=$EPOCHREALTIME
+    make_tls
+    echo "$RIG_TLS_PORT" >"$TLS_DIR/port"
     # setsid: an interrupt aimed at the test run must not kill dockerd mid-flight (that leaves
     # mounts); the watchdog stops it cleanly instead.
     DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd \
         --data-root "$RIG_DIR/data" --exec-root "$RIG_DIR/exec" \
         -H "unix://$SOCK" --pidfile "$PIDFILE" \
+        -H "tcp://127.0.0.1:$RIG_TLS_PORT" --tlsverify --tlscacert "$TLS_DIR/ca.pem" \
+        --tlscert "$TLS_DIR/server-cert.pem" --tlskey "$TLS_DIR/server-key.pem" \
         --iptables=false --ip6tables=false --storage-driver=vfs --bridge=none \
         --default-address-pool base=10.220.0.0/16,size=24 \
         --init \
@@ -367,7 +401,69 @@ cmd_image() {
         build_busybox_image
         log "built $BUSYBOX_IMAGE in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')s"
     fi
+    dk image inspect "$SOCAT_IMAGE" >/dev/null 2>&1 || build_socat_image
     echo "$BUSYBOX_IMAGE"
+}
+
+# socat and the shared libraries it links (ldd), for the swarm-socat example's API endpoint.
+build_socat_image() {
+    local root lib bin
+    bin=$(command -v socat) || die "no socat (install socat)"
+    root=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-socat.XXXXXX")
+    mkdir -p "$root/bin" "$root/tmp" "$root/etc"
+    cp "$bin" "$root/bin/socat"
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    echo 'root:x:0:0:root:/:/bin/socat' >"$root/etc/passwd"
+    tar -C "$root" -c . | dk import --change 'ENTRYPOINT ["/bin/socat"]' - "$SOCAT_IMAGE" >/dev/null
+    rm -rf "$root"
+}
+
+# Single-node Swarm on loopback: manager and data path on 127.0.0.1 (nothing leaves the machine).
+cmd_swarm() {
+    ping || die "rig not running (run: $0 start)"
+    take_lock
+    if [[ $(dk info --format '{{.Swarm.LocalNodeState}}') != active ]]; then
+        local t0=$EPOCHREALTIME
+        timeout 60 "$(docker_bin)" -H "unix://$SOCK" swarm init --advertise-addr 127.0.0.1 \
+            --listen-addr 127.0.0.1:2377 --data-path-addr 127.0.0.1 >/dev/null ||
+            die "docker swarm init failed (is another Swarm manager running on this machine?)"
+        log "swarm initialised in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')s"
+    fi
+    dk info --format '{{.Swarm.NodeID}}'
+}
+
+# The router's image from ./Dockerfile, as the README builds it, but from a debug build (faster to
+# compile here) in target/image; rebuilt when the binary changed.
+cmd_router_image() {
+    ping || die "rig not running (run: $0 start)"
+    local repo ctx bin sum
+    repo=$(cd "$(dirname "$SELF")/.." && pwd)
+    (
+        cd "$repo"
+        RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$repo/target/image" \
+            cargo build --quiet --target x86_64-unknown-linux-gnu --bin switchyard
+    ) || die "static build of the router failed"
+    bin=$repo/target/image/x86_64-unknown-linux-gnu/debug/switchyard
+    elf_static "$bin" || die "$bin is not statically linked"
+    take_lock
+    sum=$(sha256sum "$bin" | cut -c1-16)
+    if [[ $(dk image inspect --format '{{index .Config.Labels "switchyard.binary"}}' "$ROUTER_IMAGE" 2>/dev/null) == "$sum" ]]; then
+        echo "$ROUTER_IMAGE"
+        return 0
+    fi
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-image.XXXXXX")
+    mkdir -p "$ctx/dist"
+    cp "$repo/Dockerfile" "$repo/.dockerignore" "$ctx/"
+    cp -r "$repo/scripts" "$repo/stdlib" "$ctx/"
+    # Without debug info the image is a tenth of the size (vfs copies it for every container).
+    strip -o "$ctx/dist/switchyard" "$bin" 2>/dev/null || cp "$bin" "$ctx/dist/switchyard"
+    DOCKER_BUILDKIT=0 timeout 300 "$(docker_bin)" -H "unix://$SOCK" build -q --label "switchyard.binary=$sum" \
+        -t "$ROUTER_IMAGE" "$ctx" >/dev/null || { rm -rf "$ctx"; die "docker build of the router image failed"; }
+    rm -rf "$ctx"
+    echo "$ROUTER_IMAGE"
 }
 
 cmd_stop() {
@@ -403,6 +499,8 @@ case ${1:-} in
     stop) cmd_stop ;;
     halt) cmd_halt ;;
     status) cmd_status ;;
+    swarm) cmd_swarm ;;
+    router-image) cmd_router_image ;;
     _watchdog) cmd_watchdog ;;
-    *) die "usage: $0 start [--owner-pid PID] | image | stop | halt | status" ;;
+    *) die "usage: $0 start [--owner-pid PID] | image | swarm | router-image | stop | halt | status" ;;
 esac

@@ -68,7 +68,7 @@ pub struct Control {
     /// Each provider's latest snapshot; scripts see them merged (in provider name order).
     catalogs: Mutex<std::collections::BTreeMap<&'static str, Arc<Catalog>>>,
     catalog: Mutex<Arc<Catalog>>,
-    entrypoints: Vec<String>,
+    env: script::BuildEnv,
     limits: Limits,
     table: Arc<ArcSwap<RouteTable>>,
     status: watch::Sender<BuildStatus>,
@@ -84,7 +84,7 @@ impl Control {
     pub fn new(
         origin: ScriptsOrigin,
         catalog: Catalog,
-        entrypoints: Vec<String>,
+        env: script::BuildEnv,
         limits: Limits,
     ) -> Self {
         Control {
@@ -94,7 +94,7 @@ impl Control {
                 Arc::new(catalog.clone()),
             )])),
             catalog: Mutex::new(Arc::new(catalog)),
-            entrypoints,
+            env,
             limits,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             status: watch::channel(BuildStatus::default()).0,
@@ -181,13 +181,8 @@ impl Control {
             }
         }
         let previous = self.table.load_full();
-        let result = script::build_with(
-            &sources,
-            &catalog,
-            &self.entrypoints,
-            &self.limits,
-            Some(&previous),
-        );
+        let result =
+            script::build_with(&sources, &catalog, &self.env, &self.limits, Some(&previous));
         self.record(result, Some((sources, catalog)))
     }
 

@@ -78,6 +78,66 @@ fn strip_prefix_len(addr: &str) -> &str {
     addr.split('/').next().unwrap_or(addr)
 }
 
+/// Values of Docker's service template placeholders for one task.
+struct TaskVars<'a> {
+    slot: &'a str,
+    task_id: &'a str,
+    node_id: &'a str,
+    service_name: &'a str,
+    service_id: &'a str,
+}
+
+/// Labels with Docker's service template placeholders (`{{.Task.Slot}}`, `{{.Task.ID}}`,
+/// `{{.Node.ID}}`, `{{.Service.Name}}`, `{{.Service.ID}}`, spaces inside the braces allowed)
+/// replaced for one task. Docker expands them in a task's env but never in service labels, so
+/// replicas sharing a node's network (`--network host`) can listen on
+/// `PORT=910{{.Task.Slot}}` and say so with `traefik.port=910{{.Task.Slot}}`. Anything else
+/// between braces is left as written.
+fn expand_placeholders(
+    labels: &BTreeMap<String, String>,
+    vars: &TaskVars<'_>,
+) -> BTreeMap<String, String> {
+    let expand = |v: &str| -> String {
+        let mut out = String::with_capacity(v.len());
+        let mut rest = v;
+        while let Some(start) = rest.find("{{") {
+            let (before, from) = rest.split_at(start);
+            out.push_str(before);
+            let Some(end) = from.find("}}") else {
+                out.push_str(from);
+                return out;
+            };
+            let inner = from.get(2..end).unwrap_or_default().trim();
+            let value = match inner {
+                ".Task.Slot" => Some(vars.slot),
+                ".Task.ID" => Some(vars.task_id),
+                ".Node.ID" => Some(vars.node_id),
+                ".Service.Name" => Some(vars.service_name),
+                ".Service.ID" => Some(vars.service_id),
+                _ => None,
+            };
+            match value {
+                Some(x) => out.push_str(x),
+                None => out.push_str(from.get(..end + 2).unwrap_or_default()),
+            }
+            rest = from.get(end + 2..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        out
+    };
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let v = if v.contains("{{") {
+                expand(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 fn is_unusable_node_address(addr: &str) -> bool {
     matches!(addr.trim(), "" | "0.0.0.0" | "127.0.0.1" | "::" | "::1")
 }
@@ -150,14 +210,27 @@ fn entries_with(
     if name.is_empty() {
         name = short_id(&id).to_string();
     }
-    let port = port_from_labels(&labels)
-        .map_err(|e| format!("{who}: {e}"))?
-        .ok_or_else(|| {
-            format!(
-                "{who}: no port: Swarm services need a port label: add \
-                 traefik.http.services.{name}.loadbalancer.server.port=<port> (or traefik.port)"
-            )
-        })?;
+    let port_of = |labels: &BTreeMap<String, String>| -> Result<u16, String> {
+        port_from_labels(labels)
+            .map_err(|e| format!("{who}: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "{who}: no port: Swarm services need a port label: add \
+                     traefik.http.services.{name}.loadbalancer.server.port=<port> (or traefik.port)"
+                )
+            })
+    };
+    // Checked once for the service (with slot 1 standing in for task placeholders), so a bad
+    // label is reported even while no task runs; each task's own labels are expanded below.
+    let templated = labels.values().any(|v| v.contains("{{"));
+    let service_vars = TaskVars {
+        slot: "1",
+        task_id: "",
+        node_id: "",
+        service_name: &sname,
+        service_id: &id,
+    };
+    let port = port_of(&expand_placeholders(&labels, &service_vars))?;
     let lbswarm = bool_label(&labels, LABELS_LBSWARM, &who)?.unwrap_or(false);
     let dnsrr = svc
         .endpoint
@@ -221,7 +294,7 @@ fn entries_with(
             .map(|(_, a)| a.clone())
     };
 
-    let detail = |cid: String, cname: String| ContainerDetail {
+    let detail = |cid: String, cname: String, port: u16| ContainerDetail {
         id: cid,
         name: cname,
         service_id: Some(id.clone()),
@@ -254,7 +327,13 @@ fn entries_with(
         if vip.is_none() {
             debug!("{who}: lbswarm is on but the service has no virtual IP");
         }
-        let mut d = detail(id.clone(), sname.clone());
+        if templated {
+            return Err(format!(
+                "{who}: labels use task placeholders ({{{{.Task.Slot}}}} ...), which need one \
+                 server per task; they cannot be used with lbswarm"
+            ));
+        }
+        let mut d = detail(id.clone(), sname.clone(), port);
         d.state = "running".to_string();
         d.networks = vips;
         d.address = vip.clone();
@@ -307,7 +386,22 @@ fn entries_with(
             .and_then(|s| s.container_status.as_ref())
             .and_then(|c| c.container_id.clone())
             .unwrap_or_else(|| tid.clone());
-        let mut d = detail(cid, format!("{sname}.{middle}.{tid}"));
+        let (labels, port) = if templated {
+            let slot_text = slot.map(|s| s.to_string()).unwrap_or_default();
+            let vars = TaskVars {
+                slot: &slot_text,
+                task_id: &tid,
+                node_id: node.as_deref().unwrap_or_default(),
+                service_name: &sname,
+                service_id: &id,
+            };
+            let expanded = expand_placeholders(&labels, &vars);
+            let port = port_of(&expanded)?;
+            (expanded, port)
+        } else {
+            (labels.clone(), port)
+        };
+        let mut d = detail(cid, format!("{sname}.{middle}.{tid}"), port);
         d.state = "running".to_string();
         d.networks = addrs;
         d.address = address.clone();
@@ -318,7 +412,7 @@ fn entries_with(
             provider: PROVIDER.to_string(),
             servers: address.iter().map(|a| join_host_port(a, port)).collect(),
             container: Some(d),
-            labels: labels.clone(),
+            labels,
         });
     }
     if entries.is_empty() {
@@ -326,7 +420,7 @@ fn entries_with(
             name,
             provider: PROVIDER.to_string(),
             servers: Vec::new(),
-            container: Some(detail(id.clone(), sname)),
+            container: Some(detail(id.clone(), sname, port)),
             labels,
         });
     }
@@ -934,6 +1028,72 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("traefik.port=\"x\""), "{err}");
+    }
+
+    #[test]
+    fn task_placeholders_give_each_host_networked_replica_its_port() {
+        let svc = service(
+            "echo",
+            &[
+                ("traefik.port", "910{{.Task.Slot}}"),
+                (
+                    "traefik.frontend.rule",
+                    "Host:{{ .Service.Name }}.localhost",
+                ),
+                ("note", "{{.Unknown}} and {{.Task.Slot"),
+            ],
+            &["n-host"],
+        );
+        let tasks = vec![
+            task(&svc, 2, TaskState::RUNNING, "node1"),
+            task(&svc, 1, TaskState::RUNNING, "node1"),
+        ];
+        let none = TaskAddresses::new();
+        let es = entries_from_service(
+            &svc,
+            &tasks,
+            &nodes("192.0.2.7"),
+            &networks(),
+            &none,
+            &cfg(),
+        )
+        .unwrap();
+        let servers: Vec<_> = es.iter().map(|e| e.servers.clone()).collect();
+        assert_eq!(
+            servers,
+            vec![vec!["192.0.2.7:9101"], vec!["192.0.2.7:9102"]]
+        );
+        assert_eq!(es[1].labels["traefik.port"], "9102");
+        assert_eq!(es[0].labels["traefik.frontend.rule"], "Host:echo.localhost");
+        assert_eq!(es[0].labels["note"], "{{.Unknown}} and {{.Task.Slot");
+        assert_eq!(es[0].container.as_ref().unwrap().ports, vec![9101]);
+
+        let bad = service("echo", &[("traefik.port", "{{.Task.ID}}")], &["n-host"]);
+        let err = entries_from_service(
+            &bad,
+            &tasks,
+            &nodes("192.0.2.7"),
+            &networks(),
+            &none,
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("swarm service echo") && err.contains("traefik.port"),
+            "{err}"
+        );
+        let lb = service(
+            "echo",
+            &[
+                ("traefik.port", "910{{.Task.Slot}}"),
+                ("traefik.swarm.lbswarm", "true"),
+            ],
+            &["n-front"],
+        );
+        let err =
+            entries_from_service(&lb, &tasks, &nodes("192.0.2.7"), &networks(), &none, &cfg())
+                .unwrap_err();
+        assert!(err.contains("lbswarm"), "{err}");
     }
 
     #[test]

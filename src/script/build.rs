@@ -83,6 +83,32 @@ pub struct Built {
     pub duration: std::time::Duration,
 }
 
+/// What the running router offers scripts besides the catalog.
+#[derive(Debug, Clone, Default)]
+pub struct BuildEnv {
+    /// The names routes may use.
+    pub entrypoints: Vec<String>,
+    /// The admin API's address as seen from the router itself (a loopback address when it
+    /// listens on all interfaces): `admin_address()` in scripts, the server of `api@internal`.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+impl BuildEnv {
+    pub fn new(entrypoints: Vec<String>, admin: Option<std::net::SocketAddr>) -> Self {
+        let admin = admin.map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        });
+        BuildEnv { entrypoints, admin }
+    }
+}
+
 /// Runs the scripts and compiles their declarations. `entrypoints` are the names routes may use.
 pub fn build(
     sources: &[ScriptSource],
@@ -90,7 +116,8 @@ pub fn build(
     entrypoints: &[String],
     limits: &Limits,
 ) -> Result<Built, Vec<ScriptError>> {
-    build_with(sources, catalog, entrypoints, limits, None)
+    let env = BuildEnv::new(entrypoints.to_vec(), None);
+    build_with(sources, catalog, &env, limits, None)
 }
 
 /// `build`, carrying server state (health, in-flight counts) over from `previous` for every
@@ -98,7 +125,7 @@ pub fn build(
 pub fn build_with(
     sources: &[ScriptSource],
     catalog: &Catalog,
-    entrypoints: &[String],
+    env: &BuildEnv,
     limits: &Limits,
     previous: Option<&RouteTable>,
 ) -> Result<Built, Vec<ScriptError>> {
@@ -109,8 +136,15 @@ pub fn build_with(
     api::register_builders(&mut engine, &collector, &hooks);
     // The names routes may use, so a script can drop entrypoints it cannot serve (labels written
     // for another router's configuration) instead of failing the build.
+    let entrypoints = env.entrypoints.as_slice();
     let names: rhai::Array = entrypoints.iter().cloned().map(Dynamic::from).collect();
     engine.register_fn("entrypoint_names", move || names.clone());
+    // `()` when the admin API is off, so `api@internal` can say so instead of routing nowhere.
+    let admin: Dynamic = env
+        .admin
+        .map(|a| Dynamic::from(a.to_string()))
+        .unwrap_or(Dynamic::UNIT);
+    engine.register_fn("admin_address", move || admin.clone());
     install_stdlib(&mut engine).map_err(|e| vec![e])?;
     let deadline = started + limits.build_time;
     engine.on_progress(move |_| {
@@ -687,10 +721,11 @@ mod tests {
         .unwrap();
         let state = first.table.services()[0].pool().unwrap().states[0].clone();
         state.set_active_healthy(false);
+        let env = BuildEnv::new(eps.to_vec(), None);
         let same = build_with(
             &one("\"127.0.0.1:1\""),
             &Catalog::default(),
-            &eps,
+            &env,
             &Limits::default(),
             Some(&first.table),
         )
@@ -701,7 +736,7 @@ mod tests {
         let changed = build_with(
             &one("\"127.0.0.1:1\", \"127.0.0.1:2\""),
             &Catalog::default(),
-            &eps,
+            &env,
             &Limits::default(),
             Some(&first.table),
         )

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard::config::DockerConfig;
 use switchyard::control::ScriptsOrigin;
@@ -35,20 +35,10 @@ fn compose(rig: &DockerRig, project: &str, args: &[&str]) {
 /// Polls until the container named `body` answers (the shipped welcome route answers every
 /// other request until the container's route is live).
 async fn until_served(r: &TestRouter, host: &str, path: &str, body: &str) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = get(r.web, host, path).await;
-        if reply.status == 200 && reply.body == body {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{host}{path} not routed within 15 s: {} {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_get(r.web, host, path, Duration::from_secs(15), |rep| {
+        rep.status == 200 && rep.body == body
+    })
+    .await
 }
 
 #[tokio::test]

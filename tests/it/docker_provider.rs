@@ -40,20 +40,7 @@ async fn router_at(endpoint: &str, tag: &str) -> TestRouter {
 
 /// Polls `GET host path` until `ok` holds for the reply (at most 10 s); returns that reply.
 async fn until(r: &TestRouter, host: &str, path: &str, ok: impl Fn(&Reply) -> bool) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = get(r.web, host, path).await;
-        if ok(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no such answer for {host}{path} within 10 s; last: {} {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    poll_get(r.web, host, path, Duration::from_secs(10), ok).await
 }
 
 fn owned<'a>(tag: &'a str, labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

@@ -18,5 +18,6 @@ mod mw_access;
 mod mw_upstream;
 mod reload;
 mod routing;
+mod swarm_provider;
 mod traefik_labels;
 mod websocket;

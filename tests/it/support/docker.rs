@@ -150,6 +150,40 @@ impl DockerRig {
         id
     }
 
+    /// Makes the daemon a single-node Swarm manager (once per process; `docker swarm init` on
+    /// 127.0.0.1, see tests/docker-rig.sh). Only one Swarm can run on a machine.
+    pub fn swarm(&self) {
+        static SWARM: OnceLock<()> = OnceLock::new();
+        SWARM.get_or_init(|| {
+            run_rig(&["swarm"]);
+        });
+    }
+
+    /// The router's own image, built from ./Dockerfile with a static debug binary (once per
+    /// process; a no-op when the image holds the current binary).
+    pub fn router_image(&self) -> &'static str {
+        static IMAGE: OnceLock<String> = OnceLock::new();
+        IMAGE.get_or_init(|| run_rig(&["router-image"]))
+    }
+
+    /// The rig's TLS material (`ca.pem`, `cert.pem`, `key.pem` for a client) and the port of the
+    /// daemon's `--tlsverify` listener on 127.0.0.1.
+    pub fn tls(&self) -> (PathBuf, u16) {
+        let dir = self.socket.with_file_name("tls");
+        let port = std::fs::read_to_string(dir.join("port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no TLS port in {}", dir.display()));
+        (dir, port)
+    }
+
+    /// Removes Swarm services (and so their tasks); quiet when they do not exist.
+    pub fn service_rm(&self, names: &[&str]) {
+        let mut args = vec!["service", "rm"];
+        args.extend_from_slice(names);
+        let _ = self.docker(&args);
+    }
+
     /// Removes a container (killing it first); quiet when it does not exist.
     pub fn rm(&self, name: &str) {
         let _ = self.docker(&["rm", "-f", name]);
@@ -195,6 +229,26 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no fresh free port in 100 tries");
+}
+
+/// A port prefix `P` such that 127.0.0.1 ports `P1` ..= `P9` were all free a moment ago: replicas
+/// on the host network listen on `P{{.Task.Slot}}` (Docker expands the slot in their env).
+pub fn slot_ports() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..200 {
+        let prefix = 1100 + fastrand::u16(0..2000);
+        let free = (1..=9).all(|slot| TcpListener::bind(("127.0.0.1", prefix * 10 + slot)).is_ok());
+        if free
+            && given
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(prefix)
+        {
+            return prefix;
+        }
+    }
+    panic!("no free block of slot ports in 200 tries");
 }
 
 /// A container name unique to this test process: `<prefix>-<pid>`.

@@ -176,6 +176,31 @@ pub async fn wait_attempt(
         .clone()
 }
 
+/// Polls `GET host path` on `addr` until `ok` holds for the reply (at most `within`); returns that
+/// reply, or panics with the last one.
+pub async fn poll_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    within: Duration,
+    ok: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let reply = get(addr, host, path).await;
+        if ok(&reply) {
+            return reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such answer for {host}{path} within {within:?}; last: {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A response read whole.
 #[derive(Debug)]
 pub struct Reply {
