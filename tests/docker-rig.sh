@@ -36,6 +36,7 @@ WATCHDOG_PID=$RIG_DIR/watchdog.pid
 LOG=$RIG_DIR/dockerd.log
 LOCK=$RIG_DIR.lock
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
+REPO=$(dirname "$(dirname "$SELF")")
 # dockerd finds containerd, runc and docker-init on PATH; test runners may not have sbin on it.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
@@ -99,6 +100,11 @@ install_missing() {
     command -v docker-compose >/dev/null || pkgs+=(docker-compose)
     command -v socat >/dev/null || pkgs+=(socat)
     command -v openssl >/dev/null || pkgs+=(openssl)
+    # The websocket example's client (PyPI).
+    if command -v python3 >/dev/null && ! python3 -c 'import websockets' 2>/dev/null; then
+        python3 -m pip install --quiet --disable-pip-version-check websockets >&2 ||
+            log "pip could not install websockets (the websocket example test will fail)"
+    fi
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"
@@ -304,25 +310,12 @@ cmd_start() {
     echo "$SOCK"
 }
 
-# A CA, a server certificate for 127.0.0.1 and a client certificate, all made once per state dir.
+# A CA, a server certificate for 127.0.0.1 and a client certificate, made once per state dir by
+# the swarm-socat example's script (one way to make them).
 make_tls() {
     [[ -s $TLS_DIR/key.pem ]] && return 0
-    mkdir -p "$TLS_DIR"
-    (
-        cd "$TLS_DIR"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=switchyard-rig-ca \
-            -keyout ca-key.pem -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
-            -extfile server.ext -out server-cert.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=switchyard-test-client -keyout key.pem -out client.csr
-        printf 'extendedKeyUsage=clientAuth\n' >client.ext
-        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
-            -extfile client.ext -out cert.pem
-        rm -f ./*.csr ./*.ext
-        chmod 0644 ./*.pem
-    ) >/dev/null 2>&1 || die "openssl could not make the rig's certificates in $TLS_DIR"
+    bash "$REPO/examples/swarm-socat/make-certs.sh" "$TLS_DIR" >/dev/null 2>&1 ||
+        die "openssl could not make the rig's certificates in $TLS_DIR"
 }
 
 launch_daemon() {
@@ -401,24 +394,10 @@ cmd_image() {
         build_busybox_image
         log "built $BUSYBOX_IMAGE in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')s"
     fi
-    dk image inspect "$SOCAT_IMAGE" >/dev/null 2>&1 || build_socat_image
+    dk image inspect "$SOCAT_IMAGE" >/dev/null 2>&1 ||
+        DOCKER_CLI="$(docker_bin) -H unix://$SOCK" bash "$REPO/examples/swarm-socat/socat-image.sh" \
+            "$SOCAT_IMAGE" >/dev/null
     echo "$BUSYBOX_IMAGE"
-}
-
-# socat and the shared libraries it links (ldd), for the swarm-socat example's API endpoint.
-build_socat_image() {
-    local root lib bin
-    bin=$(command -v socat) || die "no socat (install socat)"
-    root=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-socat.XXXXXX")
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc"
-    cp "$bin" "$root/bin/socat"
-    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-    echo 'root:x:0:0:root:/:/bin/socat' >"$root/etc/passwd"
-    tar -C "$root" -c . | dk import --change 'ENTRYPOINT ["/bin/socat"]' - "$SOCAT_IMAGE" >/dev/null
-    rm -rf "$root"
 }
 
 # Single-node Swarm on loopback: manager and data path on 127.0.0.1 (nothing leaves the machine).
@@ -439,8 +418,7 @@ cmd_swarm() {
 # compile here) in target/image; rebuilt when the binary changed.
 cmd_router_image() {
     ping || die "rig not running (run: $0 start)"
-    local repo ctx bin sum
-    repo=$(cd "$(dirname "$SELF")/.." && pwd)
+    local repo=$REPO ctx bin sum
     (
         cd "$repo"
         RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$repo/target/image" \

@@ -570,7 +570,12 @@ impl Proxy {
                 });
             };
             let upstream = hyper::upgrade::on(&mut resp);
-            let (parts, _) = resp.into_parts();
+            let (mut parts, _) = resp.into_parts();
+            // A client that opens its session with a websocket (socket.io's websocket-only
+            // transport) is pinned by the handshake answer.
+            if let Some(c) = set_cookie {
+                parts.headers.append(header::SET_COOKIE, c);
+            }
             tokio::spawn(tunnel(
                 downstream,
                 upstream,

@@ -19,5 +19,6 @@ mod mw_upstream;
 mod reload;
 mod routing;
 mod swarm_provider;
+mod swarm_stacks;
 mod traefik_labels;
 mod websocket;

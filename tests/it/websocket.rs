@@ -119,3 +119,46 @@ async fn connect_is_refused() {
     assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
     r.shutdown().await;
 }
+
+/// The handshake answer carries the sticky cookie (a client whose first request is the
+/// websocket, like socket.io's websocket-only transport, is pinned from the start), and a
+/// client presenting it is tunnelled to the same server every time.
+#[tokio::test]
+async fn websocket_handshake_sets_and_honours_the_sticky_cookie() {
+    let (a, b) = (Backend::start("ws-a").await, Backend::start("ws-b").await);
+    let r = TestRouter::start(&format!(
+        r#"route("ws").rule(host("ws.test")).to(service("ws").servers({}).balance(sticky_cookie("io", #{{ http_only: true }})));"#,
+        servers(&[&a, &b])
+    ))
+    .await;
+    let handshake = |cookie: Option<String>| async move {
+        let tcp = tokio::net::TcpStream::connect(r.web).await.unwrap();
+        let mut req = "ws://ws.test/echo".into_client_request().unwrap();
+        if let Some(c) = cookie {
+            req.headers_mut().insert("cookie", c.parse().unwrap());
+        }
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        ws.send(Message::text("ping")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("ping"));
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        (header("x-whoami-name"), header("set-cookie"))
+    };
+    let (server, set_cookie) = handshake(None).await;
+    let set_cookie = set_cookie.expect("Set-Cookie on the 101 answer");
+    assert!(
+        set_cookie.starts_with("io=") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let pair = set_cookie.split(';').next().unwrap().to_string();
+    for _ in 0..6 {
+        let (again, reissued) = handshake(Some(pair.clone())).await;
+        assert_eq!(again, server);
+        assert_eq!(reissued, None, "a valid cookie is not set again");
+    }
+    r.shutdown().await;
+}

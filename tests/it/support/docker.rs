@@ -89,6 +89,13 @@ impl DockerRig {
         self.use_lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The docker CLI, pointed at the rig (`-H` set), for callers that need env or a directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.docker_bin);
+        cmd.arg("-H").arg(self.endpoint());
+        cmd
+    }
+
     /// Runs the docker CLI against the rig; returns whatever happened (callers check status).
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new(&self.docker_bin)

@@ -1,0 +1,513 @@
+//! The Swarm examples as their READMEs run them: `docker stack deploy` of each `examples/*`
+//! stack file on the rig's single-node Swarm, the router itself deployed as a service from the
+//! image `./Dockerfile` builds, and real clients (HTTP, Python `websockets`) on loopback.
+//!
+//! The files are used unchanged; only their `${VAR:-default}` settings are given (the router
+//! image, the rig's socket, and fresh loopback ports so tests never collide). Every example's
+//! router reads the whole Swarm, so stack tests run one at a time, and each removes its stacks
+//! when it ends, also when it fails.
+
+// See docker_provider.rs: the rig's use lock is held across awaits on purpose; so is STACKS.
+#![allow(clippy::await_holding_lock)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{container_name, free_port, slot_ports, wait_listening, DockerRig};
+use crate::support::*;
+
+static STACKS: Mutex<()> = Mutex::new(());
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+}
+
+/// A deployed stack; removed on drop (its services' logs are printed first when the test
+/// panicked, so a failure shows what the router said).
+struct Stack<'a> {
+    rig: &'a DockerRig,
+    name: String,
+}
+
+impl Drop for Stack<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let ids = self.rig.docker(&[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.stack.namespace={}", self.name),
+            ]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let logs = self
+                    .rig
+                    .docker(&["service", "logs", "--raw", "--tail", "40", id]);
+                eprintln!(
+                    "--- service {id} of stack {}:\n{}{}",
+                    self.name,
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
+        let _ = self.rig.docker(&["stack", "rm", &self.name]);
+    }
+}
+
+/// `docker stack deploy -c <examples/file> <name>` with the example's variables `vars`, plus the
+/// router image and the rig's socket.
+fn deploy<'a>(rig: &'a DockerRig, file: &str, name: &str, vars: &[(&str, String)]) -> Stack<'a> {
+    let mut cmd = rig.command();
+    cmd.env("SWITCHYARD_IMAGE", rig.router_image())
+        .env("SOCAT_IMAGE", "switchyard-test/socat:latest")
+        .env("DOCKER_SOCKET", &rig.socket)
+        .args(["stack", "deploy", "--resolve-image", "never", "-c"])
+        .arg(example(file))
+        .arg(name)
+        .current_dir(example(file).parent().unwrap_or(Path::new(".")));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running docker stack deploy");
+    assert!(
+        out.status.success(),
+        "docker stack deploy {file} {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Stack {
+        rig,
+        name: name.to_string(),
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Fresh ports for one example's `WEB_PORT`, `ADMIN_PORT` and replica port prefix.
+struct Ports {
+    web: u16,
+    admin: u16,
+    prefix: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            web: free_port(),
+            admin: free_port(),
+            prefix: slot_ports(),
+        }
+    }
+
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("WEB_PORT", self.web.to_string()),
+            ("ADMIN_PORT", self.admin.to_string()),
+            ("APP_PORT_PREFIX", self.prefix.to_string()),
+        ]
+    }
+}
+
+/// Names of the servers (`X-Whoami-Name`) that answer `n` requests, with their counts.
+async fn spread(
+    web: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let rep = send(web, "GET", host, path, headers, "").await;
+        if rep.status == 200 {
+            if let Some(name) = rep.backend() {
+                *seen.entry(name.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Waits until exactly `names` answer (at most `within`); returns the time it took.
+async fn until_servers(
+    web: SocketAddr,
+    host: &str,
+    names: &[String],
+    within: Duration,
+) -> Duration {
+    let want: BTreeSet<String> = names.iter().cloned().collect();
+    let start = Instant::now();
+    loop {
+        let seen: BTreeSet<String> = spread(web, host, "/", &[], names.len() * 4)
+            .await
+            .into_keys()
+            .collect();
+        if seen == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{host}: {seen:?} answer, not {want:?}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The `name=value` part of a Set-Cookie header.
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn swarm_sticky_stays_sticky_while_scaling_to_five() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let stack = container_name("sticky").replace('-', "");
+    let _s = deploy(rig, "swarm-sticky/stack.yml", &stack, &ports.vars());
+    let web = loopback(ports.web);
+    wait_listening(web, Duration::from_secs(60));
+    // The article's rule is `Method: GET, POST, PUT`: any host.
+    until_servers(
+        web,
+        "sticky.localhost",
+        &names("app", 2),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let first = get(web, "sticky.localhost", "/").await;
+    let set_cookie = first
+        .header("set-cookie")
+        .expect("a sticky cookie")
+        .to_string();
+    let pinned = first.backend().expect("a server name").to_string();
+    let cookie = cookie_pair(&set_cookie);
+    let stuck = spread(web, "sticky.localhost", "/", &[("cookie", &cookie)], 20).await;
+    assert_eq!(stuck, BTreeMap::from([(pinned.clone(), 20)]));
+    // The app sees who asked (the article's X-Forwarded headers).
+    assert!(
+        first.body.contains("X-Forwarded-For: 127.0.0.1")
+            && first.body.contains("X-Forwarded-Host: sticky.localhost"),
+        "{}",
+        first.body
+    );
+
+    let t0 = Instant::now();
+    rig.docker_ok(&["service", "scale", "--detach", &format!("{stack}_app=5")]);
+    until_servers(
+        web,
+        "sticky.localhost",
+        &names("app", 5),
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!(
+        "swarm-sticky: docker service scale app=5 → all 5 replicas routed by the router service: {:?}",
+        t0.elapsed()
+    );
+    let still = spread(web, "sticky.localhost", "/", &[("cookie", &cookie)], 20).await;
+    assert_eq!(
+        still,
+        BTreeMap::from([(pinned, 20)]),
+        "the session moved after the scale-up"
+    );
+}
+
+#[tokio::test]
+async fn swarm_global_publishes_its_admin_api_and_balances_four_replicas() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let stack = container_name("global").replace('-', "");
+    let _s = deploy(rig, "swarm-global/stack.yml", &stack, &ports.vars());
+    let web = loopback(ports.web);
+    wait_listening(web, Duration::from_secs(60));
+    let host = "whoami.docker.localhost";
+    until_servers(web, host, &names("whoami", 4), Duration::from_secs(60)).await;
+    // Round robin: 40 requests, 10 each.
+    let counts = spread(web, host, "/", &[], 40).await;
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10; 4],
+        "{counts:?}"
+    );
+
+    // The admin API through the router itself (`service=api@internal` label on the router).
+    let api = poll_get(
+        web,
+        "proxy.localhost",
+        "/api/routes",
+        Duration::from_secs(30),
+        |r| r.status == 200,
+    )
+    .await;
+    let routes = api.json();
+    let listed: Vec<String> = routes["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect();
+    assert!(
+        listed.iter().any(|n| n.starts_with("dashboard@"))
+            && listed.iter().any(|n| n.contains("whoami")),
+        "{listed:?}"
+    );
+    // Global on the manager, with the article's limits.
+    let spec = rig.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.Mode}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}}",
+        &format!("{stack}_router"),
+    ]);
+    assert_eq!(spec, r#"{"Global":{}} 500000000 262144000"#);
+}
+
+#[tokio::test]
+async fn websocket_example_echoes_through_the_path_prefix_with_a_sticky_cookie() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let stack = container_name("wsk").replace('-', "");
+    let _s = deploy(rig, "websocket/stack.yml", &stack, &ports.vars());
+    let web = loopback(ports.web);
+    wait_listening(web, Duration::from_secs(60));
+    // HTTP first: /wsk/... reaches the app as `/` (replacepath), with the article's cookie.
+    let served = poll_get(
+        web,
+        "localhost",
+        "/wsk/socket.io/",
+        Duration::from_secs(60),
+        |r| r.status == 200 && r.backend().is_some(),
+    )
+    .await;
+    assert!(served.body.contains("GET / HTTP/1.1"), "{}", served.body);
+    let set_cookie = served
+        .header("set-cookie")
+        .expect("sticky cookie")
+        .to_string();
+    assert!(set_cookie.starts_with("io="), "{set_cookie}");
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("Secure"),
+        "{set_cookie}"
+    );
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("samesite"),
+        "{set_cookie}"
+    );
+    assert_eq!(get(web, "localhost", "/other").await.backend(), None);
+
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/ws_client.py");
+    let url = format!("ws://127.0.0.1:{}/wsk", ports.web);
+    let ws = |cookie: &str| {
+        let out = Command::new("python3")
+            .arg(&client)
+            .arg(&url)
+            .arg(cookie)
+            .args(["hello", "wörld"])
+            .output()
+            .expect("running python3 (the rig installs `websockets`)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Both replicas take websockets; a client with the cookie always gets the same one.
+    let mut fresh = BTreeSet::new();
+    let start = Instant::now();
+    while fresh.len() < 2 {
+        let r = ws("");
+        assert_eq!(r["status"], 101, "{r}");
+        assert_eq!(r["echoes"], serde_json::json!(["hello", "wörld"]), "{r}");
+        assert!(
+            r["set_cookie"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("io=")),
+            "{r}"
+        );
+        fresh.insert(r["server"].as_str().unwrap_or_default().to_string());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "one replica only: {fresh:?}"
+        );
+    }
+    let cookie = cookie_pair(&set_cookie);
+    let pinned = served.backend().expect("server name").to_string();
+    for _ in 0..5 {
+        let r = ws(&cookie);
+        assert_eq!(r["server"], pinned.as_str(), "{r}");
+        assert_eq!(
+            r["set_cookie"],
+            serde_json::Value::Null,
+            "a valid cookie is not reissued: {r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn blue_green_switches_without_touching_the_router_or_failing_a_request() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let tag = container_name("bg").replace('-', "");
+    let _router = deploy(
+        rig,
+        "blue-green/router.yml",
+        &format!("{tag}router"),
+        &ports.vars(),
+    );
+    let blue_vars = vec![
+        ("VERSION", "blue".to_string()),
+        ("PRIORITY", "10".to_string()),
+        ("PORT_PREFIX", slot_ports().to_string()),
+    ];
+    let blue = deploy(rig, "blue-green/app.yml", &format!("{tag}blue"), &blue_vars);
+    let web = loopback(ports.web);
+    wait_listening(web, Duration::from_secs(60));
+    until_servers(
+        web,
+        "app.localhost",
+        &names("blue", 2),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Green goes up beside blue, with a higher priority: requests keep flowing meanwhile and
+    // every one is answered by blue or green.
+    let green_vars = vec![
+        ("VERSION", "green".to_string()),
+        ("PRIORITY", "20".to_string()),
+        ("PORT_PREFIX", slot_ports().to_string()),
+    ];
+    let _green = deploy(
+        rig,
+        "blue-green/app.yml",
+        &format!("{tag}green"),
+        &green_vars,
+    );
+    let start = Instant::now();
+    let mut answered = 0;
+    loop {
+        let rep = get(web, "app.localhost", "/").await;
+        assert_eq!(
+            rep.status, 200,
+            "request {answered} during the switch: {}",
+            rep.body
+        );
+        answered += 1;
+        if rep.backend().is_some_and(|b| b.starts_with("green")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "green never took over"
+        );
+    }
+    until_servers(
+        web,
+        "app.localhost",
+        &names("green", 2),
+        Duration::from_secs(30),
+    )
+    .await;
+    // Blue stays reachable on its preview host until its stack goes.
+    let preview = get(web, "blue.app.localhost", "/").await;
+    assert!(
+        preview.backend().is_some_and(|b| b.starts_with("blue")),
+        "{preview:?}"
+    );
+    drop(blue);
+    // Gone: the shipped default script's welcome route answers instead.
+    poll_get(
+        web,
+        "blue.app.localhost",
+        "/",
+        Duration::from_secs(60),
+        |r| r.backend().is_none(),
+    )
+    .await;
+    let after = spread(web, "app.localhost", "/", &[], 10).await;
+    assert_eq!(after.values().sum::<usize>(), 10, "{after:?}");
+    assert!(after.keys().all(|k| k.starts_with("green")), "{after:?}");
+    eprintln!("blue-green: {answered} requests during the switch, all 200");
+}
+
+#[tokio::test]
+async fn swarm_socat_routes_with_the_api_on_tcp_and_with_tls_client_certificates() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    // The TLS variant reads the rig daemon's own --tlsverify listener with the rig's client
+    // certificate (tests/docker-rig.sh makes them with the example's make-certs.sh).
+    let (tls, tls_port) = rig.tls();
+    for (file, extra) in [
+        (
+            "swarm-socat/stack.yml",
+            vec![("API_PORT", free_port().to_string())],
+        ),
+        (
+            "swarm-socat/stack-tls.yml",
+            vec![
+                ("CERTS", tls.display().to_string()),
+                ("API_PORT", tls_port.to_string()),
+            ],
+        ),
+    ] {
+        let ports = Ports::new();
+        let mut vars = ports.vars();
+        vars.push(("APP_PORT", free_port().to_string()));
+        // A single-node Swarm has no worker: the README says to run the router on the manager.
+        vars.push(("ROUTER_ROLE", "manager".to_string()));
+        vars.extend(extra);
+        let name = container_name(if file.ends_with("tls.yml") {
+            "socattls"
+        } else {
+            "socat"
+        })
+        .replace('-', "");
+        let _s = deploy(rig, file, &name, &vars);
+        let web = loopback(ports.web);
+        wait_listening(web, Duration::from_secs(60));
+        let rep = poll_get(web, "cats.localhost", "/", Duration::from_secs(60), |r| {
+            r.status == 200 && r.backend().is_some()
+        })
+        .await;
+        assert_eq!(rep.backend(), Some("cats"), "{file}");
+        // `Path: /` only: other paths get the shipped welcome route.
+        assert_eq!(
+            get(web, "cats.localhost", "/x").await.backend(),
+            None,
+            "{file}"
+        );
+    }
+}
