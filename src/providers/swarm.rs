@@ -9,8 +9,10 @@
 //! host-networked), or one for the whole service with its VIP when `traefik.swarm.lbswarm` /
 //! `traefik.docker.lbswarm` is true (never for dnsrr services). Entries of one service share the
 //! name (the normalised service name) and the labels (the service spec's, i.e. compose
-//! `deploy.labels`); `traefik.rhai` combines their servers. Task addresses come from the verbose
-//! inspect of swarm-scoped networks (bollard's `Task` model has no network attachments).
+//! `deploy.labels`, with Docker's task placeholders such as `{{.Task.Slot}}` expanded per task, so
+//! host-networked replicas on one node can each name their own port); `traefik.rhai` combines
+//! their servers. Task addresses come from the verbose inspect of swarm-scoped networks
+//! (bollard's `Task` model has no network attachments).
 //!
 //! Invariants: a snapshot is complete; on errors nothing is sent (the last catalog stays), the
 //! outage is logged once and retried with capped backoff. A service without a port label or with

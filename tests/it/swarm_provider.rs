@@ -39,6 +39,8 @@ async fn router_with(swarm: SwarmConfig) -> TestRouter {
 
 /// Creates service `name` (`replicas` busybox tasks on the host network; task N serves
 /// `<name>-N` on 127.0.0.1:`<prefix>N`) labelled for `tag` with `labels`; does not wait.
+/// `extra` are more `docker service create` flags; the items after a `"--"` in it replace the
+/// image's command.
 fn create_service(
     rig: &DockerRig,
     tag: &str,
@@ -70,8 +72,13 @@ fn create_service(
     for (k, v) in labels {
         args.push(format!("--label={k}={v}"));
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let (flags, command) = match extra.iter().position(|a| *a == "--") {
+        Some(i) => (&extra[..i], &extra[i + 1..]),
+        None => (extra, &[][..]),
+    };
+    args.extend(flags.iter().map(|s| s.to_string()));
     args.push(BUSYBOX_IMAGE.to_string());
+    args.extend(command.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     rig.docker_ok(&refs);
 }
@@ -210,28 +217,21 @@ async fn a_task_that_stops_running_is_no_longer_a_server() {
     let port = format!("{prefix}{{{{.Task.Slot}}}}");
     let rule = format!("Host:{host}");
     // The task serves for 4 s, then exits 0 and is not restarted (state: complete).
-    rig.service_rm(&[&name]);
-    let args: Vec<String> = vec![
-        "service".into(),
-        "create".into(),
-        "--detach".into(),
-        "--no-resolve-image".into(),
-        "--network=host".into(),
-        format!("--name={name}"),
-        "--restart-condition=none".into(),
-        format!("--env=NAME={name}-{{{{.Task.Slot}}}}"),
-        format!("--env=PORT={prefix}{{{{.Task.Slot}}}}"),
-        format!("--label=switchyard.test={tag}"),
-        "--label=traefik.enable=true".into(),
-        format!("--label=traefik.frontend.rule={rule}"),
-        format!("--label=traefik.port={port}"),
-        BUSYBOX_IMAGE.into(),
-        "sh".into(),
-        "-c".into(),
-        "serve & sleep 4; kill $!".into(),
-    ];
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    rig.docker_ok(&refs);
+    create_service(
+        rig,
+        &tag,
+        &name,
+        prefix,
+        1,
+        &[("traefik.frontend.rule", &rule), ("traefik.port", &port)],
+        &[
+            "--restart-condition=none",
+            "--",
+            "sh",
+            "-c",
+            "serve & sleep 4; kill $!",
+        ],
+    );
     let up = poll_get(r.web, &host, "/", Duration::from_secs(30), |rep| {
         rep.status == 200
     })
