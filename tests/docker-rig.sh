@@ -100,11 +100,6 @@ install_missing() {
     command -v docker-compose >/dev/null || pkgs+=(docker-compose)
     command -v socat >/dev/null || pkgs+=(socat)
     command -v openssl >/dev/null || pkgs+=(openssl)
-    # The websocket example's client (PyPI).
-    if command -v python3 >/dev/null && ! python3 -c 'import websockets' 2>/dev/null; then
-        python3 -m pip install --quiet --disable-pip-version-check websockets >&2 ||
-            log "pip could not install websockets (the websocket example test will fail)"
-    fi
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"

@@ -14,13 +14,43 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{container_name, free_port, slot_ports, wait_listening, DockerRig};
 use crate::support::*;
 
 static STACKS: Mutex<()> = Mutex::new(());
+
+/// The `python3` the tests run, with the `websockets` package (its sync client): installed from
+/// PyPI with pip on first use when missing (also where the interpreter is an externally managed
+/// system one).
+fn python_with_websockets() -> &'static str {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let has = || {
+            Command::new("python3")
+                .args(["-c", "import websockets.sync.client"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if has() {
+            return;
+        }
+        for extra in [&[][..], &["--break-system-packages"][..]] {
+            let _ = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(extra)
+                .arg("websockets")
+                .status();
+            if has() {
+                return;
+            }
+        }
+        panic!("python3 has no `websockets` package and pip could not install it");
+    });
+    "python3"
+}
 
 fn example(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -325,13 +355,13 @@ async fn websocket_example_echoes_through_the_path_prefix_with_a_sticky_cookie()
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/ws_client.py");
     let url = format!("ws://127.0.0.1:{}/wsk", ports.web);
     let ws = |cookie: &str| {
-        let out = Command::new("python3")
+        let out = Command::new(python_with_websockets())
             .arg(&client)
             .arg(&url)
             .arg(cookie)
             .args(["hello", "wörld"])
             .output()
-            .expect("running python3 (the rig installs `websockets`)");
+            .expect("running python3");
         assert!(
             out.status.success(),
             "{}",

@@ -101,20 +101,27 @@ impl Outcome {
 }
 
 fn build_with_script(script: &str, entries: Vec<Value>) -> Outcome {
+    build_env(script, entries, None)
+}
+
+/// `build_with_script` on a router whose admin API listens on `admin`.
+fn build_env(script: &str, entries: Vec<Value>, admin: Option<&str>) -> Outcome {
     let entries: Vec<CatalogEntry> = serde_json::from_value(Value::Array(entries)).unwrap();
     let sources = vec![ScriptSource {
         name: "scripts/10-traefik.rhai".into(),
         text: script.into(),
     }];
     let eps = vec!["web".to_string(), "admin".to_string()];
-    let built = script::build(
+    let env = script::BuildEnv::new(eps, admin.map(|a| a.parse().unwrap()));
+    let built = script::build_with(
         &sources,
         &Catalog {
             entries,
             problems: Vec::new(),
         },
-        &eps,
+        &env,
         &Limits::default(),
+        None,
     )
     .unwrap_or_else(|errs| panic!("build failed:\n{}", script::error::render_all(&errs)));
     Outcome {
@@ -493,7 +500,7 @@ fn malformed_labels_skip_only_their_container() {
         ),
         bad(
             "dashboard",
-            json!({ "traefik.http.routers.r7.service": "api@internal" }),
+            json!({ "traefik.http.routers.r7.service": "noop@internal" }),
         ),
         bad("badv1", json!({ "traefik.frontend.rule": "Hots:a.com" })),
         bad(
@@ -527,12 +534,53 @@ fn malformed_labels_skip_only_their_container() {
     out.warning(&[
         "dashboard_1",
         "traefik.http.routers.r7.service",
-        "api@internal",
+        "noop@internal",
     ]);
     out.warning(&["badv1_1", "traefik.frontend.rule", "Hots"]);
     out.warning(&["badsticky_1", "sticky.cookie.secure", "maybe"]);
     out.warning(&["badbool_1", "traefik.enable"]);
     assert_eq!(out.warnings.len(), 10, "{:#?}", out.warnings);
+}
+
+/// `service=api@internal` (the dashboard labels of the Swarm articles) routes to the router's own
+/// admin API; with the admin API off the router is skipped with a warning saying why.
+#[test]
+fn api_internal_routes_to_the_admin_listener() {
+    let labels = json!({
+        "traefik.http.routers.dashboard.rule": "Host(`proxy.localhost`)",
+        "traefik.http.routers.dashboard.service": "api@internal",
+        "traefik.http.services.dashboard.loadbalancer.server.port": "8081",
+    });
+    let entry = || {
+        vec![container(
+            "proxy",
+            "proxy_1",
+            "swarm",
+            "127.0.0.1",
+            &["127.0.0.1:8081"],
+            labels.clone(),
+        )]
+    };
+    let on = build_env(SCRIPT, entry(), Some("0.0.0.0:18081"));
+    let route = on.table["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "dashboard@swarm")
+        .cloned()
+        .unwrap_or_else(|| panic!("no dashboard route: {}", on.table));
+    assert_eq!(route["target"]["service"], "api@internal", "{route}");
+    // All interfaces → the loopback address the router itself can reach.
+    assert_eq!(
+        route["target"]["servers"],
+        json!(["127.0.0.1:18081"]),
+        "{route}"
+    );
+    assert!(on.warnings.is_empty(), "{:#?}", on.warnings);
+
+    let off = build_env(SCRIPT, entry(), None);
+    assert!(!off.route_names().iter().any(|n| n.starts_with("dashboard")));
+    off.warning(&["router dashboard", "proxy_1", "api@internal", "admin API"]);
 }
 
 #[test]
