@@ -39,7 +39,13 @@ fn python_with_websockets() -> &'static str {
         }
         for extra in [&[][..], &["--break-system-packages"][..]] {
             let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(extra)
                 .arg("websockets")
                 .status();
