@@ -1032,6 +1032,12 @@ mod tests {
         assert!(err.contains("traefik.port=\"x\""), "{err}");
     }
 
+    /// The entries of `svc` with `tasks` on node `node1` at 192.0.2.7, no task addresses.
+    fn on_host(svc: &Service, tasks: &[Task]) -> Result<Vec<CatalogEntry>, String> {
+        let none = TaskAddresses::new();
+        entries_from_service(svc, tasks, &nodes("192.0.2.7"), &networks(), &none, &cfg())
+    }
+
     #[test]
     fn task_placeholders_give_each_host_networked_replica_its_port() {
         let svc = service(
@@ -1050,16 +1056,7 @@ mod tests {
             task(&svc, 2, TaskState::RUNNING, "node1"),
             task(&svc, 1, TaskState::RUNNING, "node1"),
         ];
-        let none = TaskAddresses::new();
-        let es = entries_from_service(
-            &svc,
-            &tasks,
-            &nodes("192.0.2.7"),
-            &networks(),
-            &none,
-            &cfg(),
-        )
-        .unwrap();
+        let es = on_host(&svc, &tasks).unwrap();
         let servers: Vec<_> = es.iter().map(|e| e.servers.clone()).collect();
         assert_eq!(
             servers,
@@ -1071,15 +1068,7 @@ mod tests {
         assert_eq!(es[0].container.as_ref().unwrap().ports, vec![9101]);
 
         let bad = service("echo", &[("traefik.port", "{{.Task.ID}}")], &["n-host"]);
-        let err = entries_from_service(
-            &bad,
-            &tasks,
-            &nodes("192.0.2.7"),
-            &networks(),
-            &none,
-            &cfg(),
-        )
-        .unwrap_err();
+        let err = on_host(&bad, &tasks).unwrap_err();
         assert!(
             err.contains("swarm service echo") && err.contains("traefik.port"),
             "{err}"
@@ -1092,9 +1081,7 @@ mod tests {
             ],
             &["n-front"],
         );
-        let err =
-            entries_from_service(&lb, &tasks, &nodes("192.0.2.7"), &networks(), &none, &cfg())
-                .unwrap_err();
+        let err = on_host(&lb, &tasks).unwrap_err();
         assert!(err.contains("lbswarm"), "{err}");
     }
 
