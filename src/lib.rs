@@ -25,6 +25,7 @@ pub mod control;
 pub mod middleware;
 pub mod providers;
 pub mod proxy;
+pub mod replay;
 pub mod routing;
 pub mod script;
 pub mod whoami;

@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `run`, `check`, `catalog` and `whoami`.
+//! The `switchyard` command line: `run`, `check`, `catalog`, `replay` and `whoami`.
 
 use std::process::ExitCode;
 
@@ -35,6 +35,24 @@ enum Command {
     Catalog {
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Decide recorded requests with the scripts, offline: route, middlewares, the request as it
+    /// would leave, or the router's answer. With --compare, only the requests a candidate
+    /// scripts folder would treat differently.
+    Replay {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The recording: JSON lines from `run --record`, or a HAR export.
+        #[arg(long, value_name = "FILE")]
+        requests: std::path::PathBuf,
+        /// A candidate scripts folder to compare with --scripts.
+        #[arg(long, value_name = "DIR")]
+        compare: Option<std::path::PathBuf>,
+        /// Print every route considered (the explain trace) for every request.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: switchyard::check::Format,
     },
     /// A built-in echo backend for demos and tests (like Traefik's whoami).
     Whoami {
@@ -112,6 +130,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Replay {
+            common,
+            requests,
+            compare,
+            explain,
+            format,
+        } => {
+            let cfg = config::resolve(&common, None)?;
+            init_logging("warn", cfg.log_format)?;
+            let code = switchyard::replay::report::replay(
+                &cfg,
+                &requests,
+                format,
+                compare.as_deref(),
+                explain,
+            );
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Whoami { listen, name } => {
             init_logging("info", LogFormat::Text)?;

@@ -18,6 +18,7 @@
 pub mod body;
 pub mod compress;
 pub mod conn;
+pub mod dry;
 pub mod error;
 pub mod forward;
 pub mod health;
@@ -272,37 +273,8 @@ impl Proxy {
         }
         let host = request_host(&req)?;
         let table = self.table.load_full();
-        let route = {
-            let view = RequestView {
-                method: req.method(),
-                host: &host,
-                path: req.uri().path(),
-                query: req.uri().query(),
-                headers: req.headers(),
-                client_ip: info.peer.ip(),
-            };
-            match table.lookup(&info.entrypoint, &view) {
-                Ok(Some(route)) => route.clone(),
-                Ok(None) => return Err(ProxyError::NoRoute),
-                Err(e) => {
-                    return Err(ProxyError::Hook {
-                        route: e.route,
-                        message: e.message,
-                    })
-                }
-            }
-        };
-        // Forwarding headers are settled before the middlewares run (as at a Traefik
-        // entrypoint): hooks see what the backend will see, and headers middlewares set
-        // (X-Forwarded-Prefix) are not taken for client spoofing.
-        let websocket = forward::is_websocket_upgrade(req.headers());
-        let down = forward::Downstream {
-            client_ip: &info.client_ip,
-            trusted: info.trusted,
-            proto: if websocket { "ws" } else { "http" },
-            server_name: &self.server_name,
-        };
-        forward::prepare_request(req.headers_mut(), &down);
+        let route = find_route(&table, &info.entrypoint, &req, &host, info.peer.ip())?;
+        let websocket = self.forwarding_headers(&mut req, &info.client_ip, info.trusted);
         if route.steps.is_empty() {
             return match &route.target {
                 Target::Handler(h) => Ok(handler_response(h)),
@@ -317,7 +289,9 @@ impl Proxy {
         let uri = req.uri().clone();
         let mut plan = pipeline::Plan::default();
         let outcome =
-            match pipeline::request_phase(self, &route, &mut req, &host, info, &mut plan).await {
+            match pipeline::request_phase(self, &route, &mut req, &host, info.peer.ip(), &mut plan)
+                .await
+            {
                 Err(e) => Err(e),
                 Ok(Some(answer)) => Ok(answer),
                 Ok(None) => match &route.target {
@@ -333,6 +307,26 @@ impl Proxy {
             Err(e) => failed(e, info, &method, &uri),
         };
         Ok(pipeline::response_phase(self, &route, &mut plan, resp, info.peer.ip()).await)
+    }
+
+    /// Settles the forwarding headers before the middlewares run (as at a Traefik entrypoint):
+    /// hooks see what the backend will see, and headers middlewares set (X-Forwarded-Prefix) are
+    /// not taken for client spoofing. Returns whether the request asks for a websocket.
+    fn forwarding_headers<B>(
+        &self,
+        req: &mut Request<B>,
+        client_ip: &HeaderValue,
+        trusted: bool,
+    ) -> bool {
+        let websocket = forward::is_websocket_upgrade(req.headers());
+        let down = forward::Downstream {
+            client_ip,
+            trusted,
+            proto: if websocket { "ws" } else { "http" },
+            server_name: &self.server_name,
+        };
+        forward::prepare_request(req.headers_mut(), &down);
+        websocket
     }
 
     /// Sends the request to a server of `svc`: body buffering, balancer pick (sticky, health),
@@ -507,27 +501,17 @@ impl Proxy {
         websocket: bool,
     ) -> Result<Response<Incoming>, Failure> {
         let server_name = server.authority.as_str();
-        if websocket {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
-        if !pass_host_header {
-            headers.remove(header::HOST);
-        }
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(server.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| Failure {
-                error: ProxyError::BadRequest("invalid request target"),
-                never_sent: true,
-            })?;
+        let uri = upstream_head(
+            &parts.uri,
+            &mut headers,
+            server,
+            pass_host_header,
+            websocket,
+        )
+        .map_err(|error| Failure {
+            error,
+            never_sent: true,
+        })?;
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
@@ -621,6 +605,62 @@ impl Proxy {
     }
 }
 
+/// The route a request takes: the table's lookup, its failures as errors. Shared by the live
+/// path and dry runs.
+fn find_route<B>(
+    table: &RouteTable,
+    entrypoint: &str,
+    req: &Request<B>,
+    host: &str,
+    peer: std::net::IpAddr,
+) -> Result<Arc<Route>, ProxyError> {
+    let view = RequestView {
+        method: req.method(),
+        host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+        client_ip: peer,
+    };
+    match table.lookup(entrypoint, &view) {
+        Ok(Some(route)) => Ok(route.clone()),
+        Ok(None) => Err(ProxyError::NoRoute),
+        Err(e) => Err(ProxyError::Hook {
+            route: e.route,
+            message: e.message,
+        }),
+    }
+}
+
+/// The head of the request as it leaves for `server`: the target URI and the header edits made
+/// at the last moment (websocket upgrade headers, `Host` unless passed). Shared by the live
+/// exchange and dry runs.
+fn upstream_head(
+    uri: &Uri,
+    headers: &mut http::HeaderMap,
+    server: &Server,
+    pass_host_header: bool,
+    websocket: bool,
+) -> Result<Uri, ProxyError> {
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    if !pass_host_header {
+        headers.remove(header::HOST);
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme("http")
+        .authority(server.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
 /// Logs a failed request and turns it into its response.
 fn failed(e: ProxyError, info: &ConnInfo, method: &Method, uri: &Uri) -> Response<ProxyBody> {
     match &e {
@@ -675,8 +715,8 @@ async fn tunnel(
     drop(tracker);
 }
 
-pub(super) fn set_path_and_query(
-    req: &mut Request<Incoming>,
+pub(super) fn set_path_and_query<B>(
+    req: &mut Request<B>,
     path: String,
     query: Option<&str>,
 ) -> Result<(), ()> {
@@ -692,7 +732,7 @@ pub(super) fn set_path_and_query(
 
 /// The host a request names: the absolute-form URI's authority, else the `Host` header;
 /// lowercase, without port or trailing dot.
-fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
     if let Some(a) = req.uri().authority() {
         return Ok(normalize_host(a.host()));
     }

@@ -18,13 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::compress::{self, CompressOptions, Encoding};
 use super::error::{self, ProxyError};
 use super::upstream::UpBody;
-use super::{handler_response, set_path_and_query, ConnInfo, Proxy};
+use super::{handler_response, set_path_and_query, Proxy};
 use crate::middleware::circuit::CircuitBreaker;
 use crate::middleware::{
     Buffering, ErrorPages, ForwardAuth, HookCtx, HookOutcome, HookRequest, HookResponse, LimitKey,
@@ -53,11 +52,41 @@ pub(super) struct Plan {
     /// The server the balancer picked (for `ctx.server` in response hooks).
     pub server: Option<http::uri::Authority>,
     pub is_head: bool,
+    /// Set for a dry run (replay, REPL, explain): nothing leaves the process (forward_auth and
+    /// error-page services are not called), the clock is the recorded time, and every step
+    /// leaves a note here.
+    pub dry: Option<DryNotes>,
+}
+
+/// What a dry run of the request phase learned, step by step.
+#[derive(Debug, Default)]
+pub(super) struct DryNotes {
+    pub now: Option<Instant>,
+    pub notes: Vec<String>,
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
 impl Plan {
+    /// The clock middlewares read: now, or the recorded time in a dry run.
+    fn now(&self) -> Instant {
+        self.dry
+            .as_ref()
+            .and_then(|d| d.now)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Adds a note to a dry run's trace (formatted only in a dry run).
+    fn note(&mut self, m: &Middleware, what: impl FnOnce() -> String) {
+        if let Some(d) = &mut self.dry {
+            d.notes.push(format!("{}: {}", m.describe(), what()));
+        }
+    }
+
+    fn is_dry(&self) -> bool {
+        self.dry.is_some()
+    }
+
     /// The hook context, made on first use (most requests never need one).
     fn ctx(&mut self, proxy: &Proxy, route: &Arc<Route>, client_ip: IpAddr) -> &HookCtx {
         let server = self.server.clone();
@@ -106,7 +135,7 @@ fn limit_key(key: &LimitKey, headers: &HeaderMap, ip: IpAddr) -> String {
 }
 
 /// `Host` as the client sent it (with port), for building redirect URLs.
-fn raw_host(req: &Request<Incoming>, host: &str) -> String {
+fn raw_host<B>(req: &Request<B>, host: &str) -> String {
     req.uri()
         .authority()
         .map(|a| a.as_str().to_string())
@@ -119,7 +148,7 @@ fn raw_host(req: &Request<Incoming>, host: &str) -> String {
         .unwrap_or_else(|| host.to_string())
 }
 
-fn path_and_query(req: &Request<Incoming>) -> String {
+fn path_and_query<B>(req: &Request<B>) -> String {
     req.uri()
         .path_and_query()
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
@@ -134,27 +163,35 @@ fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
 }
 
 /// Runs the request-side middlewares. `Ok(Some)` is a direct answer.
-pub(super) async fn request_phase(
+pub(super) async fn request_phase<B>(
     proxy: &Proxy,
     route: &Arc<Route>,
-    req: &mut Request<Incoming>,
+    req: &mut Request<B>,
     host: &str,
-    info: &ConnInfo,
+    peer: IpAddr,
     plan: &mut Plan,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-    let peer = info.peer.ip();
     let hook_error = |message: String| ProxyError::Hook {
         route: route.name.clone(),
         message,
     };
     plan.is_head = req.method() == Method::HEAD;
+    let now = plan.now();
     for m in &route.steps {
         match m {
             Middleware::OnRequest(h) => {
                 let ctx = plan.ctx(proxy, route, peer).clone();
-                if let Some(answer) =
-                    run_request_hook(h.as_ref(), req, host, peer, &ctx).map_err(hook_error)?
-                {
+                let before = plan.is_dry().then(|| path_and_query(req));
+                let answer =
+                    run_request_hook(h.as_ref(), req, host, peer, &ctx).map_err(hook_error)?;
+                plan.note(m, || match (&answer, before) {
+                    (Some(a), _) => format!("answered {}", a.status()),
+                    (None, Some(b)) if b != path_and_query(req) => {
+                        format!("continued; {b} → {}", path_and_query(req))
+                    }
+                    _ => "continued".to_string(),
+                });
+                if let Some(answer) = answer {
                     return Ok(Some(answer));
                 }
             }
@@ -162,8 +199,9 @@ pub(super) async fn request_phase(
             | Middleware::StripPrefixRegex(_)
             | Middleware::AddPrefix(_)
             | Middleware::ReplacePath(_)
-            | Middleware::ReplacePathRegex(..) => {
-                if let Some(edit) = m.rewrite_path(req.uri().path()) {
+            | Middleware::ReplacePathRegex(..) => match m.rewrite_path(req.uri().path()) {
+                Some(edit) => {
+                    let before = req.uri().path().to_string();
                     let query = req.uri().query().map(str::to_string);
                     set_path_and_query(req, edit.path, query.as_deref()).map_err(|()| {
                         hook_error(format!("{} produced an invalid path", m.describe()))
@@ -173,32 +211,47 @@ pub(super) async fn request_phase(
                             req.headers_mut().insert(name, v);
                         }
                     }
+                    plan.note(m, || format!("path {before} → {}", req.uri().path()));
                 }
-            }
+                None => plan.note(m, || format!("path {} unchanged", req.uri().path())),
+            },
             Middleware::RedirectScheme(r) => {
                 if let Some(loc) = r.location("http", &raw_host(req, host), &path_and_query(req)) {
-                    return Ok(Some(redirect_to(r.status(req.method()), &loc)));
+                    let status = r.status(req.method());
+                    plan.note(m, || format!("answered {status} → {loc}"));
+                    return Ok(Some(redirect_to(status, &loc)));
                 }
+                plan.note(m, || "no redirect".to_string());
             }
             Middleware::RedirectRegex(r) => {
                 let url = format!("http://{}{}", raw_host(req, host), path_and_query(req));
                 if let Some(loc) = r.location(&url) {
-                    return Ok(Some(redirect_to(r.status(req.method()), &loc)));
+                    let status = r.status(req.method());
+                    plan.note(m, || format!("answered {status} → {loc}"));
+                    return Ok(Some(redirect_to(status, &loc)));
                 }
+                plan.note(m, || format!("{url} does not match; no redirect"));
             }
-            Middleware::RequestHeaders(ops) => ops.apply(req.headers_mut()),
+            Middleware::RequestHeaders(ops) => {
+                ops.apply(req.headers_mut());
+                plan.note(m, || "applied".to_string());
+            }
             Middleware::ResponseHeaders(_) | Middleware::OnResponse(_) | Middleware::Errors(_) => {
+                plan.note(m, || "applies to the response".to_string());
                 plan.response_steps.push(m.clone())
             }
             Middleware::Cors(c) => {
                 if let Some(headers) = c.preflight(req.method(), req.headers()) {
+                    plan.note(m, || "preflight answered 204".to_string());
                     return Ok(Some(answer(StatusCode::NO_CONTENT, headers, "")));
                 }
+                plan.note(m, || "not a preflight; applies to the response".to_string());
                 plan.origin = req.headers().get(header::ORIGIN).cloned();
                 plan.response_steps.push(m.clone());
             }
             Middleware::BasicAuth(b) => match b.auth.authenticate(req.headers()) {
                 None => {
+                    plan.note(m, || "no valid credentials; answered 401".to_string());
                     let mut h = HeaderMap::new();
                     h.insert(header::WWW_AUTHENTICATE, b.auth.challenge());
                     return Ok(Some(answer(
@@ -208,6 +261,7 @@ pub(super) async fn request_phase(
                     )));
                 }
                 Some(user) => {
+                    plan.note(m, || format!("user {user:?} authenticated"));
                     if b.remove_header {
                         req.headers_mut().remove(header::AUTHORIZATION);
                     }
@@ -219,18 +273,24 @@ pub(super) async fn request_phase(
                 }
             },
             Middleware::IpAllowList(list) => {
+                let ip = canonical_ip(peer);
                 if !list.allows(peer) {
+                    plan.note(m, || format!("{ip} not allowed; answered 403"));
                     return Ok(Some(answer(
                         StatusCode::FORBIDDEN,
                         HeaderMap::new(),
                         "403 Forbidden\n",
                     )));
                 }
+                plan.note(m, || format!("{ip} allowed"));
             }
             Middleware::RateLimit(r) => {
                 let key = limit_key(&r.key, req.headers(), peer);
-                if let Err(wait) = r.limiter.check(&key, Instant::now()) {
+                if let Err(wait) = r.limiter.check(&key, now) {
                     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    plan.note(m, || {
+                        format!("key {key:?} over the limit; answered 429 (retry after {secs}s)")
+                    });
                     let mut h = HeaderMap::new();
                     h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                     return Ok(Some(answer(
@@ -239,36 +299,62 @@ pub(super) async fn request_phase(
                         "429 Too Many Requests\n",
                     )));
                 }
+                plan.note(m, || format!("key {key:?} within the limit"));
             }
             Middleware::InFlightLimit(l) => {
                 let key = limit_key(&l.key, req.headers(), peer);
                 match l.limiter.try_acquire(&key) {
+                    // A dry run holds no request open, so its permit goes at once.
+                    Some(permit) if plan.is_dry() => {
+                        drop(permit);
+                        plan.note(m, || format!("key {key:?} within the limit"));
+                    }
                     Some(permit) => plan.held.push(Box::new(permit)),
                     None => {
+                        plan.note(m, || format!("key {key:?} at the limit; answered 429"));
                         return Ok(Some(answer(
                             StatusCode::TOO_MANY_REQUESTS,
                             HeaderMap::new(),
                             "429 Too Many Requests\n",
-                        )))
+                        )));
                     }
                 }
             }
-            Middleware::Retry(p) => plan.retry = Some(p.clone()),
+            Middleware::Retry(p) => {
+                plan.note(m, || "applies to the upstream exchange".to_string());
+                plan.retry = Some(p.clone())
+            }
             Middleware::CircuitBreaker(cb) => {
-                if !cb.allow(Instant::now()) {
+                if !cb.allow(now) {
+                    plan.note(m, || "open; answered 503".to_string());
                     return Err(ProxyError::CircuitOpen {
                         route: route.name.clone(),
                     });
                 }
+                plan.note(m, || "closed".to_string());
                 plan.breakers.push(cb.clone());
             }
             Middleware::Compress(opts) => {
-                if let Some(enc) = compress::negotiate(req.headers(), opts) {
+                let enc = compress::negotiate(req.headers(), opts);
+                plan.note(m, || match enc {
+                    Some(e) => format!("{} negotiated for the response", e.token()),
+                    None => "client accepts no offered encoding".to_string(),
+                });
+                if let Some(enc) = enc {
                     plan.compress = Some((enc, opts.clone()));
                 }
             }
-            Middleware::Buffering(b) => plan.buffering = Some(b.clone()),
+            Middleware::Buffering(b) => {
+                plan.note(m, || "applies to the bodies".to_string());
+                plan.buffering = Some(b.clone())
+            }
             Middleware::ForwardAuth(f) => {
+                if plan.is_dry() {
+                    plan.note(m, || {
+                        format!("{} not asked in a dry run; assumed to allow", f.address)
+                    });
+                    continue;
+                }
                 if let Some(answer) = forward_auth(proxy, f, req).await? {
                     return Ok(Some(answer));
                 }
@@ -294,6 +380,13 @@ pub(super) async fn response_phase(
             Middleware::ResponseHeaders(ops) => ops.apply(resp.headers_mut()),
             Middleware::Cors(c) => c.apply(plan.origin.as_ref(), resp.headers_mut()),
             Middleware::Errors(pages) if pages.covers(resp.status().as_u16()) => {
+                if plan.dry.is_some() {
+                    let status = resp.status();
+                    plan.note(step, || {
+                        format!("{status} would get the page service's answer")
+                    });
+                    continue;
+                }
                 if let Some(page) = error_page(proxy, pages, resp.status()).await {
                     let mut old = std::mem::replace(&mut resp, page);
                     let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
@@ -334,9 +427,9 @@ pub(super) async fn response_phase(
 
 /// Runs one script request hook on `req` (headers are moved in and out, not copied) and writes
 /// its edits back. `Some` is a direct answer.
-pub(super) fn run_request_hook(
+pub(super) fn run_request_hook<B>(
     hook: &dyn RequestHook,
-    req: &mut Request<Incoming>,
+    req: &mut Request<B>,
     host: &str,
     peer: IpAddr,
     ctx: &HookCtx,
@@ -400,10 +493,10 @@ where
 }
 
 /// Asks the auth server; `Some` is its refusal, passed to the client.
-async fn forward_auth(
+async fn forward_auth<B>(
     proxy: &Proxy,
     f: &ForwardAuth,
-    req: &mut Request<Incoming>,
+    req: &mut Request<B>,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
     let fail = |reason: String| ProxyError::AuthServer {
         address: f.address.to_string(),

@@ -209,8 +209,10 @@ impl Matcher {
         })
     }
 
-    /// Like `matches`, but on failure names the first leaf matcher that did not match
-    /// (for explain traces and tests).
+    /// Like `matches` (whose answer it always agrees with), but on failure says which matcher
+    /// failed and what the request had instead, for explain traces:
+    /// ``Host(`api.x.com`) ≠ host "www.x.com"``. Conjunctions report their first failing side;
+    /// anything else reports itself.
     pub fn first_failure(&self, req: &RequestView<'_>) -> Result<Option<String>, String> {
         match self {
             Matcher::And(a, b) => match a.first_failure(req)? {
@@ -220,9 +222,44 @@ impl Matcher {
             other => Ok(if other.matches(req)? {
                 None
             } else {
-                Some(other.to_string())
+                Some(other.failure_text(req))
             }),
         }
+    }
+
+    /// `<matcher> ≠ <what the request had>` for a matcher known not to match.
+    fn failure_text(&self, req: &RequestView<'_>) -> String {
+        let header_values = |name: &HeaderName| {
+            let values: Vec<String> = req
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            if values.is_empty() {
+                format!("no {name} header")
+            } else {
+                format!("{name} {}", values.join(", "))
+            }
+        };
+        let had = match self {
+            Matcher::Host(_) | Matcher::HostRegex(_) => format!("host {:?}", req.host),
+            Matcher::Path(_) | Matcher::PathPrefix(_) | Matcher::PathRegex(_) => {
+                format!("path {:?}", req.path)
+            }
+            Matcher::Method(_) => format!("method {}", req.method),
+            Matcher::Header(n, _) | Matcher::HeaderRegex(n, _) => header_values(n),
+            Matcher::Query(..) | Matcher::QueryRegex(..) => match req.query {
+                Some(q) => format!("query {q:?}"),
+                None => "no query".to_string(),
+            },
+            Matcher::ClientIp(_) => format!("client {}", canonical_ip(req.client_ip)),
+            Matcher::Not(_) => "it matched".to_string(),
+            Matcher::Predicate(_) => "false".to_string(),
+            Matcher::Or(..) => "no alternative matched".to_string(),
+            Matcher::Always | Matcher::And(..) => "no match".to_string(),
+        };
+        format!("{self} ≠ {had}")
     }
 
     /// The host patterns a request must match for this matcher to be true, or `None` when the

@@ -1,0 +1,374 @@
+//! Dry runs: what the live proxy would do with one request, without sending anything anywhere.
+//! Replay, the REPL, `switchyard test` and the explain endpoint all come here.
+//!
+//! Owns `DryRequest` (a request head, a client address, the time it happened) and `Decision`
+//! (routes considered, the route taken, middleware notes, and the outcome: the request as it
+//! would leave for the chosen server, or the direct answer).
+//!
+//! Invariants: a dry run calls the live code — `find_route` (the table's lookup), the
+//! forwarding-header rules, `pipeline::request_phase`/`response_phase`, `Service::pick` and
+//! `upstream_head` — with `Plan::dry` set, which only stops what would leave the process
+//! (forward_auth, error-page fetches) and adds notes. The explain list is narration next to the
+//! lookup: it never decides the route, and when it disagrees the lookup wins. Limiter, balancer
+//! and breaker state is the proxy's own, so a sequence of dry runs on one `Proxy` behaves like the
+//! same sequence of live requests on a freshly started router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use serde::Serialize;
+
+use super::error::ProxyError;
+use super::{find_route, handler_response, pipeline, request_host, upstream_head, Proxy};
+use crate::routing::matcher::canonical_ip;
+use crate::routing::{RequestView, RouteTable, Target};
+
+/// One request to decide.
+#[derive(Debug, Clone)]
+pub struct DryRequest {
+    pub entrypoint: String,
+    pub method: Method,
+    /// Origin form (`/path?query`) or absolute form (`http://host/path`).
+    pub uri: String,
+    /// As the client sent them, `Host` included.
+    pub headers: HeaderMap,
+    pub client: SocketAddr,
+    /// When it happens, for rate limits and breakers; `None` is now.
+    pub at: Option<Instant>,
+}
+
+/// One route of the entrypoint, in priority order, as the lookup met it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Considered {
+    pub route: String,
+    pub priority: i64,
+    pub rule: String,
+    pub declared_at: String,
+    pub matched: bool,
+    /// Why it did not match: the first failing matcher and what the request had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// Header changes between the client's request and the request as it leaves.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HeaderDiff {
+    pub added: Vec<(String, String)>,
+    pub removed: Vec<String>,
+    /// (name, before, after)
+    pub changed: Vec<(String, String, String)>,
+}
+
+/// What happens to the request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Sent to a server.
+    Forward {
+        service: String,
+        server: String,
+        method: String,
+        /// Path and query as the server receives them.
+        path: String,
+        headers: HeaderDiff,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sticky_cookie: Option<String>,
+    },
+    /// Answered by the router: a handler, a middleware (redirect, auth, limit, hook) or an
+    /// error (no route, no server, bad request).
+    Answer {
+        status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+        /// Why, in words: `redirect`, `respond`, `middleware`, or the error.
+        by: String,
+    },
+}
+
+/// Everything a dry run learned about one request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Decision {
+    pub entrypoint: String,
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_at: Option<String>,
+    pub considered: Vec<Considered>,
+    pub steps: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    /// One line: `route → service @ server  METHOD /path` or `route → 301 location`.
+    pub fn summary(&self) -> String {
+        let route = self.route.as_deref().unwrap_or("(no route)");
+        match &self.outcome {
+            Outcome::Forward {
+                service,
+                server,
+                method,
+                path,
+                ..
+            } => format!("{route} → {service} @ {server}  {method} {path}"),
+            Outcome::Answer {
+                status,
+                location,
+                by,
+            } => match location {
+                Some(l) => format!("{route} → {status} {l} ({by})"),
+                None => format!("{route} → {status} ({by})"),
+            },
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.outcome {
+            Outcome::Answer { status, .. } => Some(*status),
+            Outcome::Forward { .. } => None,
+        }
+    }
+}
+
+fn text(v: &HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+/// Header changes from `before` to `after`, in `after`'s order then removals.
+pub fn header_diff(before: &HeaderMap, after: &HeaderMap) -> HeaderDiff {
+    let mut diff = HeaderDiff::default();
+    let joined = |h: &HeaderMap, name: &header::HeaderName| {
+        h.get_all(name)
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in after.keys() {
+        let now = joined(after, name);
+        if before.contains_key(name) {
+            let was = joined(before, name);
+            if was != now {
+                diff.changed.push((name.to_string(), was, now));
+            }
+        } else {
+            diff.added.push((name.to_string(), now));
+        }
+    }
+    for name in before.keys() {
+        if !after.contains_key(name) {
+            diff.removed.push(name.to_string());
+        }
+    }
+    diff
+}
+
+/// The routes of `entrypoint` in priority order up to the first that matches, each with the
+/// reason it did not.
+pub fn explain(table: &RouteTable, entrypoint: &str, req: &RequestView<'_>) -> Vec<Considered> {
+    let mut out = Vec::new();
+    for route in table.routes() {
+        let base = |matched: bool, failed: Option<String>| Considered {
+            route: route.name.clone(),
+            priority: route.priority,
+            rule: route.rule_text.clone(),
+            declared_at: route.declared_at.to_string(),
+            matched,
+            failed,
+        };
+        if !route.entrypoints.is_empty() && !route.entrypoints.iter().any(|e| e == entrypoint) {
+            out.push(base(
+                false,
+                Some(format!(
+                    "entrypoints [{}] ≠ entrypoint {entrypoint:?}",
+                    route.entrypoints.join(", ")
+                )),
+            ));
+            continue;
+        }
+        match route.rule.first_failure(req) {
+            Ok(None) => {
+                out.push(base(true, None));
+                break;
+            }
+            Ok(Some(why)) => out.push(base(false, Some(why))),
+            Err(message) => {
+                out.push(base(false, Some(format!("predicate failed: {message}"))));
+                break;
+            }
+        }
+    }
+    out
+}
+
+impl Proxy {
+    /// Decides `dr` as the live proxy would, on the proxy's current table.
+    pub async fn dry_run(&self, dr: DryRequest) -> Decision {
+        let table = self.table.load_full();
+        let mut decision = Decision {
+            entrypoint: dr.entrypoint.clone(),
+            host: String::new(),
+            route: None,
+            declared_at: None,
+            considered: Vec::new(),
+            steps: Vec::new(),
+            outcome: Outcome::Answer {
+                status: 400,
+                location: None,
+                by: String::new(),
+            },
+        };
+        let refused = |e: ProxyError| Outcome::Answer {
+            status: e.status().as_u16(),
+            location: None,
+            by: e.to_string(),
+        };
+        let uri: Uri = match dr.uri.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                decision.outcome = refused(ProxyError::BadRequest("invalid request target"));
+                return decision;
+            }
+        };
+        let mut req = Request::new(());
+        *req.method_mut() = dr.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = dr.headers.clone();
+        if req.method() == Method::CONNECT {
+            decision.outcome = refused(ProxyError::ConnectNotAllowed);
+            return decision;
+        }
+        let host = match request_host(&req) {
+            Ok(h) => h,
+            Err(e) => {
+                decision.outcome = refused(e);
+                return decision;
+            }
+        };
+        decision.host = host.clone();
+        let peer = dr.client.ip();
+        {
+            let view = RequestView {
+                method: req.method(),
+                host: &host,
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+                client_ip: peer,
+            };
+            decision.considered = explain(&table, &dr.entrypoint, &view);
+        }
+        let route = match find_route(&table, &dr.entrypoint, &req, &host, peer) {
+            Ok(r) => r,
+            Err(e) => {
+                decision.outcome = refused(e);
+                return decision;
+            }
+        };
+        decision.route = Some(route.name.clone());
+        decision.declared_at = Some(route.declared_at.to_string());
+        let ip = canonical_ip(peer);
+        let client_ip = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let trusted = self.settings.trusted_ips.iter().any(|n| n.contains(&ip));
+        let websocket = self.forwarding_headers(&mut req, &client_ip, trusted);
+        let now = dr.at.unwrap_or_else(Instant::now);
+        let mut plan = pipeline::Plan {
+            dry: Some(pipeline::DryNotes {
+                now: Some(now),
+                notes: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let phase = pipeline::request_phase(self, &route, &mut req, &host, peer, &mut plan).await;
+        let answered = match phase {
+            Err(e) => Some((e.to_string(), e.into_response())),
+            Ok(Some(answer)) => Some(("middleware".to_string(), answer)),
+            Ok(None) => match &route.target {
+                Target::Handler(h) => {
+                    let by = match h {
+                        crate::routing::Handler::Respond { .. } => "respond",
+                        crate::routing::Handler::Redirect { .. } => "redirect",
+                    };
+                    Some((by.to_string(), handler_response(h)))
+                }
+                Target::Service(svc) => {
+                    match self.dry_pick(&route.name, svc, req, &host, peer, websocket, &dr, now) {
+                        Ok(forward) => {
+                            decision.outcome = forward;
+                            None
+                        }
+                        Err(e) => Some((e.to_string(), e.into_response())),
+                    }
+                }
+            },
+        };
+        if let Some((by, resp)) = answered {
+            let resp = pipeline::response_phase(self, &route, &mut plan, resp, peer).await;
+            decision.outcome = Outcome::Answer {
+                status: resp.status().as_u16(),
+                location: resp.headers().get(header::LOCATION).map(text),
+                by,
+            };
+        }
+        decision.steps = plan.dry.map(|d| d.notes).unwrap_or_default();
+        decision
+    }
+
+    /// The balancer's choice and the request head as it would leave.
+    #[allow(clippy::too_many_arguments)]
+    fn dry_pick(
+        &self,
+        route: &str,
+        svc: &Arc<crate::routing::Service>,
+        req: Request<()>,
+        host: &str,
+        peer: std::net::IpAddr,
+        websocket: bool,
+        dr: &DryRequest,
+        now: Instant,
+    ) -> Result<Outcome, ProxyError> {
+        let (parts, ()) = req.into_parts();
+        let view = RequestView {
+            method: &parts.method,
+            host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            client_ip: peer,
+        };
+        let pick = svc
+            .pick(&view, now)
+            .map_err(|message| ProxyError::Hook {
+                route: route.to_string(),
+                message,
+            })?
+            .ok_or_else(|| ProxyError::NoServer {
+                service: svc.name.clone(),
+            })?;
+        let server = pick.at.server().ok_or_else(|| ProxyError::NoServer {
+            service: svc.name.clone(),
+        })?;
+        let mut headers = parts.headers.clone();
+        let uri = upstream_head(
+            &parts.uri,
+            &mut headers,
+            server,
+            pick.at.service.pass_host_header,
+            websocket,
+        )?;
+        Ok(Outcome::Forward {
+            service: pick.at.service.name.clone(),
+            server: server.authority.to_string(),
+            method: parts.method.to_string(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            headers: header_diff(&dr.headers, &headers),
+            sticky_cookie: pick.set_cookie.as_ref().map(text),
+        })
+    }
+}

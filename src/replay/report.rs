@@ -1,0 +1,361 @@
+//! `switchyard replay`: decide every recorded request with the scripts (and, with `--compare`,
+//! with a candidate folder too) and print what happened, as text or JSON lines.
+//!
+//! Owns the text rendering of decisions and explain traces, shared by replay and the REPL, and
+//! the comparison of two decisions. Prints (this is CLI code); decides nothing itself.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::record::{self, Clock, RecordedRequest};
+use super::Session;
+use crate::check::Format;
+use crate::config::Config;
+use crate::control::ScriptsOrigin;
+use crate::proxy::dry::{Decision, HeaderDiff, Outcome};
+use crate::script::error::render_all;
+
+/// The explain trace: each route considered in priority order and why it did not match.
+pub fn explain_text(d: &Decision) -> String {
+    let mut out = String::new();
+    if d.considered.is_empty() {
+        let _ = writeln!(out, "  no route on entrypoint {:?}", d.entrypoint);
+    }
+    for c in &d.considered {
+        let mark = if c.matched { "✓" } else { "✗" };
+        let _ = write!(
+            out,
+            "  {mark} {} (priority {}, {}) {}",
+            c.route, c.priority, c.declared_at, c.rule
+        );
+        match &c.failed {
+            Some(why) => {
+                let _ = writeln!(out, "\n      {why}");
+            }
+            None => out.push('\n'),
+        }
+    }
+    out
+}
+
+fn diff_text(out: &mut String, diff: &HeaderDiff) {
+    for (n, v) in &diff.added {
+        let _ = writeln!(out, "          + {n}: {v}");
+    }
+    for (n, was, now) in &diff.changed {
+        let _ = writeln!(out, "          ~ {n}: {was} → {now}");
+    }
+    for n in &diff.removed {
+        let _ = writeln!(out, "          - {n}");
+    }
+}
+
+/// A decision in words: route, middleware notes, the outcome (and the trace when asked or
+/// when no route matched).
+pub fn decision_text(d: &Decision, explain: bool) -> String {
+    let mut out = String::new();
+    match (&d.route, &d.declared_at) {
+        (Some(r), Some(at)) => {
+            let _ = writeln!(out, "  route   {r} ({at})");
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  route   none ({} considered on entrypoint {:?})",
+                d.considered.len(),
+                d.entrypoint
+            );
+        }
+    }
+    if explain || d.route.is_none() {
+        for line in explain_text(d).lines() {
+            let _ = writeln!(out, "        {line}");
+        }
+    }
+    for (i, s) in d.steps.iter().enumerate() {
+        let label = if i == 0 { "steps" } else { "" };
+        let _ = writeln!(out, "  {label:<7} {s}");
+    }
+    match &d.outcome {
+        Outcome::Forward {
+            service,
+            server,
+            method,
+            path,
+            headers,
+            sticky_cookie,
+        } => {
+            let _ = writeln!(out, "  forward {service} @ {server}  {method} {path}");
+            diff_text(&mut out, headers);
+            if let Some(c) = sticky_cookie {
+                let _ = writeln!(out, "  cookie  {c}");
+            }
+        }
+        Outcome::Answer {
+            status,
+            location,
+            by,
+        } => {
+            let _ = write!(out, "  answer  {status} ({by})");
+            if let Some(l) = location {
+                let _ = write!(out, " → {l}");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where a decision disagrees with what the live router recorded (empty when it agrees, or
+/// when the recording has no outcome).
+pub fn differs_from_recording(req: &RecordedRequest, d: &Decision) -> Vec<String> {
+    let Some(rec) = &req.outcome else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if rec.route != d.route {
+        out.push(format!(
+            "route: recorded {}, now {}",
+            rec.route.as_deref().unwrap_or("none"),
+            d.route.as_deref().unwrap_or("none")
+        ));
+    }
+    match &d.outcome {
+        Outcome::Forward {
+            server,
+            path,
+            service,
+            ..
+        } => {
+            if rec.server.as_ref().is_some_and(|s| s != server) || rec.server.is_none() {
+                out.push(format!(
+                    "server: recorded {}, now {service} @ {server}",
+                    rec.server.as_deref().unwrap_or("none")
+                ));
+            }
+            if let Some(up) = &rec.upstream_path {
+                if up != path {
+                    out.push(format!("path: recorded {up}, now {path}"));
+                }
+            }
+        }
+        Outcome::Answer { status, .. } => {
+            if rec.server.is_some() {
+                out.push(format!(
+                    "recorded forward to {}, now answered {status}",
+                    rec.server.as_deref().unwrap_or_default()
+                ));
+            } else if rec.status != *status {
+                out.push(format!("status: recorded {}, now {status}", rec.status));
+            }
+        }
+    }
+    out
+}
+
+/// Whether two decisions send the request to a different place or change it differently.
+pub fn changed(a: &Decision, b: &Decision) -> bool {
+    a.route != b.route || a.outcome != b.outcome
+}
+
+#[derive(Serialize)]
+struct ReplayLine<'a> {
+    id: u64,
+    request: String,
+    decision: &'a Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded: Option<&'a record::RecordedOutcome>,
+    differs: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CompareLine<'a> {
+    id: u64,
+    request: String,
+    live: &'a Decision,
+    candidate: &'a Decision,
+}
+
+#[derive(Serialize, Default)]
+struct Totals {
+    requests: usize,
+    forwarded: usize,
+    answered: usize,
+    no_route: usize,
+    differ_from_recording: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<usize>,
+    skipped_lines: usize,
+}
+
+fn print_json(v: &impl Serialize) {
+    match serde_json::to_string(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("cannot encode: {e}"),
+    }
+}
+
+/// `switchyard replay`. Returns the exit code: 0, or 1 when the scripts do not build or the
+/// recording cannot be read.
+pub fn replay(
+    cfg: &Config,
+    requests: &Path,
+    format: Format,
+    compare: Option<&Path>,
+    explain: bool,
+) -> i32 {
+    let recording = match record::load(requests) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    for e in &recording.errors {
+        eprintln!("{}:{}: skipped: {}", requests.display(), e.line, e.message);
+    }
+    let live = match Session::load(cfg) {
+        Ok(s) => s,
+        Err(errs) => {
+            eprintln!("{}", render_all(&errs));
+            return 1;
+        }
+    };
+    let candidate = match compare {
+        None => None,
+        Some(dir) => {
+            let mut c = cfg.clone();
+            c.scripts = ScriptsOrigin::Dir(dir.to_path_buf());
+            match Session::new(
+                c.scripts.clone(),
+                live.catalog.clone(),
+                live.env.clone(),
+                c.settings.clone(),
+            ) {
+                Ok(s) => Some(s),
+                Err(errs) => {
+                    eprintln!("candidate {}:\n{}", dir.display(), render_all(&errs));
+                    return 1;
+                }
+            }
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    let mut totals = Totals {
+        skipped_lines: recording.errors.len(),
+        changed: candidate.as_ref().map(|_| 0),
+        ..Default::default()
+    };
+    let (mut clock_a, mut clock_b) = (Clock::new(), Clock::new());
+    rt.block_on(async {
+        for req in &recording.requests {
+            let d = match live.decide(req, &mut clock_a).await {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("request #{}: skipped: {e}", req.id);
+                    totals.skipped_lines += 1;
+                    continue;
+                }
+            };
+            totals.requests += 1;
+            match (&d.route, &d.outcome) {
+                (None, _) => totals.no_route += 1,
+                (_, Outcome::Forward { .. }) => totals.forwarded += 1,
+                (_, Outcome::Answer { .. }) => totals.answered += 1,
+            }
+            if let Some(cand) = &candidate {
+                let Ok(c) = cand.decide(req, &mut clock_b).await else {
+                    continue;
+                };
+                if !changed(&d, &c) {
+                    continue;
+                }
+                if let Some(n) = totals.changed.as_mut() {
+                    *n += 1;
+                }
+                match format {
+                    Format::Json => print_json(&CompareLine {
+                        id: req.id,
+                        request: req.line(),
+                        live: &d,
+                        candidate: &c,
+                    }),
+                    Format::Text => {
+                        println!("#{} {}", req.id, req.line());
+                        println!("  live      {}", d.summary());
+                        println!("  candidate {}", c.summary());
+                        if d.summary() == c.summary() {
+                            println!("  (same place; the request leaves differently)");
+                            print!("{}", decision_text(&c, false));
+                        }
+                    }
+                }
+                continue;
+            }
+            let differs = differs_from_recording(req, &d);
+            if !differs.is_empty() {
+                totals.differ_from_recording += 1;
+            }
+            match format {
+                Format::Json => print_json(&ReplayLine {
+                    id: req.id,
+                    request: req.line(),
+                    decision: &d,
+                    recorded: req.outcome.as_ref(),
+                    differs,
+                }),
+                Format::Text => {
+                    println!("#{} {}", req.id, req.line());
+                    print!("{}", decision_text(&d, explain));
+                    if let Some(o) = &req.outcome {
+                        println!(
+                            "  recorded {} → {}{}, {} in {:.1} ms",
+                            o.route.as_deref().unwrap_or("(no route)"),
+                            o.service.as_deref().unwrap_or("-"),
+                            o.server
+                                .as_deref()
+                                .map(|s| format!(" @ {s}"))
+                                .unwrap_or_default(),
+                            o.status,
+                            o.duration_ms
+                        );
+                    }
+                    for line in &differs {
+                        println!("  DIFFERS {line}");
+                    }
+                }
+            }
+        }
+    });
+    match format {
+        Format::Json => print_json(&serde_json::json!({ "summary": totals })),
+        Format::Text => {
+            let mut line = format!(
+                "replayed {} requests: {} forwarded, {} answered by the router, {} without a route",
+                totals.requests, totals.forwarded, totals.answered, totals.no_route
+            );
+            if let Some(n) = totals.changed {
+                let _ = write!(line, "; {n} would change with the candidate scripts");
+            } else if totals.differ_from_recording > 0 {
+                let _ = write!(
+                    line,
+                    "; {} differ from the recording",
+                    totals.differ_from_recording
+                );
+            }
+            if totals.skipped_lines > 0 {
+                let _ = write!(line, "; {} skipped", totals.skipped_lines);
+            }
+            println!("{line}");
+        }
+    }
+    0
+}
