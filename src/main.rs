@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `run`, `check`, `catalog`, `replay` and `whoami`.
+//! The `switchyard` command line: `run`, `check`, `catalog`, `replay`, `test` and `whoami`.
 
 use std::process::ExitCode;
 
@@ -51,6 +51,17 @@ enum Command {
         /// Print every route considered (the explain trace) for every request.
         #[arg(long)]
         explain: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: switchyard::check::Format,
+    },
+    /// Run the `*.test.rhai` files of DIR (and DIR/tests/) against the scripts, offline; exit 1
+    /// on any failure, on scripts that do not build, or when DIR has no test files.
+    Test {
+        /// Folder of test files [default: the scripts folder].
+        #[arg(value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        common: CommonArgs,
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
     },
@@ -147,6 +158,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 compare.as_deref(),
                 explain,
             );
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Test {
+            dir,
+            common,
+            format,
+        } => {
+            let cfg = config::resolve(&common, None)?;
+            init_logging("warn", cfg.log_format)?;
+            let code = switchyard::replay::suite::run(&cfg, dir.as_deref(), format);
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Whoami { listen, name } => {

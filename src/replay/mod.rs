@@ -12,6 +12,7 @@
 
 pub mod record;
 pub mod report;
+pub mod suite;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -35,7 +35,8 @@ pub struct ScriptSource {
     pub text: String,
 }
 
-/// Reads every `*.rhai` file directly in `dir`, sorted by file name. Names are shown as
+/// Reads every `*.rhai` file directly in `dir`, sorted by file name, except `*.test.rhai` (test
+/// files for `switchyard test`, which may live beside the scripts). Names are shown as
 /// `<dir>/<file>` with a leading `./` dropped.
 pub fn load_dir(dir: &Path) -> Result<Vec<ScriptSource>, ScriptError> {
     let shown_dir = dir.display().to_string();
@@ -60,7 +61,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ScriptSource>, ScriptError> {
                 .unwrap_or(false)
         })
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".rhai") && !n.starts_with('.'))
+        .filter(|n| n.ends_with(".rhai") && !n.ends_with(".test.rhai") && !n.starts_with('.'))
         .collect();
     names.sort();
     names
@@ -217,7 +218,7 @@ pub fn build_with(
     })
 }
 
-fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
+pub(super) fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
     let mut resolver = rhai::module_resolvers::StaticModuleResolver::new();
     for (name, text) in STDLIB {
         let file = format!("stdlib/{name}.rhai");
@@ -578,6 +579,25 @@ mod tests {
         let errs = errors(&[src("s/a.rhai", text)]);
         assert_eq!(errs.len(), 1, "{errs:?}");
         errs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn load_dir_skips_test_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "20-routes.rhai",
+            "10-services.rhai",
+            "routes.test.rhai",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), "let x = 1;").unwrap();
+        }
+        let names: Vec<String> = load_dir(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name.rsplit('/').next().unwrap().to_string())
+            .collect();
+        assert_eq!(names, vec!["10-services.rhai", "20-routes.rhai"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod build;
 pub mod error;
+pub mod expect;
 pub mod hook;
 pub mod mw_api;
 pub mod service_api;
