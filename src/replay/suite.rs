@@ -153,7 +153,7 @@ pub struct Failure {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<Decision>,
+    pub decision: Option<Box<Decision>>,
     /// The error with its source line and caret, as text output prints it.
     #[serde(skip)]
     located: String,
@@ -298,7 +298,7 @@ fn judge(
     text: &str,
     base: Instant,
     clock: &mut Clock,
-) -> Result<(), Failure> {
+) -> Result<(), Box<Failure>> {
     let (dry, recorded) = match &exp.subject {
         Subject::Built(r) => (
             DryRequest {
@@ -316,7 +316,7 @@ fn judge(
             Err(e) => {
                 let mut f = Failure::at(&exp.at, text, format!("cannot replay: {e}"));
                 f.request = Some(exp.subject.line());
-                return Err(f);
+                return Err(Box::new(f));
             }
         },
     };
@@ -330,7 +330,7 @@ fn judge(
         );
         f.request = Some(exp.subject.line());
         f.actual = Some(d.summary());
-        return Err(f);
+        return Err(Box::new(f));
     }
     for a in &exp.assertions {
         if let Err(details) = evaluate(&a.check, &d, &sent, recorded) {
@@ -349,8 +349,8 @@ fn judge(
             if a.check.is_about_route() && (d.route.is_none() || !d.considered.is_empty()) {
                 f.explain = Some(explain_text(&d));
             }
-            f.decision = Some(d);
-            return Err(f);
+            f.decision = Some(Box::new(d));
+            return Err(Box::new(f));
         }
     }
     Ok(())
@@ -484,7 +484,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>, format: Format) -> i32 {
         for case in &file.cases {
             let mut result = Ok(());
             for exp in &case.expectations {
-                result = judge(&session, &rt, exp, &file.text, base, &mut clock);
+                result = judge(&session, &rt, exp, &file.text, base, &mut clock).map_err(|f| *f);
                 if result.is_err() {
                     break;
                 }
@@ -524,4 +524,167 @@ pub fn run(cfg: &Config, dir: Option<&Path>, format: Format) -> i32 {
         }
     }
     i32::from(failed > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::dry::Outcome;
+
+    fn forward(path: &str, diff: HeaderDiff) -> Decision {
+        Decision {
+            entrypoint: "web".into(),
+            host: "api.localhost".into(),
+            route: Some("api".into()),
+            declared_at: Some("s/a.rhai:1:1".into()),
+            considered: Vec::new(),
+            steps: Vec::new(),
+            outcome: Outcome::Forward {
+                service: "api".into(),
+                server: "127.0.0.1:9001".into(),
+                method: "GET".into(),
+                path: path.into(),
+                headers: diff,
+                sticky_cookie: None,
+            },
+        }
+    }
+
+    fn answer(status: u16, location: Option<&str>) -> Decision {
+        Decision {
+            route: None,
+            outcome: Outcome::Answer {
+                status,
+                location: location.map(str::to_string),
+                by: "redirect".into(),
+            },
+            ..forward("/", HeaderDiff::default())
+        }
+    }
+
+    fn sent(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn headers_as_they_leave_follow_the_diff() {
+        let client = sent(&[
+            ("x-user", "ann"),
+            ("x-debug", "1"),
+            ("accept", "a"),
+            ("accept", "b"),
+        ]);
+        let diff = HeaderDiff {
+            added: vec![("x-forwarded-for".into(), "10.0.0.1".into())],
+            removed: vec!["x-debug".into()],
+            changed: vec![("x-user".into(), "ann".into(), "bob".into())],
+        };
+        assert_eq!(
+            leaving_header(&client, &diff, "X-User").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(leaving_header(&client, &diff, "x-debug"), None);
+        assert_eq!(
+            leaving_header(&client, &diff, "x-forwarded-for").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            leaving_header(&client, &diff, "accept").as_deref(),
+            Some("a, b")
+        );
+        assert_eq!(leaving_header(&client, &diff, "cookie"), None);
+    }
+
+    #[test]
+    fn assertions_judge_forwards_and_answers() {
+        let diff = HeaderDiff {
+            added: vec![("x-api-version".into(), "1".into())],
+            ..HeaderDiff::default()
+        };
+        let d = forward("/users", diff);
+        let h = sent(&[("x-user", "ann")]);
+        let judge = |c: Check, d: &Decision| evaluate(&c, d, &h, None);
+        assert!(judge(Check::RoutesTo("api".into()), &d).is_ok());
+        assert!(judge(Check::RoutesTo("web".into()), &d).is_err());
+        assert!(judge(Check::ToService("api".into()), &d).is_ok());
+        assert!(judge(Check::ToServer("127.0.0.1:9002".into()), &d).is_err());
+        assert_eq!(
+            judge(Check::WithPath("/v1/users".into()), &d),
+            Err(vec!["leaves with path /users".to_string()])
+        );
+        assert!(judge(Check::WithHeader("X-Api-Version".into(), "1".into()), &d).is_ok());
+        assert_eq!(
+            judge(Check::WithHeader("x-user".into(), "bob".into()), &d),
+            Err(vec!["leaves with x-user: ann".to_string()])
+        );
+        assert!(judge(Check::WithoutHeader("x-user".into()), &d).is_err());
+        assert!(judge(Check::WithoutHeader("x-debug".into()), &d).is_ok());
+        assert!(judge(Check::Answers(200), &d).is_err());
+        assert!(judge(Check::NoRoute, &d).is_err());
+
+        let r = answer(301, Some("https://new/"));
+        assert!(judge(Check::Answers(301), &r).is_ok());
+        assert!(judge(Check::RedirectsTo("https://new/".into()), &r).is_ok());
+        assert!(judge(Check::RedirectsTo("https://old/".into()), &r).is_err());
+        assert!(judge(Check::NoRoute, &r).is_ok());
+        assert_eq!(
+            judge(Check::ToService("api".into()), &r),
+            Err(vec!["the router answers 301 itself".to_string()])
+        );
+        // A 200 with a location is not a redirect.
+        assert!(judge(
+            Check::RedirectsTo("https://new/".into()),
+            &answer(200, Some("https://new/"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn as_recorded_needs_an_outcome_and_names_the_differences() {
+        let mut rec = crate::replay::record::parse(
+            r#"{"time":"2026-12-03T07:00:00.000Z","method":"GET","host":"api.localhost","path":"/v1/users","outcome":{"route":"api","service":"api","server":"127.0.0.1:9001","status":200,"upstream_path":"/users"}}"#,
+        )
+        .requests
+        .remove(0);
+        let h = HeaderMap::new();
+        let d = forward("/users", HeaderDiff::default());
+        assert!(evaluate(&Check::AsRecorded, &d, &h, Some(&rec)).is_ok());
+        let moved = Decision {
+            route: Some("api-v2".into()),
+            ..d.clone()
+        };
+        let why = evaluate(&Check::AsRecorded, &moved, &h, Some(&rec)).unwrap_err();
+        assert_eq!(why, vec!["route: recorded api, now api-v2".to_string()]);
+        rec.outcome = None;
+        assert!(evaluate(&Check::AsRecorded, &d, &h, Some(&rec)).is_err());
+        assert!(evaluate(&Check::AsRecorded, &d, &h, None).is_err());
+    }
+
+    #[test]
+    fn test_files_beside_the_scripts_and_in_tests() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tests")).unwrap();
+        for f in [
+            "b.test.rhai",
+            "a.test.rhai",
+            "routes.rhai",
+            "tests/c.test.rhai",
+            "tests/x.rhai",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let rel: Vec<String> = find_test_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(rel, vec!["a.test.rhai", "b.test.rhai", "tests/c.test.rhai"]);
+    }
 }

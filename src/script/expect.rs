@@ -641,3 +641,176 @@ fn is_budget(e: &EvalAltResult) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_recordings() -> RecordingLoader {
+        Arc::new(|name: &str| Err(format!("cannot read recording {name}")))
+    }
+
+    fn run(text: &str) -> Collected {
+        collect("t.test.rhai", text, &Limits::default(), no_recordings())
+    }
+
+    #[test]
+    fn tests_group_expectations_and_top_level_ones_stand_alone() {
+        let c = run(concat!(
+            "test(\"api\", || {\n",
+            "    expect(get(\"http://api.localhost/v1?x=1\").header(\"x-user\", \"ann\"))\n",
+            "        .routes_to(\"api\").with_path(\"/x\");\n",
+            "    expect(post(\"http://api.localhost/\").client(\"10.0.0.1\").entrypoint(\"admin\")).answers(403);\n",
+            "});\n",
+            "expect(request(\"delete\", \"http://x.localhost/\")).no_route();\n",
+        ));
+        assert!(c.error.is_none(), "{:?}", c.error);
+        let names: Vec<&str> = c.cases.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["api", "DELETE x.localhost/ (line 6)"]);
+        let api = &c.cases[0];
+        assert_eq!(api.expectations.len(), 2);
+        let first = &api.expectations[0];
+        let Subject::Built(r) = &first.subject else {
+            panic!("built request expected")
+        };
+        assert_eq!(r.target, "/v1?x=1");
+        assert_eq!(r.headers["host"], "api.localhost");
+        assert_eq!(r.headers["x-user"], "ann");
+        let checks: Vec<&Check> = first.assertions.iter().map(|a| &a.check).collect();
+        assert_eq!(
+            checks,
+            vec![
+                &Check::RoutesTo("api".into()),
+                &Check::WithPath("/x".into())
+            ]
+        );
+        // Each assertion knows where it was written.
+        assert_eq!(
+            (first.assertions[1].at.line, first.assertions[1].at.column),
+            (3, 27)
+        );
+        let Subject::Built(second) = &api.expectations[1].subject else {
+            panic!("built request expected")
+        };
+        assert_eq!(second.client.to_string(), "10.0.0.1:0");
+        assert_eq!(second.entrypoint, "admin");
+        assert_eq!(
+            c.cases[1].expectations[0].assertions[0].check,
+            Check::NoRoute
+        );
+    }
+
+    #[test]
+    fn a_rhai_error_fails_its_test_only() {
+        let c = run(concat!(
+            "test(\"broken\", || {\n",
+            "    expect(get(\"http://a/\")).answers(200);\n",
+            "    let x = 1 + \"a\" * 2;\n",
+            "});\n",
+            "test(\"fine\", || { expect(get(\"http://a/\")).answers(200); });\n",
+        ));
+        assert!(c.error.is_none(), "{:?}", c.error);
+        assert_eq!(c.cases.len(), 2);
+        let e = c.cases[0]
+            .error
+            .as_ref()
+            .expect("the broken test has an error");
+        assert_eq!((e.file.as_str(), e.line), ("t.test.rhai", 3), "{e}");
+        assert!(!e.message.contains("anon$"), "{e}");
+        assert_eq!(c.cases[0].expectations.len(), 1);
+        assert!(c.cases[1].error.is_none());
+    }
+
+    #[test]
+    fn file_errors_keep_the_tests_before_them() {
+        let c = run("expect(get(\"http://a/\")).answers(200);\nexpect(get(\"no url\"));\n");
+        let e = c.error.expect("bad url is an error");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("invalid url"), "{e}");
+        assert_eq!(c.cases.len(), 1);
+
+        let syntax = run("test(\"x\", || {\n  expect(get(\"http://a/\")\n});\n");
+        assert!(syntax.cases.is_empty());
+        assert_eq!(syntax.error.map(|e| e.line), Some(3));
+    }
+
+    #[test]
+    fn nested_tests_and_bad_arguments_are_errors() {
+        let c = run("test(\"outer\", || { test(\"inner\", || {}); });");
+        let e = c.cases[0]
+            .error
+            .as_ref()
+            .expect("nesting fails the outer test");
+        assert!(e.message.contains("cannot be nested"), "{e}");
+        for bad in [
+            "expect(get(\"http://a/\")).answers(42);",
+            "get(\"http://a/\").header(\"bad name\", \"v\");",
+            "get(\"http://a/\").client(\"not-an-ip\");",
+        ] {
+            assert!(run(bad).error.is_some(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn recordings_come_from_the_loader() {
+        let loader: RecordingLoader = Arc::new(|name: &str| {
+            assert_eq!(name, "traffic.jsonl");
+            Ok(crate::replay::record::parse(concat!(
+                r#"{"time":"2026-12-03T07:00:00.000Z","method":"GET","host":"a.localhost","path":"/x","outcome":{"route":"a","status":200}}"#,
+                "\n",
+                r#"{"time":"2026-12-03T07:00:01.000Z","method":"GET","host":"b.localhost","path":"/y"}"#,
+            ))
+            .requests)
+        });
+        let c = collect(
+            "t.test.rhai",
+            concat!(
+                "expect_recorded(\"traffic.jsonl\");\n",
+                "for r in recording(\"traffic.jsonl\") {\n",
+                "  if r.route == \"a\" && r.host == \"a.localhost\" && r.path == \"/x\" && r.id == 1 {\n",
+                "    expect(r).routes_to(\"a\");\n",
+                "  }\n",
+                "}\n",
+            ),
+            &Limits::default(),
+            loader,
+        );
+        assert!(c.error.is_none(), "{:?}", c.error);
+        let names: Vec<&str> = c.cases.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "traffic.jsonl #1 GET a.localhost/x",
+                "traffic.jsonl #2 GET b.localhost/y",
+                "#1 GET a.localhost/x (line 4)",
+            ]
+        );
+        assert_eq!(
+            c.cases[0].expectations[0].assertions[0].check,
+            Check::AsRecorded
+        );
+        let missing = run("recording(\"nope.jsonl\");");
+        assert!(missing
+            .error
+            .is_some_and(|e| e.message.contains("nope.jsonl")));
+    }
+
+    #[test]
+    fn the_sandbox_holds() {
+        let limits = Limits {
+            build_operations: 10_000,
+            ..Limits::default()
+        };
+        let c = collect(
+            "t.test.rhai",
+            "test(\"spin\", || { loop {} });\ntest(\"after\", || {});",
+            &limits,
+            no_recordings(),
+        );
+        // A budget error stops the file instead of failing every later test.
+        assert!(c.error.is_some_and(|e| e.message.contains("budget")));
+        assert_eq!(c.cases.len(), 1);
+        assert!(run("eval(\"1\")").error.is_some());
+        assert!(run("import \"/etc/passwd\" as p;").error.is_some());
+    }
+}

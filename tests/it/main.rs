@@ -18,6 +18,7 @@ mod mw_access;
 mod mw_upstream;
 mod reload;
 mod routing;
+mod script_tests;
 mod swarm_provider;
 mod swarm_stacks;
 mod traefik_labels;
