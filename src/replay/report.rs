@@ -142,6 +142,18 @@ pub fn differs_from_recording(req: &RecordedRequest, d: &Decision) -> Vec<String
             }
         }
         Outcome::Answer { status, .. } => {
+            let redacted: Vec<&str> = req
+                .headers
+                .iter()
+                .filter(|(_, v)| v == record::REDACTED)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !redacted.is_empty() && matches!(status, 401 | 403) {
+                out.push(format!(
+                    "the recording redacted {} (record with --record.redact to keep it)",
+                    redacted.join(", ")
+                ));
+            }
             if rec.server.is_some() {
                 out.push(format!(
                     "recorded forward to {}, now answered {status}",
@@ -294,7 +306,9 @@ pub fn replay(
                         println!("  candidate {}", c.summary());
                         if d.summary() == c.summary() {
                             println!("  (same place; the request leaves differently)");
-                            print!("{}", decision_text(&c, false));
+                            print!("{}", decision_text(&c, explain));
+                        } else if explain {
+                            print!("{}", decision_text(&c, true));
                         }
                     }
                 }
