@@ -138,9 +138,7 @@ impl Router {
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || {
-                    worker(set, table, store, settings, recorder, shutdown_rx, grace)
-                })
+                .spawn(move || worker(set, table, store, settings, recorder, shutdown_rx, grace))
                 .context("starting a proxy worker thread")?;
             workers.push(handle);
         }

@@ -572,7 +572,9 @@ fn resolve_record(
         (None, None) => d.redact,
     };
     let max_size = match args.max_size.as_ref().or(f.max_size.as_ref()) {
-        Some(s) => parse_size(s).map_err(anyhow::Error::msg).context("--record.max-size")?,
+        Some(s) => parse_size(s)
+            .map_err(anyhow::Error::msg)
+            .context("--record.max-size")?,
         None => d.max_size,
     };
     Ok(RecordConfig {

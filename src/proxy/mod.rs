@@ -331,10 +331,8 @@ impl Proxy {
                 Ok(None) => match &route.target {
                     Target::Handler(h) => Ok(handler_response(h)),
                     Target::Service(svc) => {
-                        self.proxy_service(
-                            req, info, &host, &route, svc, websocket, &mut plan, rec,
-                        )
-                        .await
+                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
+                            .await
                     }
                 },
             };

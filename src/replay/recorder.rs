@@ -111,7 +111,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mi" | "mib" => 1 << 20,
         "g" | "gb" => 1000 * 1000 * 1000,
         "gi" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
     };
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes < 1.0 {
@@ -469,7 +473,10 @@ mod tests {
         }
         assert!(!f.exists());
         let read = |n| std::fs::read_to_string(rotated_name(&f, n)).unwrap();
-        assert_eq!((read(1), read(2), read(3)), ("4".into(), "3".into(), "2".into()));
+        assert_eq!(
+            (read(1), read(2), read(3)),
+            ("4".into(), "3".into(), "2".into())
+        );
         assert!(!rotated_name(&f, 4).exists());
     }
 

@@ -42,8 +42,8 @@ async fn a_recorded_run_replays_to_the_same_routes_servers_and_paths() {
     let script = format!(
         r#"
         let app = service("app").servers({s});
-        route("api").rule(host("app.test") && path_prefix("/api")).middlewares([strip_prefix("/api")]).to(app);
-        route("old").rule(host("app.test") && path("/old")).to(redirect("/new", false));
+        route("api").rule("Host(`app.test`) && PathPrefix(`/api`)").middlewares([strip_prefix("/api")]).to(app);
+        route("old").rule("Host(`app.test`) && Path(`/old`)").to(redirect("/new", false));
         route("staff").rule(host("staff.test")).middlewares([basic_auth(["u:{{SHA}}qUqP5cyxm6YcTAhz05Hph5gvu9M="])]).to(app);
         route("home").rule(host("app.test")).to(app);
         "#,
@@ -107,7 +107,12 @@ async fn a_recorded_run_replays_to_the_same_routes_servers_and_paths() {
                 path,
                 ..
             } => {
-                assert_eq!(Some(server), live.server.as_ref(), "server of {}", req.line());
+                assert_eq!(
+                    Some(server),
+                    live.server.as_ref(),
+                    "server of {}",
+                    req.line()
+                );
                 assert_eq!(Some(service), live.service.as_ref());
                 assert_eq!(Some(path), live.upstream_path.as_ref());
                 // ... and what the backend itself saw.
@@ -130,7 +135,12 @@ async fn a_recorded_run_replays_to_the_same_routes_servers_and_paths() {
     let no_route = &recorded[3];
     assert_eq!(no_route.outcome.as_ref().unwrap().route, None);
     assert_eq!(
-        recorded[0].outcome.as_ref().unwrap().upstream_path.as_deref(),
+        recorded[0]
+            .outcome
+            .as_ref()
+            .unwrap()
+            .upstream_path
+            .as_deref(),
         Some("/users?page=2")
     );
     tr.shutdown().await;
@@ -214,10 +224,18 @@ async fn the_file_rotates_past_max_size_keeping_n_files() {
     let mut lines = 0;
     for f in [file.clone(), rotated_name(&file, 1), rotated_name(&file, 2)] {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(text.len() <= 1024, "{} has {} bytes", f.display(), text.len());
+        assert!(
+            text.len() <= 1024,
+            "{} has {} bytes",
+            f.display(),
+            text.len()
+        );
         lines += load(&f).len();
     }
-    assert!(!rotated_name(&file, 3).exists(), "only 2 rotated files kept");
+    assert!(
+        !rotated_name(&file, 3).exists(),
+        "only 2 rotated files kept"
+    );
     assert!(lines < 40, "older files were dropped");
     // The newest file ends with the last request.
     let last = load(&file).pop().unwrap();
@@ -273,29 +291,60 @@ async fn a_full_disk_or_read_only_file_stops_recording_not_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let ro = unwritable(dir.path());
     let body = serde_json::json!({ "file": ro }).to_string();
-    let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], &body).await;
+    let r = send(
+        tr.admin,
+        "POST",
+        "localhost",
+        "/api/record/start",
+        &[],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("cannot open"));
     let s = record_status(&tr).await;
     assert_eq!(s["state"], "off");
-    assert!(s["error"].as_str().unwrap().contains(&ro.display().to_string()));
+    assert!(s["error"]
+        .as_str()
+        .unwrap()
+        .contains(&ro.display().to_string()));
     assert_eq!(get(tr.web, "a.test", "/").await.status, 200);
     tr.shutdown().await;
 }
 
 #[tokio::test]
 async fn admin_starts_stops_and_reports_recording() {
-    let tr = TestRouter::start(r#"route("r").rule(path_prefix("/")).to(respond(200, "ok"));"#).await;
+    let tr =
+        TestRouter::start(r#"route("r").rule(path_prefix("/")).to(respond(200, "ok"));"#).await;
     let s = record_status(&tr).await;
-    assert_eq!((s["state"].as_str(), s["file"].as_str()), (Some("off"), None));
+    assert_eq!(
+        (s["state"].as_str(), s["file"].as_str()),
+        (Some("off"), None)
+    );
 
     let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], "").await;
     assert_eq!(r.status, 400, "no file configured: {}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("file"));
-    let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], "{\"file\": 3}").await;
+    let r = send(
+        tr.admin,
+        "POST",
+        "localhost",
+        "/api/record/start",
+        &[],
+        "{\"file\": 3}",
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().starts_with("bad body"));
-    let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], "{\"scope\": \"some\"}").await;
+    let r = send(
+        tr.admin,
+        "POST",
+        "localhost",
+        "/api/record/start",
+        &[],
+        "{\"scope\": \"some\"}",
+    )
+    .await;
     assert_eq!(r.status, 400);
     let r = send(tr.admin, "DELETE", "localhost", "/api/record", &[], "").await;
     assert_eq!(r.status, 405);
@@ -304,15 +353,28 @@ async fn admin_starts_stops_and_reports_recording() {
 
     let file = tr.dir.path().join("admin.jsonl");
     let body = serde_json::json!({ "file": file, "scope": "all" }).to_string();
-    let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], &body).await;
+    let r = send(
+        tr.admin,
+        "POST",
+        "localhost",
+        "/api/record/start",
+        &[],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["state"], "on");
     assert_eq!(r.json()["scope"], "all");
     for _ in 0..3 {
         get(tr.web, "r.test", "/").await;
     }
-    let s = send(tr.admin, "POST", "localhost", "/api/record/stop", &[], "").await.json();
-    assert_eq!((s["state"].as_str(), s["recorded"].as_u64()), (Some("off"), Some(3)));
+    let s = send(tr.admin, "POST", "localhost", "/api/record/stop", &[], "")
+        .await
+        .json();
+    assert_eq!(
+        (s["state"].as_str(), s["recorded"].as_u64()),
+        (Some("off"), Some(3))
+    );
     assert!(s["bytes"].as_u64().unwrap() > 0);
     assert_eq!(s["error"], serde_json::Value::Null);
     get(tr.web, "r.test", "/").await;
@@ -345,7 +407,12 @@ async fn replay_reports_a_broken_line_by_number_and_replays_the_rest() {
     let requests = dir.path().join("rec.jsonl");
     std::fs::write(
         &requests,
-        format!("{}\n{}\n{}\n", good("/one"), r#"{"id":2,"time":"2026-01-01T00:00"#, good("/three")),
+        format!(
+            "{}\n{}\n{}\n",
+            good("/one"),
+            r#"{"id":2,"time":"2026-01-01T00:00"#,
+            good("/three")
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -362,7 +429,10 @@ async fn replay_reports_a_broken_line_by_number_and_replays_the_rest() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(stderr.contains("rec.jsonl:2: skipped"), "{stderr}");
-    assert!(stdout.contains("/one") && stdout.contains("/three"), "{stdout}");
+    assert!(
+        stdout.contains("/one") && stdout.contains("/three"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 skipped"), "{stdout}");
 }
 
