@@ -383,6 +383,7 @@ fn compile(
             entrypoints: eps,
             target,
             declared_at: d.at,
+            record: d.record,
         });
     }
 

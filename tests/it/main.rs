@@ -16,6 +16,7 @@ mod hooks;
 mod middlewares;
 mod mw_access;
 mod mw_upstream;
+mod recording;
 mod reload;
 mod replay;
 mod routing;
