@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the router: serve the entrypoints, hot-reload the scripts folder.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the scripts as `run` would and print the route table; exit 1 on errors.
     Check {
         #[command(flatten)]
