@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::control::{self, Control, ScriptsOrigin, Trigger};
 use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
+use crate::replay::recorder::Recorder;
 use crate::script::{self, Limits};
 
 /// One worker's listening sockets: one per entrypoint, in entrypoint order.
@@ -36,6 +37,8 @@ pub struct Router {
     _watchers: Vec<notify::RecommendedWatcher>,
     pub entrypoints: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
+    /// Live request recording, shared by every proxy worker and the admin API.
+    pub recorder: Arc<Recorder>,
 }
 
 impl Router {
@@ -120,8 +123,14 @@ impl Router {
             )));
         }
 
+        let recorder = Recorder::new(cfg.record.clone());
+        if cfg.record.file.is_some() {
+            // A file that cannot be opened is logged and kept in the status; traffic goes on.
+            let _ = recorder.start(None, None);
+        }
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
+            let recorder = recorder.clone();
             let table = control.table();
             let store = control.store();
             let settings = cfg.settings.clone();
@@ -129,7 +138,7 @@ impl Router {
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker(set, table, store, settings, shutdown_rx, grace))
+                .spawn(move || worker(set, table, store, settings, recorder, shutdown_rx, grace))
                 .context("starting a proxy worker thread")?;
             workers.push(handle);
         }
@@ -145,6 +154,7 @@ impl Router {
                 table: control.table(),
                 status: control.status(),
                 started: Instant::now(),
+                recorder: recorder.clone(),
             };
             tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
         }
@@ -157,6 +167,7 @@ impl Router {
             _watchers: watchers,
             entrypoints,
             admin: admin_addr,
+            recorder,
         })
     }
 
@@ -188,6 +199,8 @@ impl Router {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+        let recorder = self.recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
     }
 }
 
@@ -197,6 +210,7 @@ fn worker(
     table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
     store: Arc<crate::middleware::Store>,
     settings: crate::proxy::Settings,
+    recorder: Arc<Recorder>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -211,7 +225,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::new(table, settings, store);
+        let proxy = Proxy::with_recorder(table, settings, store, recorder);
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

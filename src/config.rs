@@ -474,6 +474,117 @@ pub struct RunArgs {
     /// Largest request head accepted; larger ones get 431 [default: 65536].
     #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+/// Live request recording (`[record]` in the TOML file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    /// Record requests from boot into this JSON-lines file (`switchyard replay` reads it).
+    #[arg(
+        id = "record",
+        long = "record",
+        env = "SWITCHYARD_RECORD",
+        value_name = "FILE"
+    )]
+    pub file: Option<PathBuf>,
+    /// Which requests: `all` (except routes marked `.record(false)`) or `marked` (only
+    /// `.record(true)`) [default: all].
+    #[arg(
+        id = "record.scope",
+        long = "record.scope",
+        env = "SWITCHYARD_RECORD_SCOPE",
+        value_enum
+    )]
+    pub scope: Option<crate::replay::recorder::Scope>,
+    /// Headers whose values are recorded as `<redacted>` (comma-separated), or `none`
+    /// [default: authorization,cookie,set-cookie,proxy-authorization].
+    #[arg(
+        id = "record.redact",
+        long = "record.redact",
+        env = "SWITCHYARD_RECORD_REDACT",
+        value_name = "LIST"
+    )]
+    pub redact: Option<String>,
+    /// Body bytes recorded per request, base64 (0: none) [default: 0].
+    #[arg(
+        id = "record.body-bytes",
+        long = "record.body-bytes",
+        env = "SWITCHYARD_RECORD_BODY_BYTES",
+        value_name = "N"
+    )]
+    pub body_bytes: Option<usize>,
+    /// Rotate the file past this size (e.g. 10MiB, 512KiB) [default: 100MiB].
+    #[arg(
+        id = "record.max-size",
+        long = "record.max-size",
+        env = "SWITCHYARD_RECORD_MAX_SIZE",
+        value_name = "SIZE"
+    )]
+    pub max_size: Option<String>,
+    /// Rotated files kept: FILE.1 … FILE.N [default: 3].
+    #[arg(
+        id = "record.keep",
+        long = "record.keep",
+        env = "SWITCHYARD_RECORD_KEEP",
+        value_name = "N"
+    )]
+    pub keep: Option<usize>,
+}
+
+/// `[record]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    pub file: Option<PathBuf>,
+    pub scope: Option<crate::replay::recorder::Scope>,
+    /// A list of header names, or `"none"`.
+    pub redact: Option<RedactList>,
+    pub body_bytes: Option<usize>,
+    pub max_size: Option<String>,
+    pub keep: Option<usize>,
+}
+
+/// `redact = ["authorization"]` or `redact = "none"` / `"a,b"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RedactList {
+    List(Vec<String>),
+    Text(String),
+}
+
+fn resolve_record(
+    args: &RecordArgs,
+    file: Option<&FileRecord>,
+) -> anyhow::Result<crate::replay::recorder::RecordConfig> {
+    use crate::replay::recorder::{parse_redact, parse_size, RecordConfig};
+    let none = FileRecord::default();
+    let f = file.unwrap_or(&none);
+    let d = RecordConfig::default();
+    let redact = match (&args.redact, &f.redact) {
+        (Some(s), _) | (None, Some(RedactList::Text(s))) => parse_redact(s),
+        (None, Some(RedactList::List(l))) => l
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        (None, None) => d.redact,
+    };
+    let max_size = match args.max_size.as_ref().or(f.max_size.as_ref()) {
+        Some(s) => parse_size(s)
+            .map_err(anyhow::Error::msg)
+            .context("--record.max-size")?,
+        None => d.max_size,
+    };
+    Ok(RecordConfig {
+        file: args.file.clone().or_else(|| f.file.clone()),
+        scope: args.scope.or(f.scope).unwrap_or(d.scope),
+        redact,
+        body_bytes: args.body_bytes.or(f.body_bytes).unwrap_or(d.body_bytes),
+        max_size,
+        keep: args.keep.or(f.keep).unwrap_or(d.keep),
+    })
 }
 
 /// The TOML file. Every key mirrors a flag.
@@ -493,6 +604,7 @@ pub struct FileConfig {
     pub entrypoints: Option<BTreeMap<String, String>>,
     pub timeouts: Option<FileTimeouts>,
     pub providers: Option<FileProviders>,
+    pub record: Option<FileRecord>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -521,6 +633,8 @@ pub struct Config {
     pub docker: Option<DockerConfig>,
     /// The Swarm provider, when on.
     pub swarm: Option<SwarmConfig>,
+    /// Live request recording (`record.file`: on from boot).
+    pub record: crate::replay::recorder::RecordConfig,
 }
 
 impl Config {
@@ -706,7 +820,10 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         file.providers.as_ref().and_then(|p| p.swarm.as_ref()),
     )?;
 
+    let record = resolve_record(&run.record, file.record.as_ref())?;
+
     Ok(Config {
+        record,
         docker,
         swarm,
         workers,

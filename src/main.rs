@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the router: serve the entrypoints, hot-reload the scripts folder.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the scripts as `run` would and print the route table; exit 1 on errors.
     Check {
         #[command(flatten)]
@@ -51,6 +51,10 @@ enum Command {
         /// Print every route considered (the explain trace) for every request.
         #[arg(long)]
         explain: bool,
+        /// With --compare, also count a different server of the same service as a change
+        /// (by default balancer picks are ignored: round robin shifts whenever traffic moves).
+        #[arg(long)]
+        compare_servers: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
     },
@@ -147,6 +151,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             requests,
             compare,
             explain,
+            compare_servers,
             format,
         } => {
             let cfg = config::resolve(&common, None)?;
@@ -157,6 +162,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 format,
                 compare.as_deref(),
                 explain,
+                compare_servers,
             );
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod forward;
 pub mod health;
 mod pipeline;
+mod record;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -105,6 +106,7 @@ pub struct Proxy {
     settings: Settings,
     server_name: HeaderValue,
     store: Arc<Store>,
+    recorder: Arc<crate::replay::recorder::Recorder>,
 }
 
 /// What a request knows of its connection.
@@ -126,6 +128,21 @@ impl Proxy {
         settings: Settings,
         store: Arc<Store>,
     ) -> Arc<Self> {
+        Proxy::with_recorder(
+            table,
+            settings,
+            store,
+            crate::replay::recorder::Recorder::off(),
+        )
+    }
+
+    /// A proxy whose requests go to `recorder` while it records.
+    pub fn with_recorder(
+        table: Arc<ArcSwap<RouteTable>>,
+        settings: Settings,
+        store: Arc<Store>,
+        recorder: Arc<crate::replay::recorder::Recorder>,
+    ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =
             HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
@@ -138,6 +155,7 @@ impl Proxy {
             settings,
             server_name,
             store,
+            recorder,
         })
     }
 
@@ -256,10 +274,22 @@ impl Proxy {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let span = debug_span!("request", %method, path = uri.path());
-        let resp = match self.route_request(req, info).instrument(span).await {
+        // One atomic load when recording is off.
+        let mut rec = self
+            .recorder
+            .is_on()
+            .then(|| Box::new(record::begin(&req, info, &self.recorder)));
+        let resp = match self
+            .route_request(req, info, rec.as_deref_mut())
+            .instrument(span)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => failed(e, info, &method, &uri),
         };
+        if let Some(rec) = rec {
+            record::finish(*rec, resp.status(), &self.recorder);
+        }
         resp.map(|b| b.guarded(guard))
     }
 
@@ -267,6 +297,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         info: &ConnInfo,
+        mut rec: Option<&mut record::Pending>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
@@ -274,13 +305,16 @@ impl Proxy {
         let host = request_host(&req)?;
         let table = self.table.load_full();
         let route = find_route(&table, &info.entrypoint, &req, &host, info.peer.ip())?;
+        if let Some(r) = rec.as_deref_mut() {
+            record::route(r, &route);
+        }
         let websocket = self.forwarding_headers(&mut req, &info.client_ip, info.trusted);
         if route.steps.is_empty() {
             return match &route.target {
                 Target::Handler(h) => Ok(handler_response(h)),
                 Target::Service(svc) => {
                     let mut plan = pipeline::Plan::default();
-                    self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan)
+                    self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
                         .await
                 }
             };
@@ -297,7 +331,7 @@ impl Proxy {
                 Ok(None) => match &route.target {
                     Target::Handler(h) => Ok(handler_response(h)),
                     Target::Service(svc) => {
-                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan)
+                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
                             .await
                     }
                 },
@@ -341,6 +375,7 @@ impl Proxy {
         svc: &Service,
         websocket: bool,
         plan: &mut pipeline::Plan,
+        mut rec: Option<&mut record::Pending>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -407,6 +442,9 @@ impl Proxy {
             };
             if !route.steps.is_empty() {
                 plan.server = Some(server.authority.clone());
+            }
+            if let Some(r) = rec.as_deref_mut() {
+                record::forward(r, &pick.at.service.name, server, &parts.uri);
             }
             let last = attempt + 1 == attempts;
             let headers = if last {

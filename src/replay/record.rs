@@ -211,11 +211,25 @@ pub fn parse(text: &str) -> Recording {
             }
             Err(e) => rec.errors.push(LineError {
                 line: i + 1,
-                message: e.to_string(),
+                message: line_message(&e),
             }),
         }
     }
     rec
+}
+
+/// serde's message without its "at line 1 column N" (every record is one line): the column
+/// is kept, the line is the recording's.
+fn line_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    if e.is_eof() {
+        format!("truncated record ({message})")
+    } else {
+        format!("{message} (column {})", e.column())
+    }
 }
 
 /// Reads a recording file (JSON lines or HAR).

@@ -142,6 +142,18 @@ pub fn differs_from_recording(req: &RecordedRequest, d: &Decision) -> Vec<String
             }
         }
         Outcome::Answer { status, .. } => {
+            let redacted: Vec<&str> = req
+                .headers
+                .iter()
+                .filter(|(_, v)| v == record::REDACTED)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !redacted.is_empty() && matches!(status, 401 | 403) {
+                out.push(format!(
+                    "the recording redacted {} (record with --record.redact to keep it)",
+                    redacted.join(", ")
+                ));
+            }
             if rec.server.is_some() {
                 out.push(format!(
                     "recorded forward to {}, now answered {status}",
@@ -156,8 +168,40 @@ pub fn differs_from_recording(req: &RecordedRequest, d: &Decision) -> Vec<String
 }
 
 /// Whether two decisions send the request to a different place or change it differently.
-pub fn changed(a: &Decision, b: &Decision) -> bool {
-    a.route != b.route || a.outcome != b.outcome
+/// Unless `servers`, the server a balancer chose (and its sticky cookie) does not count: when a
+/// candidate sends more or fewer requests to a round-robin service, every later pick shifts,
+/// which says nothing about the change under review.
+pub fn changed(a: &Decision, b: &Decision, servers: bool) -> bool {
+    if a.route != b.route {
+        return true;
+    }
+    match (&a.outcome, &b.outcome) {
+        (
+            Outcome::Forward {
+                service: s1,
+                server: h1,
+                method: m1,
+                path: p1,
+                headers: d1,
+                sticky_cookie: c1,
+            },
+            Outcome::Forward {
+                service: s2,
+                server: h2,
+                method: m2,
+                path: p2,
+                headers: d2,
+                sticky_cookie: c2,
+            },
+        ) => {
+            s1 != s2
+                || m1 != m2
+                || p1 != p2
+                || d1 != d2
+                || (servers && (h1 != h2 || c1.is_some() != c2.is_some()))
+        }
+        (x, y) => x != y,
+    }
 }
 
 #[derive(Serialize)]
@@ -188,6 +232,29 @@ struct Totals {
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<usize>,
     skipped_lines: usize,
+    /// With --compare: how many requests moved from one place to another, most first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    moves: Vec<Move>,
+}
+
+#[derive(Serialize)]
+struct Move {
+    from: String,
+    to: String,
+    requests: usize,
+}
+
+/// Where a decision sends a request, without the server: `route api → service api`,
+/// `route old-blog → 301`, `no route → 404`.
+fn place(d: &Decision) -> String {
+    let route = match &d.route {
+        Some(r) => format!("route {r}"),
+        None => "no route".to_string(),
+    };
+    match &d.outcome {
+        Outcome::Forward { service, .. } => format!("{route} → service {service}"),
+        Outcome::Answer { status, .. } => format!("{route} → {status}"),
+    }
 }
 
 fn print_json(v: &impl Serialize) {
@@ -205,6 +272,7 @@ pub fn replay(
     format: Format,
     compare: Option<&Path>,
     explain: bool,
+    servers: bool,
 ) -> i32 {
     let recording = match record::load(requests) {
         Ok(r) => r,
@@ -255,6 +323,7 @@ pub fn replay(
         ..Default::default()
     };
     let (mut clock_a, mut clock_b) = (Clock::new(), Clock::new());
+    let mut moves: std::collections::HashMap<(String, String), usize> = Default::default();
     rt.block_on(async {
         for req in &recording.requests {
             let d = match live.decide(req, &mut clock_a).await {
@@ -275,12 +344,13 @@ pub fn replay(
                 let Ok(c) = cand.decide(req, &mut clock_b).await else {
                     continue;
                 };
-                if !changed(&d, &c) {
+                if !changed(&d, &c, servers) {
                     continue;
                 }
                 if let Some(n) = totals.changed.as_mut() {
                     *n += 1;
                 }
+                *moves.entry((place(&d), place(&c))).or_insert(0usize) += 1;
                 match format {
                     Format::Json => print_json(&CompareLine {
                         id: req.id,
@@ -294,7 +364,9 @@ pub fn replay(
                         println!("  candidate {}", c.summary());
                         if d.summary() == c.summary() {
                             println!("  (same place; the request leaves differently)");
-                            print!("{}", decision_text(&c, false));
+                            print!("{}", decision_text(&c, explain));
+                        } else if explain {
+                            print!("{}", decision_text(&c, true));
                         }
                     }
                 }
@@ -335,6 +407,16 @@ pub fn replay(
             }
         }
     });
+    let mut moves: Vec<Move> = moves
+        .into_iter()
+        .map(|((from, to), requests)| Move { from, to, requests })
+        .collect();
+    moves.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+    });
+    totals.moves = moves;
     match format {
         Format::Json => print_json(&serde_json::json!({ "summary": totals })),
         Format::Text => {
@@ -354,8 +436,49 @@ pub fn replay(
             if totals.skipped_lines > 0 {
                 let _ = write!(line, "; {} skipped", totals.skipped_lines);
             }
+            if !totals.moves.is_empty() {
+                println!("changes:");
+                for m in &totals.moves {
+                    println!("  {:>7} × {}  ⇒  {}", m.requests, m.from, m.to);
+                }
+            }
             println!("{line}");
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(route: &str, service: &str, server: &str) -> Decision {
+        Decision {
+            entrypoint: "web".into(),
+            host: "a".into(),
+            route: Some(route.into()),
+            declared_at: None,
+            considered: vec![],
+            steps: vec![],
+            outcome: Outcome::Forward {
+                service: service.into(),
+                server: server.into(),
+                method: "GET".into(),
+                path: "/".into(),
+                headers: HeaderDiff::default(),
+                sticky_cookie: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_shifted_balancer_pick_is_a_change_only_when_asked() {
+        let a = forward("r", "s", "127.0.0.1:1");
+        let b = forward("r", "s", "127.0.0.1:2");
+        assert!(!changed(&a, &b, false));
+        assert!(changed(&a, &b, true));
+        assert!(changed(&a, &forward("r", "other", "127.0.0.1:1"), false));
+        assert!(changed(&a, &forward("r2", "s", "127.0.0.1:1"), false));
+        assert_eq!(place(&a), "route r → service s");
+    }
 }

@@ -24,6 +24,9 @@ pub struct RouteInfo {
     pub target: TargetInfo,
     /// `file:line:col` of the `route(...)` call.
     pub declared_at: String,
+    /// `.record(true|false)`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +102,7 @@ impl TableInfo {
                     },
                 },
                 declared_at: r.declared_at.to_string(),
+                record: r.record,
             })
             .collect();
         let services = table

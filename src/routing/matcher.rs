@@ -229,6 +229,11 @@ impl Matcher {
 
     /// `<matcher> ≠ <what the request had>` for a matcher known not to match.
     fn failure_text(&self, req: &RequestView<'_>) -> String {
+        format!("{self} ≠ {}", self.had(req))
+    }
+
+    /// What the request had that this matcher looks at.
+    fn had(&self, req: &RequestView<'_>) -> String {
         let header_values = |name: &HeaderName| {
             let values: Vec<String> = req
                 .headers
@@ -242,7 +247,7 @@ impl Matcher {
                 format!("{name} {}", values.join(", "))
             }
         };
-        let had = match self {
+        match self {
             Matcher::Host(_) | Matcher::HostRegex(_) => format!("host {:?}", req.host),
             Matcher::Path(_) | Matcher::PathPrefix(_) | Matcher::PathRegex(_) => {
                 format!("path {:?}", req.path)
@@ -254,12 +259,11 @@ impl Matcher {
                 None => "no query".to_string(),
             },
             Matcher::ClientIp(_) => format!("client {}", canonical_ip(req.client_ip)),
-            Matcher::Not(_) => "it matched".to_string(),
+            Matcher::Not(inner) => inner.had(req),
             Matcher::Predicate(_) => "false".to_string(),
             Matcher::Or(..) => "no alternative matched".to_string(),
             Matcher::Always | Matcher::And(..) => "no match".to_string(),
-        };
-        format!("{self} ≠ {had}")
+        }
     }
 
     /// The host patterns a request must match for this matcher to be true, or `None` when the

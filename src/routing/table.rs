@@ -68,6 +68,9 @@ pub struct Route {
     pub steps: Vec<crate::middleware::Middleware>,
     pub target: Target,
     pub declared_at: Location,
+    /// `.record(true|false)`: whether live recording takes this route's requests (`None`:
+    /// the recorder's scope decides).
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +281,7 @@ mod tests {
                 headers: vec![],
             }),
             declared_at: Location::default(),
+            record: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct RouteDecl {
     pub entrypoints: Option<Vec<String>>,
     pub middlewares: Vec<Middleware>,
     pub target: Option<TargetDecl>,
+    /// `.record(bool)`.
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -494,6 +496,7 @@ pub fn register_builders(
                 entrypoints: None,
                 middlewares: Vec::new(),
                 target: None,
+                record: None,
             })));
             lock(&c.state).routes.push(handle.clone());
             Ok(handle)
@@ -565,6 +568,12 @@ pub fn register_builders(
     );
     engine.register_fn("priority", |r: &mut RouteHandle, p: i64| {
         r.decl().priority = Some(p);
+        r.clone()
+    });
+    // Whether `run --record` takes this route's requests (scope `all`: false opts out; scope
+    // `marked`: only routes marked true are recorded).
+    engine.register_fn("record", |r: &mut RouteHandle, on: bool| {
+        r.decl().record = Some(on);
         r.clone()
     });
     engine.register_fn(

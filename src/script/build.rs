@@ -384,6 +384,7 @@ fn compile(
             entrypoints: eps,
             target,
             declared_at: d.at,
+            record: d.record,
         });
     }
 

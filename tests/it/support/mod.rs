@@ -82,6 +82,7 @@ pub fn test_config(dir: &Path) -> Config {
         log_format: LogFormat::Text,
         docker: None,
         swarm: None,
+        record: Default::default(),
     }
 }
 

@@ -1,0 +1,79 @@
+//! The proxy's side of live recording: what a request looked like on arrival and what the
+//! router did with it, filled in along the live path only while the `Recorder` is on.
+//!
+//! Invariants: nothing here runs when recording is off (the caller checks `Recorder::is_on`
+//! once); nothing here awaits, buffers a body or changes the request.
+
+use std::time::Instant;
+
+use http::{Request, StatusCode, Uri};
+
+use super::{request_host, ConnInfo};
+use crate::replay::record::{RecordedOutcome, RecordedRequest, REDACTED};
+use crate::replay::recorder::{now_text, Recorder};
+use crate::routing::{Route, Server};
+
+pub(super) use crate::replay::recorder::Pending;
+
+/// The request head as the client sent it (redacted).
+pub(super) fn begin<B>(req: &Request<B>, info: &ConnInfo, recorder: &Recorder) -> Pending {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            let value = if recorder.redacts(n.as_str()) {
+                REDACTED.to_string()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (n.as_str().to_string(), value)
+        })
+        .collect();
+    Pending {
+        started: Instant::now(),
+        mark: None,
+        record: RecordedRequest {
+            id: 0,
+            time: now_text(),
+            entrypoint: info.entrypoint.to_string(),
+            client: info.peer.to_string(),
+            method: req.method().to_string(),
+            scheme: "http".to_string(),
+            host: request_host(req).unwrap_or_default(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            headers,
+            body: None,
+            body_truncated: false,
+            outcome: Some(RecordedOutcome::default()),
+        },
+    }
+}
+
+pub(super) fn route(p: &mut Pending, route: &Route) {
+    p.mark = route.record;
+    if let Some(o) = p.record.outcome.as_mut() {
+        o.route = Some(route.name.clone());
+    }
+}
+
+/// The server picked and the target as it leaves for it (a retry overwrites an earlier pick).
+pub(super) fn forward(p: &mut Pending, service: &str, server: &Server, uri: &Uri) {
+    if let Some(o) = p.record.outcome.as_mut() {
+        o.service = Some(service.to_string());
+        o.server = Some(server.authority.to_string());
+        o.upstream_path = Some(
+            uri.path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        );
+    }
+}
+
+/// The response head is ready: final status and time, then off to the writer.
+pub(super) fn finish(mut p: Pending, status: StatusCode, recorder: &Recorder) {
+    if let Some(o) = p.record.outcome.as_mut() {
+        o.status = status.as_u16();
+        o.duration_ms = p.started.elapsed().as_secs_f64() * 1000.0;
+    }
+    recorder.submit(p);
+}
