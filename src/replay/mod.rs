@@ -11,6 +11,7 @@
 //! reproduces its deterministic decisions; a session never opens a socket.
 
 pub mod record;
+pub mod repl;
 pub mod report;
 
 use std::path::PathBuf;
