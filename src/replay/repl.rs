@@ -46,11 +46,20 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "recorded requests; FILTER is text, route=NAME or status=NNN",
     ),
     (":show ID", "a request in full, headers included"),
-    (":run ID", "decide a request and select it (or just type ID)"),
-    (":explain [ID]", "every route considered and why it did not match"),
+    (
+        ":run ID",
+        "decide a request and select it (or just type ID)",
+    ),
+    (
+        ":explain [ID]",
+        "every route considered and why it did not match",
+    ),
     (":select ID", "select a request for expressions"),
     (":routes", "the route table"),
-    (":reload", "rebuild the scripts (a failed build keeps the old table)"),
+    (
+        ":reload",
+        "rebuild the scripts (a failed build keeps the old table)",
+    ),
     (":load FILE", "read another recording (JSON lines or HAR)"),
     (":quit", "leave (or Ctrl-D)"),
 ];
@@ -219,7 +228,9 @@ pub fn parse_adhoc(line: &str) -> Result<RecordedRequest, String> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("{method:?} is not a method (GET, POST, …)"));
     }
-    let url = it.next().ok_or("the method needs a URL: GET http://host/path")?;
+    let url = it
+        .next()
+        .ok_or("the method needs a URL: GET http://host/path")?;
     let uri: http::Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
     let (Some(scheme), Some(authority), Some(host)) =
         (uri.scheme_str(), uri.authority(), uri.host())
@@ -333,10 +344,7 @@ impl Entry {
         let outcome = self.req.outcome.as_ref();
         match filter {
             None => true,
-            Some(Filter::Text(t)) => self
-                .list_line()
-                .to_lowercase()
-                .contains(&t.to_lowercase()),
+            Some(Filter::Text(t)) => self.list_line().to_lowercase().contains(&t.to_lowercase()),
             Some(Filter::Route(r)) => outcome.and_then(|o| o.route.as_deref()) == Some(r.as_str()),
             Some(Filter::Status(s)) => outcome.map(|o| o.status) == Some(*s),
         }
@@ -520,7 +528,9 @@ impl Repl {
     /// Decides entry `i`, selects it and renders the decision (with the trace when `explain`).
     fn decide(&mut self, i: usize, explain: bool) -> Result<String, String> {
         let e = self.entries.get(i).ok_or("no such request")?;
-        let d = self.rt.block_on(self.session.decide(&e.req, &mut self.clock))?;
+        let d = self
+            .rt
+            .block_on(self.session.decide(&e.req, &mut self.clock))?;
         self.selected = Some(i);
         let mut out = format!("#{} {}\n", e.id, e.req.line());
         if explain {
@@ -702,14 +712,13 @@ fn history_path() -> Option<PathBuf> {
 /// Sets `changed` whenever a file in `dir` is created, written, renamed or removed.
 fn watch(dir: &Path, changed: Arc<AtomicBool>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if !matches!(ev.kind, EventKind::Access(_)) {
-                    changed.store(true, Ordering::SeqCst);
-                }
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, EventKind::Access(_)) {
+                changed.store(true, Ordering::SeqCst);
             }
-        })?;
+        }
+    })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
@@ -746,10 +755,10 @@ pub fn run(cfg: &Config, requests: Option<&Path>) -> i32 {
         }
     };
     let routes = repl.session().table().routes().len();
-    let origin = repl
-        .session()
-        .scripts_dir()
-        .map_or_else(|| "the embedded default".to_string(), |d| d.display().to_string());
+    let origin = repl.session().scripts_dir().map_or_else(
+        || "the embedded default".to_string(),
+        |d| d.display().to_string(),
+    );
     println!("switchyard repl: {routes} routes from {origin}");
     if let Some(path) = requests {
         print_reply(&repl.load(path));

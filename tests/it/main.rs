@@ -17,6 +17,7 @@ mod middlewares;
 mod mw_access;
 mod mw_upstream;
 mod reload;
+mod repl;
 mod routing;
 mod swarm_provider;
 mod swarm_stacks;
