@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `run`, `check`, `catalog`, `replay`, `test` and `whoami`.
+//! The `switchyard` command line: `run`, `check`, `catalog`, `replay`, `repl`, `test` and `whoami`.
 
 use std::process::ExitCode;
 
@@ -68,6 +68,15 @@ enum Command {
         common: CommonArgs,
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
+    },
+    /// Explore why requests route where they do, interactively: recorded or typed-in requests,
+    /// the explain trace, Rhai expressions on a request; rebuilds when the scripts change.
+    Repl {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// A recording to explore: JSON lines from `run --record`, or a HAR export.
+        #[arg(long, value_name = "FILE")]
+        requests: Option<std::path::PathBuf>,
     },
     /// A built-in echo backend for demos and tests (like Traefik's whoami).
     Whoami {
@@ -174,6 +183,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = config::resolve(&common, None)?;
             init_logging("warn", cfg.log_format)?;
             let code = switchyard::replay::suite::run(&cfg, dir.as_deref(), format);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Repl { common, requests } => {
+            let cfg = config::resolve(&common, None)?;
+            init_logging("warn", cfg.log_format)?;
+            let code = switchyard::replay::repl::run(&cfg, requests.as_deref());
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Whoami { listen, name } => {

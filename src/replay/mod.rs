@@ -12,6 +12,7 @@
 
 pub mod record;
 pub mod recorder;
+pub mod repl;
 pub mod report;
 pub mod suite;
 

@@ -99,3 +99,75 @@ pub fn embedded_default() -> Vec<ScriptSource> {
         })
         .collect()
 }
+
+/// Evaluates one expression (or a few statements) typed at the REPL with `req` bound to a
+/// request, on an engine with the hooks' sandbox and operation budget, and returns the value as
+/// text (strings quoted, so an empty header reads `""`). Errors name the file `expr` and carry
+/// the expression as their source line, so they print with a caret under the column.
+pub fn eval_with_request(
+    expr: &str,
+    req: crate::middleware::HookRequest,
+) -> Result<String, ScriptError> {
+    let limits = Limits::default();
+    let engine = engine_with_limits(&limits, limits.hook_operations);
+    let mut scope = rhai::Scope::new();
+    scope.push("req", hook::ScriptRequest::new(req));
+    let ast = engine
+        .compile_with_scope(&scope, expr)
+        .map_err(|e| ScriptError::from_parse("expr", &e).with_source(expr))?;
+    let value: rhai::Dynamic = engine
+        .eval_ast_with_scope(&mut scope, &ast)
+        .map_err(|e| ScriptError::from_eval("expr", &e).with_source(expr))?;
+    Ok(if value.is_string() {
+        format!("{value:?}")
+    } else {
+        value.to_string()
+    })
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+
+    fn request() -> crate::middleware::HookRequest {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_static("curl/8"));
+        crate::middleware::HookRequest {
+            method: http::Method::GET,
+            host: "api.x.com".into(),
+            path: "/v1/users".into(),
+            query: "page=2".into(),
+            headers,
+            client_ip: "10.0.0.1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn evaluates_with_req_bound() {
+        assert_eq!(
+            eval_with_request("req.path", request()).unwrap(),
+            "\"/v1/users\""
+        );
+        assert_eq!(
+            eval_with_request("req.header(\"User-Agent\")", request()).unwrap(),
+            "\"curl/8\""
+        );
+        assert_eq!(eval_with_request("req.path.len()", request()).unwrap(), "9");
+        assert_eq!(
+            eval_with_request("let n = req.query_param(\"page\"); n + \"!\"", request()).unwrap(),
+            "\"2!\""
+        );
+    }
+
+    #[test]
+    fn errors_point_into_the_expression() {
+        let e = eval_with_request("req.path +* 1", request()).unwrap_err();
+        assert_eq!(e.file, "expr");
+        assert_eq!(e.line, 1);
+        assert!(e.to_string().contains("\n  req.path +* 1\n"), "{e}");
+        let e = eval_with_request("nope + 1", request()).unwrap_err();
+        assert_eq!(e.column, 1, "{e}");
+        let e = eval_with_request("loop {}", request()).unwrap_err();
+        assert!(e.message.contains("operations budget"), "{e}");
+    }
+}

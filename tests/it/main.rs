@@ -18,6 +18,7 @@ mod mw_access;
 mod mw_upstream;
 mod recording;
 mod reload;
+mod repl;
 mod replay;
 mod routing;
 mod script_tests;
