@@ -25,7 +25,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Editor, Helper};
 
 use super::record::{self, Clock, RecordedRequest};
-use super::report::{decision_text, differs_from_recording, explain_text};
+use super::report::{decision_text, differs_from_recording};
 use super::Session;
 use crate::config::Config;
 use crate::middleware::HookRequest;
@@ -533,13 +533,8 @@ impl Repl {
             .block_on(self.session.decide(&e.req, &mut self.clock))?;
         self.selected = Some(i);
         let mut out = format!("#{} {}\n", e.id, e.req.line());
-        if explain {
-            out.push_str("  considered\n");
-            for line in explain_text(&d).lines() {
-                let _ = writeln!(out, "  {line}");
-            }
-        }
-        out.push_str(&decision_text(&d, false));
+        // The trace under `route`, as `replay --explain` prints it (always when nothing matched).
+        out.push_str(&decision_text(&d, explain));
         if let Some(o) = &e.req.outcome {
             let _ = writeln!(out, "  recorded {}", recorded_text(o));
         }
