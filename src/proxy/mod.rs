@@ -379,7 +379,13 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let mut body = Some(UpBody::Incoming(body));
+        let tap = rec
+            .as_deref_mut()
+            .and_then(|r| record::tap_body(r, &self.recorder));
+        let mut body = Some(match tap {
+            Some(tap) => UpBody::Tapped(body, tap),
+            None => UpBody::Incoming(body),
+        });
         if let Some(limit) = plan.buffering.as_ref().and_then(|b| b.max_request_body) {
             body = Some(UpBody::Full(Some(
                 self.buffer_request(body, &parts, limit).await?,

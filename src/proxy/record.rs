@@ -2,15 +2,17 @@
 //! router did with it, filled in along the live path only while the `Recorder` is on.
 //!
 //! Invariants: nothing here runs when recording is off (the caller checks `Recorder::is_on`
-//! once); nothing here awaits, buffers a body or changes the request.
+//! once); nothing here awaits, buffers a body or changes the request (a body is only copied,
+//! up to `--record.body-bytes`, as it streams past).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, StatusCode, Uri};
 
 use super::{request_host, ConnInfo};
 use crate::replay::record::{RecordedOutcome, RecordedRequest, REDACTED};
-use crate::replay::recorder::{now_text, Recorder};
+use crate::replay::recorder::{now_text, BodyTap, Recorder};
 use crate::routing::{Route, Server};
 
 pub(super) use crate::replay::recorder::Pending;
@@ -32,6 +34,7 @@ pub(super) fn begin<B>(req: &Request<B>, info: &ConnInfo, recorder: &Recorder) -
     Pending {
         started: Instant::now(),
         mark: None,
+        tap: None,
         record: RecordedRequest {
             id: 0,
             time: now_text(),
@@ -69,8 +72,30 @@ pub(super) fn forward(p: &mut Pending, service: &str, server: &Server, uri: &Uri
     }
 }
 
+/// A tap for the body about to stream to the server, when bodies are recorded (a retry keeps
+/// the first tap: a replayed body is the same bytes).
+pub(super) fn tap_body(p: &mut Pending, recorder: &Recorder) -> Option<Arc<BodyTap>> {
+    let cap = recorder.body_bytes();
+    if cap == 0 {
+        return None;
+    }
+    Some(
+        p.tap
+            .get_or_insert_with(|| Arc::new(BodyTap::new(cap)))
+            .clone(),
+    )
+}
+
 /// The response head is ready: final status and time, then off to the writer.
 pub(super) fn finish(mut p: Pending, status: StatusCode, recorder: &Recorder) {
+    if let Some(tap) = p.tap.take() {
+        let (bytes, truncated) = tap.taken();
+        if !bytes.is_empty() || truncated {
+            use base64::Engine as _;
+            p.record.body = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            p.record.body_truncated = truncated;
+        }
+    }
     if let Some(o) = p.record.outcome.as_mut() {
         o.status = status.as_u16();
         o.duration_ms = p.started.elapsed().as_secs_f64() * 1000.0;

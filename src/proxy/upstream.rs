@@ -10,6 +10,7 @@
 
 use std::error::Error as _;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::pin::Pin;
@@ -18,6 +19,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::replay::recorder::BodyTap;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -31,6 +34,8 @@ pub type UpstreamClient = Client<HttpConnector, UpBody>;
 pub enum UpBody {
     /// Streamed from the client as it arrives.
     Incoming(Incoming),
+    /// Streamed from the client, its first bytes copied for a recording.
+    Tapped(Incoming, Arc<BodyTap>),
     /// Held in memory (empty bodies, buffered or replayable ones, auth and error-page requests).
     Full(Option<Bytes>),
 }
@@ -51,6 +56,23 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Tapped(b, tap) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            tap.data(d);
+                        }
+                        // The client may stop polling once the length is reached.
+                        if b.is_end_stream() {
+                            tap.end();
+                        }
+                    }
+                    Poll::Ready(None) => tap.end(),
+                    _ => {}
+                }
+                polled
+            }
             UpBody::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -62,13 +84,20 @@ impl Body for UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Incoming(b) => b.is_end_stream(),
+            UpBody::Tapped(b, tap) => {
+                let end = b.is_end_stream();
+                if end {
+                    tap.end();
+                }
+                end
+            }
             UpBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Incoming(b) => b.size_hint(),
+            UpBody::Incoming(b) | UpBody::Tapped(b, _) => b.size_hint(),
             UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -210,6 +210,60 @@ pub struct Pending {
     pub record: RecordedRequest,
     /// The matched route's `.record(...)`.
     pub mark: Option<bool>,
+    /// The first body bytes as they stream to the server (`--record.body-bytes`).
+    pub tap: Option<Arc<BodyTap>>,
+}
+
+/// The first `cap` bytes of a request body, copied as the body streams to the server; the
+/// stream itself is never held up or changed.
+#[derive(Debug)]
+pub struct BodyTap {
+    cap: usize,
+    state: Mutex<TapState>,
+}
+
+#[derive(Debug, Default)]
+struct TapState {
+    bytes: Vec<u8>,
+    seen: u64,
+    ended: bool,
+}
+
+impl BodyTap {
+    pub fn new(cap: usize) -> BodyTap {
+        BodyTap {
+            cap,
+            state: Mutex::new(TapState::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A data frame passed on to the server.
+    pub fn data(&self, chunk: &[u8]) {
+        let mut st = self.state();
+        st.seen += chunk.len() as u64;
+        let room = self.cap.saturating_sub(st.bytes.len());
+        let take = room.min(chunk.len());
+        if let Some(head) = chunk.get(..take) {
+            st.bytes.extend_from_slice(head);
+        }
+    }
+
+    /// The body ended.
+    pub fn end(&self) {
+        self.state().ended = true;
+    }
+
+    /// The bytes copied so far, and whether they are less than the whole body (past the cap,
+    /// or the body had not ended when the response head came back).
+    pub fn taken(&self) -> (Vec<u8>, bool) {
+        let st = self.state();
+        let truncated = st.seen > st.bytes.len() as u64 || !st.ended;
+        (st.bytes.clone(), truncated)
+    }
 }
 
 impl Recorder {
@@ -230,6 +284,11 @@ impl Recorder {
     /// A recorder that never records (dry runs, tests).
     pub fn off() -> Arc<Recorder> {
         Recorder::new(RecordConfig::default())
+    }
+
+    /// Request body bytes to record (0: none).
+    pub fn body_bytes(&self) -> usize {
+        self.config.body_bytes
     }
 
     /// The one check on the request path.

@@ -466,3 +466,43 @@ async fn routes_opt_out_and_scope_marked_takes_only_marked_routes() {
     assert_eq!(seen[1], ["/loud"]);
     tr.shutdown().await;
 }
+
+/// Sends each body as a POST through a router recording up to 8 body bytes: the records' bodies.
+async fn recorded_bodies(bodies: &[&str]) -> Vec<(Option<String>, bool)> {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.jsonl");
+    let f = file.clone();
+    let script = format!(
+        r#"route("a").rule(path_prefix("/")).to(service("a").servers({}));"#,
+        servers(&[&backend])
+    );
+    let tr = TestRouter::start_with(&[("10-test.rhai", &script)], move |cfg| {
+        cfg.record.file = Some(f);
+        cfg.record.body_bytes = 8;
+    })
+    .await;
+    for body in bodies {
+        let r = send(tr.web, "POST", "a.test", "/", &[], body).await;
+        assert_eq!(r.status, 200);
+        // The server got the whole body, not the recorded part.
+        assert!(r.body.contains(body), "{}", r.body);
+    }
+    tr.router().recorder.stop();
+    let recs = load(&file);
+    tr.shutdown().await;
+    recs.into_iter()
+        .map(|r| (r.body, r.body_truncated))
+        .collect()
+}
+
+#[tokio::test]
+async fn bodies_are_recorded_base64_up_to_the_cap() {
+    use base64::Engine as _;
+    let b64 = |s: &str| Some(base64::engine::general_purpose::STANDARD.encode(s));
+    let got = recorded_bodies(&["hi", "twelve bytes", ""]).await;
+    assert_eq!(
+        got,
+        vec![(b64("hi"), false), (b64("twelve b"), true), (None, false)]
+    );
+}
