@@ -57,15 +57,8 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
 /// Loads the catalog and scripts and builds them; every failure is a `ScriptError` so both
 /// output formats report it the same way.
 fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
-    let catalog = crate::providers::snapshot_now(cfg).map_err(|e| {
-        vec![ScriptError {
-            file: "catalog".to_string(),
-            line: 0,
-            column: 0,
-            message: format!("{e:#}"),
-            source_line: None,
-        }]
-    })?;
+    let catalog =
+        crate::providers::snapshot_now(cfg).map_err(|e| vec![ScriptError::catalog(&e)])?;
     for p in &catalog.problems {
         eprintln!("warning: {p}");
     }

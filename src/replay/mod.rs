@@ -47,15 +47,8 @@ impl Session {
     /// Builds the scripts of `cfg` against its catalog (the file plus a one-shot snapshot of the
     /// providers it names), as `check` does.
     pub fn load(cfg: &Config) -> Result<Session, Vec<ScriptError>> {
-        let catalog = crate::providers::snapshot_now(cfg).map_err(|e| {
-            vec![ScriptError {
-                file: "catalog".to_string(),
-                line: 0,
-                column: 0,
-                message: format!("{e:#}"),
-                source_line: None,
-            }]
-        })?;
+        let catalog =
+            crate::providers::snapshot_now(cfg).map_err(|e| vec![ScriptError::catalog(&e)])?;
         let env = script::BuildEnv::new(cfg.entrypoint_names(), cfg.admin);
         Session::new(cfg.scripts.clone(), catalog, env, cfg.settings.clone())
     }

@@ -25,7 +25,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Editor, Helper};
 
 use super::record::{self, Clock, RecordedRequest};
-use super::report::{decision_text, differs_from_recording};
+use super::report::{decision_text, differs_from_recording, recorded_text};
 use super::Session;
 use crate::config::Config;
 use crate::middleware::HookRequest;
@@ -574,21 +574,6 @@ impl Repl {
             ),
         }
     }
-}
-
-/// `route → service @ server, 200 in 1.2 ms`
-fn recorded_text(o: &record::RecordedOutcome) -> String {
-    format!(
-        "{} → {}{}, {} in {:.1} ms",
-        o.route.as_deref().unwrap_or("(no route)"),
-        o.service.as_deref().unwrap_or("-"),
-        o.server
-            .as_deref()
-            .map(|s| format!(" @ {s}"))
-            .unwrap_or_default(),
-        o.status,
-        o.duration_ms
-    )
 }
 
 /// The request as a hook (and so an expression) sees it.

@@ -52,6 +52,21 @@ fn diff_text(out: &mut String, diff: &HeaderDiff) {
     }
 }
 
+/// What the live router did: `route → service @ server, 200 in 1.2 ms`.
+pub fn recorded_text(o: &record::RecordedOutcome) -> String {
+    format!(
+        "{} → {}{}, {} in {:.1} ms",
+        o.route.as_deref().unwrap_or("(no route)"),
+        o.service.as_deref().unwrap_or("-"),
+        o.server
+            .as_deref()
+            .map(|s| format!(" @ {s}"))
+            .unwrap_or_default(),
+        o.status,
+        o.duration_ms
+    )
+}
+
 /// A decision in words: route, middleware notes, the outcome (and the trace when asked or
 /// when no route matched).
 pub fn decision_text(d: &Decision, explain: bool) -> String {
@@ -388,17 +403,7 @@ pub fn replay(
                     println!("#{} {}", req.id, req.line());
                     print!("{}", decision_text(&d, explain));
                     if let Some(o) = &req.outcome {
-                        println!(
-                            "  recorded {} → {}{}, {} in {:.1} ms",
-                            o.route.as_deref().unwrap_or("(no route)"),
-                            o.service.as_deref().unwrap_or("-"),
-                            o.server
-                                .as_deref()
-                                .map(|s| format!(" @ {s}"))
-                                .unwrap_or_default(),
-                            o.status,
-                            o.duration_ms
-                        );
+                        println!("  recorded {}", recorded_text(o));
                     }
                     for line in &differs {
                         println!("  DIFFERS {line}");

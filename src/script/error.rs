@@ -24,6 +24,17 @@ pub struct ScriptError {
 }
 
 impl ScriptError {
+    /// The catalog could not be read: reported like a build error, without a position.
+    pub fn catalog(e: &anyhow::Error) -> Self {
+        ScriptError {
+            file: "catalog".to_string(),
+            line: 0,
+            column: 0,
+            message: format!("{e:#}"),
+            source_line: None,
+        }
+    }
+
     pub fn new(file: &str, pos: Position, message: impl Into<String>) -> Self {
         ScriptError {
             file: file.to_string(),
