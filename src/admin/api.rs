@@ -124,7 +124,11 @@ fn routes(info: &TableInfo) -> Vec<Value> {
 pub fn route_list(state: &AdminState, q: &ListQuery) -> Value {
     let info = TableInfo::of(&state.table.load());
     let mut out = q.page("routes", routes(&info));
-    set(&mut out, "services", Value::Array(to_values(&info.services)));
+    set(
+        &mut out,
+        "services",
+        Value::Array(to_values(&info.services)),
+    );
     out
 }
 

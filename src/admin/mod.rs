@@ -1,5 +1,6 @@
 //! The admin listener beside the proxy (default 127.0.0.1:8081): the JSON API the dashboard
-//! reads, live recording control, and `/ping`.
+//! reads, the dashboard itself (`dashboard.rs`, at `/dashboard/`), live recording control, and
+//! `/ping`.
 //!
 //! Owns the routing of admin requests and their auth (optional basic auth, `--admin.users`;
 //! `/ping` stays open for health checks). The views are in `api.rs` (overview, routes,
@@ -9,6 +10,7 @@
 //! state. Must never: change routing state, or share a port with an entrypoint.
 
 pub mod api;
+pub mod dashboard;
 pub mod explain;
 
 use std::convert::Infallible;
@@ -170,6 +172,9 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         Some(v) => json(&v),
         None => error(StatusCode::NOT_FOUND, format!("no {what}")),
     };
+    if let Some(page) = dashboard::asset(path) {
+        return page;
+    }
     match path {
         "/ping" => text(StatusCode::OK, "OK\n"),
         "/api/overview" => json(&api::overview(state)),

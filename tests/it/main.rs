@@ -7,6 +7,7 @@ mod admin_api;
 mod balance;
 mod balancers;
 mod cli;
+mod dashboard;
 mod docker_compose;
 mod docker_provider;
 mod docker_rig;

@@ -1,0 +1,230 @@
+// The switchyard dashboard: reads only the JSON API of the admin listener and polls it every
+// second, so routes, servers, health and script errors follow reloads and containers live.
+"use strict";
+
+const POLL_MS = 1000;
+const state = { tab: "routes", routes: [], services: [], selected: null, prev: null, rates: {}, sources: {} };
+
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+async function api(path, opts) {
+  const r = await fetch(path, Object.assign({ headers: { accept: "application/json" }, credentials: "same-origin" }, opts || {}));
+  const body = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+  return body;
+}
+
+function target(t) {
+  if (!t) return "";
+  if (t.type === "service") return `service <b>${esc(t.service)}</b>`;
+  if (t.type === "redirect") return `redirect ${t.permanent ? "301" : "302"} → ${esc(t.location)}`;
+  if (t.type === "respond") return `respond ${esc(t.status)}`;
+  return esc(t.type);
+}
+
+function card(label, value, title) {
+  return `<div class="card" title="${esc(title || "")}"><b>${esc(value)}</b><span>${esc(label)}</span></div>`;
+}
+
+function renderOverview(o) {
+  $("version").textContent = `v${o.version} (${o.commit}) · up ${o.uptime_seconds}s`;
+  const b = o.last_build;
+  const build = $("build");
+  build.textContent = b.ok ? `build #${b.attempt} ok` : `build #${b.attempt} failed: ${b.errors} error(s)`;
+  build.className = "pill " + (b.ok ? "ok" : "err");
+  const c = o.counts;
+  $("overview").innerHTML =
+    card("routes", c.routes) + card("services", c.services) +
+    card("servers up", `${c.servers_up}/${c.servers}`) + card("middlewares", c.middlewares) +
+    card("entrypoints", c.entrypoints) + card("scripts", c.scripts) +
+    card("catalog entries", c.catalog_entries) + card("script errors", b.errors) +
+    card("warnings", b.warnings + c.catalog_problems);
+  const sel = $("ex-entrypoint");
+  if (sel.options.length !== o.entrypoints.length) {
+    sel.innerHTML = o.entrypoints.map((e) => `<option>${esc(e.name)}</option>`).join("");
+  }
+  const ep = $("route-entrypoint");
+  if (ep.options.length !== o.entrypoints.length + 1) {
+    ep.innerHTML = `<option value="">any entrypoint</option>` + o.entrypoints.map((e) => `<option>${esc(e.name)}</option>`).join("");
+  }
+}
+
+// Requests and 5xx per second per route, from the counters of two polls.
+function updateRates(routes, now) {
+  const prev = state.prev;
+  const rates = {};
+  for (const r of routes) {
+    if (typeof r.requests !== "number") continue;
+    const p = prev && prev.counts[r.name];
+    if (p) {
+      const dt = (now - prev.at) / 1000;
+      rates[r.name] = { rps: Math.max(0, (r.requests - p.requests) / dt), eps: Math.max(0, ((r.errors || 0) - (p.errors || 0)) / dt) };
+    }
+  }
+  const counts = {};
+  for (const r of routes) counts[r.name] = { requests: r.requests, errors: r.errors };
+  state.prev = { at: now, counts };
+  state.rates = rates;
+}
+
+function fmtRate(v) { return v === undefined ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString(); }
+
+function renderRoutes() {
+  const q = $("route-search").value.trim().toLowerCase();
+  const st = $("route-status").value;
+  const ep = $("route-entrypoint").value;
+  const rows = state.routes.filter((r) =>
+    (!q || [r.name, r.rule, r.service || ""].some((s) => s.toLowerCase().includes(q))) &&
+    (!st || r.status === st) &&
+    (!ep || r.entrypoints.length === 0 || r.entrypoints.includes(ep)));
+  $("routes-body").innerHTML = rows.map((r) => {
+    const rate = state.rates[r.name] || {};
+    return `<tr data-route="${esc(r.name)}" class="${r.name === state.selected ? "sel" : ""}">
+      <td><b>${esc(r.name)}</b></td><td><code>${esc(r.rule)}</code></td><td>${esc(r.priority)}</td>
+      <td>${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>")}</td>
+      <td>${target(r.target)}</td>
+      <td class="status-${esc(r.status)}" title="${esc(r.warning || "")}">${esc(r.status)}</td>
+      <td class="mono" data-testid="rps">${fmtRate(rate.rps)}</td><td class="mono">${fmtRate(rate.eps)}</td>
+      <td class="mono">${esc(r.declared_at)}</td></tr>`;
+  }).join("") || `<tr><td colspan="9">no routes${q || st || ep ? " match the filters" : ""}</td></tr>`;
+  renderDetail();
+}
+
+function servers(svc) {
+  if (!svc) return "";
+  return svc.servers.map((s) =>
+    `<div><span class="${s.healthy ? "up" : "down"}">${s.healthy ? "▲ up" : "▼ down"}</span> <code>${esc(s.address)}</code> weight ${esc(s.weight)}, ${esc(s.in_flight)} in flight</div>`).join("");
+}
+
+function renderDetail() {
+  const box = $("route-detail");
+  const r = state.routes.find((x) => x.name === state.selected);
+  if (!r) { box.hidden = true; return; }
+  const svc = state.services.find((s) => s.name === r.service);
+  box.hidden = false;
+  box.innerHTML = `<h2>${esc(r.name)}</h2><dl>
+    <dt>rule</dt><dd><code>${esc(r.rule)}</code></dd>
+    <dt>priority</dt><dd>${esc(r.priority)}</dd>
+    <dt>entrypoints</dt><dd>${r.entrypoints.length ? r.entrypoints.map(esc).join(", ") : "all"}</dd>
+    <dt>middlewares</dt><dd>${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>") || "none"}</dd>
+    <dt>target</dt><dd>${target(r.target)}</dd>
+    ${svc ? `<dt>balancer</dt><dd>${esc(svc.balancer)}${svc.sticky_cookie ? `, sticky cookie <code>${esc(svc.sticky_cookie)}</code>` : ""}</dd>
+    <dt>health check</dt><dd>${esc(svc.health_check || "none")}</dd>
+    <dt>servers</dt><dd data-testid="detail-servers">${servers(svc)}</dd>` : ""}
+    <dt>status</dt><dd class="status-${esc(r.status)}">${esc(r.status)} ${esc(r.warning || "")}</dd>
+    <dt>declared at</dt><dd class="mono">${esc(r.declared_at)}</dd></dl>`;
+}
+
+function renderServices() {
+  $("services-body").innerHTML = state.services.map((s) => `<tr>
+    <td><b>${esc(s.name)}</b></td><td>${esc(s.balancer)}</td><td>${servers(s)}</td>
+    <td>${esc(s.sticky_cookie || "")}</td><td>${esc(s.health_check || "")}</td>
+    <td>${(s.used_by || []).map(esc).join(", ")}</td></tr>`).join("");
+}
+
+function sourceBlock(text, errors) {
+  const lines = text.split("\n");
+  const bad = new Map(errors.map((e) => [e.line, e]));
+  // Errors with three lines of context around each.
+  const keep = new Set();
+  for (const e of errors) for (let i = e.line - 3; i <= e.line + 3; i++) keep.add(i);
+  let out = "", last = 0;
+  lines.forEach((l, i) => {
+    const n = i + 1;
+    if (!keep.has(n)) return;
+    if (last && n > last + 1) out += `<div class="ln">…</div>`;
+    const e = bad.get(n);
+    out += `<div class="${e ? "err" : ""}"><span class="ln">${n}</span>${esc(l)}</div>`;
+    if (e && e.column > 0) out += `<div class="err"><span class="ln"></span><span class="caret">${" ".repeat(e.column - 1)}^ ${esc(e.message)}</span></div>`;
+    last = n;
+  });
+  return `<div class="source mono" data-testid="source">${out}</div>`;
+}
+
+async function renderScripts(s) {
+  $("script-errors").textContent = s.errors.length ? `(${s.errors.length})` : "";
+  const parts = [];
+  const listed = new Set(s.scripts.map((f) => f.file));
+  // Errors of files a failed build could not list (e.g. unreadable) still show.
+  const loose = s.errors.filter((e) => !listed.has(e.file));
+  for (const f of s.scripts) {
+    let body = "";
+    if (!f.ok) {
+      let src = state.sources[f.file];
+      const key = JSON.stringify(f.errors);
+      if (!src || src.key !== key) {
+        try {
+          const r = await api(`/api/scripts/source?file=${encodeURIComponent(f.file)}`);
+          src = state.sources[f.file] = { key, text: r.text };
+        } catch (e) { src = { key, text: "" }; }
+      }
+      body = f.errors.map((e) => `<div class="msg" data-testid="script-error">${esc(e.file)}:${e.line}:${e.column}: ${esc(e.message)}</div>`).join("") +
+        (src.text ? sourceBlock(src.text, f.errors) : "");
+    }
+    const warn = f.warnings.map((w) => `<div class="warnings">${esc(w.file)}:${w.line}:${w.column}: ${esc(w.message)}</div>`).join("");
+    parts.push(`<div class="script ${f.ok ? "good" : "bad"}" data-file="${esc(f.file)}"><h3>${f.ok ? "✓" : "✗"} ${esc(f.file)}</h3>${body}${warn}</div>`);
+  }
+  for (const e of loose) parts.push(`<div class="script bad"><h3>✗ ${esc(e.file)}</h3><div class="msg" data-testid="script-error">${esc(e.file)}:${e.line}:${e.column}: ${esc(e.message)}</div></div>`);
+  const other = s.warnings.filter((w) => !listed.has(w.file));
+  if (other.length) parts.push(`<div class="script"><h3>provider warnings</h3>${other.map((w) => `<div class="warnings">${esc(w.message)}</div>`).join("")}</div>`);
+  $("scripts").innerHTML = `<p>Build #${s.attempt} at ${esc(s.at)}: ${s.ok ? `<span class="up">ok</span>, ${s.routes} routes` : `<span class="down">failed</span> — the previous table (build #${s.live_attempt}) keeps serving`}</p>` + parts.join("");
+}
+
+async function poll() {
+  try {
+    const [o, rt, sc] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/scripts")]);
+    renderOverview(o);
+    state.routes = rt.routes;
+    state.services = rt.services;
+    updateRates(rt.routes, Date.now());
+    renderRoutes();
+    renderServices();
+    await renderScripts(sc);
+    $("live").className = "live";
+    document.body.dataset.polled = String(Number(document.body.dataset.polled || 0) + 1);
+  } catch (e) {
+    $("live").className = "live stale";
+    $("live").title = `cannot reach the API: ${e.message}`;
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+function showTab(name) {
+  state.tab = name;
+  for (const b of document.querySelectorAll("nav button")) b.classList.toggle("on", b.dataset.tab === name);
+  for (const t of document.querySelectorAll(".tab")) t.hidden = t.id !== `tab-${name}`;
+}
+
+document.querySelector("nav").addEventListener("click", (e) => {
+  const b = e.target.closest("button");
+  if (b) showTab(b.dataset.tab);
+});
+$("routes-body").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-route]");
+  if (!tr) return;
+  state.selected = state.selected === tr.dataset.route ? null : tr.dataset.route;
+  renderRoutes();
+});
+for (const id of ["route-search", "route-status", "route-entrypoint"]) $(id).addEventListener("input", renderRoutes);
+
+$("explain-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const headers = [];
+  for (const line of $("ex-headers").value.split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) headers.push([line.slice(0, i).trim(), line.slice(i + 1).trim()]);
+  }
+  const body = { method: $("ex-method").value, url: $("ex-url").value.trim(), headers, entrypoint: $("ex-entrypoint").value || undefined };
+  if ($("ex-client").value.trim()) body.client = $("ex-client").value.trim();
+  try {
+    const r = await api("/api/explain", { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+    $("explain-summary").textContent = `${r.request} → ${r.summary}`;
+    $("explain-out").textContent = r.text;
+  } catch (err) {
+    $("explain-summary").textContent = `error: ${err.message}`;
+    $("explain-out").textContent = "";
+  }
+});
+
+poll();
