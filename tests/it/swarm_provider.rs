@@ -216,7 +216,8 @@ async fn a_task_that_stops_running_is_no_longer_a_server() {
     let host = format!("{name}.swarm.test");
     let port = format!("{prefix}{{{{.Task.Slot}}}}");
     let rule = format!("Host:{host}");
-    // The task serves for 4 s, then exits 0 and is not restarted (state: complete).
+    // The task serves until told to stop (a file the test creates in its container), then exits
+    // 0 and is not restarted (state: complete). Bounded: it stops by itself after 120 s.
     create_service(
         rig,
         &tag,
@@ -229,7 +230,7 @@ async fn a_task_that_stops_running_is_no_longer_a_server() {
             "--",
             "sh",
             "-c",
-            "serve & sleep 4; kill $!",
+            "serve & i=0; while [ ! -e /tmp/stop ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; kill $!",
         ],
     );
     let up = poll_get(r.web, &host, "/", Duration::from_secs(30), |rep| {
@@ -237,6 +238,14 @@ async fn a_task_that_stops_running_is_no_longer_a_server() {
     })
     .await;
     assert_eq!(up.body.trim(), format!("{name}-1"));
+    let task = rig.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={name}"),
+    ]);
+    assert!(!task.is_empty(), "no running container for {name}");
+    rig.docker_ok(&["exec", task.trim(), "touch", "/tmp/stop"]);
     // Once the task is complete the service has no running task, so no server, and (as with
     // Traefik) its router goes: 404, never a request to the dead address (a 502 can be seen in
     // the moment between the task's exit and the provider's next snapshot).
