@@ -30,6 +30,7 @@ pub struct AdminState {
     pub status: watch::Receiver<BuildStatus>,
     pub started: std::time::Instant,
     pub recorder: Arc<Recorder>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Serves the admin API until `shutdown` turns true.
@@ -71,6 +72,7 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match req.uri().path() {
         "/ping" => text(StatusCode::OK, "OK\n"),
+        "/metrics" => crate::metrics::response(&state.metrics, &state.table.load()),
         "/api/routes" => json(&TableInfo::of(&state.table.load())),
         "/api/scripts" => json(&*state.status.borrow()),
         "/api/version" => json(&serde_json::json!({
