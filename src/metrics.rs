@@ -5,16 +5,17 @@
 //! relaxed atomic adds: each route's series are resolved when a table is built
 //! (`Metrics::attach`, called by the control loop before the table goes live) into the
 //! `RouteSlot` the route carries, and series survive rebuilds because the registry keys them by
-//! route, service and hook, not by table. Server up/down is read from the live table's
+//! route, service and hook, not by table (series of routes a build removed are dropped with
+//! it). Server up/down is read from the live table's
 //! `ServerState`s at scrape time, so it never lags the health checker.
 //!
 //! Invariants: no lock on the request path (a `OnceLock` read, then atomics; rare events such as
 //! upstream errors and retries take one `DashMap` shard); label cardinality is bounded by the
 //! configuration (methods outside RFC 9110's set count as `OTHER`, codes are 100..=999); the
 //! exposition is deterministic (series sorted by labels). Must never: block a request on a
-//! scrape, or reset a counter on reload.
+//! scrape, or reset the counter of a route, hook or service that a reload keeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -222,15 +223,19 @@ struct Builds {
     last_ok: AtomicU64,
 }
 
+/// (route, service) or (route, hook label).
+type SeriesKey = (String, String);
+
 /// The registry: one per router, shared (`Arc`) by every worker, the control loop and admin.
 #[derive(Debug)]
 pub struct Metrics {
     entrypoints: Vec<String>,
     open: Box<[AtomicI64]>,
-    /// Keyed by (route, service); route "" / service "" is requests no route took.
-    requests: DashMap<(String, String), Arc<RequestSeries>>,
+    /// Keyed by (route, service); requests no route took are `unrouted` (route "", service "").
+    requests: DashMap<SeriesKey, Arc<RequestSeries>>,
     unrouted: Arc<RequestSeries>,
-    hooks: DashMap<(String, String), Arc<HookSeries>>,
+    /// Keyed by (route, hook label).
+    hooks: DashMap<SeriesKey, Arc<HookSeries>>,
     services: DashMap<String, Arc<ServiceCounters>>,
     builds: Builds,
     provider_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -260,34 +265,51 @@ impl Metrics {
     }
 
     /// Resolves every route's series of a freshly built table (before it goes live). Series are
-    /// shared with earlier tables' routes of the same name, service and hook.
+    /// shared with earlier tables' routes of the same name, service and hook; series of routes,
+    /// hooks and services the table no longer has are dropped, so memory follows the
+    /// configuration, not its history (a route that comes back starts from zero, which
+    /// Prometheus reads as a counter reset).
     pub fn attach(&self, table: &RouteTable) {
+        let mut requests = HashSet::new();
+        let mut hooks = HashSet::new();
         for route in table.routes() {
-            let _ = route.metrics.set(self.handle_for(route));
+            let (handle, request_key, hook_keys) = self.handle_for(route);
+            let _ = route.metrics.set(handle);
+            requests.insert(request_key);
+            hooks.extend(hook_keys);
         }
+        self.requests.retain(|k, _| requests.contains(k));
+        self.hooks.retain(|k, _| hooks.contains(k));
+        let services: HashSet<&str> = table.services().iter().map(|s| s.name.as_str()).collect();
+        self.services.retain(|k, _| services.contains(k.as_str()));
     }
 
-    fn handle_for(&self, route: &Route) -> RouteHandle {
+    /// The route's handle, plus the registry keys it uses.
+    fn handle_for(&self, route: &Route) -> (RouteHandle, SeriesKey, Vec<SeriesKey>) {
         let service = match &route.target {
             Target::Service(s) => s.name.clone(),
             Target::Handler(_) => String::new(),
         };
         let n = self.entrypoints.len();
+        let request_key = (route.name.clone(), service);
         let requests = self
             .requests
-            .entry((route.name.clone(), service))
+            .entry(request_key.clone())
             .or_insert_with(|| Arc::new(RequestSeries::new(n)))
             .clone();
         let mut hooks = Vec::new();
+        let mut hook_keys = Vec::new();
         for step in &route.steps {
             let (key, label) = match step {
                 Middleware::OnRequest(h) => (hook_key(h), hook_label(&h.describe())),
                 Middleware::OnResponse(h) => (hook_key(h), hook_label(&h.describe())),
                 _ => continue,
             };
+            let series_key = (route.name.clone(), label);
+            hook_keys.push(series_key.clone());
             let series = self
                 .hooks
-                .entry((route.name.clone(), label))
+                .entry(series_key)
                 .or_insert_with(|| {
                     Arc::new(HookSeries {
                         duration: Histogram::new(HOOK_BUCKETS),
@@ -297,7 +319,7 @@ impl Metrics {
                 .clone();
             hooks.push((key, series));
         }
-        RouteHandle { requests, hooks }
+        (RouteHandle { requests, hooks }, request_key, hook_keys)
     }
 
     /// One finished request (`route`: the route it took, if any).
@@ -397,7 +419,7 @@ impl Metrics {
         out.0
     }
 
-    fn request_series(&self) -> Vec<((String, String), Arc<RequestSeries>)> {
+    fn request_series(&self) -> Vec<(SeriesKey, Arc<RequestSeries>)> {
         let mut all: Vec<_> = self
             .requests
             .iter()
@@ -547,7 +569,7 @@ impl Metrics {
     }
 
     fn render_hooks(&self, out: &mut Text) {
-        let mut all: Vec<((String, String), Arc<HookSeries>)> = self
+        let mut all: Vec<(SeriesKey, Arc<HookSeries>)> = self
             .hooks
             .iter()
             .map(|e| (e.key().clone(), e.value().clone()))

@@ -467,6 +467,35 @@ async fn a_known_request_mix_moves_the_metrics_by_exactly_that_much() {
         .is_some_and(|n| n >= 1.0)
     })
     .await;
+
+    // Routes and services a build removes take their series with them; the rest carry on.
+    let only_a = format!(
+        r#"route("a").rule(host("a.test")).to(service("a").servers(["{}"]));"#,
+        live.addr
+    );
+    assert!(r.write_script("10-test.rhai", &only_a).await.ok);
+    let s = scrape(r.admin).await;
+    assert_eq!(
+        s.sum("switchyard_requests_total", &[("route", "gone")]),
+        0.0
+    );
+    assert_eq!(s.sum("switchyard_hook_failures_total", &[]), 0.0);
+    assert_eq!(
+        s.sum("switchyard_server_up", &[("service", "checked")]),
+        0.0
+    );
+    assert_eq!(
+        s.get("switchyard_retries_total", &[("service", "flaky")]),
+        None
+    );
+    assert_eq!(s.sum("switchyard_requests_total", &[("route", "a")]), 7.0);
+    assert_eq!(
+        s.value(
+            "switchyard_server_up",
+            &[("service", "a"), ("server", &live.addr.to_string())]
+        ),
+        1.0
+    );
     r.shutdown().await;
 }
 
