@@ -406,6 +406,28 @@ impl Metrics {
         *m.entry(provider).or_insert(0) += 1;
     }
 
+    /// Per-route totals over every entrypoint, method and service (for the JSON API and the
+    /// dashboard's request and error rates); route "" is requests no route took.
+    pub fn route_counts(&self) -> BTreeMap<String, RouteCounts> {
+        let mut out: BTreeMap<String, RouteCounts> = BTreeMap::new();
+        for ((route, _), series) in self.request_series() {
+            let c = out.entry(route).or_default();
+            for e in series.entries.iter() {
+                for codes in &e.by_method {
+                    for (code, n) in codes.each() {
+                        c.requests += n;
+                        match code {
+                            400..=499 => c.client_errors += n,
+                            500..=599 => c.server_errors += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The text exposition of every series; server up/down is read from `table`.
     pub fn render(&self, table: &RouteTable) -> String {
         let mut out = Text::default();
@@ -650,6 +672,16 @@ fn render_servers(out: &mut Text, table: &RouteTable) {
     }
 }
 
+/// What `Metrics::route_counts` reports for one route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteCounts {
+    pub requests: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
+}
+
 /// Keeps a connection counted in `switchyard_open_connections` while alive.
 #[derive(Debug)]
 pub struct OpenConnection {
@@ -829,6 +861,14 @@ mod tests {
         m.build(false);
         m.provider_sync_error("docker");
         let _open = m.connection(0);
+        assert_eq!(
+            m.route_counts().get(""),
+            Some(&RouteCounts {
+                requests: 1,
+                client_errors: 1,
+                server_errors: 0
+            })
+        );
         let text = m.render(&RouteTable::default());
         let text = text
             .lines()

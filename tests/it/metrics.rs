@@ -496,6 +496,10 @@ async fn a_known_request_mix_moves_the_metrics_by_exactly_that_much() {
         ),
         1.0
     );
+    // The same numbers, summed per route, for the JSON API.
+    let counts = r.router().control().metrics().route_counts();
+    assert_eq!(counts["a"].requests, 7);
+    assert_eq!(counts[""].client_errors, 1);
     r.shutdown().await;
 }
 
