@@ -5,6 +5,7 @@
 //! `POST /api/record/stop`: the one thing the API switches, and never routing state),
 //! `GET /api/scripts` (the latest build: time, ok, errors with file:line:col), `GET /api/version`
 //! and `GET /ping`. Must never: change routing state, or share a port with an entrypoint.
+//! `GET /metrics` is Prometheus' text format, rendered by `crate::metrics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
