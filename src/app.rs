@@ -167,7 +167,17 @@ impl Router {
                 status: control.status(),
                 started: Instant::now(),
                 recorder: recorder.clone(),
-                metrics: control.metrics(),
+                control: control.clone(),
+                entrypoints: entrypoints.clone(),
+                settings: cfg.settings.clone(),
+                auth: if cfg.admin_users.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(
+                        crate::middleware::auth::BasicAuth::new(&cfg.admin_users, "switchyard")
+                            .map_err(|e| anyhow::anyhow!("--admin.users: {e}"))?,
+                    ))
+                },
             };
             tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
         }

@@ -437,6 +437,16 @@ pub struct RunArgs {
     /// Admin API address, or `off` [default: 127.0.0.1:8081].
     #[arg(long, env = "SWITCHYARD_ADMIN", value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Basic auth for the admin API and dashboard: htpasswd lines `user:hash` (bcrypt, SHA1,
+    /// apr1/MD5), comma-separated [default: none, open to whoever reaches the address].
+    #[arg(
+        id = "admin.users",
+        long = "admin.users",
+        env = "SWITCHYARD_ADMIN_USERS",
+        value_name = "USER:HASH",
+        value_delimiter = ','
+    )]
+    pub admin_users: Vec<String>,
     /// Networks whose X-Forwarded-* headers are kept (comma-separated CIDRs or IPs) [default: none].
     #[arg(
         long,
@@ -594,6 +604,7 @@ pub struct FileConfig {
     pub scripts: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
     pub admin: Option<String>,
+    pub admin_users: Option<Vec<String>>,
     pub trusted_ips: Option<Vec<String>>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
@@ -623,6 +634,8 @@ pub struct Config {
     pub catalog: Option<PathBuf>,
     pub entrypoints: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
+    /// htpasswd lines guarding the admin API (empty: no auth).
+    pub admin_users: Vec<String>,
     pub settings: Settings,
     pub grace_period: Duration,
     /// Proxy worker threads (at least 1).
@@ -749,6 +762,20 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         Some(a) => Some(parse_addr(a).context("admin address")?),
         None => Some(parse_addr("127.0.0.1:8081")?),
     };
+    let admin_users: Vec<String> = if run.admin_users.is_empty() {
+        file.admin_users.clone().unwrap_or_default()
+    } else {
+        run.admin_users.clone()
+    };
+    let admin_users: Vec<String> = admin_users
+        .into_iter()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if !admin_users.is_empty() {
+        crate::middleware::auth::BasicAuth::new(&admin_users, "switchyard")
+            .map_err(|e| anyhow::anyhow!("--admin.users: {e}"))?;
+    }
 
     let trusted: Vec<String> = if !run.trusted_ips.is_empty() {
         run.trusted_ips.clone()
@@ -831,6 +858,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         catalog: common.catalog.clone().or(file.catalog.clone()),
         entrypoints,
         admin,
+        admin_users,
         settings,
         grace_period,
         log_level: common

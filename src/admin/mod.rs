@@ -1,13 +1,19 @@
-//! The admin listener: a small read-only JSON API beside the proxy (default 127.0.0.1:8081).
+//! The admin listener beside the proxy (default 127.0.0.1:8081): the JSON API the dashboard
+//! reads, live recording control, and `/ping`.
 //!
-//! Owns `GET /api/routes` (the live table, same shape as `check --format json`), live recording
-//! (`GET /api/record`, `POST /api/record/start` with an optional `{"file", "scope"}` body,
-//! `POST /api/record/stop`: the one thing the API switches, and never routing state),
-//! `GET /api/scripts` (the latest build: time, ok, errors with file:line:col), `GET /api/version`
-//! and `GET /ping`. Must never: change routing state, or share a port with an entrypoint.
-//! `GET /metrics` is Prometheus' text format, rendered by `crate::metrics`.
+//! Owns the routing of admin requests and their auth (optional basic auth, `--admin.users`;
+//! `/ping` stays open for health checks). The views are in `api.rs` (overview, routes,
+//! services, middlewares, entrypoints, scripts, catalog), the live explain in `explain.rs`;
+//! recording is `GET /api/record`, `POST /api/record/start` with an optional `{"file",
+//! "scope"}` body and `POST /api/record/stop` — the one thing the API switches, never routing
+//! state. `GET /metrics` is Prometheus' text format, rendered by `crate::metrics`. Must never:
+//! change routing state, or share a port with an entrypoint.
+
+pub mod api;
+pub mod explain;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,9 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::control::BuildStatus;
+use crate::control::{BuildStatus, Control};
+use crate::middleware::auth::BasicAuth;
 use crate::replay::recorder::{Recorder, Scope};
-use crate::routing::{RouteTable, TableInfo};
+use crate::routing::RouteTable;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -31,7 +38,13 @@ pub struct AdminState {
     pub status: watch::Receiver<BuildStatus>,
     pub started: std::time::Instant,
     pub recorder: Arc<Recorder>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub control: Arc<Control>,
+    /// Entrypoint names and the addresses they listen on.
+    pub entrypoints: Vec<(String, SocketAddr)>,
+    /// The proxy settings, for explain's dry runs.
+    pub settings: crate::proxy::Settings,
+    /// `--admin.users`: when set, every request but `/ping` needs one of them.
+    pub auth: Option<Arc<BasicAuth>>,
 }
 
 /// Serves the admin API until `shutdown` turns true.
@@ -46,12 +59,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move {
-                    if req.uri().path().starts_with("/api/record") {
-                        return Ok::<_, Infallible>(record(&state, req).await);
-                    }
-                    Ok::<_, Infallible>(answer(&state, &req))
-                }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -67,21 +75,136 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     }
 }
 
+/// Largest body `POST /api/explain` reads.
+const EXPLAIN_BODY_LIMIT: usize = 64 * 1024;
+
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    if path != "/ping" {
+        if let Some(auth) = &state.auth {
+            if auth.authenticate(req.headers()).is_none() {
+                let mut resp = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, auth.challenge());
+                return resp;
+            }
+        }
+    }
+    if path.starts_with("/api/record") {
+        return record(state, req).await;
+    }
+    if path == "/api/explain" {
+        if req.method() != Method::POST {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 method not allowed: POST a request description\n",
+            );
+        }
+        let body = match read_body(req, EXPLAIN_BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        let described = match explain::parse(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        return match explain::explain(state, described).await {
+            Ok(v) => json(&v),
+            Err((code, msg)) => error(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                msg,
+            ),
+        };
+    }
+    answer(state, &req)
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("cannot read body: {e}"))
+}
+
+/// `/api/routes/NAME` → `NAME`, percent-decoded (route names may hold `@`, `/` is `%2F`).
+fn item<'a>(path: &'a str, prefix: &str) -> Option<String> {
+    let rest: &'a str = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        return None;
+    }
+    percent_decode(rest)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let list =
+        |f: fn(&AdminState, &api::ListQuery) -> serde_json::Value| match api::ListQuery::parse(
+            query,
+        ) {
+            Ok(q) => json(&f(state, &q)),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    let found = |v: Option<serde_json::Value>, what: &str| match v {
+        Some(v) => json(&v),
+        None => error(StatusCode::NOT_FOUND, format!("no {what}")),
+    };
+    match path {
         "/ping" => text(StatusCode::OK, "OK\n"),
-        "/metrics" => crate::metrics::response(&state.metrics, &state.table.load()),
-        "/api/routes" => json(&TableInfo::of(&state.table.load())),
-        "/api/scripts" => json(&*state.status.borrow()),
+        "/metrics" => crate::metrics::response(&state.control.metrics(), &state.table.load()),
+        "/api/overview" => json(&api::overview(state)),
+        "/api/routes" => list(api::route_list),
+        "/api/services" => list(api::service_list),
+        "/api/middlewares" => list(api::middleware_list),
+        "/api/entrypoints" => list(api::entrypoint_list),
+        "/api/catalog" => list(api::catalog),
+        "/api/scripts" => json(&api::scripts(state)),
+        "/api/scripts/source" => match api::script_source(state, query) {
+            Ok(v) => found(v, "such script file in the last build"),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         "/api/version" => json(&serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "commit": env!("SWITCHYARD_GIT_COMMIT"),
             "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
             "uptime_seconds": state.started.elapsed().as_secs(),
         })),
+        p if p.starts_with("/api/routes/") => match item(p, "/api/routes/") {
+            Some(name) => found(api::route_detail(state, &name), &format!("route {name:?}")),
+            None => error(StatusCode::BAD_REQUEST, "bad route name in the path".into()),
+        },
+        p if p.starts_with("/api/services/") => match item(p, "/api/services/") {
+            Some(name) => found(
+                api::service_detail(state, &name),
+                &format!("service {name:?}"),
+            ),
+            None => error(
+                StatusCode::BAD_REQUEST,
+                "bad service name in the path".into(),
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }

@@ -69,6 +69,8 @@ pub struct Control {
     origin: ScriptsOrigin,
     /// Each provider's latest snapshot; scripts see them merged (in provider name order).
     catalogs: Mutex<std::collections::BTreeMap<&'static str, Arc<Catalog>>>,
+    /// When each provider's latest snapshot arrived (RFC 3339).
+    synced: Mutex<std::collections::BTreeMap<&'static str, String>>,
     catalog: Mutex<Arc<Catalog>>,
     env: script::BuildEnv,
     limits: Limits,
@@ -96,6 +98,10 @@ impl Control {
             catalogs: Mutex::new(std::collections::BTreeMap::from([(
                 "file",
                 Arc::new(catalog.clone()),
+            )])),
+            synced: Mutex::new(std::collections::BTreeMap::from([(
+                "file",
+                humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             )])),
             catalog: Mutex::new(Arc::new(catalog)),
             limits,
@@ -141,6 +147,13 @@ impl Control {
     pub fn set_catalog(&self, provider: &'static str, catalog: Arc<Catalog>) {
         let mut all = self.catalogs.lock().unwrap_or_else(|e| e.into_inner());
         all.insert(provider, catalog);
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                provider,
+                humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            );
         let merged = Catalog {
             entries: all
                 .values()
@@ -160,6 +173,48 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Each provider's latest snapshot and when it arrived, in provider name order.
+    pub fn catalogs(&self) -> Vec<(&'static str, Arc<Catalog>, Option<String>)> {
+        let all = self.catalogs.lock().unwrap_or_else(|e| e.into_inner());
+        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .map(|(p, c)| (*p, c.clone(), synced.get(p).cloned()))
+            .collect()
+    }
+
+    /// A fresh build of the live table's inputs (the scripts and catalog it was built from):
+    /// same routes, new balancer, limiter and health state, so deciding requests on it never
+    /// moves the live router's state. `None` before the first successful build. Blocking.
+    pub fn fresh_build(&self) -> Option<Result<script::Built, Vec<ScriptError>>> {
+        let inputs = self
+            .last_inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let (sources, catalog) = inputs;
+        Some(script::build_with(
+            &sources,
+            &catalog,
+            &self.env,
+            &self.limits,
+            None,
+        ))
+    }
+
+    /// The scripts folder's text of one file, for showing errors in their source.
+    pub fn script_source(&self, name: &str) -> Option<String> {
+        match &self.origin {
+            ScriptsOrigin::Dir(dir) => {
+                let sources = script::load_dir(dir).ok()?;
+                sources.into_iter().find(|s| s.name == name).map(|s| s.text)
+            }
+            ScriptsOrigin::Embedded => script::embedded_default()
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(|s| s.text),
+        }
     }
 
     fn load(&self) -> Result<Vec<ScriptSource>, ScriptError> {

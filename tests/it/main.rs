@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_api;
 mod balance;
 mod balancers;
 mod cli;

@@ -75,6 +75,7 @@ pub fn test_config(dir: &Path) -> Config {
         catalog: None,
         entrypoints: vec![("web".into(), "127.0.0.1:0".parse().unwrap())],
         admin: Some("127.0.0.1:0".parse().unwrap()),
+        admin_users: Vec::new(),
         settings: switchyard::proxy::Settings::default(),
         grace_period: Duration::from_secs(5),
         workers: 1,

@@ -1,0 +1,388 @@
+//! The read-only JSON views of the admin API: overview, routes, services, middlewares,
+//! entrypoints, scripts and catalog, with search and paging on the lists.
+//!
+//! Invariants: every view reads snapshots (the live table, the build status, the providers'
+//! catalogs) and changes nothing; list views share one query grammar (`search`, `page`,
+//! `per_page`) and one envelope (`total`, `page`, `per_page` beside the items); a bad query is a
+//! 400 with a message naming the parameter.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::AdminState;
+use crate::routing::TableInfo;
+
+/// Largest `per_page`.
+pub const MAX_PER_PAGE: usize = 1000;
+const DEFAULT_PER_PAGE: usize = 100;
+/// The fields `search` looks in (case-insensitive substring), where an item has them.
+const SEARCHED: &[&str] = &["name", "rule", "service", "type", "provider", "address"];
+
+/// `?search=…&page=N&per_page=N` of a list endpoint: `search` matches name, rule, service,
+/// type, provider or address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub search: Option<String>,
+    pub page: Option<usize>,
+    pub per_page: Option<usize>,
+}
+
+impl ListQuery {
+    pub fn parse(query: Option<&str>) -> Result<ListQuery, String> {
+        let q: ListQuery = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|e| format!("bad query: {e} (expected search, page, per_page)"))?;
+        if q.page == Some(0) {
+            return Err("bad query: page starts at 1".to_string());
+        }
+        if q.per_page.is_some_and(|n| n == 0 || n > MAX_PER_PAGE) {
+            return Err(format!("bad query: per_page is 1 to {MAX_PER_PAGE}"));
+        }
+        Ok(q)
+    }
+
+    fn matches(&self, item: &Value) -> bool {
+        let Some(s) = self.search.as_deref().filter(|s| !s.is_empty()) else {
+            return true;
+        };
+        let needle = s.to_lowercase();
+        SEARCHED.iter().any(|k| {
+            item.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.to_lowercase().contains(&needle))
+        })
+    }
+
+    /// Filters and pages `items` into `{key: [...], total, page, per_page}`; `total` counts
+    /// the matches before paging.
+    pub fn page(&self, key: &str, items: Vec<Value>) -> Value {
+        let matching: Vec<Value> = items.into_iter().filter(|i| self.matches(i)).collect();
+        let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
+        let page = self.page.unwrap_or(1);
+        let total = matching.len();
+        let shown: Vec<Value> = matching
+            .into_iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .collect();
+        json!({ key: shown, "total": total, "page": page, "per_page": per_page })
+    }
+}
+
+/// Adds `key` to an object (a no-op on anything else).
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), value);
+    }
+}
+
+fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
+    items
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect()
+}
+
+/// Routes as `/api/routes` lists them: the stable `check --format json` shape plus `status`
+/// (`enabled`, or `warning` when its service has no server balancers may pick) and `service`.
+fn routes(info: &TableInfo) -> Vec<Value> {
+    let healthy: BTreeMap<&str, (usize, usize)> = info
+        .services
+        .iter()
+        .map(|s| {
+            let up = s.servers.iter().filter(|v| v.healthy).count();
+            (s.name.as_str(), (up, s.servers.len()))
+        })
+        .collect();
+    info.routes
+        .iter()
+        .filter_map(|r| {
+            let mut v = serde_json::to_value(r).ok()?;
+            let service = v
+                .pointer("/target/service")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let (status, warning) = match service.as_deref().and_then(|s| healthy.get(s)) {
+                Some((0, n)) if *n > 0 => ("warning", Some(format!("no server is up ({n} down)"))),
+                _ => ("enabled", None),
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.insert("status".into(), json!(status));
+                if let Some(w) = warning {
+                    o.insert("warning".into(), json!(w));
+                }
+                o.insert("service".into(), json!(service));
+            }
+            Some(v)
+        })
+        .collect()
+}
+
+/// `GET /api/routes`: routes (filtered, paged) and every service, as `check --format json`.
+pub fn route_list(state: &AdminState, q: &ListQuery) -> Value {
+    let info = TableInfo::of(&state.table.load());
+    let mut out = q.page("routes", routes(&info));
+    set(
+        &mut out,
+        "services",
+        Value::Array(to_values(&info.services)),
+    );
+    out
+}
+
+/// `GET /api/routes/NAME`: the route and the service it sends to.
+pub fn route_detail(state: &AdminState, name: &str) -> Option<Value> {
+    let info = TableInfo::of(&state.table.load());
+    let route = routes(&info).into_iter().find(|r| r["name"] == name)?;
+    let service = route
+        .get("service")
+        .and_then(Value::as_str)
+        .and_then(|s| info.services.iter().find(|x| x.name == s))
+        .and_then(|s| serde_json::to_value(s).ok());
+    Some(json!({ "route": route, "service": service }))
+}
+
+fn services(info: &TableInfo) -> Vec<Value> {
+    info.services
+        .iter()
+        .filter_map(|s| {
+            let mut v = serde_json::to_value(s).ok()?;
+            let used_by: Vec<&str> = info
+                .routes
+                .iter()
+                .filter(|r| {
+                    matches!(&r.target, crate::routing::describe::TargetInfo::Service { service, .. } if *service == s.name)
+                })
+                .map(|r| r.name.as_str())
+                .collect();
+            let up = s.servers.iter().filter(|x| x.healthy).count();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("used_by".into(), json!(used_by));
+                o.insert("servers_up".into(), json!(up));
+                o.insert(
+                    "in_flight".into(),
+                    json!(s.servers.iter().map(|x| u64::from(x.in_flight)).sum::<u64>()),
+                );
+            }
+            Some(v)
+        })
+        .collect()
+}
+
+/// `GET /api/services`.
+pub fn service_list(state: &AdminState, q: &ListQuery) -> Value {
+    q.page("services", services(&TableInfo::of(&state.table.load())))
+}
+
+/// `GET /api/services/NAME`.
+pub fn service_detail(state: &AdminState, name: &str) -> Option<Value> {
+    services(&TableInfo::of(&state.table.load()))
+        .into_iter()
+        .find(|s| s["name"] == name)
+}
+
+/// `GET /api/middlewares`: each distinct middleware (as the table describes it) with its kind
+/// and the routes that apply it, in first-use order.
+pub fn middleware_list(state: &AdminState, q: &ListQuery) -> Value {
+    let info = TableInfo::of(&state.table.load());
+    let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &info.routes {
+        for m in &r.middlewares {
+            match seen.iter_mut().find(|(d, _)| d == m) {
+                Some((_, routes)) => routes.push(r.name.clone()),
+                None => seen.push((m.clone(), vec![r.name.clone()])),
+            }
+        }
+    }
+    let items = seen
+        .into_iter()
+        .map(|(describe, routes)| {
+            let kind = describe.split('(').next().unwrap_or_default().to_string();
+            json!({ "name": describe, "type": kind, "routes": routes })
+        })
+        .collect();
+    q.page("middlewares", items)
+}
+
+/// `GET /api/entrypoints`: name, address and how many routes serve on it.
+pub fn entrypoint_list(state: &AdminState, q: &ListQuery) -> Value {
+    let table = state.table.load();
+    let items = state
+        .entrypoints
+        .iter()
+        .map(|(name, addr)| {
+            let routes = table
+                .routes()
+                .iter()
+                .filter(|r| r.entrypoints.is_empty() || r.entrypoints.contains(name))
+                .count();
+            json!({ "name": name, "address": addr.to_string(), "routes": routes })
+        })
+        .collect();
+    q.page("entrypoints", items)
+}
+
+/// `GET /api/scripts`: the latest build (as before) plus `scripts[]`: each file with its
+/// errors and warnings.
+pub fn scripts(state: &AdminState) -> Value {
+    let status = state.status.borrow().clone();
+    let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
+    let files: Vec<Value> = status
+        .files
+        .iter()
+        .map(|f| {
+            let errors: Vec<&crate::script::ScriptError> =
+                status.errors.iter().filter(|e| &e.file == f).collect();
+            let warnings: Vec<&crate::script::ScriptError> =
+                status.warnings.iter().filter(|e| &e.file == f).collect();
+            json!({
+                "file": f,
+                "ok": errors.is_empty(),
+                "errors": errors,
+                "warnings": warnings,
+            })
+        })
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("scripts".into(), Value::Array(files));
+    }
+    v
+}
+
+/// `GET /api/scripts/source?file=NAME`: the file's text now, with the build's errors in it.
+pub fn script_source(state: &AdminState, query: Option<&str>) -> Result<Option<Value>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Q {
+        file: String,
+    }
+    let q: Q = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| format!("bad query: {e} (expected file=NAME from /api/scripts)"))?;
+    let status = state.status.borrow().clone();
+    // Only files the build read: the name is not a path to open.
+    if !status.files.contains(&q.file) {
+        return Ok(None);
+    }
+    let Some(text) = state.control.script_source(&q.file) else {
+        return Ok(None);
+    };
+    let errors: Vec<&crate::script::ScriptError> =
+        status.errors.iter().filter(|e| e.file == q.file).collect();
+    Ok(Some(
+        json!({ "file": q.file, "text": text, "errors": errors }),
+    ))
+}
+
+/// `GET /api/catalog`: per provider, when its latest snapshot came, its entries and what it
+/// skipped (e.g. a container with a malformed label).
+pub fn catalog(state: &AdminState, q: &ListQuery) -> Value {
+    let providers: Vec<Value> = state
+        .control
+        .catalogs()
+        .into_iter()
+        .map(|(provider, c, synced)| {
+            json!({
+                "provider": provider,
+                "last_sync": synced,
+                "entries": c.entries.len(),
+                "problems": c.problems,
+            })
+        })
+        .collect();
+    let entries = to_values(&state.control.catalog().entries);
+    let mut out = q.page("entries", entries);
+    set(&mut out, "providers", Value::Array(providers));
+    out
+}
+
+/// `GET /api/overview`: version, uptime, the latest build and counts.
+pub fn overview(state: &AdminState) -> Value {
+    let status = state.status.borrow().clone();
+    let info = TableInfo::of(&state.table.load());
+    let servers: usize = info.services.iter().map(|s| s.servers.len()).sum();
+    let servers_up: usize = info
+        .services
+        .iter()
+        .map(|s| s.servers.iter().filter(|x| x.healthy).count())
+        .sum();
+    let middlewares: std::collections::BTreeSet<&String> =
+        info.routes.iter().flat_map(|r| &r.middlewares).collect();
+    let problems: usize = state
+        .control
+        .catalogs()
+        .iter()
+        .map(|(_, c, _)| c.problems.len())
+        .sum();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("SWITCHYARD_GIT_COMMIT"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "last_build": {
+            "attempt": status.attempt,
+            "live_attempt": status.live_attempt,
+            "at": status.at,
+            "ok": status.ok,
+            "duration_ms": status.duration_ms,
+            "errors": status.errors.len(),
+            "warnings": status.warnings.len(),
+        },
+        "counts": {
+            "routes": info.routes.len(),
+            "services": info.services.len(),
+            "servers": servers,
+            "servers_up": servers_up,
+            "middlewares": middlewares.len(),
+            "entrypoints": state.entrypoints.len(),
+            "scripts": status.files.len(),
+            "catalog_entries": state.control.catalog().entries.len(),
+            "catalog_problems": problems,
+        },
+        "entrypoints": state.entrypoints.iter().map(|(n, a)| json!({"name": n, "address": a.to_string()})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<Value> {
+        (1..=n)
+            .map(|i| json!({ "name": format!("r{i}") }))
+            .collect()
+    }
+
+    #[test]
+    fn queries_parse_or_name_what_is_wrong() {
+        let q = ListQuery::parse(Some("search=api&page=2&per_page=5")).unwrap();
+        assert_eq!(
+            (q.search.as_deref(), q.page, q.per_page),
+            (Some("api"), Some(2), Some(5))
+        );
+        assert!(ListQuery::parse(None).is_ok());
+        for (bad, says) in [
+            ("page=0", "page starts at 1"),
+            ("per_page=100000", "per_page is 1 to"),
+            ("page=x", "bad query"),
+            ("sort=name", "unknown field"),
+        ] {
+            let e = ListQuery::parse(Some(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn search_then_page() {
+        let q = ListQuery::parse(Some("search=R1&per_page=2&page=2")).unwrap();
+        // r1, r10, r11, r12 match; page 2 of 2 per page is r11, r12.
+        let v = q.page("routes", items(12));
+        assert_eq!(v["total"], 4);
+        assert_eq!(v["routes"], json!([{ "name": "r11" }, { "name": "r12" }]));
+        let past = ListQuery::parse(Some("page=9"))
+            .unwrap()
+            .page("routes", items(3));
+        assert_eq!(past["routes"], json!([]));
+        assert_eq!(past["total"], 3);
+    }
+}
