@@ -11,6 +11,8 @@
 //! - `hook/on_request`: one script `on_request` hook call. Target: under 2 µs.
 //! - `hook/predicate`: a lookup whose winning candidate has a script `predicate`.
 //! - `balance/pick`: round robin and smooth weighted round robin.
+//! - `metrics/request`: counting one finished request of a live route (`Metrics::request`:
+//!   requests_total and the duration histogram). Target: well under 100 ns.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -407,6 +409,30 @@ fn balance(c: &mut Criterion) {
 
 // ---------------------------------------------------------------------------------------------
 
+fn metrics(c: &mut Criterion) {
+    let built = build(
+        "metrics",
+        r#"route("a").rule(host("a.test")).to(service("a").servers(["127.0.0.1:1"]));"#.into(),
+    );
+    let m = switchyard::metrics::Metrics::new(&[ENTRYPOINT.to_string()]);
+    m.attach(&built.table);
+    let route = built.table.routes()[0].clone();
+    let took = Duration::from_micros(300);
+    c.bench_function("metrics/request", |bench| {
+        bench.iter(|| {
+            m.request(
+                0,
+                Some(black_box(&route)),
+                &Method::GET,
+                http::StatusCode::OK,
+                took,
+            )
+        })
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+
 /// Short runs so the whole file takes about 1.5 minutes (18 benchmarks × ~3.5 s, plus building
 /// the tables and the analysis); plenty for ns–µs timings. On a shared machine compare medians
 /// of several runs, or raise the time: `cargo bench --bench micro -- --measurement-time 10`.
@@ -422,6 +448,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = micro;
     config = config();
-    targets = lookup, rule_parse, hook, balance
+    targets = lookup, rule_parse, hook, balance, metrics
 }
 criterion_main!(micro);

@@ -133,12 +133,24 @@ impl Router {
             let recorder = recorder.clone();
             let table = control.table();
             let store = control.store();
+            let metrics = control.metrics();
             let settings = cfg.settings.clone();
             let shutdown_rx = shutdown_rx.clone();
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker(set, table, store, settings, recorder, shutdown_rx, grace))
+                .spawn(move || {
+                    worker(
+                        set,
+                        table,
+                        store,
+                        metrics,
+                        settings,
+                        recorder,
+                        shutdown_rx,
+                        grace,
+                    )
+                })
                 .context("starting a proxy worker thread")?;
             workers.push(handle);
         }
@@ -216,10 +228,12 @@ impl Router {
 }
 
 /// One proxy worker: a single-threaded runtime serving its own sockets of every entrypoint.
+#[allow(clippy::too_many_arguments)]
 fn worker(
     set: ListenerSet,
     table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
     store: Arc<crate::middleware::Store>,
+    metrics: Arc<crate::metrics::Metrics>,
     settings: crate::proxy::Settings,
     recorder: Arc<Recorder>,
     mut shutdown: watch::Receiver<bool>,
@@ -236,7 +250,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::with_recorder(table, settings, store, recorder);
+        let proxy = Proxy::with_metrics(table, settings, store, recorder, metrics);
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

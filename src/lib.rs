@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod control;
+pub mod metrics;
 pub mod middleware;
 pub mod providers;
 pub mod proxy;

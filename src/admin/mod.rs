@@ -7,7 +7,8 @@
 //! services, middlewares, entrypoints, scripts, catalog), the live explain in `explain.rs`;
 //! recording is `GET /api/record`, `POST /api/record/start` with an optional `{"file",
 //! "scope"}` body and `POST /api/record/stop` — the one thing the API switches, never routing
-//! state. Must never: change routing state, or share a port with an entrypoint.
+//! state. `GET /metrics` is Prometheus' text format, rendered by `crate::metrics`. Must never:
+//! change routing state, or share a port with an entrypoint.
 
 pub mod api;
 pub mod dashboard;
@@ -177,6 +178,7 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match path {
         "/ping" => text(StatusCode::OK, "OK\n"),
+        "/metrics" => crate::metrics::response(&state.control.metrics(), &state.table.load()),
         "/api/overview" => json(&api::overview(state)),
         "/api/routes" => list(api::route_list),
         "/api/services" => list(api::service_list),

@@ -61,6 +61,8 @@ pub enum Trigger {
         provider: &'static str,
         catalog: Arc<Catalog>,
     },
+    /// A provider could not produce a snapshot (counted in metrics; rebuilds nothing).
+    SyncFailed { provider: &'static str },
 }
 
 pub struct Control {
@@ -80,6 +82,8 @@ pub struct Control {
     store: Arc<Store>,
     /// Active health checks of the live table (absent in `check`, which serves nothing).
     health: OnceLock<HealthChecker>,
+    /// The router's metrics registry (builds are counted here; routes get their series).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Control {
@@ -100,13 +104,14 @@ impl Control {
                 humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             )])),
             catalog: Mutex::new(Arc::new(catalog)),
-            env,
             limits,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             status: watch::channel(BuildStatus::default()).0,
             last_inputs: Mutex::new(None),
             store: Arc::new(Store::new()),
             health: OnceLock::new(),
+            metrics: crate::metrics::Metrics::new(&env.entrypoints),
+            env,
         }
     }
 
@@ -119,6 +124,11 @@ impl Control {
     pub fn enable_health_checks(&self, runtime: tokio::runtime::Handle) {
         let checker = self.health.get_or_init(|| HealthChecker::new(runtime));
         checker.sync(&self.table.load());
+    }
+
+    /// The metrics registry shared by the proxy workers and the admin API.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
     }
 
     pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
@@ -254,6 +264,8 @@ impl Control {
         match result {
             Ok(built) => {
                 let routes = built.table.routes().len();
+                self.metrics.attach(&built.table);
+                self.metrics.build(true);
                 let table = Arc::new(built.table);
                 self.table.store(table.clone());
                 if let Some(h) = self.health.get() {
@@ -289,6 +301,7 @@ impl Control {
                 true
             }
             Err(errors) => {
+                self.metrics.build(false);
                 status.ok = false;
                 status.duration_ms = 0.0;
                 if let Some((s, _)) = &inputs {
@@ -325,17 +338,24 @@ impl Control {
             let Some(first) = first else { return };
             // Debounce: keep absorbing triggers until `quiet` passes without one.
             let mut force = false;
+            // A failed provider sync changes no input: alone, it builds nothing.
+            let mut inputs_changed = false;
             let mut next = Some(first);
             while let Some(t) = next {
+                inputs_changed |= !matches!(t, Trigger::SyncFailed { .. });
                 match t {
                     Trigger::Files => {}
                     Trigger::Signal => force = true,
                     Trigger::Catalog { provider, catalog } => self.set_catalog(provider, catalog),
+                    Trigger::SyncFailed { provider } => self.metrics.provider_sync_error(provider),
                 }
                 next = tokio::time::timeout(quiet, triggers.recv())
                     .await
                     .ok()
                     .flatten();
+            }
+            if !inputs_changed {
+                continue;
             }
             let this = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || this.rebuild(force)).await {

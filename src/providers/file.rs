@@ -39,7 +39,10 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::R
                                 catalog: Arc::new(c),
                             });
                         }
-                        Err(e) => error!("{e}; keeping the last good catalog"),
+                        Err(e) => {
+                            error!("{e}; keeping the last good catalog");
+                            let _ = tx.try_send(Trigger::SyncFailed { provider: "file" });
+                        }
                     }
                 }
             }

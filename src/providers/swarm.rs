@@ -638,6 +638,9 @@ pub async fn run(
     let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
     super::watch::reconnecting("swarm manager", shutdown, |mut st| async move {
         let end = session(cfg, constraint, triggers, &mut st).await;
+        if end.is_err() {
+            let _ = triggers.try_send(Trigger::SyncFailed { provider: PROVIDER });
+        }
         (st, end)
     })
     .await;

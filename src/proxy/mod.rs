@@ -107,6 +107,7 @@ pub struct Proxy {
     server_name: HeaderValue,
     store: Arc<Store>,
     recorder: Arc<crate::replay::recorder::Recorder>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a request knows of its connection.
@@ -120,6 +121,8 @@ struct ConnInfo {
     trusted: bool,
     activity: Arc<Activity>,
     tracker: Tracker,
+    /// The entrypoint's index in the metrics registry.
+    ep: usize,
 }
 
 impl Proxy {
@@ -143,6 +146,18 @@ impl Proxy {
         store: Arc<Store>,
         recorder: Arc<crate::replay::recorder::Recorder>,
     ) -> Arc<Self> {
+        let metrics = crate::metrics::Metrics::new(&[]);
+        Proxy::with_metrics(table, settings, store, recorder, metrics)
+    }
+
+    /// A proxy counting its traffic in `metrics` (the router's registry).
+    pub fn with_metrics(
+        table: Arc<ArcSwap<RouteTable>>,
+        settings: Settings,
+        store: Arc<Store>,
+        recorder: Arc<crate::replay::recorder::Recorder>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =
             HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
@@ -156,6 +171,7 @@ impl Proxy {
             server_name,
             store,
             recorder,
+            metrics,
         })
     }
 
@@ -167,6 +183,7 @@ impl Proxy {
         mut shutdown: watch::Receiver<bool>,
         tracker: Tracker,
     ) {
+        let ep = self.metrics.entrypoint_index(&name);
         let entrypoint: Arc<str> = name.into();
         loop {
             let accepted = tokio::select! {
@@ -192,6 +209,7 @@ impl Proxy {
                 trusted: self.settings.trusted_ips.iter().any(|n| n.contains(&ip)),
                 activity: Activity::new(),
                 tracker: tracker.clone(),
+                ep,
             };
             let span = debug_span!("conn", %peer, entrypoint = %entrypoint);
             tokio::spawn(
@@ -209,6 +227,7 @@ impl Proxy {
         info: ConnInfo,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let _open = self.metrics.connection(info.ep);
         let activity = info.activity.clone();
         let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
         let proxy = self.clone();
@@ -274,19 +293,28 @@ impl Proxy {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let span = debug_span!("request", %method, path = uri.path());
+        let started = Instant::now();
+        let mut matched = None;
         // One atomic load when recording is off.
         let mut rec = self
             .recorder
             .is_on()
             .then(|| Box::new(record::begin(&req, info, &self.recorder)));
         let resp = match self
-            .route_request(req, info, rec.as_deref_mut())
+            .route_request(req, info, rec.as_deref_mut(), &mut matched)
             .instrument(span)
             .await
         {
             Ok(resp) => resp,
             Err(e) => failed(e, info, &method, &uri),
         };
+        self.metrics.request(
+            info.ep,
+            matched.as_deref(),
+            &method,
+            resp.status(),
+            started.elapsed(),
+        );
         if let Some(rec) = rec {
             record::finish(*rec, resp.status(), &self.recorder);
         }
@@ -298,6 +326,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         info: &ConnInfo,
         mut rec: Option<&mut record::Pending>,
+        matched: &mut Option<Arc<Route>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
@@ -305,6 +334,7 @@ impl Proxy {
         let host = request_host(&req)?;
         let table = self.table.load_full();
         let route = find_route(&table, &info.entrypoint, &req, &host, info.peer.ip())?;
+        *matched = Some(route.clone());
         if let Some(r) = rec.as_deref_mut() {
             record::route(r, &route);
         }
@@ -494,6 +524,10 @@ impl Proxy {
                 }
                 Err(Failure { error, never_sent }) => {
                     drop(in_flight);
+                    self.metrics.upstream_error(
+                        &pick.at.service.name,
+                        upstream_error_kind(&error, never_sent),
+                    );
                     if let Some(policy) = &pick.at.pool.passive {
                         if state.record_failure(policy, Instant::now()) {
                             warn!(service = %pick.at.service.name, server = server.authority.as_str(), cooldown = ?policy.cooldown, "server ejected after consecutive failures");
@@ -505,6 +539,7 @@ impl Proxy {
                         return Err(error);
                     }
                     debug!(route = %route.name, server = server.authority.as_str(), error = %error, attempt, "retrying");
+                    self.metrics.retry(&svc.name);
                     last_error = Some(error);
                 }
             }
@@ -716,6 +751,16 @@ fn failed(e: ProxyError, info: &ConnInfo, method: &Method, uri: &Uri) -> Respons
         }
     }
     e.into_response()
+}
+
+/// The `kind` label of a failed exchange.
+fn upstream_error_kind(e: &ProxyError, never_sent: bool) -> crate::metrics::UpstreamErrorKind {
+    use crate::metrics::UpstreamErrorKind as K;
+    match e {
+        ProxyError::UpstreamTimeout { .. } => K::Timeout,
+        _ if never_sent => K::Connect,
+        _ => K::Other,
+    }
 }
 
 /// Methods RFC 9110 calls idempotent: safe to send again after the server may have seen them.

@@ -182,8 +182,13 @@ pub(super) async fn request_phase<B>(
             Middleware::OnRequest(h) => {
                 let ctx = plan.ctx(proxy, route, peer).clone();
                 let before = plan.is_dry().then(|| path_and_query(req));
-                let answer =
-                    run_request_hook(h.as_ref(), req, host, peer, &ctx).map_err(hook_error)?;
+                let started = std::time::Instant::now();
+                let ran = run_request_hook(h.as_ref(), req, host, peer, &ctx);
+                let key = crate::metrics::hook_key(h);
+                proxy
+                    .metrics
+                    .hook(route, key, started.elapsed(), ran.is_err());
+                let answer = ran.map_err(hook_error)?;
                 plan.note(m, || match (&answer, before) {
                     (Some(a), _) => format!("answered {}", a.status()),
                     (None, Some(b)) if b != path_and_query(req) => {
@@ -395,7 +400,13 @@ pub(super) async fn response_phase(
             }
             Middleware::OnResponse(h) => {
                 let ctx = plan.ctx(proxy, route, peer).clone();
-                if let Err(message) = run_response_hook(h.as_ref(), &mut resp, &ctx) {
+                let started = std::time::Instant::now();
+                let ran = run_response_hook(h.as_ref(), &mut resp, &ctx);
+                let key = crate::metrics::hook_key(h);
+                proxy
+                    .metrics
+                    .hook(route, key, started.elapsed(), ran.is_err());
+                if let Err(message) = ran {
                     let e = ProxyError::Hook {
                         route: route.name.clone(),
                         message,

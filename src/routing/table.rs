@@ -71,6 +71,8 @@ pub struct Route {
     /// `.record(true|false)`: whether live recording takes this route's requests (`None`:
     /// the recorder's scope decides).
     pub record: Option<bool>,
+    /// This route's metric series, resolved when the table goes live (`Metrics::attach`).
+    pub metrics: crate::metrics::RouteSlot,
 }
 
 #[derive(Debug, Default)]
@@ -282,6 +284,7 @@ mod tests {
             }),
             declared_at: Location::default(),
             record: None,
+            metrics: Default::default(),
         }
     }
 

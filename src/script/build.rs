@@ -385,6 +385,7 @@ fn compile(
             target,
             declared_at: d.at,
             record: d.record,
+            metrics: Default::default(),
         });
     }
 

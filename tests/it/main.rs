@@ -15,6 +15,7 @@ mod errors;
 mod examples;
 mod forwarding;
 mod hooks;
+mod metrics;
 mod middlewares;
 mod mw_access;
 mod mw_upstream;

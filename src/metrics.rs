@@ -1,0 +1,886 @@
+//! Prometheus metrics: the process-wide registry (`Metrics`) and its text exposition (format
+//! 0.0.4) served at `GET /metrics` on the admin listener.
+//!
+//! Owns every counter, gauge and histogram the router exports. The request path only does
+//! relaxed atomic adds: each route's series are resolved when a table is built
+//! (`Metrics::attach`, called by the control loop before the table goes live) into the
+//! `RouteSlot` the route carries, and series survive rebuilds because the registry keys them by
+//! route, service and hook, not by table (series of routes a build removed are dropped with
+//! it). Server up/down is read from the live table's
+//! `ServerState`s at scrape time, so it never lags the health checker.
+//!
+//! Invariants: no lock on the request path (a `OnceLock` read, then atomics; rare events such as
+//! upstream errors and retries take one `DashMap` shard); label cardinality is bounded by the
+//! configuration (methods outside RFC 9110's set count as `OTHER`, codes are 100..=999); the
+//! exposition is deterministic (series sorted by labels). Must never: block a request on a
+//! scrape, or reset the counter of a route, hook or service that a reload keeps.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::middleware::Middleware;
+use crate::routing::{Route, RouteTable, Target};
+
+/// Request duration buckets (seconds): Traefik's 0.1, 0.3, 1.2, 5 region with finer low ones.
+pub const REQUEST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Hook duration buckets (seconds): script hooks run in microseconds to milliseconds.
+pub const HOOK_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// The `method` label values; anything else is `OTHER`.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE", "OTHER",
+];
+
+/// Why an exchange with a server failed (`kind` of `switchyard_upstream_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The connection could not be opened (refused, unreachable).
+    Connect = 0,
+    /// Connect or response-head timeout.
+    Timeout = 1,
+    /// Anything after the request was sent (reset, malformed response, ...).
+    Other = 2,
+}
+
+const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "other"];
+
+/// A histogram with fixed bounds: per-bucket (not cumulative) counts, a count and a sum.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        // `le` semantics: the first bucket whose bound is >= the value; past the last, +Inf only.
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            if let Some(b) = self.buckets.get(i) {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_nanos
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative bucket counts (one per bound), the count (the `+Inf` bucket) and the sum in
+    /// seconds. Read while requests run, the count is raised to the last bucket if an
+    /// observation was caught half-way, so the output is always monotone.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut acc = 0u64;
+        let cumulative: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc = acc.saturating_add(b.load(Relaxed));
+                acc
+            })
+            .collect();
+        let count = self.count.load(Relaxed).max(acc);
+        let sum = Duration::from_nanos(self.sum_nanos.load(Relaxed)).as_secs_f64();
+        (cumulative, count, sum)
+    }
+}
+
+/// Counters per status code 100..=999, one lazily allocated block of 100 per hundred.
+#[derive(Debug, Default)]
+struct CodeCounters {
+    classes: [OnceLock<Box<[AtomicU64; 100]>>; 9],
+}
+
+impl CodeCounters {
+    fn add(&self, code: u16) {
+        let Some(class) = usize::from(code / 100).checked_sub(1) else {
+            return;
+        };
+        let Some(slot) = self.classes.get(class) else {
+            return;
+        };
+        let block = slot.get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        if let Some(c) = block.get(usize::from(code % 100)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Every non-zero counter as (code, value), ascending.
+    fn each(&self) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        for (class, slot) in (1u16..).zip(self.classes.iter()) {
+            let Some(block) = slot.get() else { continue };
+            for (rest, c) in (0u16..).zip(block.iter()) {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    out.push((class * 100 + rest, v));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One entrypoint's share of a route's request series.
+#[derive(Debug)]
+struct EntrySeries {
+    by_method: [CodeCounters; METHODS.len()],
+    duration: Histogram,
+}
+
+impl EntrySeries {
+    fn new() -> Self {
+        EntrySeries {
+            by_method: Default::default(),
+            duration: Histogram::new(REQUEST_BUCKETS),
+        }
+    }
+}
+
+/// The request series of one (route, service): counts by entrypoint, method and code, and the
+/// duration histogram by entrypoint.
+#[derive(Debug)]
+pub struct RequestSeries {
+    entries: Box<[EntrySeries]>,
+}
+
+impl RequestSeries {
+    fn new(entrypoints: usize) -> Self {
+        RequestSeries {
+            entries: (0..entrypoints).map(|_| EntrySeries::new()).collect(),
+        }
+    }
+
+    fn observe(&self, entrypoint: usize, method: &Method, code: u16, took: Duration) {
+        let Some(e) = self.entries.get(entrypoint) else {
+            return;
+        };
+        if let Some(c) = e.by_method.get(method_index(method)) {
+            c.add(code);
+        }
+        e.duration.observe(took);
+    }
+}
+
+/// One hook's duration and failures.
+#[derive(Debug)]
+pub struct HookSeries {
+    duration: Histogram,
+    failures: AtomicU64,
+}
+
+/// What a live route carries: its series, resolved when its table was built.
+#[derive(Debug)]
+pub struct RouteHandle {
+    requests: Arc<RequestSeries>,
+    /// Keyed by the hook's `Arc` address, which lives exactly as long as this route.
+    hooks: Vec<(usize, Arc<HookSeries>)>,
+}
+
+/// The slot on each `Route`: empty until `Metrics::attach` (dry-run tables stay empty).
+pub type RouteSlot = OnceLock<RouteHandle>;
+
+/// The address identifying a hook within its route (see `RouteHandle::hooks`).
+pub fn hook_key<T: ?Sized>(hook: &Arc<T>) -> usize {
+    Arc::as_ptr(hook).cast::<()>() as usize
+}
+
+#[derive(Debug, Default)]
+struct ServiceCounters {
+    errors: [AtomicU64; 3],
+    retries: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Builds {
+    ok: AtomicU64,
+    error: AtomicU64,
+    /// Unix time of the latest attempt, in milliseconds (0: none yet).
+    last_ms: AtomicU64,
+    last_ok: AtomicU64,
+}
+
+/// (route, service) or (route, hook label).
+type SeriesKey = (String, String);
+
+/// The registry: one per router, shared (`Arc`) by every worker, the control loop and admin.
+#[derive(Debug)]
+pub struct Metrics {
+    entrypoints: Vec<String>,
+    open: Box<[AtomicI64]>,
+    /// Keyed by (route, service); requests no route took are `unrouted` (route "", service "").
+    requests: DashMap<SeriesKey, Arc<RequestSeries>>,
+    unrouted: Arc<RequestSeries>,
+    /// Keyed by (route, hook label).
+    hooks: DashMap<SeriesKey, Arc<HookSeries>>,
+    services: DashMap<String, Arc<ServiceCounters>>,
+    builds: Builds,
+    provider_errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// A registry for a router with these entrypoints (their order gives `entrypoint_index`).
+    pub fn new(entrypoints: &[String]) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            entrypoints: entrypoints.to_vec(),
+            open: entrypoints.iter().map(|_| AtomicI64::new(0)).collect(),
+            requests: DashMap::new(),
+            unrouted: Arc::new(RequestSeries::new(entrypoints.len())),
+            hooks: DashMap::new(),
+            services: DashMap::new(),
+            builds: Builds::default(),
+            provider_errors: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Where an entrypoint's series live; `usize::MAX` (counted nowhere) for an unknown name.
+    pub fn entrypoint_index(&self, name: &str) -> usize {
+        self.entrypoints
+            .iter()
+            .position(|e| e == name)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Resolves every route's series of a freshly built table (before it goes live). Series are
+    /// shared with earlier tables' routes of the same name, service and hook; series of routes,
+    /// hooks and services the table no longer has are dropped, so memory follows the
+    /// configuration, not its history (a route that comes back starts from zero, which
+    /// Prometheus reads as a counter reset).
+    pub fn attach(&self, table: &RouteTable) {
+        let mut requests = HashSet::new();
+        let mut hooks = HashSet::new();
+        for route in table.routes() {
+            let (handle, request_key, hook_keys) = self.handle_for(route);
+            let _ = route.metrics.set(handle);
+            requests.insert(request_key);
+            hooks.extend(hook_keys);
+        }
+        self.requests.retain(|k, _| requests.contains(k));
+        self.hooks.retain(|k, _| hooks.contains(k));
+        let services: HashSet<&str> = table.services().iter().map(|s| s.name.as_str()).collect();
+        self.services.retain(|k, _| services.contains(k.as_str()));
+    }
+
+    /// The route's handle, plus the registry keys it uses.
+    fn handle_for(&self, route: &Route) -> (RouteHandle, SeriesKey, Vec<SeriesKey>) {
+        let service = match &route.target {
+            Target::Service(s) => s.name.clone(),
+            Target::Handler(_) => String::new(),
+        };
+        let n = self.entrypoints.len();
+        let request_key = (route.name.clone(), service);
+        let requests = self
+            .requests
+            .entry(request_key.clone())
+            .or_insert_with(|| Arc::new(RequestSeries::new(n)))
+            .clone();
+        let mut hooks = Vec::new();
+        let mut hook_keys = Vec::new();
+        for step in &route.steps {
+            let (key, label) = match step {
+                Middleware::OnRequest(h) => (hook_key(h), hook_label(&h.describe())),
+                Middleware::OnResponse(h) => (hook_key(h), hook_label(&h.describe())),
+                _ => continue,
+            };
+            let series_key = (route.name.clone(), label);
+            hook_keys.push(series_key.clone());
+            let series = self
+                .hooks
+                .entry(series_key)
+                .or_insert_with(|| {
+                    Arc::new(HookSeries {
+                        duration: Histogram::new(HOOK_BUCKETS),
+                        failures: AtomicU64::new(0),
+                    })
+                })
+                .clone();
+            hooks.push((key, series));
+        }
+        (RouteHandle { requests, hooks }, request_key, hook_keys)
+    }
+
+    /// One finished request (`route`: the route it took, if any).
+    pub fn request(
+        &self,
+        entrypoint: usize,
+        route: Option<&Route>,
+        method: &Method,
+        status: StatusCode,
+        took: Duration,
+    ) {
+        let series = match route {
+            Some(r) => match r.metrics.get() {
+                Some(h) => &h.requests,
+                // A table that was never attached (not served live): nothing to count.
+                None => return,
+            },
+            None => &self.unrouted,
+        };
+        series.observe(entrypoint, method, status.as_u16(), took);
+    }
+
+    /// One hook run of `route` (`key`: `hook_key` of the hook).
+    pub fn hook(&self, route: &Route, key: usize, took: Duration, failed: bool) {
+        let Some(h) = route.metrics.get() else { return };
+        if let Some((_, s)) = h.hooks.iter().find(|(k, _)| *k == key) {
+            s.duration.observe(took);
+            if failed {
+                s.failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn service(&self, name: &str) -> Arc<ServiceCounters> {
+        if let Some(s) = self.services.get(name) {
+            return s.clone();
+        }
+        self.services.entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn upstream_error(&self, service: &str, kind: UpstreamErrorKind) {
+        if let Some(c) = self.service(service).errors.get(kind as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn retry(&self, service: &str) {
+        self.service(service).retries.fetch_add(1, Relaxed);
+    }
+
+    /// A downstream connection opened on `entrypoint`; the guard closes it when dropped.
+    pub fn connection(self: &Arc<Self>, entrypoint: usize) -> OpenConnection {
+        if let Some(g) = self.open.get(entrypoint) {
+            g.fetch_add(1, Relaxed);
+        }
+        OpenConnection {
+            metrics: self.clone(),
+            entrypoint,
+        }
+    }
+
+    /// One build attempt finished (`ok`: its table went live).
+    pub fn build(&self, ok: bool) {
+        let c = if ok {
+            &self.builds.ok
+        } else {
+            &self.builds.error
+        };
+        c.fetch_add(1, Relaxed);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.builds.last_ms.store(ms, Relaxed);
+        self.builds.last_ok.store(u64::from(ok), Relaxed);
+    }
+
+    /// A provider failed to produce a snapshot (engine unreachable, unreadable catalog file).
+    pub fn provider_sync_error(&self, provider: &'static str) {
+        let mut m = self
+            .provider_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m.entry(provider).or_insert(0) += 1;
+    }
+
+    /// Per-route totals over every entrypoint, method and service (for the JSON API and the
+    /// dashboard's request and error rates); route "" is requests no route took.
+    pub fn route_counts(&self) -> BTreeMap<String, RouteCounts> {
+        let mut out: BTreeMap<String, RouteCounts> = BTreeMap::new();
+        for ((route, _), series) in self.request_series() {
+            let c = out.entry(route).or_default();
+            for e in series.entries.iter() {
+                for codes in &e.by_method {
+                    for (code, n) in codes.each() {
+                        c.requests += n;
+                        match code {
+                            400..=499 => c.client_errors += n,
+                            500..=599 => c.server_errors += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The text exposition of every series; server up/down is read from `table`.
+    pub fn render(&self, table: &RouteTable) -> String {
+        let mut out = Text::default();
+        self.render_requests(&mut out);
+        self.render_connections(&mut out);
+        self.render_services(&mut out);
+        render_servers(&mut out, table);
+        self.render_builds(&mut out);
+        self.render_hooks(&mut out);
+        self.render_providers(&mut out);
+        out.0
+    }
+
+    fn request_series(&self) -> Vec<(SeriesKey, Arc<RequestSeries>)> {
+        let mut all: Vec<_> = self
+            .requests
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.push(((String::new(), String::new()), self.unrouted.clone()));
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn render_requests(&self, out: &mut Text) {
+        let all = self.request_series();
+        out.head(
+            "switchyard_requests_total",
+            "counter",
+            "Requests served, by entrypoint, route, service, status code and method.",
+        );
+        for ((route, service), s) in &all {
+            for (ep, e) in self.entrypoints.iter().zip(s.entries.iter()) {
+                for (method, codes) in METHODS.iter().zip(e.by_method.iter()) {
+                    for (code, v) in codes.each() {
+                        let code = code.to_string();
+                        out.sample(
+                            "switchyard_requests_total",
+                            &[
+                                ("entrypoint", ep),
+                                ("route", route),
+                                ("service", service),
+                                ("code", &code),
+                                ("method", method),
+                            ],
+                            v as f64,
+                        );
+                    }
+                }
+            }
+        }
+        out.head(
+            "switchyard_request_duration_seconds",
+            "histogram",
+            "Time from the request head to the response head, by entrypoint, route and service.",
+        );
+        for ((route, service), s) in &all {
+            for (ep, e) in self.entrypoints.iter().zip(s.entries.iter()) {
+                if e.duration.count.load(Relaxed) == 0 {
+                    continue;
+                }
+                out.histogram(
+                    "switchyard_request_duration_seconds",
+                    &[("entrypoint", ep), ("route", route), ("service", service)],
+                    &e.duration,
+                );
+            }
+        }
+    }
+
+    fn render_connections(&self, out: &mut Text) {
+        out.head(
+            "switchyard_open_connections",
+            "gauge",
+            "Downstream connections open now, by entrypoint.",
+        );
+        for (ep, g) in self.entrypoints.iter().zip(self.open.iter()) {
+            out.sample(
+                "switchyard_open_connections",
+                &[("entrypoint", ep)],
+                g.load(Relaxed) as f64,
+            );
+        }
+    }
+
+    fn render_services(&self, out: &mut Text) {
+        let mut all: Vec<(String, Arc<ServiceCounters>)> = self
+            .services
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        out.head(
+            "switchyard_upstream_errors_total",
+            "counter",
+            "Failed exchanges with a server (each attempt), by service and kind (connect, timeout, other).",
+        );
+        for (service, c) in &all {
+            for (kind, n) in ERROR_KINDS.iter().zip(c.errors.iter()) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    out.sample(
+                        "switchyard_upstream_errors_total",
+                        &[("service", service), ("kind", kind)],
+                        n as f64,
+                    );
+                }
+            }
+        }
+        out.head(
+            "switchyard_retries_total",
+            "counter",
+            "Attempts after the first one made by retry middlewares, by the route's service.",
+        );
+        for (service, c) in &all {
+            let n = c.retries.load(Relaxed);
+            if n > 0 {
+                out.sample(
+                    "switchyard_retries_total",
+                    &[("service", service)],
+                    n as f64,
+                );
+            }
+        }
+    }
+
+    fn render_builds(&self, out: &mut Text) {
+        let b = &self.builds;
+        out.head(
+            "switchyard_script_builds_total",
+            "counter",
+            "Script build attempts, by result (ok: the table went live; error: the last good table kept serving).",
+        );
+        for (result, c) in [("ok", &b.ok), ("error", &b.error)] {
+            out.sample(
+                "switchyard_script_builds_total",
+                &[("result", result)],
+                c.load(Relaxed) as f64,
+            );
+        }
+        out.head(
+            "switchyard_last_build_timestamp_seconds",
+            "gauge",
+            "Unix time of the latest script build attempt (0: none yet).",
+        );
+        out.sample(
+            "switchyard_last_build_timestamp_seconds",
+            &[],
+            b.last_ms.load(Relaxed) as f64 / 1000.0,
+        );
+        out.head(
+            "switchyard_last_build_success",
+            "gauge",
+            "1 if the latest script build attempt succeeded, else 0.",
+        );
+        out.sample(
+            "switchyard_last_build_success",
+            &[],
+            b.last_ok.load(Relaxed) as f64,
+        );
+    }
+
+    fn render_hooks(&self, out: &mut Text) {
+        let mut all: Vec<(SeriesKey, Arc<HookSeries>)> = self
+            .hooks
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        out.head(
+            "switchyard_hook_duration_seconds",
+            "histogram",
+            "Time spent in on_request / on_response script hooks, by route and hook.",
+        );
+        for ((route, hook), s) in &all {
+            out.histogram(
+                "switchyard_hook_duration_seconds",
+                &[("route", route), ("hook", hook)],
+                &s.duration,
+            );
+        }
+        out.head(
+            "switchyard_hook_failures_total",
+            "counter",
+            "Script hook runs that failed (the request got a 500), by route and hook.",
+        );
+        for ((route, hook), s) in &all {
+            out.sample(
+                "switchyard_hook_failures_total",
+                &[("route", route), ("hook", hook)],
+                s.failures.load(Relaxed) as f64,
+            );
+        }
+    }
+
+    fn render_providers(&self, out: &mut Text) {
+        let m = self
+            .provider_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.head(
+            "switchyard_provider_sync_errors_total",
+            "counter",
+            "Failed provider syncs (engine unreachable, unreadable catalog file), by provider.",
+        );
+        for (provider, n) in m {
+            out.sample(
+                "switchyard_provider_sync_errors_total",
+                &[("provider", provider)],
+                n as f64,
+            );
+        }
+    }
+}
+
+fn render_servers(out: &mut Text, table: &RouteTable) {
+    out.head(
+        "switchyard_server_up",
+        "gauge",
+        "1 if the server can be picked (active health check passing, not passively ejected), else 0.",
+    );
+    let now = Instant::now();
+    let mut rows = Vec::new();
+    for svc in table.services() {
+        let Some(pool) = svc.pool() else { continue };
+        for (server, state) in pool.servers.iter().zip(pool.states.iter()) {
+            rows.push((
+                svc.name.clone(),
+                server.authority.as_str().to_string(),
+                state.available(now),
+            ));
+        }
+    }
+    rows.sort();
+    for (service, server, up) in rows {
+        out.sample(
+            "switchyard_server_up",
+            &[("service", &service), ("server", &server)],
+            if up { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// What `Metrics::route_counts` reports for one route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteCounts {
+    pub requests: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
+}
+
+/// Keeps a connection counted in `switchyard_open_connections` while alive.
+#[derive(Debug)]
+pub struct OpenConnection {
+    metrics: Arc<Metrics>,
+    entrypoint: usize,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(g) = self.metrics.open.get(self.entrypoint) {
+            g.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// `GET /metrics`: the exposition with Prometheus' text content type.
+pub fn response(metrics: &Metrics, table: &RouteTable) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(metrics.render(table))));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// `on_request(Fn("canary"))` → `on_request(canary)`; closures stay `on_request(<closure>)`.
+fn hook_label(described: &str) -> String {
+    described
+        .replace("Fn(\"", "")
+        .replace("\")", "")
+        .replace("Fn(<closure>)", "<closure>")
+}
+
+/// The exposition being written.
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape_label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {}", format_value(value));
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let (cumulative, count, sum) = h.snapshot();
+        let bucket = format!("{name}_bucket");
+        for (bound, n) in h.bounds.iter().zip(cumulative.iter()) {
+            let le = format_value(*bound);
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, *n as f64);
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&bucket, &l, count as f64);
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64);
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    if v.is_nan() {
+        return "NaN".to_string();
+    }
+    // Rust prints integral floats without an exponent and shortest round-trip otherwise.
+    format!("{v}")
+}
+
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_le_and_cumulative() {
+        let h = Histogram::new(REQUEST_BUCKETS);
+        h.observe(Duration::from_millis(5)); // exactly on the first bound
+        h.observe(Duration::from_millis(7));
+        h.observe(Duration::from_millis(300));
+        h.observe(Duration::from_secs(11)); // past the last bound: +Inf only
+        let (cum, count, sum) = h.snapshot();
+        assert_eq!(cum, vec![1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]);
+        assert_eq!(count, 4);
+        assert!((sum - 11.312).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn code_counters_cover_100_to_999_and_ignore_the_rest() {
+        let c = CodeCounters::default();
+        for code in [200, 200, 404, 503, 100, 999, 42, 1000] {
+            c.add(code);
+        }
+        assert_eq!(
+            c.each(),
+            vec![(100, 1), (200, 2), (404, 1), (503, 1), (999, 1)]
+        );
+    }
+
+    #[test]
+    fn labels_and_values_are_escaped_and_formatted() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(0.005), "0.005");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(
+            hook_label("on_request(Fn(\"canary\"))"),
+            "on_request(canary)"
+        );
+        assert_eq!(
+            hook_label("on_response(Fn(<closure>))"),
+            "on_response(<closure>)"
+        );
+    }
+
+    #[test]
+    fn exposition_of_a_fresh_registry() {
+        let m = Metrics::new(&["web".to_string()]);
+        m.request(
+            0,
+            None,
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(2),
+        );
+        m.upstream_error("api", UpstreamErrorKind::Connect);
+        m.retry("api");
+        m.build(false);
+        m.provider_sync_error("docker");
+        let _open = m.connection(0);
+        assert_eq!(
+            m.route_counts().get(""),
+            Some(&RouteCounts {
+                requests: 1,
+                client_errors: 1,
+                server_errors: 0
+            })
+        );
+        let text = m.render(&RouteTable::default());
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("switchyard_last_build_timestamp_seconds ") {
+                    "switchyard_last_build_timestamp_seconds <time>"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        insta::assert_snapshot!(text);
+    }
+}
