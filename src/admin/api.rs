@@ -86,8 +86,10 @@ fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
 }
 
 /// Routes as `/api/routes` lists them: the stable `check --format json` shape plus `status`
-/// (`enabled`, or `warning` when its service has no server balancers may pick) and `service`.
-fn routes(info: &TableInfo) -> Vec<Value> {
+/// (`enabled`, or `warning` when its service has no server balancers may pick), `service`, and
+/// the counters since the route appeared: `requests`, `client_errors` (4xx), `errors` (5xx).
+fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
+    let counts = state.control.metrics().route_counts();
     let healthy: BTreeMap<&str, (usize, usize)> = info
         .services
         .iter()
@@ -114,6 +116,10 @@ fn routes(info: &TableInfo) -> Vec<Value> {
                     o.insert("warning".into(), json!(w));
                 }
                 o.insert("service".into(), json!(service));
+                let c = counts.get(&r.name).cloned().unwrap_or_default();
+                o.insert("requests".into(), json!(c.requests));
+                o.insert("client_errors".into(), json!(c.client_errors));
+                o.insert("errors".into(), json!(c.server_errors));
             }
             Some(v)
         })
@@ -123,7 +129,7 @@ fn routes(info: &TableInfo) -> Vec<Value> {
 /// `GET /api/routes`: routes (filtered, paged) and every service, as `check --format json`.
 pub fn route_list(state: &AdminState, q: &ListQuery) -> Value {
     let info = TableInfo::of(&state.table.load());
-    let mut out = q.page("routes", routes(&info));
+    let mut out = q.page("routes", routes(&info, state));
     set(
         &mut out,
         "services",
@@ -135,7 +141,9 @@ pub fn route_list(state: &AdminState, q: &ListQuery) -> Value {
 /// `GET /api/routes/NAME`: the route and the service it sends to.
 pub fn route_detail(state: &AdminState, name: &str) -> Option<Value> {
     let info = TableInfo::of(&state.table.load());
-    let route = routes(&info).into_iter().find(|r| r["name"] == name)?;
+    let route = routes(&info, state)
+        .into_iter()
+        .find(|r| r["name"] == name)?;
     let service = route
         .get("service")
         .and_then(Value::as_str)

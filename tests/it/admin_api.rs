@@ -219,6 +219,25 @@ async fn explain_decides_like_the_live_router_without_moving_it() {
     }
     let live = get(f.r.web, "api.test", "/v1/x").await;
     assert_eq!(live.backend(), Some("a"), "{}", live.body);
+    // Only live traffic counts: one request to `api`, one 403 to `api-admin`, no explain.
+    get(f.r.web, "api.test", "/admin/x").await;
+    let routes = f.api("/api/routes").await;
+    let counts = |name: &str| {
+        let r = routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone();
+        (
+            r["requests"].as_u64(),
+            r["client_errors"].as_u64(),
+            r["errors"].as_u64(),
+        )
+    };
+    assert_eq!(counts("api"), (Some(1), Some(0), Some(0)), "{routes}");
+    assert_eq!(counts("api-admin"), (Some(1), Some(1), Some(0)), "{routes}");
 
     for (body, says) in [
         ("{", "bad body"),
