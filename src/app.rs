@@ -39,6 +39,8 @@ pub struct Router {
     pub admin: Option<SocketAddr>,
     /// Live request recording, shared by every proxy worker and the admin API.
     pub recorder: Arc<Recorder>,
+    /// The access log (`--access-log`), shared by every proxy worker.
+    pub access_log: Option<Arc<proxy::access_log::AccessLog>>,
 }
 
 impl Router {
@@ -128,9 +130,13 @@ impl Router {
             // A file that cannot be opened is logged and kept in the status; traffic goes on.
             let _ = recorder.start(None, None);
         }
+        // Opened before any worker starts: an unwritable access-log file is a start-up error.
+        let access_log =
+            proxy::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
             let recorder = recorder.clone();
+            let access_log = access_log.clone();
             let table = control.table();
             let store = control.store();
             let settings = cfg.settings.clone();
@@ -138,7 +144,10 @@ impl Router {
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker(set, table, store, settings, recorder, shutdown_rx, grace))
+                .spawn(move || {
+                    let logs = (recorder, access_log);
+                    worker(set, table, store, settings, logs, shutdown_rx, grace)
+                })
                 .context("starting a proxy worker thread")?;
             workers.push(handle);
         }
@@ -168,6 +177,7 @@ impl Router {
             entrypoints,
             admin: admin_addr,
             recorder,
+            access_log,
         })
     }
 
@@ -201,6 +211,9 @@ impl Router {
         }
         let recorder = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
+        if let Some(log) = self.access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 
@@ -210,7 +223,7 @@ fn worker(
     table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
     store: Arc<crate::middleware::Store>,
     settings: crate::proxy::Settings,
-    recorder: Arc<Recorder>,
+    (recorder, access_log): (Arc<Recorder>, Option<Arc<proxy::access_log::AccessLog>>),
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -225,7 +238,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::with_recorder(table, settings, store, recorder);
+        let proxy = Proxy::with_logs(table, settings, store, recorder, access_log);
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

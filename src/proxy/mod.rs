@@ -15,6 +15,7 @@
 //! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
 //! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
 
+pub mod access_log;
 pub mod body;
 pub mod compress;
 pub mod conn;
@@ -107,6 +108,8 @@ pub struct Proxy {
     server_name: HeaderValue,
     store: Arc<Store>,
     recorder: Arc<crate::replay::recorder::Recorder>,
+    /// The access log, when on (the one check per request).
+    access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 /// What a request knows of its connection.
@@ -143,6 +146,17 @@ impl Proxy {
         store: Arc<Store>,
         recorder: Arc<crate::replay::recorder::Recorder>,
     ) -> Arc<Self> {
+        Proxy::with_logs(table, settings, store, recorder, None)
+    }
+
+    /// A proxy that also writes every request to `access_log`, when given.
+    pub fn with_logs(
+        table: Arc<ArcSwap<RouteTable>>,
+        settings: Settings,
+        store: Arc<Store>,
+        recorder: Arc<crate::replay::recorder::Recorder>,
+        access_log: Option<Arc<access_log::AccessLog>>,
+    ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =
             HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("switchyard"));
@@ -156,6 +170,7 @@ impl Proxy {
             server_name,
             store,
             recorder,
+            access_log,
         })
     }
 
@@ -279,8 +294,12 @@ impl Proxy {
             .recorder
             .is_on()
             .then(|| Box::new(record::begin(&req, info, &self.recorder)));
+        let mut alog = self
+            .access_log
+            .as_ref()
+            .map(|l| Box::new(l.begin(&req, info.peer, &info.entrypoint)));
         let resp = match self
-            .route_request(req, info, rec.as_deref_mut())
+            .route_request(req, info, rec.as_deref_mut(), alog.as_deref_mut())
             .instrument(span)
             .await
         {
@@ -290,6 +309,9 @@ impl Proxy {
         if let Some(rec) = rec {
             record::finish(*rec, resp.status(), &self.recorder);
         }
+        if let (Some(log), Some(entry)) = (&self.access_log, alog) {
+            log.finish(entry, &resp);
+        }
         resp.map(|b| b.guarded(guard))
     }
 
@@ -298,6 +320,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         info: &ConnInfo,
         mut rec: Option<&mut record::Pending>,
+        mut alog: Option<&mut access_log::Entry>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
@@ -308,14 +331,19 @@ impl Proxy {
         if let Some(r) = rec.as_deref_mut() {
             record::route(r, &route);
         }
+        if let Some(l) = alog.as_deref_mut() {
+            l.route(&route.name);
+        }
         let websocket = self.forwarding_headers(&mut req, &info.client_ip, info.trusted);
         if route.steps.is_empty() {
             return match &route.target {
                 Target::Handler(h) => Ok(handler_response(h)),
                 Target::Service(svc) => {
                     let mut plan = pipeline::Plan::default();
-                    self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
-                        .await
+                    self.proxy_service(
+                        req, info, &host, &route, svc, websocket, &mut plan, rec, alog,
+                    )
+                    .await
                 }
             };
         }
@@ -331,8 +359,18 @@ impl Proxy {
                 Ok(None) => match &route.target {
                     Target::Handler(h) => Ok(handler_response(h)),
                     Target::Service(svc) => {
-                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
-                            .await
+                        self.proxy_service(
+                            req,
+                            info,
+                            &host,
+                            &route,
+                            svc,
+                            websocket,
+                            &mut plan,
+                            rec,
+                            alog.as_deref_mut(),
+                        )
+                        .await
                     }
                 },
             };
@@ -340,6 +378,9 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => failed(e, info, &method, &uri),
         };
+        if let Some(l) = alog {
+            l.user(plan.user.take());
+        }
         Ok(pipeline::response_phase(self, &route, &mut plan, resp, info.peer.ip()).await)
     }
 
@@ -376,6 +417,7 @@ impl Proxy {
         websocket: bool,
         plan: &mut pipeline::Plan,
         mut rec: Option<&mut record::Pending>,
+        mut alog: Option<&mut access_log::Entry>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -452,6 +494,9 @@ impl Proxy {
             if let Some(r) = rec.as_deref_mut() {
                 record::forward(r, &pick.at.service.name, server, &parts.uri);
             }
+            if let Some(l) = alog.as_deref_mut() {
+                l.forward(&pick.at.service.name, server);
+            }
             let last = attempt + 1 == attempts;
             let headers = if last {
                 std::mem::take(&mut parts.headers)
@@ -476,6 +521,9 @@ impl Proxy {
                 .await;
             match sent {
                 Ok(resp) => {
+                    if let Some(l) = alog.as_deref_mut() {
+                        l.origin(resp.status(), resp.headers());
+                    }
                     state.record_success();
                     plan.record(Some(resp.status().as_u16()), started.elapsed());
                     debug!(route = %route.name, service = %pick.at.service.name, server = server.authority.as_str(), status = resp.status().as_u16(), "forwarded");
