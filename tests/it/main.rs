@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_log;
 mod balance;
 mod balancers;
 mod cli;
