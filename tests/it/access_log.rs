@@ -414,3 +414,117 @@ async fn an_unwritable_access_log_file_stops_start_up_with_its_path() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn retries_and_dead_servers_are_logged_as_traefik_does() {
+    let live = Backend::start("live").await;
+    let dead = crate::support::dead_addr().await;
+    let script = format!(
+        r#"
+        let flaky = service("flaky").servers(["{dead}", "{live}"]);
+        let gone = service("gone").servers(["{dead}"]);
+        route("retried").rule(path_prefix("/r")).middlewares([retry(3, "10ms")]).to(flaky);
+        route("broken").rule(path_prefix("/b")).to(gone);
+        "#,
+        live = live.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.json");
+    let f = file.clone();
+    let tr = TestRouter::start_with(&[("10-test.rhai", &script)], move |c| {
+        c.access_log.output = Some(Output::File(f));
+        c.access_log.format = Format::Json;
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(send(tr.web, "GET", "x", "/r", &[], "").await.status, 200);
+    }
+    assert_eq!(send(tr.web, "GET", "x", "/b", &[], "").await.status, 502);
+    let entries = parse_json(&wait_lines(&file, |l| l.len() >= 5));
+    let retried: Vec<&serde_json::Value> = entries.iter().take(4).collect();
+    for e in &retried {
+        assert_eq!(e["RouterName"], "retried", "{e}");
+        assert_eq!(
+            e["ServiceAddr"],
+            live.addr.to_string(),
+            "the last server tried: {e}"
+        );
+        assert_eq!(e["OriginStatus"], 200, "{e}");
+    }
+    assert!(
+        retried.iter().any(|e| e["RetryAttempts"] == 1),
+        "a request that met the dead server first counts one retry: {retried:?}"
+    );
+    let broken = &entries[4];
+    assert_eq!(broken["DownstreamStatus"], 502, "{broken}");
+    assert_eq!(broken["ServiceAddr"], dead.to_string(), "{broken}");
+    assert!(
+        broken.get("OriginStatus").is_none(),
+        "no server answered: {broken}"
+    );
+    tr.shutdown().await;
+}
+
+/// `run --access-log` with no FILE writes to stdout: the real binary, killed if the test fails.
+#[tokio::test]
+async fn access_log_without_a_file_goes_to_stdout() {
+    let cwd = tempfile::tempdir().unwrap();
+    let web = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SWITCHYARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    std::fs::write(
+        cwd.path().join("10-ok.rhai"),
+        "route(\"ok\").rule(path(\"/\")).to(respond(200, \"ok\"));\n",
+    )
+    .unwrap();
+    cmd.current_dir(cwd.path())
+        .args([
+            "run",
+            "--scripts",
+            ".",
+            "--entrypoint",
+            &format!("web={web}"),
+        ])
+        .args(["--admin", "off"])
+        .args(["--access-log", "--access-log.status", "200"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(web).await.is_err() {
+        assert!(Instant::now() < deadline, "router never listened on {web}");
+        assert!(child.try_wait().unwrap().is_none(), "router exited early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(crate::support::get(web, "localhost", "/").await.status, 200);
+    // (every other path matches no route)
+    assert_eq!(
+        crate::support::get(web, "localhost", "/nope-404")
+            .await
+            .status,
+        404
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("router did not exit after SIGTERM")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Line> = stdout.lines().map(parse_common).collect();
+    assert_eq!(lines.len(), 1, "only the 200 passes the filter: {stdout}");
+    assert_eq!((lines[0].path.as_str(), lines[0].status), ("/", 200));
+}
