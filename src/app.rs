@@ -212,7 +212,21 @@ impl Router {
         let recorder = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
         if let Some(log) = self.access_log.clone() {
-            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+            // A plain thread, waited on for a bounded time: an output that blocks (a stdout pipe
+            // nobody reads) must not hold up the exit.
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            let _ = std::thread::Builder::new()
+                .name("switchyard-access-log-close".into())
+                .spawn(move || {
+                    log.close();
+                    let _ = done.send(());
+                });
+            if tokio::time::timeout(Duration::from_secs(2), flushed)
+                .await
+                .is_err()
+            {
+                warn!("the access log did not flush within 2s");
+            }
         }
     }
 }

@@ -207,7 +207,7 @@ pub struct Entry {
     request_size: Option<u64>,
     route: Option<String>,
     service: Option<String>,
-    server: Option<String>,
+    server: Option<http::uri::Authority>,
     attempts: u32,
     origin_status: Option<u16>,
     origin_size: Option<u64>,
@@ -229,7 +229,7 @@ impl Entry {
         if self.service.as_deref() != Some(service) {
             self.service = Some(service.to_string());
         }
-        self.server = Some(server.authority.as_str().to_string());
+        self.server = Some(server.authority.clone());
     }
 
     /// The server's response head.
@@ -581,7 +581,7 @@ fn lossy(v: &Option<HeaderValue>) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn service_url(server: &str) -> String {
+fn service_url(server: &http::uri::Authority) -> String {
     format!("http://{server}")
 }
 
@@ -613,7 +613,7 @@ fn common_line(e: &Entry, out: &mut Vec<u8>) {
     let _ = write!(s, " {} ", e.count);
     push_quoted(&mut s, e.route.as_deref());
     s.push(' ');
-    push_quoted(&mut s, e.server.as_deref().map(service_url).as_deref());
+    push_quoted(&mut s, e.server.as_ref().map(service_url).as_deref());
     let _ = writeln!(s, " {}ms", e.duration.as_millis());
     out.extend_from_slice(s.as_bytes());
 }
