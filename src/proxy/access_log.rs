@@ -476,6 +476,13 @@ impl Writer {
                     if let Err(err) = self.out.flush() {
                         self.failed(&err, &mut broken);
                     }
+                    let dropped = self.counters.dropped.load(Ordering::Relaxed);
+                    if dropped > reported.0 {
+                        warn!(
+                            dropped = dropped - reported.0,
+                            "access log writer fell behind; lines dropped"
+                        );
+                    }
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
