@@ -39,6 +39,8 @@ pub struct Router {
     pub admin: Option<SocketAddr>,
     /// Live request recording, shared by every proxy worker and the admin API.
     pub recorder: Arc<Recorder>,
+    /// The access log (`--access-log`), shared by every proxy worker.
+    pub access_log: Option<Arc<proxy::access_log::AccessLog>>,
 }
 
 impl Router {
@@ -128,9 +130,13 @@ impl Router {
             // A file that cannot be opened is logged and kept in the status; traffic goes on.
             let _ = recorder.start(None, None);
         }
+        // Opened before any worker starts: an unwritable access-log file is a start-up error.
+        let access_log =
+            proxy::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
             let recorder = recorder.clone();
+            let access_log = access_log.clone();
             let table = control.table();
             let store = control.store();
             let metrics = control.metrics();
@@ -140,13 +146,14 @@ impl Router {
             let handle = std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
                 .spawn(move || {
+                    let logs = (recorder, access_log);
                     worker(
                         set,
                         table,
                         store,
                         metrics,
                         settings,
-                        recorder,
+                        logs,
                         shutdown_rx,
                         grace,
                     )
@@ -191,6 +198,7 @@ impl Router {
             entrypoints,
             admin: admin_addr,
             recorder,
+            access_log,
         })
     }
 
@@ -224,6 +232,23 @@ impl Router {
         }
         let recorder = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
+        if let Some(log) = self.access_log.clone() {
+            // A plain thread, waited on for a bounded time: an output that blocks (a stdout pipe
+            // nobody reads) must not hold up the exit.
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            let _ = std::thread::Builder::new()
+                .name("switchyard-access-log-close".into())
+                .spawn(move || {
+                    log.close();
+                    let _ = done.send(());
+                });
+            if tokio::time::timeout(Duration::from_secs(2), flushed)
+                .await
+                .is_err()
+            {
+                warn!("the access log did not flush within 2s");
+            }
+        }
     }
 }
 
@@ -235,7 +260,7 @@ fn worker(
     store: Arc<crate::middleware::Store>,
     metrics: Arc<crate::metrics::Metrics>,
     settings: crate::proxy::Settings,
-    recorder: Arc<Recorder>,
+    (recorder, access_log): (Arc<Recorder>, Option<Arc<proxy::access_log::AccessLog>>),
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -250,7 +275,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::with_metrics(table, settings, store, recorder, metrics);
+        let proxy = Proxy::with_observers(table, settings, store, recorder, metrics, access_log);
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

@@ -486,6 +486,8 @@ pub struct RunArgs {
     pub max_header_bytes: Option<usize>,
     #[command(flatten)]
     pub record: RecordArgs,
+    #[command(flatten)]
+    pub access_log: AccessLogArgs,
 }
 
 /// Live request recording (`[record]` in the TOML file).
@@ -597,6 +599,139 @@ fn resolve_record(
     })
 }
 
+/// The access log (`[access_log]` in the TOML file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AccessLogArgs {
+    /// Write one access-log line per request to FILE (`-`, or no FILE: stdout).
+    #[arg(
+        id = "access-log",
+        long = "access-log",
+        env = "SWITCHYARD_ACCESS_LOG",
+        value_name = "FILE",
+        num_args = 0..=1,
+        default_missing_value = "-"
+    )]
+    pub file: Option<String>,
+    /// Line format: `common` (Traefik's CLF-like line) or `json` (Traefik's field names)
+    /// [default: common].
+    #[arg(
+        id = "access-log.format",
+        long = "access-log.format",
+        env = "SWITCHYARD_ACCESS_LOG_FORMAT",
+        value_enum
+    )]
+    pub format: Option<crate::proxy::access_log::Format>,
+    /// Keep only these statuses (comma-separated codes or ranges, e.g. `400-499,500-599`)
+    /// [default: all].
+    #[arg(
+        id = "access-log.status",
+        long = "access-log.status",
+        env = "SWITCHYARD_ACCESS_LOG_STATUS",
+        value_name = "CODES"
+    )]
+    pub status: Option<String>,
+    /// Keep only requests slower than this (e.g. `10ms`); with `--access-log.status`, a request
+    /// matching either is kept [default: none].
+    #[arg(
+        id = "access-log.min-duration",
+        long = "access-log.min-duration",
+        env = "SWITCHYARD_ACCESS_LOG_MIN_DURATION",
+        value_name = "DURATION"
+    )]
+    pub min_duration: Option<String>,
+    /// Request headers written (comma-separated); Authorization, Proxy-Authorization, Cookie and
+    /// Set-Cookie are always `REDACTED` [default: none].
+    #[arg(
+        id = "access-log.headers",
+        long = "access-log.headers",
+        env = "SWITCHYARD_ACCESS_LOG_HEADERS",
+        value_name = "NAMES"
+    )]
+    pub headers: Option<String>,
+    /// Lines queued for the writer; past this, lines are dropped and counted [default: 4096].
+    #[arg(
+        id = "access-log.buffer",
+        long = "access-log.buffer",
+        env = "SWITCHYARD_ACCESS_LOG_BUFFER",
+        value_name = "N"
+    )]
+    pub buffer: Option<usize>,
+}
+
+/// `[access_log]` in the TOML file: present means on (`file` absent or `"-"`: stdout).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub file: Option<String>,
+    pub format: Option<crate::proxy::access_log::Format>,
+    /// `["400-499", "500"]` or `"400-499,500"`.
+    pub status: Option<RedactList>,
+    pub min_duration: Option<String>,
+    /// `["X-Request-Id"]` or `"X-Request-Id,User-Agent"`.
+    pub headers: Option<RedactList>,
+    pub buffer: Option<usize>,
+}
+
+fn list_text(l: &RedactList) -> String {
+    match l {
+        RedactList::List(v) => v.join(","),
+        RedactList::Text(s) => s.clone(),
+    }
+}
+
+fn resolve_access_log(
+    args: &AccessLogArgs,
+    file: Option<&FileAccessLog>,
+) -> anyhow::Result<crate::proxy::access_log::AccessLogConfig> {
+    use crate::proxy::access_log::{parse_headers, parse_status, AccessLogConfig, Output};
+    let d = AccessLogConfig::default();
+    let none = FileAccessLog::default();
+    let f = file.unwrap_or(&none);
+    let output = match (&args.file, file) {
+        (Some(s), _) => Some(Output::parse(s)),
+        (None, Some(f)) => Some(Output::parse(f.file.as_deref().unwrap_or("-"))),
+        (None, None) => None,
+    };
+    let status = match args
+        .status
+        .clone()
+        .or_else(|| f.status.as_ref().map(list_text))
+    {
+        Some(s) => parse_status(&s)
+            .map_err(anyhow::Error::msg)
+            .context("--access-log.status")?,
+        None => d.status,
+    };
+    let min_duration = match args.min_duration.as_ref().or(f.min_duration.as_ref()) {
+        Some(s) => {
+            Some(parse_duration(s).context("--access-log.min-duration")?).filter(|d| !d.is_zero())
+        }
+        None => None,
+    };
+    let headers = match args
+        .headers
+        .clone()
+        .or_else(|| f.headers.as_ref().map(list_text))
+    {
+        Some(s) => parse_headers([s.as_str()])
+            .map_err(anyhow::Error::msg)
+            .context("--access-log.headers")?,
+        None => d.headers,
+    };
+    let buffer = args.buffer.or(f.buffer).unwrap_or(d.buffer);
+    if buffer == 0 {
+        bail!("--access-log.buffer must be at least 1");
+    }
+    Ok(AccessLogConfig {
+        output,
+        format: args.format.or(f.format).unwrap_or(d.format),
+        status,
+        min_duration,
+        headers,
+        buffer,
+    })
+}
+
 /// The TOML file. Every key mirrors a flag.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -616,6 +751,7 @@ pub struct FileConfig {
     pub timeouts: Option<FileTimeouts>,
     pub providers: Option<FileProviders>,
     pub record: Option<FileRecord>,
+    pub access_log: Option<FileAccessLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -648,6 +784,8 @@ pub struct Config {
     pub swarm: Option<SwarmConfig>,
     /// Live request recording (`record.file`: on from boot).
     pub record: crate::replay::recorder::RecordConfig,
+    /// The access log (`access_log.output`: on).
+    pub access_log: crate::proxy::access_log::AccessLogConfig,
 }
 
 impl Config {
@@ -848,9 +986,11 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
     )?;
 
     let record = resolve_record(&run.record, file.record.as_ref())?;
+    let access_log = resolve_access_log(&run.access_log, file.access_log.as_ref())?;
 
     Ok(Config {
         record,
+        access_log,
         docker,
         swarm,
         workers,
@@ -1017,6 +1157,73 @@ mod tests {
         assert_eq!(d.endpoint.as_deref(), Some("tcp://127.0.0.1:1"));
         assert_eq!(s.endpoint.as_deref(), Some("tcp://127.0.0.1:2"));
         assert_eq!(s.refresh.as_deref(), Some("3s"));
+    }
+
+    #[test]
+    fn access_log_flags_file_and_defaults() {
+        use crate::proxy::access_log::{Format, Output};
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let common = CommonArgs {
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let off = resolve(&common, None).unwrap().access_log;
+        assert_eq!(off.output, None);
+        let cli =
+            Cli::try_parse_from(["x", "--access-log", "--access-log.format", "json"]).unwrap();
+        let a = resolve(&common, Some(&cli.run)).unwrap().access_log;
+        assert_eq!((a.output, a.format), (Some(Output::Stdout), Format::Json));
+        let cli = Cli::try_parse_from([
+            "x",
+            "--access-log=/tmp/a.log",
+            "--access-log.status",
+            "400-499,500",
+            "--access-log.min-duration",
+            "10ms",
+            "--access-log.headers",
+            "X-Request-Id",
+        ])
+        .unwrap();
+        let a = resolve(&common, Some(&cli.run)).unwrap().access_log;
+        assert_eq!(a.output, Some(Output::File("/tmp/a.log".into())));
+        assert_eq!(a.status.0, vec![(400, 499), (500, 500)]);
+        assert_eq!(a.min_duration, Some(Duration::from_millis(10)));
+        assert_eq!(a.headers, vec!["X-Request-Id"]);
+
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[access_log]\nformat = \"json\"\nstatus = [\"500-599\"]\nheaders = \"X-A,X-B\"\nbuffer = 10\n",
+        )
+        .unwrap();
+        let with_file = CommonArgs {
+            config: Some(path.clone()),
+            ..common.clone()
+        };
+        let a = resolve(&with_file, None).unwrap().access_log;
+        assert_eq!(
+            a.output,
+            Some(Output::Stdout),
+            "the table alone turns it on"
+        );
+        assert_eq!((a.format, a.buffer), (Format::Json, 10));
+        assert_eq!(a.status.0, vec![(500, 599)]);
+        assert_eq!(a.headers, vec!["X-A", "X-B"]);
+        std::fs::write(&path, "[access_log]\nstatus = \"5xx\"\n").unwrap();
+        let err = format!("{:#}", resolve(&with_file, None).unwrap_err());
+        assert!(
+            err.contains("--access-log.status") && err.contains("5xx"),
+            "{err}"
+        );
+        std::fs::write(&path, "[access_log]\nfromat = \"json\"\n").unwrap();
+        let err = format!("{:#}", resolve(&with_file, None).unwrap_err());
+        assert!(err.contains("unknown field `fromat`"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
 //! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
 
+pub mod access_log;
 pub mod body;
 pub mod compress;
 pub mod conn;
@@ -108,6 +109,8 @@ pub struct Proxy {
     store: Arc<Store>,
     recorder: Arc<crate::replay::recorder::Recorder>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The access log, when on (the one check per request).
+    access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 /// What a request knows of its connection.
@@ -147,16 +150,18 @@ impl Proxy {
         recorder: Arc<crate::replay::recorder::Recorder>,
     ) -> Arc<Self> {
         let metrics = crate::metrics::Metrics::new(&[]);
-        Proxy::with_metrics(table, settings, store, recorder, metrics)
+        Proxy::with_observers(table, settings, store, recorder, metrics, None)
     }
 
-    /// A proxy counting its traffic in `metrics` (the router's registry).
-    pub fn with_metrics(
+    /// A proxy counting its traffic in `metrics` (the router's registry) and writing every
+    /// request to `access_log`, when given.
+    pub fn with_observers(
         table: Arc<ArcSwap<RouteTable>>,
         settings: Settings,
         store: Arc<Store>,
         recorder: Arc<crate::replay::recorder::Recorder>,
         metrics: Arc<crate::metrics::Metrics>,
+        access_log: Option<Arc<access_log::AccessLog>>,
     ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =
@@ -172,6 +177,7 @@ impl Proxy {
             store,
             recorder,
             metrics,
+            access_log,
         })
     }
 
@@ -300,8 +306,18 @@ impl Proxy {
             .recorder
             .is_on()
             .then(|| Box::new(record::begin(&req, info, &self.recorder)));
+        let mut alog = self
+            .access_log
+            .as_ref()
+            .map(|l| Box::new(l.begin(&req, info.peer, &info.entrypoint)));
         let resp = match self
-            .route_request(req, info, rec.as_deref_mut(), &mut matched)
+            .route_request(
+                req,
+                info,
+                rec.as_deref_mut(),
+                &mut matched,
+                alog.as_deref_mut(),
+            )
             .instrument(span)
             .await
         {
@@ -318,6 +334,9 @@ impl Proxy {
         if let Some(rec) = rec {
             record::finish(*rec, resp.status(), &self.recorder);
         }
+        if let (Some(log), Some(entry)) = (&self.access_log, alog) {
+            log.finish(entry, &resp);
+        }
         resp.map(|b| b.guarded(guard))
     }
 
@@ -327,6 +346,7 @@ impl Proxy {
         info: &ConnInfo,
         mut rec: Option<&mut record::Pending>,
         matched: &mut Option<Arc<Route>>,
+        mut alog: Option<&mut access_log::Entry>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
@@ -338,14 +358,19 @@ impl Proxy {
         if let Some(r) = rec.as_deref_mut() {
             record::route(r, &route);
         }
+        if let Some(l) = alog.as_deref_mut() {
+            l.route(&route.name);
+        }
         let websocket = self.forwarding_headers(&mut req, &info.client_ip, info.trusted);
         if route.steps.is_empty() {
             return match &route.target {
                 Target::Handler(h) => Ok(handler_response(h)),
                 Target::Service(svc) => {
                     let mut plan = pipeline::Plan::default();
-                    self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
-                        .await
+                    self.proxy_service(
+                        req, info, &host, &route, svc, websocket, &mut plan, rec, alog,
+                    )
+                    .await
                 }
             };
         }
@@ -361,8 +386,18 @@ impl Proxy {
                 Ok(None) => match &route.target {
                     Target::Handler(h) => Ok(handler_response(h)),
                     Target::Service(svc) => {
-                        self.proxy_service(req, info, &host, &route, svc, websocket, &mut plan, rec)
-                            .await
+                        self.proxy_service(
+                            req,
+                            info,
+                            &host,
+                            &route,
+                            svc,
+                            websocket,
+                            &mut plan,
+                            rec,
+                            alog.as_deref_mut(),
+                        )
+                        .await
                     }
                 },
             };
@@ -370,6 +405,9 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => failed(e, info, &method, &uri),
         };
+        if let Some(l) = alog {
+            l.user(plan.user.take());
+        }
         Ok(pipeline::response_phase(self, &route, &mut plan, resp, info.peer.ip()).await)
     }
 
@@ -406,6 +444,7 @@ impl Proxy {
         websocket: bool,
         plan: &mut pipeline::Plan,
         mut rec: Option<&mut record::Pending>,
+        mut alog: Option<&mut access_log::Entry>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -482,6 +521,9 @@ impl Proxy {
             if let Some(r) = rec.as_deref_mut() {
                 record::forward(r, &pick.at.service.name, server, &parts.uri);
             }
+            if let Some(l) = alog.as_deref_mut() {
+                l.forward(&pick.at.service.name, server);
+            }
             let last = attempt + 1 == attempts;
             let headers = if last {
                 std::mem::take(&mut parts.headers)
@@ -506,6 +548,9 @@ impl Proxy {
                 .await;
             match sent {
                 Ok(resp) => {
+                    if let Some(l) = alog.as_deref_mut() {
+                        l.origin(resp.status(), resp.headers());
+                    }
                     state.record_success();
                     plan.record(Some(resp.status().as_u16()), started.elapsed());
                     debug!(route = %route.name, service = %pick.at.service.name, server = server.authority.as_str(), status = resp.status().as_u16(), "forwarded");

@@ -52,6 +52,8 @@ pub(super) struct Plan {
     /// The server the balancer picked (for `ctx.server` in response hooks).
     pub server: Option<http::uri::Authority>,
     pub is_head: bool,
+    /// The user a basic-auth middleware authenticated (for the access log).
+    pub user: Option<String>,
     /// Set for a dry run (replay, REPL, explain): nothing leaves the process (forward_auth and
     /// error-page services are not called), the clock is the recorded time, and every step
     /// leaves a note here.
@@ -275,6 +277,7 @@ pub(super) async fn request_phase<B>(
                             req.headers_mut().insert(field.clone(), v);
                         }
                     }
+                    plan.user = Some(user);
                 }
             },
             Middleware::IpAllowList(list) => {

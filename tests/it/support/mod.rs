@@ -84,6 +84,7 @@ pub fn test_config(dir: &Path) -> Config {
         docker: None,
         swarm: None,
         record: Default::default(),
+        access_log: Default::default(),
     }
 }
 
