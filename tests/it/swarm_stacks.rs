@@ -482,12 +482,13 @@ async fn blue_green_switches_without_touching_the_router_or_failing_a_request() 
         "{preview:?}"
     );
     drop(blue);
-    // Gone: the shipped default script's welcome route answers instead.
+    // Gone: the shipped default script's welcome route answers instead. (Removing a stack
+    // waits for its tasks to stop; on a loaded machine that alone can take most of a minute.)
     poll_get(
         web,
         "blue.app.localhost",
         "/",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         |r| r.backend().is_none(),
     )
     .await;
