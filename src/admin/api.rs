@@ -283,19 +283,21 @@ pub fn script_source(state: &AdminState, query: Option<&str>) -> Result<Option<V
     ))
 }
 
-/// `GET /api/catalog`: per provider, when its latest snapshot came, its entries and what it
-/// skipped (e.g. a container with a malformed label).
+/// `GET /api/catalog`: per provider, when its latest snapshot came, its entries, what it
+/// skipped (e.g. a container with a malformed label) and its latest failed sync since.
 pub fn catalog(state: &AdminState, q: &ListQuery) -> Value {
     let providers: Vec<Value> = state
         .control
         .catalogs()
         .into_iter()
-        .map(|(provider, c, synced)| {
+        .map(|p| {
             json!({
-                "provider": provider,
-                "last_sync": synced,
-                "entries": c.entries.len(),
-                "problems": c.problems,
+                "provider": p.provider,
+                "last_sync": p.last_sync,
+                "entries": p.catalog.entries.len(),
+                "problems": p.catalog.problems,
+                "error": p.error.as_ref().map(|(_, e)| e),
+                "error_at": p.error.as_ref().map(|(t, _)| t),
             })
         })
         .collect();
@@ -317,12 +319,16 @@ pub fn overview(state: &AdminState) -> Value {
         .sum();
     let middlewares: std::collections::BTreeSet<&String> =
         info.routes.iter().flat_map(|r| &r.middlewares).collect();
-    let problems: usize = state
-        .control
-        .catalogs()
+    let providers = state.control.catalogs();
+    let problems: usize = providers.iter().map(|p| p.catalog.problems.len()).sum();
+    let provider_errors: Vec<Value> = providers
         .iter()
-        .map(|(_, c, _)| c.problems.len())
-        .sum();
+        .filter_map(|p| {
+            p.error
+                .as_ref()
+                .map(|(at, e)| json!({ "provider": p.provider, "error": e, "at": at }))
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "commit": env!("SWITCHYARD_GIT_COMMIT"),
@@ -346,7 +352,9 @@ pub fn overview(state: &AdminState) -> Value {
             "scripts": status.files.len(),
             "catalog_entries": state.control.catalog().entries.len(),
             "catalog_problems": problems,
+            "provider_errors": provider_errors.len(),
         },
+        "provider_errors": provider_errors,
         "entrypoints": state.entrypoints.iter().map(|(n, a)| json!({"name": n, "address": a.to_string()})).collect::<Vec<_>>(),
     })
 }

@@ -61,8 +61,26 @@ pub enum Trigger {
         provider: &'static str,
         catalog: Arc<Catalog>,
     },
-    /// A provider could not produce a snapshot (counted in metrics; rebuilds nothing).
-    SyncFailed { provider: &'static str },
+    /// A provider could not produce a snapshot (counted in metrics, shown in `/api/catalog`
+    /// until its next snapshot; rebuilds nothing).
+    SyncFailed {
+        provider: &'static str,
+        error: String,
+    },
+}
+
+/// What `/api/catalog` shows of one provider.
+pub struct ProviderState {
+    pub provider: &'static str,
+    pub catalog: Arc<Catalog>,
+    /// RFC 3339 time of its latest snapshot.
+    pub last_sync: Option<String>,
+    /// Its latest failed sync since that snapshot: (time, error).
+    pub error: Option<(String, String)>,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 pub struct Control {
@@ -71,6 +89,8 @@ pub struct Control {
     catalogs: Mutex<std::collections::BTreeMap<&'static str, Arc<Catalog>>>,
     /// When each provider's latest snapshot arrived (RFC 3339).
     synced: Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// Each provider's latest failed sync (time, error), until its next snapshot.
+    sync_errors: Mutex<std::collections::BTreeMap<&'static str, (String, String)>>,
     catalog: Mutex<Arc<Catalog>>,
     env: script::BuildEnv,
     limits: Limits,
@@ -99,10 +119,8 @@ impl Control {
                 "file",
                 Arc::new(catalog.clone()),
             )])),
-            synced: Mutex::new(std::collections::BTreeMap::from([(
-                "file",
-                humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            )])),
+            synced: Mutex::new(std::collections::BTreeMap::from([("file", now_text())])),
+            sync_errors: Mutex::new(std::collections::BTreeMap::new()),
             catalog: Mutex::new(Arc::new(catalog)),
             limits,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
@@ -150,10 +168,11 @@ impl Control {
         self.synced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                provider,
-                humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            );
+            .insert(provider, now_text());
+        self.sync_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(provider);
         let merged = Catalog {
             entries: all
                 .values()
@@ -175,12 +194,23 @@ impl Control {
             .clone()
     }
 
-    /// Each provider's latest snapshot and when it arrived, in provider name order.
-    pub fn catalogs(&self) -> Vec<(&'static str, Arc<Catalog>, Option<String>)> {
+    /// Each provider's latest snapshot, when it arrived and its latest failed sync since, in
+    /// provider name order (a provider that never synced is listed with an empty catalog).
+    pub fn catalogs(&self) -> Vec<ProviderState> {
         let all = self.catalogs.lock().unwrap_or_else(|e| e.into_inner());
         let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter()
-            .map(|(p, c)| (*p, c.clone(), synced.get(p).cloned()))
+        let errors = self.sync_errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&'static str> = all.keys().chain(errors.keys()).copied().collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|p| ProviderState {
+                provider: p,
+                catalog: all.get(p).cloned().unwrap_or_default(),
+                last_sync: synced.get(p).cloned(),
+                error: errors.get(p).cloned(),
+            })
             .collect()
     }
 
@@ -347,7 +377,13 @@ impl Control {
                     Trigger::Files => {}
                     Trigger::Signal => force = true,
                     Trigger::Catalog { provider, catalog } => self.set_catalog(provider, catalog),
-                    Trigger::SyncFailed { provider } => self.metrics.provider_sync_error(provider),
+                    Trigger::SyncFailed { provider, error } => {
+                        self.metrics.provider_sync_error(provider);
+                        self.sync_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(provider, (now_text(), error));
+                    }
                 }
                 next = tokio::time::timeout(quiet, triggers.recv())
                     .await

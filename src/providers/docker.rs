@@ -659,8 +659,11 @@ pub async fn run(
     let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
     super::watch::reconnecting("docker", shutdown, |mut st| async move {
         let end = session(cfg, constraint, triggers, &mut st).await;
-        if end.is_err() {
-            let _ = triggers.try_send(Trigger::SyncFailed { provider: PROVIDER });
+        if let Err(e) = &end {
+            let _ = triggers.try_send(Trigger::SyncFailed {
+                provider: PROVIDER,
+                error: e.0.to_string(),
+            });
         }
         (st, end)
     })
@@ -705,8 +708,8 @@ async fn session(
                 cap = None;
                 let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
                 listed = true;
-                st.listed("docker", &cfg.endpoint);
-                if st.last_sent.as_ref() != Some(&catalog) {
+                let recovered = st.listed("docker", &cfg.endpoint);
+                if recovered || st.last_sent.as_ref() != Some(&catalog) {
                     info!(entries = catalog.entries.len(), "docker catalog changed");
                     st.last_sent = Some(catalog.clone());
                     let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };

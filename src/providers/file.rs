@@ -41,7 +41,10 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::R
                         }
                         Err(e) => {
                             error!("{e}; keeping the last good catalog");
-                            let _ = tx.try_send(Trigger::SyncFailed { provider: "file" });
+                            let _ = tx.try_send(Trigger::SyncFailed {
+                                provider: "file",
+                                error: e.to_string(),
+                            });
                         }
                     }
                 }

@@ -638,8 +638,11 @@ pub async fn run(
     let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
     super::watch::reconnecting("swarm manager", shutdown, |mut st| async move {
         let end = session(cfg, constraint, triggers, &mut st).await;
-        if end.is_err() {
-            let _ = triggers.try_send(Trigger::SyncFailed { provider: PROVIDER });
+        if let Err(e) = &end {
+            let _ = triggers.try_send(Trigger::SyncFailed {
+                provider: PROVIDER,
+                error: e.0.to_string(),
+            });
         }
         (st, end)
     })
@@ -693,8 +696,8 @@ async fn session(
                 due = now + if following { FOLLOW_STEP.min(cfg.refresh) } else { cfg.refresh };
                 let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
                 listed = true;
-                st.listed("swarm manager", &cfg.endpoint);
-                if st.last_sent.as_ref() != Some(&catalog) {
+                let recovered = st.listed("swarm manager", &cfg.endpoint);
+                if recovered || st.last_sent.as_ref() != Some(&catalog) {
                     let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
                     for p in catalog.problems.iter().filter(|p| !before.contains(p)) {
                         warn!("{p}");

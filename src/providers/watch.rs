@@ -25,12 +25,16 @@ pub(crate) struct WatchState {
 }
 
 impl WatchState {
-    /// A session listed successfully: ends an outage (logged once).
-    pub fn listed(&mut self, what: &str, endpoint: &str) {
+    /// A session listed successfully: ends an outage (logged once). Returns whether it did, so
+    /// the provider sends its snapshot even if unchanged (the control loop then knows the
+    /// provider is back and clears its sync error).
+    pub fn listed(&mut self, what: &str, endpoint: &str) -> bool {
+        let recovered = self.down;
         if self.down {
             info!(%endpoint, "{what} reachable again");
             self.down = false;
         }
+        recovered
     }
 }
 

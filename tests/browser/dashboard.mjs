@@ -3,11 +3,12 @@
 // servers, shows a script error after a broken save and clears it after the fix, and explains a
 // request. Run by tests/it/dashboard.rs, which starts the router and passes:
 //   DASHBOARD_URL  the admin listener's base URL     SCRIPT_FILE  the script the router watches
-//   SHOT_DIR       where screenshots go (test artifacts)
+//   SHOT_DIR       where screenshots go (test artifacts)   WEB_ADDR  the web entrypoint (host:port)
 // Every wait is bounded; any failure exits 1 with what was expected.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import http from "node:http";
 
 const base = process.env.DASHBOARD_URL;
 const scriptFile = process.env.SCRIPT_FILE;
@@ -15,6 +16,20 @@ const shots = process.env.SHOT_DIR;
 const WAIT = 15000;
 
 const step = (m) => console.log(`dashboard: ${m}`);
+
+// One request to the router's web entrypoint with the given Host: its status.
+function hit(host) {
+  const [hostname, port] = process.env.WEB_ADDR.split(":");
+  return new Promise((resolve, reject) => {
+    const req = http.request({ hostname, port: Number(port), path: "/", headers: { host } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode));
+    });
+    req.on("error", reject);
+    req.setTimeout(5000, () => req.destroy(new Error("request timed out")));
+    req.end();
+  });
+}
 
 // Playwright gives the browser a new empty profile of its own.
 const browser = await chromium.launch({
@@ -49,6 +64,21 @@ try {
   await servers.filter({ hasText: "up" }).waitFor({ timeout: WAIT });
   const serverText = await servers.innerText();
   if (!/127\.0\.0\.1:\d+/.test(serverText)) throw new Error(`servers: ${serverText}`);
+
+  step("live traffic shows as a request rate on its route");
+  const rate = page.locator('tr[data-route="api"] [data-testid="rps"]');
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    // Bounded: at most 15 s of 10 requests every 200 ms.
+    for (let i = 0; i < 10; i++) {
+      const status = await hit("api.test");
+      if (status !== 200) throw new Error(`api.test answered ${status}`);
+    }
+    const shown = await rate.innerText();
+    if (shown !== "–" && Number(shown) > 0) break;
+    if (Date.now() > deadline) throw new Error(`no request rate shown for api: ${shown}`);
+    await page.waitForTimeout(200);
+  }
   await page.screenshot({ path: path.join(shots, "1-routes.png"), fullPage: true });
 
   step("a broken save shows the error in its source");

@@ -354,3 +354,63 @@ async fn basic_auth_guards_everything_but_ping() {
     assert_eq!(no.status, 401);
     f.r.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_provider_that_fails_to_sync_shows_in_the_catalog_until_it_syncs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("catalog.json");
+    std::fs::write(&file, r#"[{"name": "one", "servers": ["127.0.0.1:9"]}]"#).unwrap();
+    let f2 = file.clone();
+    let f = fixture_with(move |cfg| cfg.catalog = Some(f2)).await;
+    let providers = |v: &Value| v["providers"][0].clone();
+    let v = f.api("/api/catalog").await;
+    assert_eq!(providers(&v)["entries"], 1, "{v}");
+    assert_eq!(providers(&v)["error"], Value::Null, "{v}");
+    assert_eq!(v["entries"][0]["name"], "one", "{v}");
+
+    // Saved as editors do (write a temporary file, rename it over), so no reader sees a
+    // half-written file.
+    let save = |text: &str| {
+        let tmp = dir.path().join(".catalog.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    save("[{ not json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let v = f.api("/api/catalog").await;
+        if providers(&v)["error"].is_string() {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sync error shown: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let p = providers(&v);
+    assert_eq!(p["provider"], "file");
+    assert!(p["error"].as_str().unwrap().contains("catalog.json"), "{v}");
+    // The last good catalog stays in use.
+    assert_eq!(
+        (p["entries"].as_u64(), v["total"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+
+    save(r#"[{"name": "one"}, {"name": "two"}]"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = f.api("/api/catalog").await;
+        if providers(&v)["entries"] == 2 {
+            assert_eq!(providers(&v)["error"], Value::Null, "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never synced again: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    f.r.shutdown().await;
+}

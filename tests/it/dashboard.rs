@@ -89,6 +89,7 @@ route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/"
     std::fs::create_dir_all(&shots).unwrap();
     let base = format!("http://{}", r.admin);
     let script_file = r.script_path("10-routes.rhai");
+    let web = r.web.to_string();
     let shots_env = shots.clone();
     let (code, out) = tokio::task::spawn_blocking(move || {
         run_bounded(
@@ -97,6 +98,7 @@ route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/"
                 .current_dir(repo().join("tests/browser"))
                 .env("DASHBOARD_URL", base)
                 .env("SCRIPT_FILE", script_file)
+                .env("WEB_ADDR", web)
                 .env("SHOT_DIR", &shots_env),
             Duration::from_secs(120),
         )

@@ -381,11 +381,49 @@ async fn routes_survive_a_daemon_restart_and_refresh_after_it() {
     assert!(routes["routes"].to_string().contains(&host), "{routes}");
     let during = get(r.web, &host, "/").await;
     assert_ne!(during.status, 404, "route lost while the daemon was down");
+    // The admin API says why: the docker provider's failed sync, beside its last good catalog.
+    let docker_state = |v: &serde_json::Value| {
+        v["providers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["provider"] == "docker")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(r.admin, "localhost", "/api/catalog").await.json();
+        let d = docker_state(&v);
+        if d["error"].is_string() {
+            assert!(d["entries"].as_u64() >= Some(1), "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no docker sync error shown: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     rig.resume();
     // The container restarts with the daemon; the provider reconnects, lists again and routes.
     let back = until(&r, &host, "/", |rep| rep.status == 200).await;
     assert_eq!(back.body, format!("{name}\n"));
+    // The route may answer before the provider's backoff (up to 10 s) ends; once it has listed
+    // again, the error clears.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(r.admin, "localhost", "/api/catalog").await.json();
+        if docker_state(&v)["error"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "error kept after the reconnect: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     rig.rm(&name);
     r.shutdown().await;
 }

@@ -39,7 +39,8 @@ function renderOverview(o) {
     card("servers up", `${c.servers_up}/${c.servers}`) + card("middlewares", c.middlewares) +
     card("entrypoints", c.entrypoints) + card("scripts", c.scripts) +
     card("catalog entries", c.catalog_entries) + card("script errors", b.errors) +
-    card("warnings", b.warnings + c.catalog_problems);
+    card("warnings", b.warnings + c.catalog_problems) +
+    (o.provider_errors.length ? `<div class="card bad" data-testid="provider-errors" title="${esc(o.provider_errors.map((p) => `${p.provider}: ${p.error}`).join("\n"))}"><b>${o.provider_errors.length}</b><span>provider down: ${esc(o.provider_errors.map((p) => p.provider).join(", "))}</span></div>` : "");
   const sel = $("ex-entrypoint");
   if (sel.options.length !== o.entrypoints.length) {
     sel.innerHTML = o.entrypoints.map((e) => `<option>${esc(e.name)}</option>`).join("");
