@@ -177,6 +177,7 @@ impl Router {
                 control: control.clone(),
                 entrypoints: entrypoints.clone(),
                 settings: cfg.settings.clone(),
+                rates: Default::default(),
                 auth: if cfg.admin_users.is_empty() {
                     None
                 } else {

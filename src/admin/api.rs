@@ -7,12 +7,61 @@
 //! 400 with a message naming the parameter.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AdminState;
+use crate::metrics::RouteCounts;
 use crate::routing::TableInfo;
+
+/// How often route counters are sampled for `requests_per_second`.
+pub const RATE_EVERY: Duration = Duration::from_secs(2);
+
+/// Requests and 5xx per second per route over the last sampling interval.
+#[derive(Debug, Default)]
+pub struct Rates {
+    inner: Mutex<RatesInner>,
+}
+
+#[derive(Debug, Default)]
+struct RatesInner {
+    prev: Option<(Instant, BTreeMap<String, RouteCounts>)>,
+    /// route → (requests/s, 5xx/s)
+    now: BTreeMap<String, (f64, f64)>,
+}
+
+impl Rates {
+    /// Takes a new sample of the counters; rates are the change since the previous one.
+    pub fn sample(&self, counts: BTreeMap<String, RouteCounts>) {
+        let at = Instant::now();
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((then, prev)) = &r.prev {
+            let dt = at.duration_since(*then).as_secs_f64().max(1e-3);
+            let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / dt;
+            r.now = counts
+                .iter()
+                .map(|(route, c)| {
+                    let p = prev.get(route).copied().unwrap_or_default();
+                    let rates = (
+                        per_s(c.requests, p.requests),
+                        per_s(c.server_errors, p.server_errors),
+                    );
+                    (route.clone(), rates)
+                })
+                .collect();
+        }
+        r.prev = Some((at, counts));
+    }
+
+    /// (requests/s, 5xx/s) of `route`; 0 before two samples.
+    pub fn of(&self, route: &str) -> (f64, f64) {
+        let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.now.get(route).copied().unwrap_or_default()
+    }
+}
 
 /// Largest `per_page`.
 pub const MAX_PER_PAGE: usize = 1000;
@@ -87,7 +136,8 @@ fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
 
 /// Routes as `/api/routes` lists them: the stable `check --format json` shape plus `status`
 /// (`enabled`, or `warning` when its service has no server balancers may pick), `service`, and
-/// the counters since the route appeared: `requests`, `client_errors` (4xx), `errors` (5xx).
+/// the counters since the route appeared: `requests`, `client_errors` (4xx), `errors` (5xx),
+/// with `requests_per_second` and `errors_per_second` over the last sampling interval.
 fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
     let counts = state.control.metrics().route_counts();
     let healthy: BTreeMap<&str, (usize, usize)> = info
@@ -120,6 +170,15 @@ fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
                 o.insert("requests".into(), json!(c.requests));
                 o.insert("client_errors".into(), json!(c.client_errors));
                 o.insert("errors".into(), json!(c.server_errors));
+                let (rps, eps) = state.rates.of(&r.name);
+                o.insert(
+                    "requests_per_second".into(),
+                    json!((rps * 10.0).round() / 10.0),
+                );
+                o.insert(
+                    "errors_per_second".into(),
+                    json!((eps * 10.0).round() / 10.0),
+                );
             }
             Some(v)
         })
@@ -386,6 +445,30 @@ mod tests {
             let e = ListQuery::parse(Some(bad)).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn rates_are_the_change_between_samples() {
+        let rates = Rates::default();
+        let counts = |n: u64, e: u64| {
+            BTreeMap::from([(
+                "api".to_string(),
+                RouteCounts {
+                    requests: n,
+                    client_errors: 0,
+                    server_errors: e,
+                },
+            )])
+        };
+        rates.sample(counts(100, 1));
+        assert_eq!(rates.of("api"), (0.0, 0.0), "one sample is no rate");
+        std::thread::sleep(Duration::from_millis(100));
+        rates.sample(counts(150, 6));
+        let (rps, eps) = rates.of("api");
+        // 50 requests and 5 errors in a bit over 0.1 s.
+        assert!((250.0..=500.0).contains(&rps), "{rps}");
+        assert!((25.0..=50.0).contains(&eps), "{eps}");
+        assert_eq!(rates.of("other"), (0.0, 0.0));
     }
 
     #[test]

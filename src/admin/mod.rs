@@ -47,10 +47,23 @@ pub struct AdminState {
     pub settings: crate::proxy::Settings,
     /// `--admin.users`: when set, every request but `/ping` needs one of them.
     pub auth: Option<Arc<BasicAuth>>,
+    /// Per-route request rates, sampled by `serve` every `api::RATE_EVERY`.
+    pub rates: Arc<api::Rates>,
 }
 
 /// Serves the admin API until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    let sampler = {
+        let (rates, control) = (state.rates.clone(), state.control.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(api::RATE_EVERY);
+            loop {
+                tick.tick().await;
+                rates.sample(control.metrics().route_counts());
+            }
+        })
+    };
+    let _stop_sampler = AbortOnDrop(sampler);
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -74,6 +87,15 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
                 _ = shutdown.wait_for(|s| *s) => {}
             }
         });
+    }
+}
+
+/// Aborts a task when the admin server returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
