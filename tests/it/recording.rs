@@ -146,10 +146,21 @@ async fn a_recorded_run_replays_to_the_same_routes_servers_and_paths() {
     tr.shutdown().await;
 }
 
-async fn recorded_headers(redact: Option<Vec<String>>) -> RecordedRequest {
+/// A router with one catch-all route to a whoami backend, recording from boot into a file in
+/// a tempdir; `tweak` adjusts the recording settings.
+struct RecordingRouter {
+    tr: TestRouter,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+    _backend: Backend,
+}
+
+async fn recording_router(
+    tweak: impl FnOnce(&mut switchyard::replay::recorder::RecordConfig) + Send + 'static,
+) -> RecordingRouter {
     let backend = Backend::start("a").await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("h.jsonl");
+    let file = dir.path().join("rec.jsonl");
     let f = file.clone();
     let script = format!(
         r#"route("a").rule(path_prefix("/")).to(service("a").servers({}));"#,
@@ -157,8 +168,26 @@ async fn recorded_headers(redact: Option<Vec<String>>) -> RecordedRequest {
     );
     let tr = TestRouter::start_with(&[("10-test.rhai", &script)], move |cfg| {
         cfg.record.file = Some(f);
+        tweak(&mut cfg.record);
+    })
+    .await;
+    RecordingRouter {
+        tr,
+        file,
+        _dir: dir,
+        _backend: backend,
+    }
+}
+
+async fn recorded_headers(redact: Option<Vec<String>>) -> RecordedRequest {
+    let RecordingRouter {
+        tr,
+        file,
+        _dir,
+        _backend,
+    } = recording_router(move |rec| {
         if let Some(r) = redact {
-            cfg.record.redact = r;
+            rec.redact = r;
         }
     })
     .await;
@@ -469,19 +498,12 @@ async fn routes_opt_out_and_scope_marked_takes_only_marked_routes() {
 
 /// Sends each body as a POST through a router recording up to 8 body bytes: the records' bodies.
 async fn recorded_bodies(bodies: &[&str]) -> Vec<(Option<String>, bool)> {
-    let backend = Backend::start("a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("b.jsonl");
-    let f = file.clone();
-    let script = format!(
-        r#"route("a").rule(path_prefix("/")).to(service("a").servers({}));"#,
-        servers(&[&backend])
-    );
-    let tr = TestRouter::start_with(&[("10-test.rhai", &script)], move |cfg| {
-        cfg.record.file = Some(f);
-        cfg.record.body_bytes = 8;
-    })
-    .await;
+    let RecordingRouter {
+        tr,
+        file,
+        _dir,
+        _backend,
+    } = recording_router(|rec| rec.body_bytes = 8).await;
     for body in bodies {
         let r = send(tr.web, "POST", "a.test", "/", &[], body).await;
         assert_eq!(r.status, 200);
