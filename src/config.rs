@@ -46,6 +46,17 @@ pub struct CommonArgs {
         value_delimiter = ','
     )]
     pub entrypoints: Vec<String>,
+    /// An entrypoint option, also written `--entrypoint.NAME.KEY=VALUE` (repeatable; env:
+    /// comma-separated). Keys: `max-connections`, `path.sanitize`, `path.merge-slashes`,
+    /// `path.allow-encoded-slash`, `path.allow-encoded-backslash`, `path.allow-encoded-null`,
+    /// `path.allow-above-root`.
+    #[arg(
+        long = "entrypoint-option",
+        env = "SWITCHYARD_ENTRYPOINT_OPTIONS",
+        value_name = "NAME.KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub entrypoint_options: Vec<String>,
     /// Log level or tracing filter (e.g. `info`, `debug`, `switchyard=debug`) [default: info].
     #[arg(long, env = "SWITCHYARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -746,12 +757,135 @@ pub struct FileConfig {
     pub grace_period: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub workers: Option<usize>,
-    /// `name = "addr"` pairs.
-    pub entrypoints: Option<BTreeMap<String, String>>,
+    /// `name = "addr"`, or `name = { address = "addr", max-connections = 100, path = { ... } }`.
+    pub entrypoints: Option<BTreeMap<String, FileEntrypoint>>,
     pub timeouts: Option<FileTimeouts>,
     pub providers: Option<FileProviders>,
     pub record: Option<FileRecord>,
     pub access_log: Option<FileAccessLog>,
+}
+
+/// An entrypoint in the TOML file: its address, or a table with the address and options (the
+/// same keys as `--entrypoint.NAME.KEY`, nested tables joined with dots).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileEntrypoint {
+    Address(String),
+    Table(BTreeMap<String, toml::Value>),
+}
+
+impl FileEntrypoint {
+    /// The address and the options as `KEY=VALUE` pairs.
+    fn split(&self, name: &str) -> anyhow::Result<(String, Vec<(String, String)>)> {
+        match self {
+            FileEntrypoint::Address(a) => Ok((a.clone(), Vec::new())),
+            FileEntrypoint::Table(t) => {
+                let mut address = None;
+                let mut options = Vec::new();
+                flatten_options("", t, &mut address, &mut options);
+                let address = address.with_context(|| {
+                    format!("entrypoint {name:?} in the config file has no address")
+                })?;
+                Ok((address, options))
+            }
+        }
+    }
+}
+
+fn flatten_options(
+    prefix: &str,
+    table: &BTreeMap<String, toml::Value>,
+    address: &mut Option<String>,
+    out: &mut Vec<(String, String)>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::String(a) if key == "address" => *address = Some(a.clone()),
+            toml::Value::Table(t) => {
+                let t: BTreeMap<String, toml::Value> =
+                    t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                flatten_options(&key, &t, address, out);
+            }
+            toml::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+/// Sets one entrypoint option from its `KEY` and `VALUE` text.
+pub fn apply_entrypoint_option(
+    opts: &mut crate::proxy::EntrypointOptions,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let flag = |v: &str| -> anyhow::Result<bool> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok(true),
+            "false" | "off" | "no" | "0" => Ok(false),
+            _ => bail!("{key} takes true or false, got {v:?}"),
+        }
+    };
+    let p = &mut opts.path;
+    match key {
+        "max-connections" => {
+            let n: usize = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("max-connections takes a number above 0, got {value:?}")
+                })?;
+            opts.max_connections = n;
+        }
+        "path.sanitize" => p.sanitize = flag(value)?,
+        "path.merge-slashes" => p.merge_slashes = flag(value)?,
+        "path.allow-encoded-slash" => p.allow_encoded_slash = flag(value)?,
+        "path.allow-encoded-backslash" => p.allow_encoded_backslash = flag(value)?,
+        "path.allow-encoded-null" => p.allow_encoded_null = flag(value)?,
+        "path.allow-above-root" => p.allow_above_root = flag(value)?,
+        _ => bail!(
+            "unknown entrypoint option {key:?} (known: max-connections, path.sanitize, \
+             path.merge-slashes, path.allow-encoded-slash, path.allow-encoded-backslash, \
+             path.allow-encoded-null, path.allow-above-root)"
+        ),
+    }
+    Ok(())
+}
+
+/// Rewrites `--entrypoint.NAME.KEY=VALUE` (or `--entrypoint.NAME.KEY VALUE`, or a bare
+/// `--entrypoint.NAME.KEY` meaning `true`) into `--entrypoint-option NAME.KEY=VALUE`, the form
+/// clap knows; every other argument is kept as it is.
+pub fn expand_entrypoint_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter().peekable();
+    while let Some(arg) = it.next() {
+        let Some(rest) = arg.to_str().and_then(|a| a.strip_prefix("--entrypoint.")) else {
+            out.push(arg);
+            continue;
+        };
+        let option = if rest.contains('=') {
+            rest.to_string()
+        } else {
+            let value = match it.peek().and_then(|v| v.to_str()) {
+                Some(v) if !v.starts_with('-') => {
+                    let v = v.to_string();
+                    it.next();
+                    v
+                }
+                _ => "true".to_string(),
+            };
+            format!("{rest}={value}")
+        };
+        out.push("--entrypoint-option".into());
+        out.push(option.into());
+    }
+    out
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -868,18 +1002,39 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
     };
 
     let mut entrypoints = Vec::new();
+    // Options from the file first, then flags over them, key by key.
+    // (entrypoint, key, value, from a flag)
+    let mut option_pairs: Vec<(String, String, String, bool)> = Vec::new();
+    if let Some(map) = &file.entrypoints {
+        for (name, e) in map {
+            let (addr, options) = e.split(name)?;
+            if common.entrypoints.is_empty() {
+                entrypoints.push((
+                    name.clone(),
+                    parse_addr(&addr).with_context(|| format!("entrypoint {name:?}"))?,
+                ));
+            }
+            option_pairs.extend(
+                options
+                    .into_iter()
+                    .map(|(k, v)| (name.clone(), k, v, false)),
+            );
+        }
+    }
+    for o in &common.entrypoint_options {
+        let (target, value) = o.split_once('=').with_context(|| {
+            format!("invalid entrypoint option {o:?}: write NAME.KEY=VALUE, e.g. web.max-connections=1000")
+        })?;
+        let (name, key) = target.split_once('.').with_context(|| {
+            format!("invalid entrypoint option {o:?}: write NAME.KEY=VALUE, e.g. web.max-connections=1000")
+        })?;
+        option_pairs.push((name.to_string(), key.to_string(), value.to_string(), true));
+    }
     if !common.entrypoints.is_empty() {
         for e in &common.entrypoints {
             entrypoints.push(parse_entrypoint(e)?);
         }
-    } else if let Some(map) = &file.entrypoints {
-        for (name, addr) in map {
-            entrypoints.push((
-                name.clone(),
-                parse_addr(addr).with_context(|| format!("entrypoint {name:?}"))?,
-            ));
-        }
-    } else {
+    } else if file.entrypoints.is_none() {
         entrypoints.push(("web".to_string(), parse_addr("0.0.0.0:8080")?));
     }
     for (i, (name, _)) in entrypoints.iter().enumerate() {
@@ -926,6 +1081,20 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         .map(|s| parse_cidr(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let mut entrypoint_options: BTreeMap<String, crate::proxy::EntrypointOptions> = BTreeMap::new();
+    for (name, key, value, from_flag) in &option_pairs {
+        if !entrypoints.iter().any(|(n, _)| n == name) {
+            if !from_flag {
+                // The file's entrypoint was replaced by `--entrypoint` flags.
+                continue;
+            }
+            bail!("entrypoint option {name}.{key}: there is no entrypoint {name:?}");
+        }
+        let opts = entrypoint_options.entry(name.clone()).or_default();
+        apply_entrypoint_option(opts, key, value)
+            .with_context(|| format!("entrypoint {name:?}"))?;
+    }
+
     let t = file.timeouts.unwrap_or_default();
     let d = Settings::default();
     let max_header_bytes = run
@@ -963,6 +1132,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         upstream_idle_timeout: d.upstream_idle_timeout,
         max_header_bytes,
         trusted_ips,
+        entrypoint_options,
     };
     let grace_period = pick_duration(
         &run.grace_period,
@@ -1224,6 +1394,71 @@ mod tests {
         std::fs::write(&path, "[access_log]\nfromat = \"json\"\n").unwrap();
         let err = format!("{:#}", resolve(&with_file, None).unwrap_err());
         assert!(err.contains("unknown field `fromat`"), "{err}");
+    }
+
+    #[test]
+    fn entrypoint_options_from_flags_and_file() {
+        let args = expand_entrypoint_flags(
+            [
+                "switchyard",
+                "run",
+                "--entrypoint.web.max-connections=7",
+                "--entrypoint.web.path.merge-slashes",
+                "false",
+                "--entrypoint.web.path.allow-encoded-slash",
+                "--admin",
+                "off",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect(),
+        );
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[2..8],
+            [
+                "--entrypoint-option",
+                "web.max-connections=7",
+                "--entrypoint-option",
+                "web.path.merge-slashes=false",
+                "--entrypoint-option",
+                "web.path.allow-encoded-slash=true"
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[entrypoints.web]\naddress = \":9000\"\nmax-connections = 50\npath = { merge-slashes = false, allow-above-root = true }\n[entrypoints]\nother = \":9001\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            entrypoint_options: vec!["web.max-connections=9".into()],
+            ..Default::default()
+        };
+        let cfg = resolve(&common, None).unwrap();
+        let web = cfg.settings.entrypoint("web").unwrap();
+        assert_eq!(web.max_connections, 9, "the flag wins over the file");
+        assert!(!web.path.merge_slashes);
+        assert!(web.path.allow_above_root);
+        assert!(!web.path.allow_encoded_slash);
+        assert!(cfg.settings.entrypoint("other").is_none());
+        assert_eq!(cfg.entrypoints.len(), 2);
+        let bad = |o: &str| {
+            let common = CommonArgs {
+                entrypoint_options: vec![o.into()],
+                ..Default::default()
+            };
+            format!("{:#}", resolve(&common, None).unwrap_err())
+        };
+        assert!(bad("web.max-conections=1").contains("unknown entrypoint option"));
+        assert!(bad("web.path.sanitize=maybe").contains("takes true or false"));
+        assert!(bad("api.max-connections=1").contains("no entrypoint \"api\""));
+        assert!(bad("web=1").contains("NAME.KEY=VALUE"));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod canonical;
 pub mod catalog;
 pub mod check;
 pub mod config;

@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use serde::Serialize;
 
 use super::error::ProxyError;
-use super::{find_route, handler_response, pipeline, request_host, upstream_head, Proxy};
+use super::{canonicalize, find_route, handler_response, pipeline, upstream_head, Proxy};
 use crate::routing::matcher::canonical_ip;
 use crate::routing::{RequestView, RouteTable, Target};
 
@@ -91,7 +91,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Decision {
     pub entrypoint: String,
+    /// The canonical host the decision was made on.
     pub host: String,
+    /// The canonical path the decision was made on (`canonical::canonical_path`); empty when the
+    /// request was refused before it had one.
+    pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +214,7 @@ impl Proxy {
         let mut decision = Decision {
             entrypoint: dr.entrypoint.clone(),
             host: String::new(),
+            path: String::new(),
             route: None,
             declared_at: None,
             considered: Vec::new(),
@@ -237,11 +242,8 @@ impl Proxy {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = dr.headers.clone();
-        if req.method() == Method::CONNECT {
-            decision.outcome = refused(ProxyError::ConnectNotAllowed);
-            return decision;
-        }
-        let host = match request_host(&req) {
+        let path_options = self.settings.path_options(&dr.entrypoint);
+        let host = match canonicalize(&mut req, &path_options) {
             Ok(h) => h,
             Err(e) => {
                 decision.outcome = refused(e);
@@ -249,6 +251,7 @@ impl Proxy {
             }
         };
         decision.host = host.clone();
+        decision.path = req.uri().path().to_string();
         let peer = dr.client.ip();
         {
             let view = RequestView {
@@ -277,6 +280,7 @@ impl Proxy {
         let websocket = self.forwarding_headers(&mut req, &client_ip, trusted);
         let now = dr.at.unwrap_or_else(Instant::now);
         let mut plan = pipeline::Plan {
+            path: path_options,
             dry: Some(pipeline::DryNotes {
                 now: Some(now),
                 notes: Vec::new(),

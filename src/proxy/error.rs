@@ -3,8 +3,10 @@
 //! Owns `ProxyError` (which side failed and why) and its mapping to status codes: no route 404,
 //! no server 503, refused or reset upstream 502, timeouts 504, bad requests 400, `CONNECT` 405,
 //! failing script hooks 500, open circuit breaker 503, request body over a buffering limit 413,
-//! response over one 500, unreachable forward-auth server 500. Bodies are short plain text and never carry internals (addresses,
-//! script messages); the details go to the log instead.
+//! response over one 500, unreachable forward-auth server 500, a malformed or cut client body 400.
+//! Each error also says whose fault it is (`Side`): only upstream faults count against a server.
+//! Causes are kept typed (`source`), never flattened into strings. Bodies are short plain text
+//! and never carry internals (addresses, script messages); the details go to the log instead.
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
@@ -13,14 +15,48 @@ use http::{header, Response, StatusCode};
 use super::body::BodyKind;
 use super::body::ProxyBody;
 
+/// A cause carried along for the log (never shown to the client).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whose fault a failed request is. Only `Upstream` failures count against a server (passive
+/// health, circuit breakers, `switchyard_upstream_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something unusable (malformed head or body, went away, asked for too much).
+    Client,
+    /// The router's own configuration or scripts failed.
+    Router,
+    /// A server, the pool of servers, or an auth server failed.
+    Upstream,
+}
+
+/// `: cause: its cause …` for an error's source chain (empty when there is none).
+fn causes(source: &Option<Cause>) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = source
+        .as_deref()
+        .map(|e| e as &(dyn std::error::Error + 'static));
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches")]
     NoRoute,
     #[error("service {service:?} has no server available")]
     NoServer { service: String },
-    #[error("upstream {server} failed: {reason}")]
-    Upstream { server: String, reason: String },
+    /// A server failed: `what` says at which step, `source` is the cause chain.
+    #[error("upstream {server} failed: {what}{}", causes(.source))]
+    Upstream {
+        server: String,
+        what: &'static str,
+        source: Option<Cause>,
+    },
     #[error("upstream {server} timed out ({phase})")]
     UpstreamTimeout { server: String, phase: &'static str },
     #[error("bad request: {0}")]
@@ -35,10 +71,16 @@ pub enum ProxyError {
     RequestTooLarge { limit: u64 },
     #[error("response of {server} larger than {limit} bytes")]
     ResponseTooLarge { server: String, limit: u64 },
-    #[error("forward auth {address} failed: {reason}")]
-    AuthServer { address: String, reason: String },
-    #[error("reading the request body failed: {0}")]
-    RequestBody(String),
+    #[error("forward auth {address} failed: {what}{}", causes(.source))]
+    AuthServer {
+        address: String,
+        what: &'static str,
+        source: Option<Cause>,
+    },
+    /// The client's request body failed while it was read or streamed to a server (a malformed
+    /// chunk, a body shorter than announced, the client gone).
+    #[error("reading the request body failed{}", causes(.source))]
+    ClientBody { source: Option<Cause> },
 }
 
 impl ProxyError {
@@ -55,7 +97,25 @@ impl ProxyError {
             ProxyError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ResponseTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::AuthServer { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::ConnectNotAllowed
+            | ProxyError::RequestTooLarge { .. }
+            | ProxyError::ClientBody { .. } => Side::Client,
+            ProxyError::Hook { .. } => Side::Router,
+            ProxyError::NoServer { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::ResponseTooLarge { .. }
+            | ProxyError::AuthServer { .. } => Side::Upstream,
         }
     }
 
@@ -67,6 +127,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) => {
                 return plain(status, format!("400 Bad Request: {why}\n"));
             }
+            ProxyError::ClientBody { .. } => "400 Bad Request: malformed or incomplete body\n",
             _ => "",
         };
         if text.is_empty() {
@@ -102,8 +163,17 @@ mod tests {
     fn statuses_and_no_internals() {
         let e = ProxyError::Upstream {
             server: "10.0.0.1:80".into(),
-            reason: "connection refused".into(),
+            what: "connect",
+            source: Some(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))),
         };
+        assert_eq!(
+            e.to_string(),
+            "upstream 10.0.0.1:80 failed: connect: connection refused"
+        );
+        assert_eq!(e.side(), Side::Upstream);
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         let resp = e.into_response();
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);

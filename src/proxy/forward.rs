@@ -3,7 +3,9 @@
 //! Invariants: headers named in a client's `Connection` header are removed *before* the router
 //! sets its own, and can never remove `Host`, `X-Forwarded-*` or `X-Real-Ip`; from clients
 //! outside the trusted networks every incoming `X-Forwarded-*`/`X-Real-Ip` is dropped, so what
-//! the backend sees in them was written by this router.
+//! the backend sees in them was written by this router; an underscore spelling of a forwarding
+//! header (`X_Forwarded_For`) is dropped for every client; `Content-Length` leaves as one plain
+//! decimal.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -70,16 +72,22 @@ pub struct Downstream<'a> {
 /// Rewrites request headers for the upstream: drop hop-by-hop and untrusted forwarding headers,
 /// then set `X-Forwarded-*` and `X-Real-Ip`.
 pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
-    if !down.trusted {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_forwarding_header(k.as_str()))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+    // Forwarding headers under another spelling (`X_Forwarded_For`, which CGI-style backends
+    // fold into the same variable) never pass, trusted client or not; from untrusted clients
+    // neither do the real spellings nor RFC 7239's `Forwarded`.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            (k.contains('_') && is_forwarding_header(&k.replace('_', "-")))
+                || (!down.trusted && (is_forwarding_header(k) || k == "forwarded"))
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
     }
+    canonical_content_length(headers);
     remove_hop_by_hop(headers, |n| {
         n == header::HOST || is_forwarding_header(n.as_str())
     });
@@ -115,6 +123,32 @@ pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
     headers.insert(X_FORWARDED_SERVER, down.server_name.clone());
     if !headers.contains_key(&X_REAL_IP) {
         headers.insert(X_REAL_IP, down.client_ip.clone());
+    }
+}
+
+/// Re-writes `Content-Length` as one plain decimal (`010` or `5, 5` never reach a server as
+/// written). The downstream parser already refused values that disagree or are not numbers;
+/// anything it let through that is still not one number is removed, and the upstream client
+/// frames the body itself.
+fn canonical_content_length(headers: &mut HeaderMap) {
+    let Some(first) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let parsed = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let plain = parsed.is_some_and(|n| {
+        let all = headers.get_all(header::CONTENT_LENGTH).iter().count();
+        all == 1 && first.as_bytes() == n.to_string().as_bytes()
+    });
+    if plain {
+        return;
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(n) = parsed {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
 }
 
@@ -218,6 +252,33 @@ mod tests {
         );
         assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(h.get(&X_FORWARDED_PORT).unwrap(), "80");
+    }
+
+    #[test]
+    fn underscore_spellings_and_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, hv("a.com"));
+        h.insert("x_forwarded_for", hv("6.6.6.6"));
+        h.insert("x-forwarded_host", hv("evil.test"));
+        h.insert("x_real_ip", hv("6.6.6.6"));
+        h.insert("x_custom", hv("kept"));
+        h.insert(header::CONTENT_LENGTH, hv("010"));
+        let name = hv("r");
+        prepare_request(
+            &mut h,
+            &Downstream {
+                client_ip: &HeaderValue::from_static("10.0.0.7"),
+                trusted: true,
+                proto: "http",
+                server_name: &name,
+            },
+        );
+        assert!(h.get("x_forwarded_for").is_none());
+        assert!(h.get("x-forwarded_host").is_none());
+        assert!(h.get("x_real_ip").is_none());
+        assert_eq!(h.get("x_custom").unwrap(), "kept");
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "10");
     }
 
     #[test]

@@ -172,7 +172,7 @@ async fn check_once(
     }
     let resp = match tokio::time::timeout(hc.timeout, client.request(req)).await {
         Err(_) => return Err(format!("no answer within {:?}", hc.timeout)),
-        Ok(Err(e)) => return Err(upstream::classify(&e, authority.as_str()).error.to_string()),
+        Ok(Err(e)) => return Err(upstream::classify(e, authority.as_str()).error.to_string()),
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();

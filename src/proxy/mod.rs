@@ -27,8 +27,10 @@ mod pipeline;
 mod record;
 pub mod upstream;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,8 +45,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
+use crate::canonical;
+use crate::canonical::PathOptions;
 use crate::middleware::Store;
-use crate::routing::matcher::{canonical_ip, normalize_host};
+use crate::routing::matcher::canonical_ip;
 use crate::routing::{Handler, RequestView, Route, RouteTable, Server, Service, Target};
 use body::ProxyBody;
 use conn::{Activity, Expiry, TrackedIo};
@@ -65,6 +69,65 @@ pub struct Settings {
     pub upstream_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub trusted_ips: Vec<IpNet>,
+    /// Per-entrypoint options (`--entrypoint.NAME.KEY=VALUE`); an entrypoint not listed gets
+    /// `EntrypointOptions::default()`.
+    pub entrypoint_options: BTreeMap<String, EntrypointOptions>,
+}
+
+/// Options of one entrypoint.
+#[derive(Debug, Clone)]
+pub struct EntrypointOptions {
+    /// How request paths are canonicalised (`path.*` keys).
+    pub path: PathOptions,
+    /// Open connections above this are closed at accept (`max-connections`).
+    pub max_connections: usize,
+    /// Connections open now, over every worker (shared by the clones of these options).
+    open: Arc<AtomicUsize>,
+}
+
+/// The default cap on an entrypoint's open connections: generous, a guard against descriptor
+/// exhaustion rather than a tuning knob.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+impl Default for EntrypointOptions {
+    fn default() -> Self {
+        EntrypointOptions {
+            path: PathOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl EntrypointOptions {
+    /// Counts one more open connection, or `None` when the entrypoint is at its cap.
+    fn admit(&self) -> Option<OpenConnection> {
+        let n = self.open.fetch_add(1, Ordering::AcqRel);
+        let conn = OpenConnection(self.open.clone());
+        (n < self.max_connections).then_some(conn)
+    }
+}
+
+/// One admitted connection; uncounted when dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Settings {
+    /// The options of entrypoint `name`.
+    pub fn entrypoint(&self, name: &str) -> Option<&EntrypointOptions> {
+        self.entrypoint_options.get(name)
+    }
+
+    /// How entrypoint `name` canonicalises paths.
+    pub fn path_options(&self, name: &str) -> PathOptions {
+        self.entrypoint(name)
+            .map_or_else(PathOptions::default, |o| o.path)
+    }
 }
 
 impl Default for Settings {
@@ -77,6 +140,7 @@ impl Default for Settings {
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             trusted_ips: Vec::new(),
+            entrypoint_options: BTreeMap::new(),
         }
     }
 }
@@ -126,6 +190,8 @@ struct ConnInfo {
     tracker: Tracker,
     /// The entrypoint's index in the metrics registry.
     ep: usize,
+    /// The entrypoint's path rules.
+    path: PathOptions,
 }
 
 impl Proxy {
@@ -190,6 +256,7 @@ impl Proxy {
         tracker: Tracker,
     ) {
         let ep = self.metrics.entrypoint_index(&name);
+        let options = self.settings.entrypoint(&name).cloned().unwrap_or_default();
         let entrypoint: Arc<str> = name.into();
         loop {
             let accepted = tokio::select! {
@@ -205,6 +272,12 @@ impl Proxy {
                     continue;
                 }
             };
+            let Some(admitted) = options.admit() else {
+                // Over the cap: closed before a byte is read (the kernel's backlog is not grown).
+                debug!(entrypoint = %entrypoint, %peer, max = options.max_connections, "connection refused: entrypoint at max-connections");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let ip = canonical_ip(peer.ip());
             let info = ConnInfo {
@@ -216,12 +289,18 @@ impl Proxy {
                 activity: Activity::new(),
                 tracker: tracker.clone(),
                 ep,
+                path: options.path,
             };
             let span = debug_span!("conn", %peer, entrypoint = %entrypoint);
+            let conn = self
+                .clone()
+                .serve_connection(stream, info, shutdown.clone());
             tokio::spawn(
-                self.clone()
-                    .serve_connection(stream, info, shutdown.clone())
-                    .instrument(span),
+                async move {
+                    conn.await;
+                    drop(admitted);
+                }
+                .instrument(span),
             );
         }
         debug!(entrypoint = %entrypoint, "stopped accepting");
@@ -248,7 +327,15 @@ impl Proxy {
             .timer(TokioTimer::new())
             // Header and idle timeouts are enforced by `Activity`, which can tell them apart.
             .header_read_timeout(None)
-            .max_buf_size(self.settings.max_header_bytes.max(8192))
+            // The head limit is exact (request line and headers as received, whatever the read
+            // sizes); the buffer has room for it plus the start of a body.
+            .max_header_size(self.settings.max_header_bytes)
+            .max_buf_size(
+                self.settings
+                    .max_header_bytes
+                    .saturating_add(8192)
+                    .max(16384),
+            )
             .keep_alive(true);
         let conn = builder.serve_connection(io, svc).with_upgrades();
         tokio::pin!(conn);
@@ -348,10 +435,7 @@ impl Proxy {
         matched: &mut Option<Arc<Route>>,
         mut alog: Option<&mut access_log::Entry>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::ConnectNotAllowed);
-        }
-        let host = request_host(&req)?;
+        let host = canonicalize(&mut req, &info.path)?;
         let table = self.table.load_full();
         let route = find_route(&table, &info.entrypoint, &req, &host, info.peer.ip())?;
         *matched = Some(route.clone());
@@ -366,7 +450,10 @@ impl Proxy {
             return match &route.target {
                 Target::Handler(h) => Ok(handler_response(h)),
                 Target::Service(svc) => {
-                    let mut plan = pipeline::Plan::default();
+                    let mut plan = pipeline::Plan {
+                        path: info.path,
+                        ..Default::default()
+                    };
                     self.proxy_service(
                         req, info, &host, &route, svc, websocket, &mut plan, rec, alog,
                     )
@@ -376,7 +463,10 @@ impl Proxy {
         }
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let mut plan = pipeline::Plan::default();
+        let mut plan = pipeline::Plan {
+            path: info.path,
+            ..Default::default()
+        };
         let outcome =
             match pipeline::request_phase(self, &route, &mut req, &host, info.peer.ip(), &mut plan)
                 .await
@@ -420,7 +510,9 @@ impl Proxy {
         client_ip: &HeaderValue,
         trusted: bool,
     ) -> bool {
-        let websocket = forward::is_websocket_upgrade(req.headers());
+        // An upgrade is an HTTP/1.1 mechanism: on HTTP/1.0 the headers are dropped as hop-by-hop.
+        let websocket =
+            req.version() == Version::HTTP_11 && forward::is_websocket_upgrade(req.headers());
         let down = forward::Downstream {
             client_ip,
             trusted,
@@ -451,9 +543,10 @@ impl Proxy {
         let tap = rec
             .as_deref_mut()
             .and_then(|r| record::tap_body(r, &self.recorder));
+        let fault = upstream::ClientFault::default();
         let mut body = Some(match tap {
-            Some(tap) => UpBody::Tapped(body, tap),
-            None => UpBody::Incoming(body),
+            Some(tap) => UpBody::Tapped(body, tap, fault.clone()),
+            None => UpBody::Incoming(body, fault.clone()),
         });
         if let Some(limit) = plan.buffering.as_ref().and_then(|b| b.max_request_body) {
             body = Some(UpBody::Full(Some(
@@ -569,6 +662,13 @@ impl Proxy {
                 }
                 Err(Failure { error, never_sent }) => {
                     drop(in_flight);
+                    if fault.is_set() {
+                        // The client's body broke the exchange: the server is not to blame and
+                        // the body cannot be sent again.
+                        return Err(ProxyError::ClientBody {
+                            source: Some(Box::new(error)),
+                        });
+                    }
                     self.metrics.upstream_error(
                         &pick.at.service.name,
                         upstream_error_kind(&error, never_sent),
@@ -610,7 +710,9 @@ impl Proxy {
             .await
             .map_err(|e| match e {
                 Ok(()) => ProxyError::RequestTooLarge { limit },
-                Err(why) => ProxyError::RequestBody(why),
+                Err(why) => ProxyError::ClientBody {
+                    source: Some(why.into()),
+                },
             })
     }
 
@@ -650,7 +752,7 @@ impl Proxy {
                 },
                 never_sent: false,
             }),
-            Ok(Err(e)) => Err(upstream::classify(&e, server_name)),
+            Ok(Err(e)) => Err(upstream::classify(e, server_name)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -674,7 +776,8 @@ impl Proxy {
             let Some(downstream) = downstream_upgrade else {
                 return Err(ProxyError::Upstream {
                     server: server_name.to_string(),
-                    reason: "101 to a request that did not ask to upgrade".into(),
+                    what: "101 to a request that did not ask to upgrade",
+                    source: None,
                 });
             };
             let upstream = hyper::upgrade::on(&mut resp);
@@ -717,7 +820,8 @@ impl Proxy {
                 Err(Err(reason)) => {
                     return Err(ProxyError::Upstream {
                         server: server_name.to_string(),
-                        reason,
+                        what: "response body",
+                        source: Some(reason.into()),
                     })
                 }
             },
@@ -787,11 +891,11 @@ fn upstream_head(
 
 /// Logs a failed request and turns it into its response.
 fn failed(e: ProxyError, info: &ConnInfo, method: &Method, uri: &Uri) -> Response<ProxyBody> {
-    match &e {
-        ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::ConnectNotAllowed => {
+    match e.side() {
+        error::Side::Client => {
             debug!(peer = %info.peer, %method, path = uri.path(), error = %e, "request refused")
         }
-        _ => {
+        error::Side::Router | error::Side::Upstream => {
             warn!(peer = %info.peer, %method, path = uri.path(), error = %e, "request failed")
         }
     }
@@ -864,45 +968,70 @@ pub(super) fn set_path_and_query<B>(
     Ok(())
 }
 
-/// The host a request names: the absolute-form URI's authority, else the `Host` header;
-/// lowercase, without port or trailing dot.
-fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
-    if let Some(a) = req.uri().authority() {
-        return Ok(normalize_host(a.host()));
+/// Makes `req` the canonical request every later decision reads, and returns its host
+/// (lowercase, without port or trailing dot).
+///
+/// - The target: an absolute-form URI (`GET http://a.test/x`) names the host (RFC 9112 §3.2.2):
+///   its authority replaces any `Host` header and the target becomes origin-form; userinfo in it
+///   is refused. Otherwise exactly one valid `Host` (HTTP/1.1 requires one).
+/// - The path: canonicalised by the entrypoint's rules (`canonical::canonical_path`); ambiguous
+///   spellings are refused with 400.
+/// - `CONNECT` is refused (405): the router opens no tunnels.
+pub(crate) fn canonicalize<B>(
+    req: &mut Request<B>,
+    opts: &PathOptions,
+) -> Result<String, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::ConnectNotAllowed);
     }
-    let mut values = req.headers().get_all(header::HOST).iter();
-    let Some(value) = values.next() else {
-        if req.version() == Version::HTTP_11 {
-            return Err(ProxyError::BadRequest("missing Host header"));
+    let bad_host = |e: canonical::HostError| ProxyError::BadRequest(e.reason());
+    let host = if let Some(authority) = req.uri().authority().cloned() {
+        let parsed = canonical::parse_host(authority.as_str().as_bytes()).map_err(bad_host)?;
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        req.headers_mut().insert(header::HOST, value);
+        parsed.host
+    } else {
+        let mut values = req.headers().get_all(header::HOST).iter();
+        match (values.next(), values.next()) {
+            (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
+            (Some(v), None) => canonical::parse_host(v.as_bytes()).map_err(bad_host)?.host,
+            (None, _) if req.version() == Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest("missing Host header"))
+            }
+            (None, _) => String::new(),
         }
-        return Ok(String::new());
     };
-    if values.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
+    let path = req.uri().path();
+    let canon_path =
+        canonical::canonical_path(path, opts).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let changed = matches!(canon_path, std::borrow::Cow::Owned(_));
+    if changed || req.uri().authority().is_some() {
+        let canon_path = canon_path.into_owned();
+        let query = req.uri().query().map(str::to_string);
+        set_path_and_query(req, canon_path, query.as_deref())
+            .map_err(|()| ProxyError::BadRequest("invalid request target"))?;
+        // Origin-form from here on: the authority now lives in `Host` only.
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
-    let raw = value.as_bytes();
-    if raw.is_empty() || !raw.iter().all(|b| is_host_byte(*b)) {
-        return Err(ProxyError::BadRequest("invalid Host header"));
-    }
-    let text =
-        std::str::from_utf8(raw).map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-    Ok(normalize_host(strip_port(text)))
+    Ok(host)
 }
 
-/// Bytes allowed in a Host header: RFC 3986 reg-name / IP literal characters plus `:`.
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
-}
-
-/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').and_then(|i| host.get(..=i)).unwrap_or(host);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+/// The host a request names, as well as it can be told, for a recording of what arrived (the
+/// decision itself uses `canonicalize`).
+pub(super) fn recorded_host<B>(req: &Request<B>) -> String {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map_or(&b""[..], |v| v.as_bytes()),
+    };
+    canonical::parse_host(raw).map_or_else(|_| String::new(), |h| h.host)
 }
 
 pub(super) fn handler_response(h: &Handler) -> Response<ProxyBody> {
@@ -950,12 +1079,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_header_parsing() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-        assert!(!b"a b".iter().all(|b| is_host_byte(*b)));
-        assert!(b"API.Example.com:80".iter().all(|b| is_host_byte(*b)));
+    fn canonical_request() {
+        let opts = PathOptions::default();
+        let mut req = Request::builder()
+            .uri("http://A.test:8080/x/%2e%2e/y?q=1")
+            .header("host", "b.test")
+            .body(())
+            .unwrap();
+        assert_eq!(canonicalize(&mut req, &opts).unwrap(), "a.test");
+        assert_eq!(req.uri().to_string(), "/y?q=1");
+        assert_eq!(req.headers()["host"], "A.test:8080");
+        let mut two = Request::builder()
+            .uri("/")
+            .header("host", "a.test")
+            .header("host", "b.test")
+            .body(())
+            .unwrap();
+        assert!(canonicalize(&mut two, &opts).is_err());
+        let mut bad = Request::builder()
+            .uri("/a%2fb")
+            .header("host", "a.test")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            canonicalize(&mut bad, &opts),
+            Err(ProxyError::BadRequest("encoded slash in path"))
+        ));
+        let mut userinfo = Request::builder().uri("http://u@a.test/").body(()).unwrap();
+        assert!(canonicalize(&mut userinfo, &opts).is_err());
     }
 }

@@ -24,6 +24,7 @@ use super::compress::{self, CompressOptions, Encoding};
 use super::error::{self, ProxyError};
 use super::upstream::UpBody;
 use super::{handler_response, set_path_and_query, Proxy};
+use crate::canonical::{self, PathOptions};
 use crate::middleware::circuit::CircuitBreaker;
 use crate::middleware::{
     Buffering, ErrorPages, ForwardAuth, HookCtx, HookOutcome, HookRequest, HookResponse, LimitKey,
@@ -58,6 +59,8 @@ pub(super) struct Plan {
     /// error-page services are not called), the clock is the recorded time, and every step
     /// leaves a note here.
     pub dry: Option<DryNotes>,
+    /// The entrypoint's path rules, which a rewritten path must obey too.
+    pub path: PathOptions,
 }
 
 /// What a dry run of the request phase learned, step by step.
@@ -178,6 +181,8 @@ pub(super) async fn request_phase<B>(
         message,
     };
     plan.is_head = req.method() == Method::HEAD;
+    let owned = owned_headers(route);
+    drop_spellings(req.headers_mut(), &owned, false);
     let now = plan.now();
     for m in &route.steps {
         match m {
@@ -185,7 +190,7 @@ pub(super) async fn request_phase<B>(
                 let ctx = plan.ctx(proxy, route, peer).clone();
                 let before = plan.is_dry().then(|| path_and_query(req));
                 let started = std::time::Instant::now();
-                let ran = run_request_hook(h.as_ref(), req, host, peer, &ctx);
+                let ran = run_request_hook(h.as_ref(), req, host, peer, &ctx, &plan.path);
                 let key = crate::metrics::hook_key(h);
                 proxy
                     .metrics
@@ -210,7 +215,15 @@ pub(super) async fn request_phase<B>(
                 Some(edit) => {
                     let before = req.uri().path().to_string();
                     let query = req.uri().query().map(str::to_string);
-                    set_path_and_query(req, edit.path, query.as_deref()).map_err(|()| {
+                    // The rewritten path obeys the entrypoint's rules as the client's did.
+                    let path = match canonical::recheck_rewritten(&edit.path, &plan.path) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            plan.note(m, || format!("path {before} → {}: {e}", edit.path));
+                            return Err(ProxyError::BadRequest(e.reason()));
+                        }
+                    };
+                    set_path_and_query(req, path, query.as_deref()).map_err(|()| {
                         hook_error(format!("{} produced an invalid path", m.describe()))
                     })?;
                     if let Some((name, value)) = edit.header {
@@ -447,6 +460,7 @@ pub(super) fn run_request_hook<B>(
     host: &str,
     peer: IpAddr,
     ctx: &HookCtx,
+    path_options: &PathOptions,
 ) -> Result<Option<Response<ProxyBody>>, String> {
     let mut hr = HookRequest {
         method: req.method().clone(),
@@ -462,7 +476,13 @@ pub(super) fn run_request_hook<B>(
     *req.method_mut() = hr.method;
     if req.uri().path() != hr.path || req.uri().query().unwrap_or("") != hr.query {
         let query = (!hr.query.is_empty()).then_some(hr.query.as_str());
-        set_path_and_query(req, hr.path.clone(), query)
+        let path = if req.uri().path() == hr.path {
+            hr.path.clone()
+        } else {
+            canonical::recheck_rewritten(&hr.path, path_options)
+                .map_err(|e| format!("hook produced a path the entrypoint refuses: {e}"))?
+        };
+        set_path_and_query(req, path, query)
             .map_err(|()| "hook produced an invalid path".to_string())?;
     }
     Ok(match outcome {
@@ -512,9 +532,10 @@ async fn forward_auth<B>(
     f: &ForwardAuth,
     req: &mut Request<B>,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-    let fail = |reason: String| ProxyError::AuthServer {
+    let fail = |what: &'static str, source: Option<super::error::Cause>| ProxyError::AuthServer {
         address: f.address.to_string(),
-        reason,
+        what,
+        source,
     };
     let mut headers = if f.auth_request_headers.is_empty() {
         req.headers().clone()
@@ -535,7 +556,8 @@ async fn forward_auth<B>(
     };
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::HOST);
-    let method = HeaderValue::from_str(req.method().as_str()).map_err(|e| fail(e.to_string()))?;
+    let method = HeaderValue::from_str(req.method().as_str())
+        .map_err(|e| fail("request method", Some(Box::new(e))))?;
     headers.insert("x-forwarded-method", method);
     if let Ok(uri) = HeaderValue::from_str(&path_and_query(req)) {
         headers.insert("x-forwarded-uri", uri);
@@ -545,23 +567,20 @@ async fn forward_auth<B>(
     *auth_req.headers_mut() = headers;
     let sent = proxy.client.request(auth_req);
     let resp = match tokio::time::timeout(proxy.settings.upstream_response_timeout, sent).await {
-        Err(_) => return Err(fail("timed out".into())),
+        Err(_) => return Err(fail("timed out", None)),
         Ok(Err(e)) => {
-            return Err(fail(
-                super::upstream::classify(&e, "auth").error.to_string(),
-            ))
+            let failure = super::upstream::classify(e, "auth");
+            return Err(fail("exchange", Some(Box::new(failure.error))));
         }
         Ok(Ok(r)) => r,
     };
     if resp.status().is_success() {
+        // What the backend sees under these names comes from the auth server, or is absent:
+        // the client's own values (in any spelling) never pass.
+        drop_spellings(req.headers_mut(), &f.auth_response_headers, true);
         for name in &f.auth_response_headers {
-            let values: Vec<HeaderValue> = resp.headers().get_all(name).iter().cloned().collect();
-            if values.is_empty() {
-                continue;
-            }
-            req.headers_mut().remove(name);
-            for v in values {
-                req.headers_mut().append(name.clone(), v);
+            for v in resp.headers().get_all(name) {
+                req.headers_mut().append(name.clone(), v.clone());
             }
         }
         return Ok(None);
@@ -574,6 +593,48 @@ async fn forward_auth<B>(
     super::forward::clean_response(&mut parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Some(Response::from_parts(parts, ProxyBody::full(body))))
+}
+
+/// Removes client headers that are `names` once `_` is read as `-` (the spelling CGI, PHP, Django
+/// and Rails fold into the same variable), and, with `exact`, the names themselves.
+pub(super) fn drop_spellings(headers: &mut HeaderMap, names: &[http::HeaderName], exact: bool) {
+    if names.is_empty() {
+        return;
+    }
+    let doomed: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            let underscored = k.contains('_');
+            (underscored || exact)
+                && names.iter().any(|n| {
+                    let n = n.as_str();
+                    n.len() == k.len()
+                        && n.bytes().zip(k.bytes()).all(|(a, b)| {
+                            a == b || (a == b'-' && b == b'_') || (a == b'_' && b == b'-')
+                        })
+                })
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// The headers a route's middlewares set for the backend (`basic_auth` `header_field`,
+/// `forward_auth` `auth_response_headers`): a client may not send them under an underscore
+/// spelling.
+fn owned_headers(route: &Route) -> Vec<http::HeaderName> {
+    let mut names = Vec::new();
+    for m in &route.steps {
+        match m {
+            Middleware::BasicAuth(b) => names.extend(b.header_field.iter().cloned()),
+            Middleware::ForwardAuth(f) => names.extend(f.auth_response_headers.iter().cloned()),
+            _ => {}
+        }
+    }
+    names
 }
 
 /// Fetches the custom page for `status` from the pages service; `None` keeps the original.

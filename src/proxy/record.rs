@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use http::{Request, StatusCode, Uri};
 
-use super::{request_host, ConnInfo};
+use super::{recorded_host, ConnInfo};
 use crate::replay::record::{RecordedOutcome, RecordedRequest, REDACTED};
 use crate::replay::recorder::{now_text, BodyTap, Recorder};
 use crate::routing::{Route, Server};
@@ -42,7 +42,7 @@ pub(super) fn begin<B>(req: &Request<B>, info: &ConnInfo, recorder: &Recorder) -
             client: info.peer.to_string(),
             method: req.method().to_string(),
             scheme: "http".to_string(),
-            host: request_host(req).unwrap_or_default(),
+            host: recorded_host(req),
             path: req.uri().path().to_string(),
             query: req.uri().query().map(str::to_string),
             headers,

@@ -4,12 +4,15 @@
 //! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
 //! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
 //! or reset connections 502, each marked with whether the request may have reached the server.
+//! A streamed client body marks a `ClientFault` when the client's side of it fails, so the proxy
+//! can tell a client's broken upload from a server's failure.
 //! Must never: log or return the request body, or retry on its own beyond hyper's retry of
 //! requests that never left on a pooled connection that had just closed (retries are the
 //! `retry` middleware's decision, in `proxy`).
 
 use std::error::Error as _;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +32,29 @@ use super::error::ProxyError;
 
 pub type UpstreamClient = Client<HttpConnector, UpBody>;
 
+/// Set when the client's side of a streamed body failed (a malformed chunk, a body shorter than
+/// announced, the client gone): the exchange failed because of the client, not the server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFault(Arc<AtomicBool>);
+
+impl ClientFault {
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the client's body failed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// A request body on its way to a server.
 #[derive(Debug)]
 pub enum UpBody {
-    /// Streamed from the client as it arrives.
-    Incoming(Incoming),
+    /// Streamed from the client as it arrives; a failure of the client's stream sets the fault.
+    Incoming(Incoming, ClientFault),
     /// Streamed from the client, its first bytes copied for a recording.
-    Tapped(Incoming, Arc<BodyTap>),
+    Tapped(Incoming, Arc<BodyTap>, ClientFault),
     /// Held in memory (empty bodies, buffered or replayable ones, auth and error-page requests).
     Full(Option<Bytes>),
 }
@@ -55,10 +74,17 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            UpBody::Tapped(b, tap) => {
+            UpBody::Incoming(b, fault) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    fault.set();
+                }
+                polled
+            }
+            UpBody::Tapped(b, tap, fault) => {
                 let polled = Pin::new(&mut *b).poll_frame(cx);
                 match &polled {
+                    Poll::Ready(Some(Err(_))) => fault.set(),
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             tap.data(d);
@@ -83,8 +109,8 @@ impl Body for UpBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Incoming(b) => b.is_end_stream(),
-            UpBody::Tapped(b, tap) => {
+            UpBody::Incoming(b, _) => b.is_end_stream(),
+            UpBody::Tapped(b, tap, _) => {
                 let end = b.is_end_stream();
                 if end {
                     tap.end();
@@ -97,7 +123,7 @@ impl Body for UpBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Incoming(b) | UpBody::Tapped(b, _) => b.size_hint(),
+            UpBody::Incoming(b, _) | UpBody::Tapped(b, _, _) => b.size_hint(),
             UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -125,41 +151,31 @@ pub fn client(connect_timeout: Duration, pool_idle_timeout: Duration) -> Upstrea
         .build(connector)
 }
 
-/// Maps a client error to the error the downstream sees.
-pub fn classify(err: &hyper_util::client::legacy::Error, server: &str) -> Failure {
-    Failure {
-        error: classify_error(err, server),
-        never_sent: err.is_connect(),
-    }
-}
-
-fn classify_error(err: &hyper_util::client::legacy::Error, server: &str) -> ProxyError {
+/// Maps a client error to the error the downstream sees, keeping its cause chain.
+pub fn classify(err: hyper_util::client::legacy::Error, server: &str) -> Failure {
+    let connect = err.is_connect();
     let mut timed_out = false;
-    let mut reason = String::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(e) = cur {
         if let Some(ioe) = e.downcast_ref::<io::Error>() {
             timed_out |= ioe.kind() == io::ErrorKind::TimedOut;
         }
-        reason = e.to_string();
         cur = e.source();
     }
-    if reason.is_empty() {
-        reason = err.to_string();
-    }
-    if err.is_connect() && timed_out {
-        return ProxyError::UpstreamTimeout {
+    let error = if connect && timed_out {
+        ProxyError::UpstreamTimeout {
             server: server.to_string(),
             phase: "connect",
-        };
-    }
-    let reason = if err.is_connect() {
-        format!("connect: {reason}")
+        }
     } else {
-        reason
+        ProxyError::Upstream {
+            server: server.to_string(),
+            what: if connect { "connect" } else { "exchange" },
+            source: Some(Box::new(err)),
+        }
     };
-    ProxyError::Upstream {
-        server: server.to_string(),
-        reason,
+    Failure {
+        error,
+        never_sent: connect,
     }
 }

@@ -17,9 +17,14 @@ use crate::control::ScriptsOrigin;
 use crate::proxy::dry::{Decision, HeaderDiff, Outcome};
 use crate::script::error::render_all;
 
-/// The explain trace: each route considered in priority order and why it did not match.
+/// The explain trace: the canonical host and path the decision was made on, then each route
+/// considered in priority order and why it did not match.
 pub fn explain_text(d: &Decision) -> String {
     let mut out = String::new();
+    if !d.path.is_empty() {
+        // What every matcher saw: the canonical host and path, not the spelling that arrived.
+        let _ = writeln!(out, "  canonical host {:?} path {:?}", d.host, d.path);
+    }
     if d.considered.is_empty() {
         let _ = writeln!(out, "  no route on entrypoint {:?}", d.entrypoint);
     }
@@ -461,6 +466,7 @@ mod tests {
         Decision {
             entrypoint: "web".into(),
             host: "a".into(),
+            path: "/".into(),
             route: Some(route.into()),
             declared_at: None,
             considered: vec![],

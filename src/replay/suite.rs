@@ -535,6 +535,7 @@ mod tests {
         Decision {
             entrypoint: "web".into(),
             host: "api.localhost".into(),
+            path: "/".into(),
             route: Some("api".into()),
             declared_at: Some("s/a.rhai:1:1".into()),
             considered: Vec::new(),

@@ -26,9 +26,15 @@ async fn path_middlewares_rewrite_what_the_backend_sees() {
     assert_eq!(api["url"], "/api?q=1");
     assert_eq!(api["headers"]["x-forwarded-prefix"][0], "/svc");
 
-    // A stripped path can never climb above the root.
+    // The path is canonical before the route is chosen: `..` never climbs above the root (400),
+    // a resolved one is forwarded resolved, and a strip that lands in a dot segment is refused.
     let escaped = get(r.web, "x", "/svc/../../api").await;
-    assert_eq!(escaped.json()["url"], "/api");
+    assert_eq!(escaped.status, 400, "{}", escaped.body);
+    let resolved = get(r.web, "x", "/svc/x/%2e%2e/api").await.json();
+    assert_eq!(resolved["url"], "/api");
+    let dotted = get(r.web, "x", "/svc../api").await;
+    assert_eq!(dotted.status, 400, "{}", dotted.body);
+    assert!(dotted.body.contains("dot segment"), "{}", dotted.body);
 
     let re = get(r.web, "x", "/t/42/api").await.json();
     assert_eq!(re["url"], "/api");
