@@ -5,13 +5,15 @@
 //! tunnels. Phase order for one request:
 //!
 //! ```text
-//! accept ─► read head ─► CONNECT? 405 ─► host ─► table.lookup ─► forwarding headers
+//! accept (max-connections) ─► read head (exact size limit) ─► canonicalize (CONNECT 405, one
+//!   Host, canonical path; ambiguous → 400) ─► table.lookup ─► forwarding headers
 //!   ─► request-phase middlewares (pipeline.rs; may answer) ─┬─► handler answer
 //!                                                          └─► service.pick ─► upstream (retry)
 //!   ─► response-phase middlewares (reverse order) ─► compress ─► downstream
 //! ```
 //!
-//! Invariants: each request reads exactly one table snapshot (`ArcSwap::load_full`) and keeps it
+//! Invariants: every decision is made on the request `canonicalize` made (the one the server
+//! receives); each request reads exactly one table snapshot (`ArcSwap::load_full`) and keeps it
 //! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
 //! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
 

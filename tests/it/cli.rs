@@ -674,3 +674,48 @@ async fn sighup_during_the_first_build_does_not_kill_the_process() {
     let status = p.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}:\n{}", p.stderr());
 }
+
+/// README's "Security at the edge" TOML example and the `--entrypoint.NAME.KEY` flags, through
+/// the real binary: accepted as written, and a misspelt key is an error naming it.
+#[test]
+fn entrypoint_options_from_the_readme_and_flags() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Security at the edge")
+        .nth(1)
+        .expect("README has a security section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the section has a TOML example");
+    let dir = script_dir(&[(
+        "a.rhai",
+        "route(\"r\").rule(path_prefix(\"/\")).to(respond(200, \"ok\"));",
+    )]);
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, toml).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let (code, _, err) = check(dir.path(), &["--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = check(
+        dir.path(),
+        &[
+            "--entrypoint.web.max-connections=5",
+            "--entrypoint.web.path.allow-above-root",
+            "--entrypoint.web.path.merge-slashes",
+            "false",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = check(dir.path(), &["--entrypoint.web.max-conections=5"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unknown entrypoint option \"max-conections\""),
+        "{err}"
+    );
+    let (code, _, err) = check(dir.path(), &["--entrypoint.api.max-connections=5"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("there is no entrypoint \"api\""), "{err}");
+}
