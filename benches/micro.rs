@@ -10,9 +10,17 @@
 //! - `rule_parse`: Traefik rule parsing. Target: well under 10 µs for a typical rule.
 //! - `hook/on_request`: one script `on_request` hook call. Target: under 2 µs.
 //! - `hook/predicate`: a lookup whose winning candidate has a script `predicate`.
-//! - `balance/pick`: round robin and smooth weighted round robin.
+//! - `hook/pick`: `Service::pick` of a service balanced by a script `pick` that reads a header.
+//! - `balance/pick`: round robin and smooth weighted round robin (one lock-free implementation,
+//!   also behind `weighted_composite_9_1`: `Service::pick` of a weighted composite service).
+//! - `middleware/circuit_breaker`: one `allow` plus one `record` of a closed breaker (no lock).
+//! - `middleware/rate_limit`: `RateLimiter::check` for a known key and for a new key each time
+//!   (amortised housekeeping, no whole-map count).
 //! - `metrics/request`: counting one finished request of a live route (`Metrics::request`:
 //!   requests_total and the duration histogram). Target: well under 100 ns.
+//! - `auth/cached_refused`: `BasicAuth::check_cached` for a bcrypt user's wrong password already
+//!   in the failure cache (a SHA-256 of the header and a map lookup instead of a bcrypt check).
+//!   Target: around 1 µs.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -278,6 +286,12 @@ route("beta")
 route("stable")
     .rule(host("app.example.com"))
     .to(respond(200, "stable\n"));
+
+route("picked")
+    .rule(host("pick.example.com"))
+    .to(service("picked")
+        .servers(["127.0.0.1:9001", "127.0.0.1:9002"])
+        .balance(pick(|servers, req| if req.header("x-beta") == "1" { servers[1] } else { servers[0] })));
 "#;
 
 /// The first middleware of a route, as the proxy would run it.
@@ -375,6 +389,35 @@ fn hook(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // A script `pick` reading a header: the request is lent to the call, never copied.
+    let picked = service_of(table, "picked");
+    let req = view("pick.example.com", "/api/v1/users/42", &with_beta);
+    let now = std::time::Instant::now();
+    let server = |p: Result<Option<switchyard::routing::Pick<'_>>, String>| {
+        p.unwrap()
+            .and_then(|p| p.at.server().map(|s| s.authority.to_string()))
+    };
+    assert_eq!(
+        server(picked.pick(&req, now)).as_deref(),
+        Some("127.0.0.1:9002")
+    );
+    c.bench_function("hook/pick", |b| {
+        b.iter(|| black_box(&picked).pick(black_box(&req), now))
+    });
+}
+
+/// The service a route of `table` sends to.
+fn service_of(table: &RouteTable, route: &str) -> std::sync::Arc<switchyard::routing::Service> {
+    let route = table
+        .routes()
+        .iter()
+        .find(|r| r.name == route)
+        .unwrap_or_else(|| panic!("no route {route:?}"));
+    match &route.target {
+        switchyard::routing::Target::Service(s) => s.clone(),
+        switchyard::routing::Target::Handler(_) => panic!("route {:?} has no service", route.name),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,6 +447,79 @@ fn balance(c: &mut Criterion) {
             bench.iter(|| black_box(&b).pick(&states, Some(b"10.0.0.1"), now))
         });
     }
+
+    // A weighted composite: the same smooth weighted round robin, state per worker thread.
+    let built = build(
+        "weighted",
+        r#"
+        let v1 = service("v1").servers(["127.0.0.1:9001"]);
+        let v2 = service("v2").servers(["127.0.0.1:9002"]);
+        route("canary").rule(host("canary.test")).to(weighted("canary", [[v1, 9], [v2, 1]]));
+        "#
+        .into(),
+    );
+    let canary = service_of(&built.table, "canary");
+    let headers = realistic_headers();
+    let req = view("canary.test", "/", &headers);
+    let names: Vec<String> = (0..10)
+        .filter_map(|_| canary.pick(&req, now).unwrap())
+        .map(|p| p.at.service.name.clone())
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "v2").count(), 1, "{names:?}");
+    group.bench_function("weighted_composite_9_1", |bench| {
+        bench.iter(|| black_box(&canary).pick(black_box(&req), now))
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// middleware state
+// ---------------------------------------------------------------------------------------------
+
+fn middleware_state(c: &mut Criterion) {
+    use switchyard::middleware::circuit::CircuitBreaker;
+    use switchyard::middleware::limit::RateLimiter;
+
+    let breaker = CircuitBreaker::new(
+        "NetworkErrorRatio() > 0.5 || ResponseCodeRatio(500, 600, 0, 600) > 0.5",
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut tick = 0u64;
+    c.bench_function("middleware/circuit_breaker", |bench| {
+        bench.iter(|| {
+            // Time moves 1 µs per request, so the window rotates as it would under load.
+            tick += 1;
+            let now = start + Duration::from_micros(tick);
+            let allowed = black_box(&breaker).allow(now);
+            breaker.record(Some(200), Duration::from_millis(3), now);
+            allowed
+        })
+    });
+    assert_eq!(breaker.state(start + Duration::from_micros(tick)), "closed");
+
+    let limiter = RateLimiter::new(1_000_000_000, Duration::from_secs(1), 1_000_000).unwrap();
+    let now = std::time::Instant::now();
+    assert!(limiter.check("203.0.113.7", now).is_ok());
+    let mut group = c.benchmark_group("middleware/rate_limit");
+    group.bench_function("known_key", |bench| {
+        bench.iter(|| black_box(&limiter).check(black_box("203.0.113.7"), now))
+    });
+    // A new key every call (written into one reused buffer): every call inserts, and the shards
+    // sweep refilled buckets (amortised) as they fill; the clock moves 1 µs per call.
+    let mut key = String::new();
+    let mut n = 0u64;
+    group.bench_function("new_key", |bench| {
+        bench.iter(|| {
+            n += 1;
+            key.clear();
+            let _ = write!(key, "k{n}");
+            black_box(&limiter).check(&key, now + Duration::from_micros(n))
+        })
+    });
     group.finish();
 }
 
@@ -433,7 +549,29 @@ fn metrics(c: &mut Criterion) {
 
 // ---------------------------------------------------------------------------------------------
 
-/// Short runs so the whole file takes about 1.5 minutes (18 benchmarks × ~3.5 s, plus building
+fn auth(c: &mut Criterion) {
+    use base64::Engine as _;
+    use switchyard::middleware::auth::{BasicAuth, Cached};
+
+    let hash = bcrypt::hash("right", 10).unwrap();
+    let auth = BasicAuth::new(&[format!("u:{hash}")], "bench").unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode("u:wrong");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
+    );
+    // One real (slow) check puts the wrong password into the failure cache.
+    assert_eq!(auth.authenticate(&headers), None);
+    assert!(matches!(auth.check_cached(&headers), Cached::Refused));
+    c.bench_function("auth/cached_refused", |bench| {
+        bench.iter(|| black_box(&auth).check_cached(black_box(&headers)))
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Short runs so the whole file takes about 1.5 minutes (19 benchmarks × ~3.5 s, plus building
 /// the tables and the analysis); plenty for ns–µs timings. On a shared machine compare medians
 /// of several runs, or raise the time: `cargo bench --bench micro -- --measurement-time 10`.
 fn config() -> Criterion {
@@ -448,6 +586,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = micro;
     config = config();
-    targets = lookup, rule_parse, hook, balance, metrics
+    targets = lookup, rule_parse, hook, balance, metrics, auth, middleware_state
 }
 criterion_main!(micro);

@@ -2,6 +2,7 @@
 """Load benchmark: switchyard vs nginx vs HAProxy in front of the same nginx backends.
 
     python3 benches/load/run.py [--rounds N] [--duration S] [--out FILE] [--quick] [--scenarios a,b]
+    python3 benches/load/run.py --pinned [...]   # proxy+backends on CPU 1, wrk on CPU 0, 1 worker each
 
 See benches/load/README.md. Only the Python standard library is used. Everything listens on
 127.0.0.1; every process started here is stopped by PID on exit (normal exit, exception,
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +46,13 @@ SCENARIOS = {
                  systems=["direct", "switchyard", "switchyard-hook"]),
 }
 WRK_THREADS = 1  # one wrk thread: the box has 2 cores shared by wrk, the proxy and the backend
+WRK_CONNS = None  # --connections: wrk -c for the keep-alive scenarios (None: the scenario's own)
+
+# --pinned: the systems under test (proxy + both backends) share SERVER_CPU, wrk runs alone on
+# WRK_CPU, every server with one worker. PIN is set in main() to {"taskset": path, ...}.
+PIN = None
+PINNED_SERVER_CPU, PINNED_WRK_CPU = 1, 0
+PINNED_HEADER = "pinned mode: proxy+backends on CPU 1, wrk on CPU 0, one worker each"
 
 SCALE_ROUTES = 10_000
 
@@ -116,6 +125,52 @@ def cpu_seconds(pid):
         rest = raw[raw.rfind(")") + 2:].split()
         ticks += int(rest[11]) + int(rest[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def on_server_cpu(argv):
+    """argv under `taskset -c SERVER_CPU` in pinned mode (taskset execs it: same PID; nginx
+    workers and every thread inherit the affinity), else unchanged."""
+    return [PIN["taskset"], "-c", str(PIN["server_cpu"]), *argv] if PIN else list(argv)
+
+
+def on_wrk_cpu(argv):
+    return [PIN["taskset"], "-c", str(PIN["wrk_cpu"]), *argv] if PIN else list(argv)
+
+
+def cpus_allowed(pid):
+    """Sorted distinct Cpus_allowed_list values over pid and its descendants (and their threads)."""
+    seen = set()
+    for p in descendants(pid):
+        try:
+            tids = [t.name for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                for line in Path(f"/proc/{p}/task/{t}/status").read_text().splitlines():
+                    if line.startswith("Cpus_allowed_list:"):
+                        seen.add(line.split(":", 1)[1].strip())
+            except OSError:
+                pass
+    return sorted(seen)
+
+
+def check_pinning_possible():
+    """Pinned mode needs taskset and CPUs 0 and 1; exits non-zero with the reason otherwise."""
+    taskset = which("taskset")
+    if not taskset:
+        sys.exit("--pinned needs `taskset` (package util-linux, normally installed: "
+                 "`apt-get install -y util-linux`), and it is not on PATH, /usr/bin or /usr/sbin")
+    n = os.cpu_count() or 1
+    if n < 2:
+        sys.exit(f"--pinned needs at least 2 CPUs (proxy+backends on CPU {PINNED_SERVER_CPU}, "
+                 f"wrk on CPU {PINNED_WRK_CPU}); this machine has {n}")
+    allowed = os.sched_getaffinity(0)
+    want = {PINNED_SERVER_CPU, PINNED_WRK_CPU}
+    if not want <= allowed:
+        sys.exit(f"--pinned needs CPUs {sorted(want)}, but this process may only run on "
+                 f"{sorted(allowed)} (cgroup cpuset or taskset of the caller)")
+    return taskset
 
 
 class Procs:
@@ -487,7 +542,8 @@ def start_nginx(name, nginx, d, conf_text, ports):
                        capture_output=True, text=True, timeout=30)
     if t.returncode != 0:
         raise RuntimeError(f"nginx -t: {tail(t.stderr, 10)}")
-    p = PROCS.start(name, [nginx, "-p", str(d), "-e", f"{d}/error.log", "-c", str(conf)], d)
+    p = PROCS.start(name, on_server_cpu([nginx, "-p", str(d), "-e", f"{d}/error.log", "-c", str(conf)]),
+                    d)
     for port in ports:
         wait_port(port, p)
     return p
@@ -533,9 +589,9 @@ def start_switchyard(binary, tmp, backends, with_hook, extra_args=(), name="swit
             log(f"hook route does not build; hook scenario unavailable:\n{hook_error}")
     CONFIGS[name] = "\n".join(f"// {f.name}\n{f.read_text()}" for f in sorted(scripts.glob("*.rhai")))
     port, admin = free_port(), free_port()
-    p = PROCS.start(name, [str(binary), "run", "--scripts", str(scripts),
-                                   "--entrypoint", f"web={HOST}:{port}", "--admin", f"{HOST}:{admin}",
-                                   "--log-level", "warn", "--grace-period", "1s", *extra_args], d)
+    p = PROCS.start(name, on_server_cpu([str(binary), "run", "--scripts", str(scripts),
+                                         "--entrypoint", f"web={HOST}:{port}", "--admin", f"{HOST}:{admin}",
+                                         "--log-level", "warn", "--grace-period", "1s", *extra_args]), d)
     CONFIGS[f"{name}-command"] = " ".join(p.args)
     wait_port(port, p)
     wait_port(admin, p)
@@ -567,7 +623,7 @@ def start_haproxy(tools, tmp, backends, threads):
                        text=True, timeout=30)
     if t.returncode != 0:
         raise RuntimeError(f"haproxy -c: {tail(t.stdout + t.stderr, 10)}")
-    p = PROCS.start("haproxy", [tools["haproxy"], "-db", "-f", str(cfg)], d)
+    p = PROCS.start("haproxy", on_server_cpu([tools["haproxy"], "-db", "-f", str(cfg)]), d)
     wait_port(port, p)
     wait_http(port, BENCH_HOST, "/small", p)
     return p, port
@@ -612,28 +668,85 @@ def parse_wrk(out):
     return r
 
 
-def run_wrk(wrk, port, host, path, conns, duration, close, server_pid=None):
-    argv = [wrk, f"-t{WRK_THREADS}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
-            "-H", f"Host: {host}"]
+RSS_SAMPLE_S = 0.25  # VmRSS sampling period during a run (--pinned)
+
+
+def _vmrss_kib(pids):
+    total = 0
+    for q in pids:
+        try:
+            for line in Path(f"/proc/{q}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _cpus_allowed_of(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def run_wrk(wrk, port, host, path, conns, duration, close, server_pid=None, sample_rss=False):
+    argv = on_wrk_cpu([wrk, f"-t{WRK_THREADS}", f"-c{conns}", f"-d{duration}s", "--latency",
+                       "--timeout", "5s", "-H", f"Host: {host}"])
     if close:
         argv += ["-H", "Connection: close"]
     argv.append(f"http://{HOST}:{port}{path}")
+    # The server's process tree is fixed while it runs (nginx master + workers), so it is listed
+    # once here and the sampler only reads those few /proc/PID/status files.
+    family = descendants(server_pid) if (server_pid and sample_rss) else []
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
     PROCS.procs.append(("wrk", p))
     cpu0 = cpu_seconds(server_pid) if server_pid else None
+    stop = threading.Event()
+    sampled = {"peak_kib": 0, "samples": 0, "wrk_cpus": None}
+
+    def sampler():
+        # bounded: at most (duration + 30) / RSS_SAMPLE_S samples, ends when wrk does
+        for _ in range(int((duration + 30) / RSS_SAMPLE_S) + 1):
+            if stop.wait(RSS_SAMPLE_S):
+                return
+            if sampled["wrk_cpus"] is None and PIN:
+                sampled["wrk_cpus"] = _cpus_allowed_of(p.pid)
+            if family:
+                sampled["peak_kib"] = max(sampled["peak_kib"], _vmrss_kib(family))
+                sampled["samples"] += 1
+
+    th = threading.Thread(target=sampler, daemon=True) if (family or PIN) else None
+    if th:
+        th.start()
     try:
         out, _ = p.communicate(timeout=duration + 30)
     except subprocess.TimeoutExpired:
         PROCS.stop(p)
         out = "wrk timed out"
     finally:
+        stop.set()
+        if th:
+            th.join(timeout=5)
         PROCS.procs = [(n, q) for n, q in PROCS.procs if q is not p]
     r = parse_wrk(out)
+    r["connections"] = conns
+    if family:
+        r["rss_peak_mib"] = round(sampled["peak_kib"] / 1024, 1) if sampled["samples"] else None
+        r["rss_samples"] = sampled["samples"]
+    if PIN:
+        r["wrk_cpus_allowed"] = sampled["wrk_cpus"]
     r["loadavg1"] = float(Path("/proc/loadavg").read_text().split()[0])
     if server_pid and r["requests"]:
         # CPU the measured server (its whole process tree) spent per request, in microseconds
         r["cpu_us_per_req"] = (cpu_seconds(server_pid) - cpu0) * 1e6 / r["requests"]
+        # the same as CPU seconds per 1000 requests (the pinned table's unit)
+        r["cpu_s_per_1k_req"] = r["cpu_us_per_req"] / 1000
     if r["rps"] is None:
         r["error"] = tail(out, 5)
     return r
@@ -661,10 +774,10 @@ def scale_checks(binary, tools, tmp, backends, bench_sy_port, duration, rounds, 
     else:
         (scripts / "00-welcome.rhai").write_text('route("welcome").rule(path_prefix("/")).to(respond(200, "hi"));\n')
     port, admin = free_port(), free_port()
-    p = PROCS.start("switchyard-scale", [str(binary), "run", "--scripts", str(scripts),
-                                         "--entrypoint", f"web={HOST}:{port}",
-                                         "--admin", f"{HOST}:{admin}", "--log-level", "warn",
-                                         "--grace-period", "1s", *extra_args], d)
+    p = PROCS.start("switchyard-scale", on_server_cpu([str(binary), "run", "--scripts", str(scripts),
+                                                       "--entrypoint", f"web={HOST}:{port}",
+                                                       "--admin", f"{HOST}:{admin}", "--log-level", "warn",
+                                                       "--grace-period", "1s", *extra_args]), d)
     try:
         wait_port(port, p)
         wait_port(admin, p)
@@ -776,6 +889,72 @@ def summarize(raw, systems_by_scenario):
     return summary
 
 
+def _stats(xs):
+    xs = [x for x in xs if x is not None]
+    return {"median": med(xs), "min": min(xs) if xs else None, "max": max(xs) if xs else None}
+
+
+PINNED_REFS = ("direct", "nginx", "switchyard", "switchyard-base")
+
+
+def summarize_pinned(raw, systems_by_scenario):
+    """Pinned mode: per system, medians over rounds, and for every reference system present in the
+    scenario (direct, nginx, switchyard, switchyard-base) the median of the per-round ratio
+    system/reference, both taken from the *same* round (matched by round number)."""
+    summary = {}
+    for sc, systems in systems_by_scenario.items():
+        summary[sc] = {}
+        by_round = {sy: {r["round"]: r for r in raw[sc].get(sy, [])} for sy in systems}
+        for sy in systems:
+            rows = raw[sc].get(sy, [])
+            if not rows:
+                continue
+            s = {"rounds": len(rows)}
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_s_per_1k_req", "rss_peak_mib"):
+                s[k] = _stats([r.get(k) for r in rows])
+            for ref in PINNED_REFS:
+                if ref == sy or ref not in by_round:
+                    continue
+                for k in ("rps", "p99_ms"):
+                    ratios = []
+                    for r in rows:
+                        rr = by_round[ref].get(r["round"], {})
+                        if r.get(k) is not None and rr.get(k):
+                            ratios.append(r[k] / rr[k])
+                    s[f"{k}_vs_{ref}"] = _stats(ratios)
+            s["socket_errors"] = sum(r.get("socket_errors", 0) for r in rows)
+            s["non_2xx"] = sum(r.get("non_2xx", 0) for r in rows)
+            summary[sc][sy] = s
+    return summary
+
+
+def fmt_ratio_cell(r):
+    if not r or r["median"] is None:
+        return "–"
+    if r["min"] == r["max"]:
+        return f"×{r['median']:.2f}"
+    return f"×{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})"
+
+
+def markdown_table_pinned(summary, unavailable):
+    lines = [PINNED_HEADER, "",
+             "| scenario | system | req/s | p99 ms | req/s × nginx | req/s × direct"
+             " | RSS MiB under load (max) | CPU s / 1000 req | errors |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for sc, systems in summary.items():
+        for sy, s in systems.items():
+            errs = s["socket_errors"] + s["non_2xx"]
+            vs_nginx = "(ref)" if sy == "nginx" else fmt_ratio_cell(s.get("rps_vs_nginx"))
+            vs_direct = "(ref)" if sy == "direct" else fmt_ratio_cell(s.get("rps_vs_direct"))
+            lines.append(
+                f"| {sc} | {sy} | {fmt(s['rps']['median'])} | {fmt_ms(s['p99_ms']['median'])}"
+                f" | {vs_nginx} | {vs_direct} | {fmt(s['rss_peak_mib']['max'], 1)}"
+                f" | {fmt(s['cpu_s_per_1k_req']['median'], 4)} | {errs or ''} |")
+        for sy in unavailable.get(sc, {}):
+            lines.append(f"| {sc} | {sy} | unavailable (see below) | | | | | | |")
+    return "\n".join(lines)
+
+
 def fmt(x, nd=0):
     if x is None:
         return "–"
@@ -850,13 +1029,20 @@ def machine_facts(tools, binary):
 # ---------------------------------------------------------------------------------------------
 
 def main():
-    global WRK_THREADS, LOGDIR
+    global WRK_THREADS, WRK_CONNS, LOGDIR, PIN
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
-    ap.add_argument("--out", default=None, help="JSON output (default target/bench/load.json)")
+    ap.add_argument("--out", default=None, help="JSON output (default target/bench/load.json, "
+                                                 "with --pinned target/bench/load-pinned.json)")
     ap.add_argument("--quick", action="store_true", help="1 round of 2-second measurements")
-    ap.add_argument("--wrk-threads", type=int, default=WRK_THREADS, help="wrk -t (default 1)")
+    ap.add_argument("--pinned", action="store_true",
+                    help="capacity mode: proxy + both backends on CPU 1 (taskset), wrk alone on CPU 0, "
+                         "one worker each; rounds in rotating order, ratios vs nginx and direct")
+    ap.add_argument("--wrk-threads", type=int, default=None,
+                    help="wrk -t (default 1, with --pinned 2)")
+    ap.add_argument("--connections", type=int, default=None,
+                    help="wrk -c for the keep-alive scenarios (default 64; newconn keeps its 16)")
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                     help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
     ap.add_argument("--baseline", default=None, metavar="BINARY",
@@ -865,14 +1051,21 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 2
-    WRK_THREADS = args.wrk_threads
+    WRK_THREADS = args.wrk_threads if args.wrk_threads is not None else (2 if args.pinned else 1)
+    WRK_CONNS = args.connections if args.connections is not None else (64 if args.pinned else None)
     if args.rounds < 1 or args.duration < 1 or WRK_THREADS < 1:
-        ap.error("--rounds and --duration must be >= 1")
+        ap.error("--rounds, --duration and --wrk-threads must be >= 1")
+    min_conns = min([WRK_CONNS or 64] + [c["conns"] for c in SCENARIOS.values() if c["close"]])
+    if min_conns < WRK_THREADS:
+        ap.error(f"wrk needs at least one connection per thread: -t{WRK_THREADS} but only "
+                 f"{min_conns} connections in some scenario")
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [s for s in chosen if s not in ALL_SCENARIOS]
     if bad:
         ap.error(f"unknown scenarios {bad}; known: {ALL_SCENARIOS}")
-    out = Path(args.out) if args.out else REPO / "target/bench/load.json"
+    out = Path(args.out) if args.out else REPO / (
+        "target/bench/load-pinned.json" if args.pinned else "target/bench/load.json")
+    taskset = check_pinning_possible() if args.pinned else None
 
     atexit.register(cleanup)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -890,6 +1083,12 @@ def main():
     shutil.copy2(built, binary)  # a rebuild by someone else mid-run does not change what we measure
 
     cores = os.cpu_count() or 1
+    workers = cores
+    if args.pinned:
+        PIN = {"taskset": taskset, "server_cpu": PINNED_SERVER_CPU, "wrk_cpu": PINNED_WRK_CPU}
+        workers = 1
+        # This script (wrk's parent, the RSS sampler) stays off the servers' CPU as well.
+        os.sched_setaffinity(0, {PINNED_WRK_CPU})
     facts = machine_facts(tools, binary)
     facts["switchyard_binary"] = str(built)
     facts["switchyard_binary_mtime"] = datetime.datetime.fromtimestamp(built.stat().st_mtime).isoformat(
@@ -898,7 +1097,11 @@ def main():
 
     result = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
               "args": {"rounds": args.rounds, "duration_s": args.duration, "scenarios": chosen,
-                       "wrk_threads": WRK_THREADS, "workers_per_proxy": cores},
+                       "wrk_threads": WRK_THREADS, "wrk_connections": WRK_CONNS or 64,
+                       "workers_per_proxy": workers, "pinned": bool(PIN)},
+              "mode": "pinned" if PIN else "default",
+              "pinning": ({"header": PINNED_HEADER, "server_cpu": PINNED_SERVER_CPU,
+                           "wrk_cpu": PINNED_WRK_CPU, "taskset": taskset} if PIN else None),
               "machine": facts, "build": build_info, "start_errors": {}, "unavailable": {},
               "raw": {}, "summary": {}, "rss_mib": {}, "hwm_mib": {}, "scale": None}
     try:
@@ -907,9 +1110,9 @@ def main():
         ports, pids = {"direct": backends[0]}, {"direct": _backend.pid}
         want_hook = "hook" in chosen
         try:
-            sy_extra = switchyard_worker_args(binary, cores)
-            facts["switchyard_workers"] = (f"--workers {cores}" if sy_extra
-                                           else f"runtime default (one per core, {cores})")
+            sy_extra = switchyard_worker_args(binary, workers)
+            facts["switchyard_workers"] = (f"--workers {workers}" if sy_extra
+                                           else f"runtime default (one per allowed core, {workers})")
             sy, sy_port, sy_admin, hook_error = start_switchyard(binary, tmp, backends, want_hook,
                                                                  sy_extra)
             ports["switchyard"] = sy_port
@@ -930,15 +1133,17 @@ def main():
             try:
                 base_bin = Path(tmp) / "bin/switchyard-base"
                 shutil.copy2(args.baseline, base_bin)
-                base_extra = switchyard_worker_args(base_bin, cores)
+                base_extra = switchyard_worker_args(base_bin, workers)
+                facts["switchyard_base_workers"] = (f"--workers {workers}" if base_extra else
+                                                    f"runtime default (one per allowed core, {workers})")
                 base, base_port, _, _ = start_switchyard(base_bin, tmp, backends, False, base_extra,
                                                          name="switchyard-base")
                 ports["switchyard-base"], pids["switchyard-base"] = base_port, base.pid
                 facts["switchyard_base_binary"] = str(args.baseline)
             except Exception as e:
                 result["start_errors"]["switchyard-base"] = f"{e}\n{process_log('switchyard-base')}"
-        for name, starter in (("nginx", lambda: start_nginx_proxy(tools, tmp, backends, cores)),
-                              ("haproxy", lambda: start_haproxy(tools, tmp, backends, cores))):
+        for name, starter in (("nginx", lambda: start_nginx_proxy(tools, tmp, backends, workers)),
+                              ("haproxy", lambda: start_haproxy(tools, tmp, backends, workers))):
             try:
                 p, port = starter()
                 ports[name], pids[name] = port, p.pid
@@ -947,6 +1152,14 @@ def main():
         for name, err in result["start_errors"].items():
             log(f"{name} failed to start, continuing without it: {err}")
         log(f"listening: {ports}")
+        if PIN:
+            # What the kernel says, for every process and thread of every system we started.
+            allowed = {s: cpus_allowed(pid) for s, pid in pids.items() if not s.endswith("-hook")}
+            result["pinning"]["cpus_allowed"] = allowed
+            wrong = {s: a for s, a in allowed.items() if a != [str(PINNED_SERVER_CPU)]}
+            if wrong:
+                raise RuntimeError(f"pinning did not take (Cpus_allowed_list per system): {wrong}")
+            log(f"pinned: {', '.join(allowed)} on CPU {PINNED_SERVER_CPU}; wrk on CPU {PINNED_WRK_CPU}")
 
         bench = {sc: cfg for sc, cfg in SCENARIOS.items() if sc in chosen}
         def systems_of(cfg):
@@ -975,28 +1188,34 @@ def main():
             log(f"{total} measurements of {args.duration} s ≈ {total * (args.duration + 0.3) / 60:.1f} min")
         for rnd in range(args.rounds):
             for sc, cfg in bench.items():
-                for s in systems_by_sc[sc]:
-                    r = run_wrk(tools["wrk"], ports[s], host_for(s), cfg["path"], cfg["conns"],
-                                args.duration, cfg["close"], pids[s])
+                order = systems_by_sc[sc]
+                if PIN:  # rotating order: round k starts k places further along the list
+                    k = rnd % len(order) if order else 0
+                    order = order[k:] + order[:k]
+                conns = cfg["conns"] if cfg["close"] else (WRK_CONNS or cfg["conns"])
+                for s in order:
+                    r = run_wrk(tools["wrk"], ports[s], host_for(s), cfg["path"], conns,
+                                args.duration, cfg["close"], pids[s], sample_rss=bool(PIN))
                     r["round"] = rnd + 1
                     raw[sc][s].append(r)
                     log(f"round {rnd + 1}/{args.rounds} {sc:8} {s:16} {fmt(r['rps']):>9} req/s "
                         f"p50 {fmt_ms(r['p50_ms'])} ms p99 {fmt_ms(r['p99_ms'])} ms"
                         f" cpu {fmt(r.get('cpu_us_per_req'), 1)} us/req"
+                        + (f" rss {fmt(r.get('rss_peak_mib'), 1)} MiB" if PIN else "")
                         + (f" ERR {r.get('error') or ''} sock={r['socket_errors']} non2xx={r['non_2xx']}"
                            if r.get("error") or r["socket_errors"] or r["non_2xx"] else ""))
         for s, pid in pids.items():
             result["rss_mib"][s] = round(rss_kib(pid) / 1024, 1)
             result["hwm_mib"][s] = round(rss_kib(pid, "VmHWM") / 1024, 1)
             result.setdefault("processes", {})[s] = len(descendants(pid))
-        result["summary"] = summarize(raw, systems_by_sc)
+        result["summary"] = (summarize_pinned if PIN else summarize)(raw, systems_by_sc)
 
         if "scale" in chosen:
             log(f"scale check: {SCALE_ROUTES} routes")
             try:
                 result["scale"] = scale_checks(binary, tools, tmp, backends, ports.get("switchyard"),
                                                args.duration, args.rounds,
-                                               switchyard_worker_args(binary, cores))
+                                               switchyard_worker_args(binary, workers))
             except Exception as e:
                 result["scale"] = {"error": f"{e}\n{process_log('switchyard-scale')}"}
         facts["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
@@ -1013,7 +1232,25 @@ def main():
 def print_report(result, args, out):
     f = result["machine"]
     print(f"## switchyard load benchmark — {args.rounds} round(s) × {args.duration} s per measurement\n")
-    if result["summary"]:
+    if result["summary"] and result.get("mode") == "pinned":
+        print(markdown_table_pinned(result["summary"], result["unavailable"]))
+        print("\nCells: median over rounds (each round runs every system once per scenario, in rotating"
+              " order). × nginx / × direct: median (min–max) of the per-round ratio of req/s to nginx /"
+              " to the direct backend measured in the *same* round; < 1 is slower."
+              " RSS: VmRSS of the system's processes (nginx master + worker) sampled every"
+              f" {RSS_SAMPLE_S} s during each run, max over runs (direct = the backend nginx)."
+              " CPU s / 1000 req: utime+stime delta of the system's own processes (proxies exclude the"
+              " backends) per 1000 requests, median.")
+        for sc, systems in result["summary"].items():
+            for sy, s in systems.items():
+                if sy == "switchyard-base":
+                    continue
+                for ref, what in (("switchyard-base", "before/after"), ("switchyard", "hook cost")):
+                    if (ref == "switchyard" and sy != "switchyard-hook") or f"rps_vs_{ref}" not in s:
+                        continue
+                    print(f"\n{sc}: {sy} vs {ref} ({what}, same rounds): req/s"
+                          f" {fmt_ratio_cell(s[f'rps_vs_{ref}'])}, p99 {fmt_ratio_cell(s[f'p99_ms_vs_{ref}'])}")
+    elif result["summary"]:
         print(markdown_table(result["summary"], result["rss_mib"], result["unavailable"]))
         print("\nCells: median over rounds; (× median ratio to the direct backend measured in the same"
               " round, min–max). req/s ratio < 1 and latency ratio > 1 are the proxy's cost."
@@ -1064,9 +1301,17 @@ def print_report(result, args, out):
           f" (build: {'ok' if result['build']['ok'] else 'FAILED, measured the existing binary'};"
           f" binary built {f.get('switchyard_binary_mtime')})")
     a = result["args"]
-    print(f"- wrk: {a['wrk_threads']} thread(s), 64 connections (newconn: 16, `Connection: close`);"
+    print(f"- wrk: {a['wrk_threads']} thread(s), {a.get('wrk_connections', 64)} connections"
+          f" (newconn: 16, `Connection: close`);"
           f" workers: nginx worker_processes {a['workers_per_proxy']}, haproxy nbthread {a['workers_per_proxy']},"
-          f" switchyard {f.get('switchyard_workers', '?')}; backend nginx 1 worker")
+          f" switchyard {f.get('switchyard_workers', '?')}"
+          + (f", switchyard-base {f['switchyard_base_workers']}" if f.get("switchyard_base_workers") else "")
+          + "; backend nginx 1 worker")
+    pin = result.get("pinning")
+    if pin:
+        print(f"- pinning: `taskset -c {pin['server_cpu']}` on every server (checked: Cpus_allowed_list"
+              f" {pin.get('cpus_allowed', '?')}), `taskset -c {pin['wrk_cpu']} wrk`; this script also"
+              f" on CPU {pin['wrk_cpu']}. Other load on the machine is not pinned away.")
     print(f"\nraw per-round numbers: {out}")
 
 

@@ -1,18 +1,30 @@
 //! Load-balancing algorithms: which of a service's servers takes the next request.
 //!
-//! Owns round robin (lock-free for equal weights, nginx's smooth weighted round robin otherwise),
-//! least connections, power of two choices, weighted random and consistent hashing (weighted
-//! rendezvous over the servers' stable "host:port" ids). A balancer only returns an index into
-//! the service's server list, and only of a server with weight > 0 that is `available` at the
-//! given instant; it never sees requests or sockets and never panics, whatever states it is
-//! given (a server without a state counts as unavailable).
+//! Owns round robin (an atomic counter for equal weights, nginx's smooth weighted round robin
+//! otherwise), least connections, power of two choices, weighted random and consistent hashing
+//! (weighted rendezvous over the servers' stable "host:port" ids). A balancer only returns an
+//! index into the service's server list, and only of a server with weight > 0 that is
+//! `available` at the given instant; it never sees requests or sockets and never panics, whatever
+//! states it is given (a server without a state counts as unavailable).
+//!
+//! No lock per pick: every algorithm is lock-free. Smooth weighted round robin is written once,
+//! as `SmoothWrr`, and also used by weighted composite services (`routing::service`): one cycle
+//! of nginx's sequence over the usable servers is precomputed (a plan, swapped whole through an
+//! `ArcSwap`) and an atomic counter walks it. The plan is recomputed only when a pick finds the
+//! usable set changed — its server unusable, or at the start of a cycle a different set usable —
+//! so a down server's share goes to the others by weight and, with every server up, the sequence
+//! is exactly nginx's (weights {5,1,1}: a a b a c a a). A cycle longer than `MAX_CYCLE` entries is
+//! made over proportionally scaled weights (each usable server keeps at least one turn).
 //!
 //! Consistent hashing must give the same answer on every run and machine so that several
 //! routers agree: it uses FNV-1a plus a fixed 64-bit finalizer, never a randomly keyed hasher.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use super::state::ServerState;
 
@@ -45,9 +57,8 @@ pub struct Balancer {
     uniform_positive: bool,
     /// Round robin position, and least_conn's rotating tie-break start.
     next: AtomicUsize,
-    /// Smooth weighted round robin current weights; also the fallback for hash requests
-    /// without a key.
-    current: Mutex<Vec<i64>>,
+    /// Smooth weighted round robin; also the fallback for hash requests without a key.
+    smooth: SmoothWrr,
 }
 
 impl Balancer {
@@ -66,11 +77,11 @@ impl Balancer {
                 .iter()
                 .map(|(id, _)| fmix64(fnv1a(id.as_bytes())))
                 .collect(),
+            smooth: SmoothWrr::new(&weights),
             weights,
             uniform,
             uniform_positive,
             next: AtomicUsize::new(0),
-            current: Mutex::new(vec![0; servers.len()]),
         }
     }
 
@@ -105,13 +116,13 @@ impl Balancer {
         };
         match &self.algorithm {
             Algorithm::RoundRobin if self.uniform => self.round_robin(&usable),
-            Algorithm::RoundRobin => self.smooth_weighted(&usable),
+            Algorithm::RoundRobin => self.smooth.pick(&usable),
             Algorithm::LeastConn => self.least_conn(states, &usable),
             Algorithm::P2c => self.p2c(states, &usable),
             Algorithm::Random => self.weighted_random(&usable),
             Algorithm::ConsistentHash(_) => match key {
                 Some(key) => self.rendezvous(key, &usable),
-                None => self.smooth_weighted(&usable),
+                None => self.smooth.pick(&usable),
             },
         }
     }
@@ -133,33 +144,6 @@ impl Balancer {
             self.next.fetch_add(skipped, Ordering::Relaxed);
         }
         Some((start + skipped) % n)
-    }
-
-    /// nginx's smooth weighted round robin over the usable servers only: a down server's share
-    /// goes to the others, and with every server up the sequence is exactly nginx's.
-    fn smooth_weighted(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
-        // A poisoned lock only means another thread panicked mid-pick; the numbers are still
-        // usable, so keep balancing.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total: i64 = 0;
-        let mut best: Option<usize> = None;
-        let mut best_weight = i64::MIN;
-        for (i, (cur, w)) in current.iter_mut().zip(&self.weights).enumerate() {
-            if !usable(i) {
-                continue;
-            }
-            let w = i64::from(*w);
-            total += w;
-            *cur += w;
-            if *cur > best_weight {
-                best_weight = *cur;
-                best = Some(i);
-            }
-        }
-        if let Some(c) = best.and_then(|i| current.get_mut(i)) {
-            *c -= total;
-        }
-        best
     }
 
     fn least_conn(
@@ -275,6 +259,176 @@ impl Balancer {
         let load = u64::from(states.get(i)?.in_flight());
         let w = u64::from(*self.weights.get(i)?);
         Some((load, w))
+    }
+}
+
+/// Longest precomputed cycle (entries) of a smooth weighted round robin; longer ones are made
+/// over scaled weights. Also bounded by `MAX_PLAN_WORK` / servers, so that recomputing a plan
+/// (the rare pick that finds the usable set changed) stays well under a millisecond.
+pub const MAX_CYCLE: u64 = 1 << 16;
+const MAX_PLAN_WORK: u64 = 1 << 20;
+
+/// nginx's smooth weighted round robin, lock-free: an atomic counter over a precomputed cycle.
+///
+/// `weights[i]` is entry i's weight (0 = never picked). `pick` is given which entries are usable
+/// now and returns one of them; the cycle is recomputed only when that set differs from the one
+/// the current plan was made for (found when the counter lands on an unusable entry, or checked
+/// once per cycle so recovered entries rejoin). Concurrent picks never block: they may both
+/// recompute an identical plan, and the counter's phase in a new plan is arbitrary.
+pub struct SmoothWrr {
+    weights: Vec<u32>,
+    plan: ArcSwap<Plan>,
+    next: AtomicUsize,
+}
+
+/// One cycle of the smooth sequence over the entries in `members`.
+struct Plan {
+    /// `members[i]`: entry i was usable (and weighted) when the plan was made.
+    members: Vec<bool>,
+    /// Entry indices in nginx order; empty when no entry was usable.
+    cycle: Vec<u32>,
+}
+
+impl SmoothWrr {
+    /// A plan over every weighted entry, as if all were usable.
+    pub fn new(weights: &[u32]) -> SmoothWrr {
+        let members: Vec<bool> = weights.iter().map(|w| *w > 0).collect();
+        SmoothWrr {
+            plan: ArcSwap::from_pointee(Plan::new(weights, members)),
+            weights: weights.to_vec(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of entries (usable or not).
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// Index of a usable entry with weight > 0, or None when there is none. `usable(i)` is
+    /// asked only for `i < len()`.
+    pub fn pick(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let ok = |i: usize| self.weights.get(i).is_some_and(|w| *w > 0) && usable(i);
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let plan = self.plan.load();
+        if let Some(i) = plan.at(k) {
+            // At the start of each cycle, also check that no other entry came back.
+            if ok(i) && (k % plan.cycle.len() != 0 || plan.same_members(&ok)) {
+                return Some(i);
+            }
+        }
+        // The usable set changed (or nothing was usable): make a plan for the current one.
+        if !(0..self.len()).any(ok) {
+            return None;
+        }
+        let members: Vec<bool> = (0..self.len()).map(ok).collect();
+        let fresh = Arc::new(Plan::new(&self.weights, members));
+        self.plan.store(Arc::clone(&fresh));
+        // Same counter value, so the first pick of a fresh plan is its first entry when the
+        // counter is at a cycle start, as in a plan made from the beginning. (Walking on only
+        // matters if an entry went down again meanwhile.)
+        (0..fresh.cycle.len())
+            .filter_map(|off| fresh.at(k.wrapping_add(off)))
+            .find(|i| ok(*i))
+    }
+}
+
+impl fmt::Debug for SmoothWrr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plan = self.plan.load();
+        f.debug_struct("SmoothWrr")
+            .field("weights", &self.weights)
+            .field("members", &plan.members)
+            .field("cycle_len", &plan.cycle.len())
+            .finish()
+    }
+}
+
+impl Plan {
+    fn new(weights: &[u32], members: Vec<bool>) -> Plan {
+        let picked: Vec<(u32, u64)> = weights
+            .iter()
+            .zip(&members)
+            .enumerate()
+            .filter(|(_, (w, m))| **m && **w > 0)
+            .filter_map(|(i, (w, _))| Some((u32::try_from(i).ok()?, u64::from(*w))))
+            .collect();
+        Plan {
+            cycle: smooth_cycle(&picked),
+            members,
+        }
+    }
+
+    /// The entry at counter value `k`.
+    fn at(&self, k: usize) -> Option<usize> {
+        let n = self.cycle.len();
+        if n == 0 {
+            return None;
+        }
+        self.cycle.get(k % n).map(|i| *i as usize)
+    }
+
+    fn same_members(&self, ok: &dyn Fn(usize) -> bool) -> bool {
+        self.members.iter().enumerate().all(|(i, m)| *m == ok(i))
+    }
+}
+
+/// One full cycle of nginx's smooth weighted round robin over (index, weight > 0) pairs: each
+/// step adds every weight to its running value, picks the largest (the first on ties) and takes
+/// the total off it. Weights are divided by their gcd first (the sequence of k·w is the one of w
+/// repeated), and scaled down when the cycle would exceed the caps.
+fn smooth_cycle(entries: &[(u32, u64)]) -> Vec<u32> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let g = entries.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+    let mut weights: Vec<i64> = entries
+        .iter()
+        .map(|(_, w)| i64::try_from(*w / g).unwrap_or(i64::MAX))
+        .collect();
+    let n = entries.len() as u64;
+    let cap = MAX_CYCLE.min(MAX_PLAN_WORK / n).max(n);
+    let total: u64 = weights.iter().map(|w| w.unsigned_abs()).sum();
+    if total > cap {
+        // Proportional shares of `cap` turns, each at least 1.
+        for w in &mut weights {
+            let scaled = u128::from(w.unsigned_abs()) * u128::from(cap) / u128::from(total);
+            *w = i64::try_from(scaled).unwrap_or(i64::MAX).max(1);
+        }
+    }
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut cycle = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best: Option<usize> = None;
+        let mut best_value = i64::MIN;
+        for (j, (cur, w)) in current.iter_mut().zip(&weights).enumerate() {
+            *cur += w;
+            if *cur > best_value {
+                best_value = *cur;
+                best = Some(j);
+            }
+        }
+        let Some(j) = best else { break };
+        if let Some(c) = current.get_mut(j) {
+            *c -= total;
+        }
+        if let Some((index, _)) = entries.get(j) {
+            cycle.push(*index);
+        }
+    }
+    cycle
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -399,6 +553,74 @@ mod tests {
         assert_eq!(c[1], 0);
         // Weights 5:1 over the remaining two servers.
         assert_eq!(c, vec![50, 0, 10]);
+    }
+
+    #[test]
+    fn smooth_wrr_rejoins_recovered_servers_at_the_next_cycle() {
+        let id = ids(3);
+        let st = states(3);
+        let b = Balancer::new(Algorithm::RoundRobin, &servers(&id, &[5, 1, 1]));
+        st[2].set_active_healthy(false);
+        // Weights 5:1 over a and b: one full cycle is a a a b a a.
+        assert_eq!(seq(&b, &st, 6), vec![0, 0, 0, 1, 0, 0]);
+        st[2].set_active_healthy(true);
+        // c is back within one cycle of the smaller plan, then the full sequence runs again.
+        let c = counts((0..7 * 20).map(|_| b.pick(&st, None, Instant::now())), 3);
+        assert!(c[2] >= 19, "{c:?}");
+        assert!((95..=101).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn smooth_wrr_cycles_and_caps() {
+        let seq_of = |w: &[u32], n: usize| {
+            let s = SmoothWrr::new(w);
+            (0..n).filter_map(|_| s.pick(&|_| true)).collect::<Vec<_>>()
+        };
+        assert_eq!(seq_of(&[5, 1, 1], 7), vec![0, 0, 1, 0, 2, 0, 0]);
+        // Multiples of the same weights give the same sequence (the gcd is taken out).
+        assert_eq!(seq_of(&[500, 100, 100], 14), seq_of(&[5, 1, 1], 14));
+        assert_eq!(seq_of(&[2, 0, 1], 6), vec![0, 2, 0, 0, 2, 0]);
+        assert_eq!(seq_of(&[0, 0], 3), Vec::<usize>::new());
+        assert_eq!(seq_of(&[], 3), Vec::<usize>::new());
+        // Weights whose cycle would be huge are scaled: the small one keeps at least one turn.
+        let big = smooth_cycle(&[(0, 1_000_000), (1, 1), (2, 999_999)]);
+        assert!(big.len() as u64 <= MAX_CYCLE + 3, "{}", big.len());
+        let c = counts(big.iter().map(|i| Some(*i as usize)), 3);
+        assert!(c[1] >= 1 && c[0].abs_diff(c[2]) <= 1, "{c:?}");
+        // A 1000:1 split stays exact.
+        let exact = smooth_cycle(&[(0, 1000), (1, 1)]);
+        assert_eq!(
+            counts(exact.iter().map(|i| Some(*i as usize)), 2),
+            vec![1000, 1]
+        );
+    }
+
+    #[test]
+    fn smooth_wrr_is_shared_across_threads_without_a_lock() {
+        let id = ids(3);
+        let st = states(3);
+        let b = Arc::new(Balancer::new(
+            Algorithm::RoundRobin,
+            &servers(&id, &[5, 1, 1]),
+        ));
+        let st = Arc::new(st);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (b, st) = (Arc::clone(&b), Arc::clone(&st));
+                std::thread::spawn(move || {
+                    let now = Instant::now();
+                    counts((0..7000).map(|_| b.pick(&st, None, now)), 3)
+                })
+            })
+            .collect();
+        let mut total = vec![0; 3];
+        for h in handles {
+            for (t, c) in total.iter_mut().zip(h.join().unwrap()) {
+                *t += c;
+            }
+        }
+        // One counter over one cycle: the shares are exact whatever the interleaving.
+        assert_eq!(total, vec![20_000, 4000, 4000]);
     }
 
     #[test]

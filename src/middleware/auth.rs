@@ -2,17 +2,31 @@
 //! `ipAllowList` (client address against CIDRs).
 //!
 //! Owns parsing of htpasswd lines (bcrypt, Apache `$apr1$` MD5-crypt, `{SHA}`), the check of an
-//! `Authorization` header, and the allow-list match. Invariants: the user table is immutable
-//! after `new`; the verification cache only ever holds credentials that verified OK, is bounded
-//! (`CACHE_CAPACITY`) and is keyed by a SHA-256 digest, never by the raw header. Must never:
-//! print, log or put into an error message a password hash or a password; compare a secret
-//! digest with a short-circuiting `==`.
+//! `Authorization` header, and the allow-list match. The proxy checks in two steps:
+//! `BasicAuth::check_cached` answers from the verdict cache (or verifies a cheap `{SHA}` hash)
+//! without blocking; a slow hash (bcrypt, `$apr1$`) comes back as `Cached::Unknown` and
+//! `BasicAuth::verify` runs it on tokio's blocking pool, so a proxy worker's thread never
+//! spends a hash's time on one request. `authenticate` is the synchronous one-step form (it
+//! verifies slow hashes on the caller's thread).
+//!
+//! Invariants: the user table is immutable after `new`; the verdict cache holds exactly the
+//! outcome the hash gave for that `Authorization` value — successes (with the user they name)
+//! and failures in two separate maps, each bounded by `CACHE_CAPACITY` (cleared when full, so a
+//! flood of wrong passwords never evicts good credentials) — and is keyed by a SHA-256 digest of
+//! the whole `Authorization` value, never by the raw header; a value's verdict never changes
+//! (same bytes, same immutable users), so a cached failure never turns into a success or back,
+//! and a corrected password is a different value, hence a different key. Only a finished hash
+//! comparison is cached: malformed headers and unknown users are refused without an entry, and
+//! a verification that did not finish (`JoinError`) is refused and not cached. At most
+//! `available_parallelism` slow verifications per `BasicAuth` run at once; the rest wait without
+//! holding a thread. Must never: print, log or put into an error message a password hash or a
+//! password; compare a secret digest with a short-circuiting `==`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue};
@@ -21,8 +35,9 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Entries kept in the verified-credentials cache before it is cleared. Bcrypt costs tens of
-/// milliseconds per check; this keeps repeated good requests cheap with bounded memory.
+/// Entries kept in each half of the verdict cache (successes, failures) before that half is
+/// cleared. Bcrypt costs tens of milliseconds per check; this keeps repeated requests — good or
+/// bad — cheap with bounded memory.
 const CACHE_CAPACITY: usize = 1024;
 
 const APR1_MAGIC: &str = "$apr1$";
@@ -71,6 +86,12 @@ impl PasswordHash {
             return Ok(PasswordHash::Sha1(digest));
         }
         Err("unsupported hash (expected bcrypt, $apr1$ or {SHA})")
+    }
+
+    /// Whether checking a password costs real time (bcrypt, 1000 MD5 rounds): such checks run
+    /// off the proxy worker's thread.
+    fn is_slow(&self) -> bool {
+        !matches!(self, PasswordHash::Sha1(_))
     }
 
     fn verify(&self, password: &[u8]) -> bool {
@@ -181,15 +202,95 @@ fn apr1_encoded(password: &[u8], salt: &[u8]) -> String {
     out
 }
 
+/// What the verdict cache (or a cheap inline check) knows about an `Authorization` header.
+#[derive(Debug)]
+pub enum Cached {
+    /// Verified: the user it names.
+    Allowed(String),
+    /// No header, a malformed one, an unknown user, or a password known to be wrong.
+    Refused,
+    /// A slow hash has to be checked: hand this to `BasicAuth::verify`.
+    Unknown(Pending),
+}
+
+/// A slow password check not done yet (from `BasicAuth::check_cached`). Deliberately without
+/// the password in its `Debug`.
+pub struct Pending {
+    key: [u8; 32],
+    user: String,
+    password: Vec<u8>,
+    hash: Arc<PasswordHash>,
+}
+
+impl Pending {
+    /// Runs the hash check on the calling thread and records the verdict.
+    fn run(self, cache: &Mutex<Verdicts>) -> Option<String> {
+        let ok = self.hash.verify(&self.password);
+        lock(cache).record(self.key, ok.then(|| self.user.clone()));
+        ok.then_some(self.user)
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").field("user", &self.user).finish()
+    }
+}
+
+/// The verdict cache: SHA-256 of an `Authorization` value -> what its check gave. Two maps so
+/// that failures (which anyone can mint) never push successes out.
+#[derive(Default)]
+struct Verdicts {
+    /// Values that verified OK -> the user they name.
+    allowed: HashMap<[u8; 32], String>,
+    /// Values whose password was wrong.
+    refused: HashSet<[u8; 32]>,
+}
+
+impl Verdicts {
+    fn get(&self, key: &[u8; 32]) -> Option<Option<String>> {
+        if let Some(user) = self.allowed.get(key) {
+            return Some(Some(user.clone()));
+        }
+        self.refused.contains(key).then_some(None)
+    }
+
+    /// Records a finished check: `Some(user)` verified, `None` did not.
+    fn record(&mut self, key: [u8; 32], verdict: Option<String>) {
+        match verdict {
+            Some(user) => {
+                if self.allowed.len() >= CACHE_CAPACITY {
+                    self.allowed.clear();
+                }
+                self.allowed.insert(key, user);
+            }
+            None => {
+                if self.refused.len() >= CACHE_CAPACITY {
+                    self.refused.clear();
+                }
+                self.refused.insert(key);
+            }
+        }
+    }
+}
+
+fn lock(cache: &Mutex<Verdicts>) -> MutexGuard<'_, Verdicts> {
+    cache.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// HTTP Basic authentication against a fixed htpasswd user table.
 pub struct BasicAuth {
     /// In file order, for listings.
     names: Vec<String>,
-    users: HashMap<String, PasswordHash>,
+    /// `Arc` so a slow check can take its hash to the blocking pool.
+    users: HashMap<String, Arc<PasswordHash>>,
     realm: String,
     challenge: HeaderValue,
-    /// SHA-256 of an `Authorization` value that verified OK -> the user it names.
-    cache: Mutex<HashMap<[u8; 32], String>>,
+    /// Shared with the blocking checks, which record their verdict even when the request that
+    /// asked has gone.
+    cache: Arc<Mutex<Verdicts>>,
+    /// Bounds the slow checks running at once (owned permits travel into the blocking task).
+    slow: Arc<tokio::sync::Semaphore>,
 }
 
 impl BasicAuth {
@@ -211,7 +312,7 @@ impl BasicAuth {
             };
             let parsed = PasswordHash::parse(hash)
                 .map_err(|why| format!("line {line_no}: user {user:?}: {why}"))?;
-            if users.insert(user.to_owned(), parsed).is_some() {
+            if users.insert(user.to_owned(), Arc::new(parsed)).is_some() {
                 return Err(format!("line {line_no}: user {user:?}: duplicate user"));
             }
             names.push(user.to_owned());
@@ -222,23 +323,86 @@ impl BasicAuth {
         let escaped = realm.replace('\\', "\\\\").replace('"', "\\\"");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{escaped}\""))
             .map_err(|_| format!("basic auth: realm {realm:?}: not a valid header value"))?;
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(BasicAuth {
             names,
             users,
             realm: realm.to_owned(),
             challenge,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::new(Mutex::new(Verdicts::default())),
+            slow: Arc::new(tokio::sync::Semaphore::new(parallel)),
         })
     }
 
-    /// The user named by a valid `Authorization: Basic ...` header, else `None`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<String> {
-        let value = headers.get(http::header::AUTHORIZATION)?;
+    /// The cheap step: the cached verdict for this `Authorization` header, a `{SHA}` check done
+    /// inline, a refusal that needs no hash (no or malformed header, unknown user), or
+    /// `Unknown` when a slow hash has to be checked (`verify`). Never blocks for a hash's time.
+    pub fn check_cached(&self, headers: &HeaderMap) -> Cached {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Cached::Refused;
+        };
         let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
-        if let Some(user) = self.lock_cache().get(&key) {
-            return Some(user.clone());
+        if let Some(verdict) = lock(&self.cache).get(&key) {
+            return match verdict {
+                Some(user) => Cached::Allowed(user),
+                None => Cached::Refused,
+            };
         }
+        let Some((user, password, hash)) = self.parse(value) else {
+            return Cached::Refused;
+        };
+        let pending = Pending {
+            key,
+            user,
+            password,
+            hash,
+        };
+        if pending.hash.is_slow() {
+            return Cached::Unknown(pending);
+        }
+        match pending.run(&self.cache) {
+            Some(user) => Cached::Allowed(user),
+            None => Cached::Refused,
+        }
+    }
 
+    /// The slow step: checks a pending password on tokio's blocking pool (at most
+    /// `available_parallelism` at once per `BasicAuth`) and caches the verdict. The user on
+    /// success. A check that does not finish (the blocking task failed or was cancelled) is a
+    /// refusal, logged and not cached. Outside a tokio runtime it checks inline.
+    pub async fn verify(&self, pending: Pending) -> Option<String> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return pending.run(&self.cache);
+        }
+        // The semaphore is never closed; if it were, checking unbounded is still correct.
+        let permit = self.slow.clone().acquire_owned().await.ok();
+        let cache = self.cache.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let verdict = pending.run(&cache);
+            drop(permit);
+            verdict
+        });
+        match task.await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                tracing::warn!(error = %e, "basic auth: password check did not finish; refused");
+                None
+            }
+        }
+    }
+
+    /// The user named by a valid `Authorization: Basic ...` header, else `None`. Synchronous:
+    /// a slow hash is checked on the calling thread (the proxy uses `check_cached` + `verify`).
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<String> {
+        match self.check_cached(headers) {
+            Cached::Allowed(user) => Some(user),
+            Cached::Refused => None,
+            Cached::Unknown(pending) => pending.run(&self.cache),
+        }
+    }
+
+    /// User, password and the user's hash from a well-formed `Basic` value of a known user.
+    fn parse(&self, value: &HeaderValue) -> Option<(String, Vec<u8>, Arc<PasswordHash>)> {
         let text = value.to_str().ok()?.trim();
         let (scheme, credentials) = text.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
@@ -252,16 +416,7 @@ impl BasicAuth {
         let password = password.get(1..).unwrap_or_default();
         let user = std::str::from_utf8(user).ok()?;
         let hash = self.users.get(user)?;
-        if !hash.verify(password) {
-            return None;
-        }
-
-        let mut cache = self.lock_cache();
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(key, user.to_owned());
-        Some(user.to_owned())
+        Some((user.to_owned(), password.to_vec(), hash.clone()))
     }
 
     /// The `WWW-Authenticate` value for a 401: `Basic realm="<realm>"`.
@@ -274,17 +429,19 @@ impl BasicAuth {
         self.names.clone()
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_cache(&self) -> MutexGuard<'_, Verdicts> {
+        lock(&self.cache)
     }
 }
 
 impl fmt::Debug for BasicAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cache = self.lock_cache();
         f.debug_struct("BasicAuth")
             .field("realm", &self.realm)
             .field("users", &self.names)
-            .field("cached", &self.lock_cache().len())
+            .field("cached_allowed", &cache.allowed.len())
+            .field("cached_refused", &cache.refused.len())
             .finish()
     }
 }
@@ -441,17 +598,134 @@ mod tests {
     }
 
     #[test]
-    fn cache_holds_only_successes_and_hits_return_same_user() {
+    fn cache_hits_return_same_user() {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let auth = BasicAuth::new(&lines(&[&format!("bob:{hash}")]), "r").unwrap();
-        assert_eq!(auth.authenticate(&basic("bob:bad")), None);
-        assert_eq!(auth.lock_cache().len(), 0);
         assert_eq!(auth.authenticate(&basic("bob:pw")).as_deref(), Some("bob"));
-        assert_eq!(auth.lock_cache().len(), 1);
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
         // Second call is served from the cache (still one entry, same answer).
+        assert!(matches!(
+            auth.check_cached(&basic("bob:pw")),
+            Cached::Allowed(u) if u == "bob"
+        ));
         assert_eq!(auth.authenticate(&basic("bob:pw")).as_deref(), Some("bob"));
-        assert_eq!(auth.lock_cache().len(), 1);
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
+        assert!(auth.lock_cache().refused.is_empty());
+    }
+
+    #[test]
+    fn wrong_password_is_cached_as_refused_and_right_one_still_allowed() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let auth = BasicAuth::new(&lines(&[&format!("bob:{hash}")]), "r").unwrap();
+        // First sight of a wrong password: a slow check is needed.
+        let Cached::Unknown(pending) = auth.check_cached(&basic("bob:bad")) else {
+            panic!("a bcrypt user is not checked inline");
+        };
+        assert_eq!(pending.run(&auth.cache), None);
+        assert_eq!(auth.lock_cache().refused.len(), 1);
+        assert!(auth.lock_cache().allowed.is_empty());
+        // Now the same value is refused from the cache, without a hash.
+        assert!(matches!(
+            auth.check_cached(&basic("bob:bad")),
+            Cached::Refused
+        ));
         assert_eq!(auth.authenticate(&basic("bob:bad")), None);
+        // The right password right after is a different value: checked and allowed.
+        assert!(matches!(
+            auth.check_cached(&basic("bob:pw")),
+            Cached::Unknown(_)
+        ));
+        assert_eq!(auth.authenticate(&basic("bob:pw")).as_deref(), Some("bob"));
+        assert!(matches!(
+            auth.check_cached(&basic("bob:pw")),
+            Cached::Allowed(u) if u == "bob"
+        ));
+        // Neither verdict moved: the wrong one is still refused.
+        assert!(matches!(
+            auth.check_cached(&basic("bob:bad")),
+            Cached::Refused
+        ));
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
+        assert_eq!(auth.lock_cache().refused.len(), 1);
+        // The key is a digest: neither the raw header nor the password is stored.
+        let raw = basic("bob:bad");
+        let value = raw.get(http::header::AUTHORIZATION).unwrap().as_bytes();
+        let key: [u8; 32] = Sha256::digest(value).into();
+        assert!(auth.lock_cache().refused.contains(&key));
+        // Malformed headers and unknown users leave no entry.
+        assert_eq!(auth.authenticate(&basic("nobody:pw")), None);
+        assert_eq!(auth.authenticate(&raw_auth("Basic !!!")), None);
+        assert_eq!(auth.lock_cache().refused.len(), 1);
+    }
+
+    #[test]
+    fn sha_and_apr1_checks_split_inline_and_slow() {
+        let auth = BasicAuth::new(
+            &lines(&[
+                "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+                &format!("myName:{APR1_MYPASSWORD}"),
+            ]),
+            "r",
+        )
+        .unwrap();
+        // {SHA} is checked inline, both ways, and the verdicts are cached.
+        assert!(matches!(
+            auth.check_cached(&basic("alice:password")),
+            Cached::Allowed(u) if u == "alice"
+        ));
+        assert!(matches!(
+            auth.check_cached(&basic("alice:wrong")),
+            Cached::Refused
+        ));
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
+        assert_eq!(auth.lock_cache().refused.len(), 1);
+        // $apr1$ (1000 MD5 rounds) goes to the slow path.
+        assert!(matches!(
+            auth.check_cached(&basic("myName:myPassword")),
+            Cached::Unknown(_)
+        ));
+        assert!(matches!(
+            auth.check_cached(&HeaderMap::new()),
+            Cached::Refused
+        ));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn verify_runs_off_thread_and_caches_both_verdicts() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let auth = BasicAuth::new(&lines(&[&format!("bob:{hash}")]), "r").unwrap();
+        let Cached::Unknown(bad) = auth.check_cached(&basic("bob:bad")) else {
+            panic!("slow path expected");
+        };
+        let dbg = format!("{bad:?}");
+        assert!(dbg.contains("bob") && !dbg.contains("bad"), "{dbg}");
+        assert_eq!(auth.verify(bad).await, None);
+        assert!(matches!(
+            auth.check_cached(&basic("bob:bad")),
+            Cached::Refused
+        ));
+        let Cached::Unknown(good) = auth.check_cached(&basic("bob:pw")) else {
+            panic!("slow path expected");
+        };
+        assert_eq!(auth.verify(good).await.as_deref(), Some("bob"));
+        assert!(matches!(
+            auth.check_cached(&basic("bob:pw")),
+            Cached::Allowed(u) if u == "bob"
+        ));
+    }
+
+    #[test]
+    fn refused_half_is_bounded_and_never_evicts_successes() {
+        let auth =
+            BasicAuth::new(&lines(&["alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="]), "r").unwrap();
+        assert!(auth.authenticate(&basic("alice:password")).is_some());
+        for i in 0..CACHE_CAPACITY {
+            assert_eq!(auth.authenticate(&basic(&format!("alice:wrong{i}"))), None);
+        }
+        assert_eq!(auth.lock_cache().refused.len(), CACHE_CAPACITY);
+        assert_eq!(auth.authenticate(&basic("alice:one-more")), None);
+        assert_eq!(auth.lock_cache().refused.len(), 1);
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
     }
 
     #[test]
@@ -464,13 +738,13 @@ mod tests {
             let value = format!("Basic {b64}{}", " ".repeat(i));
             assert!(auth.authenticate(&raw_auth(&value)).is_some());
         }
-        assert_eq!(auth.lock_cache().len(), CACHE_CAPACITY);
+        assert_eq!(auth.lock_cache().allowed.len(), CACHE_CAPACITY);
         assert_eq!(
             auth.authenticate(&raw_auth("bAsIc YWxpY2U6cGFzc3dvcmQ="))
                 .as_deref(),
             Some("alice")
         );
-        assert_eq!(auth.lock_cache().len(), 1);
+        assert_eq!(auth.lock_cache().allowed.len(), 1);
     }
 
     #[test]

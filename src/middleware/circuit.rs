@@ -2,14 +2,23 @@
 //!
 //! Owns the trip expression (parsed once), the rolling window of request outcomes and the
 //! closed -> open -> recovering -> closed state machine. Invariants: the window covers at most
-//! `check_period` (`WINDOW_BUCKETS` slots) and its running totals always equal the sum of its
-//! live slots; the breaker trips only with at least `MIN_SAMPLES` samples in the window; the
-//! window is emptied on every state change so old traffic cannot re-trip a fresh state. Must
-//! never: block (the mutex is held for O(histogram) work at most), read the clock itself
-//! (callers pass `now`), or panic on any expression text.
+//! `check_period` (`WINDOW_BUCKETS` slots) and its running totals equal the sum of its live
+//! slots (exactly once no record is in progress); it keeps only the counters the expression
+//! reads (total, network errors, the status ranges named by `ResponseCodeRatio`, the latency
+//! histogram only for `LatencyAtQuantileMS`); the breaker trips only with at least
+//! `MIN_SAMPLES` samples in the window; the window is emptied on every state change so old
+//! traffic cannot re-trip a fresh state.
+//!
+//! No lock on the request path: `allow` is one atomic load while closed, and `record` is a few
+//! relaxed atomic increments plus the expression over the running sums. The phase and its
+//! deadline are one `AtomicU64` changed by compare-and-swap (so exactly one thread performs each
+//! transition); a short mutex is taken only on the rare events — the window moving to a new slot
+//! (at most once per `check_period / WINDOW_BUCKETS`) and emptying it on a transition. Must
+//! never: block on anything but that mutex, read the clock itself (callers pass `now`), or panic
+//! on any expression text.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -405,118 +414,213 @@ fn hist_value_ms(index: usize) -> f64 {
     (low as f64 + width as f64 / 2.0) / 1000.0
 }
 
+/// Which counters a window keeps, fixed by the expression: the sample total, network errors,
+/// one count per distinct status range `ResponseCodeRatio` uses, and the latency histogram only
+/// when a quantile is asked for.
 #[derive(Debug, Clone, Default)]
-struct Stats {
-    total: u64,
-    net_errors: u64,
-    codes: BTreeMap<u16, u64>,
-    /// Empty when the expression does not use latency.
-    latency: Vec<u64>,
+struct Layout {
+    /// `[from, to)` status ranges, each with from < to.
+    ranges: Vec<(u16, u16)>,
+    latency: bool,
 }
 
-impl Stats {
-    fn new(with_latency: bool) -> Stats {
-        Stats {
-            latency: if with_latency {
-                vec![0; HIST_LEN]
-            } else {
-                Vec::new()
-            },
-            ..Stats::default()
-        }
-    }
+const TOTAL: usize = 0;
+const NET_ERRORS: usize = 1;
+const FIRST_RANGE: usize = 2;
 
-    fn add(&mut self, status: Option<u16>, latency: Duration) {
-        self.total += 1;
-        match status {
-            None => self.net_errors += 1,
-            Some(code) => *self.codes.entry(code).or_insert(0) += 1,
-        }
-        if let Some(slot) = self.latency.get_mut(hist_index(latency)) {
-            *slot += 1;
-        }
-    }
-
-    fn subtract(&mut self, other: &Stats) {
-        self.total = self.total.saturating_sub(other.total);
-        self.net_errors = self.net_errors.saturating_sub(other.net_errors);
-        for (code, n) in &other.codes {
-            if let Some(mine) = self.codes.get_mut(code) {
-                *mine = mine.saturating_sub(*n);
-                if *mine == 0 {
-                    self.codes.remove(code);
+impl Layout {
+    fn of(expr: &Expr) -> Layout {
+        fn walk(e: &Expr, l: &mut Layout) {
+            match e {
+                Expr::Or(a, b) | Expr::And(a, b) => {
+                    walk(a, l);
+                    walk(b, l);
+                }
+                Expr::Cmp(Metric::NetworkErrorRatio | Metric::LatencyAtQuantileMs(_), _, _) => {}
+                Expr::Cmp(
+                    Metric::ResponseCodeRatio {
+                        from,
+                        to,
+                        div_from,
+                        div_to,
+                    },
+                    _,
+                    _,
+                ) => {
+                    for r in [(*from, *to), (*div_from, *div_to)] {
+                        if r.0 < r.1 && !l.ranges.contains(&r) {
+                            l.ranges.push(r);
+                        }
+                    }
                 }
             }
         }
-        for (mine, theirs) in self.latency.iter_mut().zip(other.latency.iter()) {
-            *mine = mine.saturating_sub(*theirs);
+        let mut l = Layout {
+            ranges: Vec::new(),
+            latency: expr.uses_latency(),
+        };
+        walk(expr, &mut l);
+        l
+    }
+
+    fn first_hist(&self) -> usize {
+        FIRST_RANGE + self.ranges.len()
+    }
+
+    fn width(&self) -> usize {
+        self.first_hist() + if self.latency { HIST_LEN } else { 0 }
+    }
+
+    fn range_index(&self, from: u16, to: u16) -> Option<usize> {
+        self.ranges
+            .iter()
+            .position(|r| *r == (from, to))
+            .map(|i| FIRST_RANGE + i)
+    }
+}
+
+/// A row of counters (one per `Layout` slot).
+#[derive(Debug)]
+struct Counters(Box<[AtomicU64]>);
+
+impl Counters {
+    fn new(width: usize) -> Counters {
+        Counters((0..width).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        let v = self.0.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        // A running sum can only be "negative" (wrapped) in theory; read that as empty.
+        if v > u64::MAX / 2 {
+            0
+        } else {
+            v
         }
     }
-
-    fn clear(&mut self) {
-        self.total = 0;
-        self.net_errors = 0;
-        self.codes.clear();
-        self.latency.iter_mut().for_each(|n| *n = 0);
-    }
 }
 
+/// One `check_period / WINDOW_BUCKETS` time slot.
 #[derive(Debug)]
 struct Slot {
-    epoch: u64,
-    stats: Stats,
+    /// The slot's epoch; `EMPTY` once drained. Written only under `Window::rotate`.
+    epoch: AtomicU64,
+    counts: Counters,
 }
 
+const EMPTY: u64 = u64::MAX;
+
+/// The rolling window: `WINDOW_BUCKETS` slots plus their running sum, all atomics.
+///
+/// Recording a sample is lock-free: the counters it touches are incremented in the running sum
+/// first, then (release) in the slot of the newest epoch. Moving to a new epoch (at most once
+/// per slot length) and emptying the window (on a state change) take the `rotate` mutex: a
+/// drained slot's counters are swapped to 0 (acquire) and subtracted from the sum. That order
+/// keeps every sample counted in the sum exactly as long as it is in a slot, whatever the
+/// interleaving; a sample racing a rotation lands in the newer slot.
 #[derive(Debug)]
 struct Window {
+    layout: Layout,
     slots: Vec<Slot>,
-    /// Sum of all slots.
-    sum: Stats,
+    sum: Counters,
+    /// The newest epoch the slots were rotated to; samples of older epochs count in it.
+    head: AtomicU64,
+    rotate: Mutex<()>,
 }
 
 impl Window {
-    fn new(with_latency: bool) -> Window {
+    fn new(layout: Layout) -> Window {
+        let width = layout.width();
         Window {
             slots: (0..WINDOW_BUCKETS)
                 .map(|_| Slot {
-                    epoch: 0,
-                    stats: Stats::new(with_latency),
+                    epoch: AtomicU64::new(EMPTY),
+                    counts: Counters::new(width),
                 })
                 .collect(),
-            sum: Stats::new(with_latency),
+            sum: Counters::new(width),
+            head: AtomicU64::new(0),
+            rotate: Mutex::new(()),
+            layout,
         }
     }
 
-    /// Forgets slots older than the window ending at `epoch`.
-    fn expire(&mut self, epoch: u64) {
-        for slot in &mut self.slots {
-            if slot.stats.total > 0 && slot.epoch + WINDOW_BUCKETS as u64 <= epoch {
-                self.sum.subtract(&slot.stats);
-                slot.stats.clear();
+    fn total(&self) -> u64 {
+        self.sum.get(TOTAL)
+    }
+
+    fn add(&self, epoch: u64, status: Option<u16>, latency: Duration) {
+        if epoch > self.head.load(Ordering::Acquire) {
+            self.advance(epoch);
+        }
+        let head = self.head.load(Ordering::Acquire);
+        let Some(slot) = self.slots.get((head % WINDOW_BUCKETS as u64) as usize) else {
+            return;
+        };
+        let bump = |i: usize| {
+            if let (Some(sum), Some(own)) = (self.sum.0.get(i), slot.counts.0.get(i)) {
+                sum.fetch_add(1, Ordering::Relaxed);
+                own.fetch_add(1, Ordering::Release);
+            }
+        };
+        bump(TOTAL);
+        match status {
+            None => bump(NET_ERRORS),
+            Some(code) => {
+                for (i, (from, to)) in self.layout.ranges.iter().enumerate() {
+                    if (*from..*to).contains(&code) {
+                        bump(FIRST_RANGE + i);
+                    }
+                }
+            }
+        }
+        if self.layout.latency {
+            bump(self.layout.first_hist() + hist_index(latency));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.rotate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `epoch` the newest slot: forgets slots that fell out of the window ending there.
+    fn advance(&self, epoch: u64) {
+        let _rotating = self.lock();
+        if epoch <= self.head.load(Ordering::Acquire) {
+            return;
+        }
+        let current = (epoch % WINDOW_BUCKETS as u64) as usize;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let e = slot.epoch.load(Ordering::Relaxed);
+            let expired = e != EMPTY && e.saturating_add(WINDOW_BUCKETS as u64) <= epoch;
+            if i == current {
+                if e != epoch {
+                    self.drain(slot);
+                    slot.epoch.store(epoch, Ordering::Relaxed);
+                }
+            } else if expired {
+                self.drain(slot);
+                slot.epoch.store(EMPTY, Ordering::Relaxed);
+            }
+        }
+        self.head.store(epoch, Ordering::Release);
+    }
+
+    /// Moves a slot's counts out of the running sum.
+    fn drain(&self, slot: &Slot) {
+        for (own, sum) in slot.counts.0.iter().zip(self.sum.0.iter()) {
+            if own.load(Ordering::Relaxed) != 0 {
+                let n = own.swap(0, Ordering::Acquire);
+                sum.fetch_sub(n, Ordering::Relaxed);
             }
         }
     }
 
-    fn add(&mut self, epoch: u64, status: Option<u16>, latency: Duration) {
-        self.expire(epoch);
-        let index = (epoch % WINDOW_BUCKETS as u64) as usize;
-        if let Some(slot) = self.slots.get_mut(index) {
-            if slot.epoch < epoch {
-                self.sum.subtract(&slot.stats);
-                slot.stats.clear();
-                slot.epoch = epoch;
-            }
-            // A late sample for an older epoch lands in the newer slot: close enough.
-            slot.stats.add(status, latency);
-            self.sum.add(status, latency);
+    /// Empties the window (every slot drained).
+    fn reset(&self) {
+        let _rotating = self.lock();
+        for slot in &self.slots {
+            self.drain(slot);
         }
-    }
-
-    fn reset(&mut self) {
-        for slot in &mut self.slots {
-            slot.stats.clear();
-        }
-        self.sum.clear();
     }
 
     fn metric(&self, m: Metric) -> f64 {
@@ -529,13 +633,10 @@ impl Window {
             }
         };
         let in_range = |from: u16, to: u16| -> u64 {
-            if from >= to {
-                return 0;
-            }
-            s.codes.range(from..to).map(|(_, n)| *n).sum()
+            self.layout.range_index(from, to).map_or(0, |i| s.get(i))
         };
         match m {
-            Metric::NetworkErrorRatio => ratio(s.net_errors, s.total),
+            Metric::NetworkErrorRatio => ratio(s.get(NET_ERRORS), s.get(TOTAL)),
             Metric::ResponseCodeRatio {
                 from,
                 to,
@@ -543,12 +644,16 @@ impl Window {
                 div_to,
             } => ratio(in_range(from, to), in_range(div_from, div_to)),
             Metric::LatencyAtQuantileMs(q) => {
-                if s.total == 0 {
+                let first = self.layout.first_hist();
+                let counts = || (0..HIST_LEN).map(|b| s.get(first + b));
+                // The histogram's own total: it may differ from TOTAL by in-flight records.
+                let total: u64 = counts().sum();
+                if total == 0 {
                     return 0.0;
                 }
-                let rank = ((q / 100.0) * s.total as f64).ceil().max(1.0) as u64;
+                let rank = ((q / 100.0) * total as f64).ceil().max(1.0) as u64;
                 let mut seen = 0u64;
-                for (index, n) in s.latency.iter().enumerate() {
+                for (index, n) in counts().enumerate() {
                     seen += n;
                     if seen >= rank {
                         return hist_value_ms(index);
@@ -566,14 +671,37 @@ impl Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    Recovering { since: Instant },
+    /// Nanoseconds since the breaker's origin at which the fallback ends.
+    Open {
+        until: u64,
+    },
+    /// Nanoseconds since the origin at which recovery began.
+    Recovering {
+        since: u64,
+    },
 }
 
-#[derive(Debug)]
-struct Inner {
-    phase: Phase,
-    window: Window,
+const TAG_SHIFT: u32 = 62;
+const VALUE_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+impl Phase {
+    /// One word: the phase in the top two bits, its instant (capped at ~146 years) below.
+    fn encode(self) -> u64 {
+        match self {
+            Phase::Closed => 0,
+            Phase::Open { until } => (1 << TAG_SHIFT) | until.min(VALUE_MASK),
+            Phase::Recovering { since } => (2 << TAG_SHIFT) | since.min(VALUE_MASK),
+        }
+    }
+
+    fn decode(word: u64) -> Phase {
+        let value = word & VALUE_MASK;
+        match word >> TAG_SHIFT {
+            1 => Phase::Open { until: value },
+            2 => Phase::Recovering { since: value },
+            _ => Phase::Closed,
+        }
+    }
 }
 
 /// Opens when the expression holds over the recent window; see the module comment.
@@ -583,10 +711,17 @@ pub struct CircuitBreaker {
     check_period: Duration,
     fallback: Duration,
     recovery: Duration,
-    /// `check_period / WINDOW_BUCKETS`, at least 1 ns.
-    slot_len: Duration,
+    /// `check_period / WINDOW_BUCKETS` in nanoseconds, at least 1.
+    slot_nanos: u64,
+    /// Instants are kept as nanoseconds since this (earlier ones count as this).
     origin: Instant,
-    inner: Mutex<Inner>,
+    /// The `Phase`, encoded; changed only by compare-and-swap.
+    phase: AtomicU64,
+    window: Window,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl CircuitBreaker {
@@ -602,59 +737,70 @@ impl CircuitBreaker {
         if check_period.is_zero() {
             return Err("circuit breaker: check period must be greater than zero".to_owned());
         }
-        let slot_len = (check_period / WINDOW_BUCKETS as u32).max(Duration::from_nanos(1));
-        let with_latency = expr.uses_latency();
+        let slot_nanos = nanos(check_period / WINDOW_BUCKETS as u32).max(1);
+        let layout = Layout::of(&expr);
+        // A little before now, so instants taken just before the breaker existed (a replayed
+        // clock) still order correctly.
+        let now = Instant::now();
+        let origin = [3600, 60, 1]
+            .into_iter()
+            .find_map(|s| now.checked_sub(Duration::from_secs(s)))
+            .unwrap_or(now);
         Ok(CircuitBreaker {
             source: expression.to_owned(),
             expr,
             check_period,
             fallback,
             recovery,
-            slot_len,
-            origin: Instant::now(),
-            inner: Mutex::new(Inner {
-                phase: Phase::Closed,
-                window: Window::new(with_latency),
-            }),
+            slot_nanos,
+            origin,
+            phase: AtomicU64::new(Phase::Closed.encode()),
+            window: Window::new(layout),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn at(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.origin)).min(VALUE_MASK)
     }
 
-    fn epoch(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(elapsed / self.slot_len.as_nanos().max(1)).unwrap_or(u64::MAX)
+    /// Applies the time-driven transitions (open -> recovering -> closed) and returns the
+    /// phase at `now`. Lock-free; the rare transition empties the window.
+    fn advance(&self, now: u64) -> Phase {
+        loop {
+            let word = self.phase.load(Ordering::Acquire);
+            let next = match Phase::decode(word) {
+                Phase::Open { until } if now >= until => Phase::Recovering { since: until },
+                Phase::Recovering { since }
+                    if now.saturating_sub(since) >= nanos(self.recovery) =>
+                {
+                    Phase::Closed
+                }
+                phase => return phase,
+            };
+            self.transition(word, next);
+        }
     }
 
-    /// Applies the time-driven transitions (open -> recovering -> closed).
-    fn advance(&self, inner: &mut Inner, now: Instant) {
-        if let Phase::Open { until } = inner.phase {
-            if now >= until {
-                inner.phase = Phase::Recovering { since: until };
-                inner.window.reset();
-            }
+    /// Moves from the phase encoded as `from` to `to`, unless another thread moved first.
+    fn transition(&self, from: u64, to: Phase) -> bool {
+        let moved = self
+            .phase
+            .compare_exchange(from, to.encode(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if moved {
+            self.window.reset();
         }
-        if let Phase::Recovering { since } = inner.phase {
-            if now.saturating_duration_since(since) >= self.recovery {
-                inner.phase = Phase::Closed;
-                inner.window.reset();
-            }
-        }
+        moved
     }
 
     /// Whether this request may go to a server.
     pub fn allow(&self, now: Instant) -> bool {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        match inner.phase {
+        let at = self.at(now);
+        match self.advance(at) {
             Phase::Closed => true,
             Phase::Open { .. } => false,
             Phase::Recovering { since } => {
-                drop(inner);
-                let share = now.saturating_duration_since(since).as_secs_f64()
-                    / self.recovery.as_secs_f64();
+                let share = at.saturating_sub(since) as f64 / self.recovery.as_nanos() as f64;
                 fastrand::f64() < share
             }
         }
@@ -662,27 +808,22 @@ impl CircuitBreaker {
 
     /// Records one finished request (`status` None = network error).
     pub fn record(&self, status: Option<u16>, latency: Duration, now: Instant) {
-        let epoch = self.epoch(now);
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        if let Phase::Open { .. } = inner.phase {
+        let at = self.at(now);
+        let phase = self.advance(at);
+        if let Phase::Open { .. } = phase {
             // Requests let through before the trip finishing now say nothing new.
             return;
         }
-        inner.window.add(epoch, status, latency);
-        if inner.window.sum.total >= MIN_SAMPLES && self.expr.eval(&inner.window) {
-            inner.phase = Phase::Open {
-                until: now.checked_add(self.fallback).unwrap_or(now),
-            };
-            inner.window.reset();
+        self.window.add(at / self.slot_nanos, status, latency);
+        if self.window.total() >= MIN_SAMPLES && self.expr.eval(&self.window) {
+            let until = at.saturating_add(nanos(self.fallback));
+            self.transition(phase.encode(), Phase::Open { until });
         }
     }
 
     /// `"closed"`, `"open"` or `"recovering"`.
     pub fn state(&self, now: Instant) -> &'static str {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        match inner.phase {
+        match self.advance(self.at(now)) {
             Phase::Closed => "closed",
             Phase::Open { .. } => "open",
             Phase::Recovering { .. } => "recovering",
@@ -697,14 +838,13 @@ impl CircuitBreaker {
 
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.lock();
         f.debug_struct("CircuitBreaker")
             .field("expression", &self.source)
             .field("check_period", &self.check_period)
             .field("fallback", &self.fallback)
             .field("recovery", &self.recovery)
-            .field("phase", &inner.phase)
-            .field("samples", &inner.window.sum.total)
+            .field("phase", &Phase::decode(self.phase.load(Ordering::Relaxed)))
+            .field("samples", &self.window.total())
             .finish()
     }
 }
@@ -957,16 +1097,93 @@ mod tests {
 
     #[test]
     fn window_forgets_expired_slots() {
-        let mut w = Window::new(false);
+        let w = Window::new(Layout {
+            ranges: vec![(200, 201)],
+            latency: false,
+        });
+        let ok = || w.sum.get(w.layout.range_index(200, 201).unwrap());
         w.add(0, None, MS);
         w.add(5, Some(200), MS);
-        assert_eq!(w.sum.total, 2);
+        assert_eq!(w.total(), 2);
         w.add(10, Some(200), MS);
         // Epoch 0 fell out of the 10-slot window.
-        assert_eq!(w.sum.total, 2);
-        assert_eq!(w.sum.net_errors, 0);
+        assert_eq!(w.total(), 2);
+        assert_eq!(w.sum.get(NET_ERRORS), 0);
         w.add(25, Some(200), MS);
-        assert_eq!(w.sum.total, 1);
-        assert_eq!(w.sum.codes.get(&200), Some(&1));
+        assert_eq!(w.total(), 1);
+        assert_eq!(ok(), 1);
+        // A late sample (older epoch) counts in the newest slot; a reset empties everything.
+        w.add(3, Some(200), MS);
+        assert_eq!((w.total(), ok()), (2, 2));
+        w.reset();
+        assert_eq!((w.total(), ok()), (0, 0));
+        w.add(26, None, MS);
+        assert_eq!(w.total(), 1);
+    }
+
+    #[test]
+    fn layout_keeps_only_what_the_expression_reads() {
+        let l = Layout::of(&parse("NetworkErrorRatio() > 0.5").unwrap());
+        assert_eq!((l.ranges.len(), l.latency, l.width()), (0, false, 2));
+        let l = Layout::of(
+            &parse(
+                "ResponseCodeRatio(500, 600, 0, 600) > 0.5 || ResponseCodeRatio(500, 600, 0, 0) > 1 \
+                 || LatencyAtQuantileMS(99) > 10",
+            )
+            .unwrap(),
+        );
+        assert_eq!(l.ranges, vec![(500, 600), (0, 600)]);
+        assert!(l.latency);
+        assert_eq!(l.width(), 4 + HIST_LEN);
+        // An empty range reads as 0, as the code map did.
+        let b = cb("ResponseCodeRatio(500, 600, 600, 500) > 0.5");
+        for _ in 0..20 {
+            b.record(Some(503), MS, Instant::now());
+        }
+        assert_eq!(b.state(Instant::now()), "closed");
+    }
+
+    #[test]
+    fn concurrent_records_keep_the_sums_exact() {
+        let b = std::sync::Arc::new(
+            CircuitBreaker::new(
+                "ResponseCodeRatio(500, 600, 0, 600) > 0.99 || LatencyAtQuantileMS(50) > 100000",
+                Duration::from_millis(10),
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+            )
+            .unwrap(),
+        );
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let b = std::sync::Arc::clone(&b);
+                std::thread::spawn(move || {
+                    for i in 0..5000u32 {
+                        // Time moves on (slots rotate) while every thread records.
+                        let now = t0 + Duration::from_micros(u64::from(i) * 10 + t);
+                        assert!(b.allow(now));
+                        b.record(Some(200), MS, now);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // The running sums match the slots exactly. The window holds at least the last 10 ms
+        // of the thread that finished last (late records of slower threads count in the newest
+        // slot, so possibly more).
+        let w = &b.window;
+        for i in 0..w.layout.width() {
+            let in_slots: u64 = w
+                .slots
+                .iter()
+                .map(|s| s.counts.0[i].load(Ordering::Relaxed))
+                .sum();
+            assert_eq!(w.sum.0[i].load(Ordering::Relaxed), in_slots, "counter {i}");
+        }
+        assert!((1000..=20_000).contains(&w.total()), "{}", w.total());
+        assert_eq!(b.state(t0 + Duration::from_millis(50)), "closed");
     }
 }

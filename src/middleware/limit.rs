@@ -2,21 +2,33 @@
 //! `inFlightReq` (concurrent requests per key).
 //!
 //! Owns the per-key state of both limiters. Invariants: a rate bucket never holds more than
-//! `burst` tokens and starts full; the rate map is swept of buckets that have refilled once it
-//! passes `MAX_RATE_KEYS`; an in-flight entry exists only while at least one permit for its key
-//! is alive. Must never: sleep or block on time (callers pass `now`), hold a map shard guard
-//! across a sweep of the same map (DashMap would deadlock), or leak a permit count.
+//! `burst` tokens and starts full; an in-flight entry exists only while at least one permit for
+//! its key is alive. Must never: sleep or block on time (callers pass `now`), or leak a permit
+//! count.
+//!
+//! The rate limiter's housekeeping is amortised and local: its keys live in `RATE_SHARDS`
+//! independently locked shards, and a request takes only its key's shard lock (as a `DashMap`
+//! would) — never a whole-map count or sweep. A shard drops its refilled buckets only when a new
+//! key arrives while it holds `MAX_RATE_KEYS / RATE_SHARDS` keys or more, and the next sweep of
+//! that shard waits until at least a quarter of that many keys more were added, so a sweep costs
+//! O(shard size) at most once per that many new keys (O(1) amortised per request), and a flood of
+//! live keys cannot make every insert scan.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-/// Key count past which `RateLimiter::check` sweeps refilled buckets before inserting a new key.
+/// Key count (over all shards) past which `RateLimiter::check` sweeps refilled buckets, one
+/// shard at a time, before inserting new keys.
 pub const MAX_RATE_KEYS: usize = 100_000;
+/// Independently locked parts of a rate limiter's key map.
+pub const RATE_SHARDS: usize = 128;
+/// Keys a shard holds before its first sweep.
+const SHARD_SWEEP_AT: usize = MAX_RATE_KEYS / RATE_SHARDS;
 
 /// Token bucket rate limiter keyed by an arbitrary string (client IP, header value, ...).
 ///
@@ -30,11 +42,26 @@ pub struct RateLimiter {
     interval: Duration,
     /// How far ahead of `now` a key's arrival time may be and still pass: `interval * (burst-1)`.
     tolerance: Duration,
-    /// Key -> theoretical arrival time; the bucket is full when it is not after `now`.
-    tats: DashMap<String, Instant>,
-    /// Map size that triggers the next sweep; raised after a sweep that freed little so a
-    /// flood of live keys does not make every insert scan the whole map.
-    sweep_at: AtomicUsize,
+    /// Picks a key's shard (keyed randomly per limiter, like the shards' own maps).
+    shard_of: ahash::RandomState,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+/// Key -> theoretical arrival time; the bucket is full when it is not after `now`.
+struct Shard {
+    tats: HashMap<String, Instant, ahash::RandomState>,
+    /// Size at which the next insert sweeps this shard first.
+    sweep_at: usize,
+}
+
+impl Shard {
+    /// Drops buckets that are full again (their key has been idle for at least a refill), then
+    /// sets the size of the next sweep so that sweeps stay amortised.
+    fn sweep(&mut self, now: Instant) {
+        self.tats.retain(|_, tat| *tat > now);
+        let left = self.tats.len();
+        self.sweep_at = SHARD_SWEEP_AT.max(left.saturating_add(SHARD_SWEEP_AT / 4));
+    }
 }
 
 impl RateLimiter {
@@ -55,26 +82,42 @@ impl RateLimiter {
             burst,
             interval: nanos(interval_ns),
             tolerance: nanos(tolerance_ns),
-            tats: DashMap::new(),
-            sweep_at: AtomicUsize::new(MAX_RATE_KEYS),
+            shard_of: ahash::RandomState::new(),
+            shards: (0..RATE_SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        tats: HashMap::default(),
+                        sweep_at: SHARD_SWEEP_AT,
+                    })
+                })
+                .collect(),
         })
+    }
+
+    /// The shard holding `key`, locked.
+    fn shard(&self, key: &str) -> Option<MutexGuard<'_, Shard>> {
+        let i = self.shard_of.hash_one(key) as usize % self.shards.len().max(1);
+        self.shards
+            .get(i)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Takes one token for `key`; `Err(retry_after)` (>= 1 ms) when the bucket is empty.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        if let Some(mut tat) = self.tats.get_mut(key) {
-            return self.take(&mut tat, now);
+        let Some(mut shard) = self.shard(key) else {
+            return Ok(());
+        };
+        if let Some(tat) = shard.tats.get_mut(key) {
+            return self.take(tat, now);
         }
-        if self.tats.len() >= self.sweep_at.load(Ordering::Relaxed) {
-            self.sweep(now);
+        if shard.tats.len() >= shard.sweep_at {
+            shard.sweep(now);
         }
-        match self.tats.entry(key.to_owned()) {
-            Entry::Occupied(mut e) => self.take(e.get_mut(), now),
-            Entry::Vacant(e) => {
-                e.insert(now.checked_add(self.interval).unwrap_or(now));
-                Ok(())
-            }
-        }
+        shard.tats.insert(
+            key.to_owned(),
+            now.checked_add(self.interval).unwrap_or(now),
+        );
+        Ok(())
     }
 
     fn take(&self, tat: &mut Instant, now: Instant) -> Result<(), Duration> {
@@ -89,12 +132,12 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Drops buckets that are full again (their key has been idle for at least a refill).
-    fn sweep(&self, now: Instant) {
-        self.tats.retain(|_, tat| *tat > now);
-        let left = self.tats.len();
-        let next = MAX_RATE_KEYS.max(left.saturating_add(MAX_RATE_KEYS / 4));
-        self.sweep_at.store(next, Ordering::Relaxed);
+    /// Keys tracked now (locks every shard in turn: for listings and tests, never per request).
+    pub fn tracked_keys(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).tats.len())
+            .sum()
     }
 
     /// E.g. `100/1s burst 50`.
@@ -116,7 +159,7 @@ impl fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
             .field("limit", &self.describe())
-            .field("keys", &self.tats.len())
+            .field("keys", &self.tracked_keys())
             .finish()
     }
 }
@@ -305,9 +348,43 @@ mod tests {
         let t0 = Instant::now();
         rl.check("idle", t0).unwrap();
         rl.check("busy", t0 + Duration::from_secs(10)).unwrap();
-        rl.sweep(t0 + Duration::from_secs(10));
-        assert!(rl.tats.get("idle").is_none());
-        assert!(rl.tats.get("busy").is_some());
+        for m in rl.shards.iter() {
+            m.lock().unwrap().sweep(t0 + Duration::from_secs(10));
+        }
+        let has = |k: &str| rl.shard(k).unwrap().tats.contains_key(k);
+        assert!(!has("idle"));
+        assert!(has("busy"));
+        assert_eq!(rl.tracked_keys(), 1);
+    }
+
+    #[test]
+    fn housekeeping_is_amortised_per_shard() {
+        let rl = RateLimiter::new(1, Duration::from_secs(1), 1).unwrap();
+        let t0 = Instant::now();
+        // More live keys than the sweep threshold: nothing can be dropped, the map grows, and
+        // each shard's next sweep is pushed out instead of running on every insert.
+        let n = MAX_RATE_KEYS + MAX_RATE_KEYS / 2;
+        for i in 0..n {
+            rl.check(&format!("k{i}"), t0).unwrap();
+        }
+        assert_eq!(rl.tracked_keys(), n);
+        let raised = rl
+            .shards
+            .iter()
+            .filter(|m| m.lock().unwrap().sweep_at > SHARD_SWEEP_AT)
+            .count();
+        assert!(raised > RATE_SHARDS / 2, "{raised}");
+        // Later, every old bucket has refilled. New keys sweep their own shard once it reaches
+        // its (raised) threshold: a few hundred new keys per shard clear the old ones out.
+        let later = t0 + Duration::from_secs(5);
+        let fresh = RATE_SHARDS * 400;
+        for i in 0..fresh {
+            rl.check(&format!("new{i}"), later).unwrap();
+        }
+        let old_left = rl.tracked_keys() - fresh;
+        assert!(old_left < n / 10, "{old_left}");
+        // Refusals still work for the keys that are there.
+        assert!(rl.check("new0", later).is_err());
     }
 
     #[test]

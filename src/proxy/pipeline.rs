@@ -269,30 +269,41 @@ pub(super) async fn request_phase<B>(
                 plan.origin = req.headers().get(header::ORIGIN).cloned();
                 plan.response_steps.push(m.clone());
             }
-            Middleware::BasicAuth(b) => match b.auth.authenticate(req.headers()) {
-                None => {
-                    plan.note(m, || "no valid credentials; answered 401".to_string());
-                    let mut h = HeaderMap::new();
-                    h.insert(header::WWW_AUTHENTICATE, b.auth.challenge());
-                    return Ok(Some(answer(
-                        StatusCode::UNAUTHORIZED,
-                        h,
-                        "401 Unauthorized\n",
-                    )));
-                }
-                Some(user) => {
-                    plan.note(m, || format!("user {user:?} authenticated"));
-                    if b.remove_header {
-                        req.headers_mut().remove(header::AUTHORIZATION);
+            Middleware::BasicAuth(b) => {
+                use crate::middleware::auth::Cached;
+                // The cache (or a cheap `{SHA}` check) answers without waiting; a slow hash is
+                // checked on the blocking pool so this worker keeps serving other connections.
+                // A dry run takes the same path and gets the same answer.
+                let verdict = match b.auth.check_cached(req.headers()) {
+                    Cached::Allowed(user) => Some(user),
+                    Cached::Refused => None,
+                    Cached::Unknown(pending) => b.auth.verify(pending).await,
+                };
+                match verdict {
+                    None => {
+                        plan.note(m, || "no valid credentials; answered 401".to_string());
+                        let mut h = HeaderMap::new();
+                        h.insert(header::WWW_AUTHENTICATE, b.auth.challenge());
+                        return Ok(Some(answer(
+                            StatusCode::UNAUTHORIZED,
+                            h,
+                            "401 Unauthorized\n",
+                        )));
                     }
-                    if let Some(field) = &b.header_field {
-                        if let Ok(v) = HeaderValue::from_str(&user) {
-                            req.headers_mut().insert(field.clone(), v);
+                    Some(user) => {
+                        plan.note(m, || format!("user {user:?} authenticated"));
+                        if b.remove_header {
+                            req.headers_mut().remove(header::AUTHORIZATION);
                         }
+                        if let Some(field) = &b.header_field {
+                            if let Ok(v) = HeaderValue::from_str(&user) {
+                                req.headers_mut().insert(field.clone(), v);
+                            }
+                        }
+                        plan.user = Some(user);
                     }
-                    plan.user = Some(user);
                 }
-            },
+            }
             Middleware::IpAllowList(list) => {
                 let ip = canonical_ip(peer);
                 if !list.allows(peer) {

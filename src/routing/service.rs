@@ -9,9 +9,19 @@
 //! an unknown, forged or stale cookie value is ignored (normal pick, fresh cookie), never an
 //! error. Server state (`ServerState`) is shared with the health checker and survives a reload
 //! when the service keeps the same server set. Must never: touch sockets or import `rhai`.
+//!
+//! No lock per pick: pools pick with their lock-free `Balancer`; a weighted composite splits
+//! traffic with the same smooth weighted round robin (`balance::algo::SmoothWrr`, the one
+//! implementation), held per worker thread — a thread-local cache keyed by the composite's
+//! address and checked against its children (held as `Weak`, so the check cannot be fooled by a
+//! reused address); entries of dropped composites are pruned when the cache grows. Each worker
+//! therefore runs its own smooth sequence over the children (as nginx workers do), and the
+//! composite's legacy `current` field is never locked.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -20,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::matcher::RequestView;
 use super::table::Location;
-use crate::balance::algo::{Algorithm, Balancer, HashKey};
+use crate::balance::algo::{Algorithm, Balancer, HashKey, SmoothWrr};
 use crate::balance::state::{PassivePolicy, ServerState};
 
 /// One upstream server of a service.
@@ -133,9 +143,11 @@ pub enum ServiceKind {
         fallback: Arc<Service>,
     },
     /// Traffic split over services by weight (smooth weighted round robin over the ones that
-    /// have an available server).
+    /// have an available server; the state is per worker thread, see the module comment).
     Weighted {
         children: Vec<(Arc<Service>, u32)>,
+        /// Unused and never locked: the smooth round robin state lives in a per-worker cache.
+        /// Kept only so that existing constructors (`script::build`) compile unchanged.
         current: Mutex<Vec<i64>>,
     },
 }
@@ -269,7 +281,8 @@ impl Service {
                 fallback.pick(req, now)
             }
             ServiceKind::Weighted { children, current } => {
-                let Some(i) = pick_weighted(children, current, now) else {
+                let key = std::ptr::from_ref(current) as usize;
+                let Some(i) = pick_weighted(key, children, now) else {
                     return Ok(None);
                 };
                 match children.get(i) {
@@ -345,33 +358,90 @@ impl Service {
     }
 }
 
-fn pick_weighted(
-    children: &[(Arc<Service>, u32)],
-    current: &Mutex<Vec<i64>>,
-    now: Instant,
-) -> Option<usize> {
-    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-    if current.len() != children.len() {
-        *current = vec![0; children.len()];
-    }
-    let mut total = 0i64;
-    let mut best: Option<(usize, i64)> = None;
-    for (i, ((child, w), cur)) in children.iter().zip(current.iter_mut()).enumerate() {
-        if *w == 0 || !child.available(now) {
-            continue;
+/// Which child of a weighted composite takes the next request: smooth weighted round robin over
+/// the children with weight > 0 and an available server, with this worker's state for the
+/// composite whose `current` field is at `key`.
+fn pick_weighted(key: usize, children: &[(Arc<Service>, u32)], now: Instant) -> Option<usize> {
+    let usable = |i: usize| {
+        children
+            .get(i)
+            .is_some_and(|(c, w)| *w > 0 && c.available(now))
+    };
+    WEIGHTED.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            if let Some(wrr) = cache.state(key, children) {
+                return wrr.pick(&usable);
+            }
         }
-        let w = i64::from(*w);
-        total += w;
-        *cur += w;
-        if best.is_none_or(|(_, b)| *cur > b) {
-            best = Some((i, *cur));
+        // Unreachable (no pick re-enters, an inserted entry is there): a fresh sequence is
+        // still a correct pick.
+        SmoothWrr::new(&weights_of(children)).pick(&usable)
+    })
+}
+
+fn weights_of(children: &[(Arc<Service>, u32)]) -> Vec<u32> {
+    children.iter().map(|(_, w)| *w).collect()
+}
+
+thread_local! {
+    static WEIGHTED: RefCell<WeightedCache> = RefCell::new(WeightedCache::default());
+}
+
+/// This thread's smooth round robin state per weighted composite.
+#[derive(Default)]
+struct WeightedCache {
+    entries: HashMap<usize, WeightedEntry, ahash::RandomState>,
+    /// Size at which the next insert first drops entries of dropped composites.
+    prune_at: usize,
+}
+
+struct WeightedEntry {
+    /// The composite's children when the entry was made. Holding them as `Weak` keeps their
+    /// allocations, so a pointer match below means the very same child services.
+    children: Vec<(Weak<Service>, u32)>,
+    wrr: SmoothWrr,
+}
+
+impl WeightedEntry {
+    fn matches(&self, children: &[(Arc<Service>, u32)]) -> bool {
+        self.children.len() == children.len()
+            && self
+                .children
+                .iter()
+                .zip(children)
+                .all(|((weak, w1), (arc, w2))| {
+                    w1 == w2 && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(arc))
+                })
+    }
+
+    /// The composite is gone once its children are (they die with the table that held it).
+    fn alive(&self) -> bool {
+        self.children.iter().any(|(c, _)| c.strong_count() > 0)
+    }
+}
+
+impl WeightedCache {
+    const MIN_PRUNE_AT: usize = 64;
+
+    /// The state for the composite at `key` with these children, made (fresh) when missing or
+    /// when the address now belongs to another composite.
+    fn state(&mut self, key: usize, children: &[(Arc<Service>, u32)]) -> Option<&SmoothWrr> {
+        if !self.entries.get(&key).is_some_and(|e| e.matches(children)) {
+            if self.entries.len() >= self.prune_at.max(Self::MIN_PRUNE_AT) {
+                self.entries.retain(|_, e| e.alive());
+                self.prune_at = self.entries.len().saturating_mul(2);
+            }
+            let entry = WeightedEntry {
+                children: children
+                    .iter()
+                    .map(|(c, w)| (Arc::downgrade(c), *w))
+                    .collect(),
+                wrr: SmoothWrr::new(&weights_of(children)),
+            };
+            self.entries.insert(key, entry);
         }
+        self.entries.get(&key).map(|e| &e.wrr)
     }
-    let (i, _) = best?;
-    if let Some(c) = current.get_mut(i) {
-        *c -= total;
-    }
-    Some(i)
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
@@ -404,6 +474,88 @@ fn hash_key(algorithm: &Algorithm, req: &RequestView<'_>) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leaf(name: &str, port: u16) -> Arc<Service> {
+        Arc::new(Service::with_servers(
+            name,
+            vec![Server {
+                authority: format!("127.0.0.1:{port}").parse().unwrap(),
+                weight: 1,
+                sticky_id: String::new(),
+            }],
+        ))
+    }
+
+    fn weighted(children: Vec<(Arc<Service>, u32)>) -> Service {
+        Service {
+            name: "split".into(),
+            kind: ServiceKind::Weighted {
+                current: Mutex::new(vec![0; children.len()]),
+                children,
+            },
+            pass_host_header: true,
+            declared_at: Location::default(),
+        }
+    }
+
+    fn picks(svc: &Service, n: usize) -> Vec<String> {
+        let headers = http::HeaderMap::new();
+        let req = RequestView {
+            method: &http::Method::GET,
+            host: "x.test",
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: "10.0.0.1".parse().unwrap(),
+        };
+        (0..n)
+            .filter_map(|_| svc.pick(&req, Instant::now()).unwrap())
+            .map(|p| p.at.service.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn weighted_composite_is_smooth_and_skips_unavailable_children() {
+        let (a, b, c) = (leaf("a", 1), leaf("b", 2), leaf("c", 3));
+        let svc = weighted(vec![(a.clone(), 5), (b.clone(), 1), (c, 1)]);
+        assert_eq!(picks(&svc, 7), ["a", "a", "b", "a", "c", "a", "a"]);
+        assert_eq!(picks(&svc, 7), ["a", "a", "b", "a", "c", "a", "a"]);
+        a.pool().unwrap().states[0].set_active_healthy(false);
+        assert_eq!(picks(&svc, 4), ["b", "c", "b", "c"]);
+        a.pool().unwrap().states[0].set_active_healthy(true);
+        b.pool().unwrap().states[0].set_active_healthy(false);
+        let p = picks(&svc, 60);
+        assert_eq!(p.iter().filter(|n| *n == "b").count(), 0);
+        assert_eq!(p.iter().filter(|n| *n == "a").count(), 50, "{p:?}");
+        for s in [&a, &b] {
+            s.pool().unwrap().states[0].set_active_healthy(false);
+        }
+        let zero = weighted(vec![(a, 1), (b, 1), (leaf("z", 4), 0)]);
+        assert!(picks(&zero, 3).is_empty());
+    }
+
+    #[test]
+    fn weighted_composites_keep_separate_state_and_survive_address_reuse() {
+        let one = weighted(vec![(leaf("a", 1), 1), (leaf("b", 2), 1)]);
+        let two = weighted(vec![(leaf("c", 3), 1), (leaf("d", 4), 1)]);
+        assert_eq!(picks(&one, 1), ["a"]);
+        assert_eq!(picks(&two, 1), ["c"]);
+        assert_eq!(picks(&one, 1), ["b"]);
+        assert_eq!(picks(&two, 1), ["d"]);
+        // Many composites made and dropped, some at reused addresses: each new one starts its
+        // own sequence over its own children, and the cache stays bounded.
+        for i in 0..500u16 {
+            let svc = weighted(vec![(leaf("x", i), 1), (leaf("y", i), 1)]);
+            assert_eq!(picks(&svc, 3), ["x", "y", "x"]);
+        }
+        WEIGHTED.with(|c| {
+            assert!(
+                c.borrow().entries.len() <= 130,
+                "{}",
+                c.borrow().entries.len()
+            )
+        });
+    }
 
     #[test]
     fn sticky_ids_are_opaque_and_stable() {

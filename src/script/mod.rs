@@ -110,14 +110,17 @@ pub fn eval_with_request(
 ) -> Result<String, ScriptError> {
     let limits = Limits::default();
     let engine = engine_with_limits(&limits, limits.hook_operations);
-    let mut scope = rhai::Scope::new();
-    scope.push("req", hook::ScriptRequest::new(req));
-    let ast = engine
-        .compile_with_scope(&scope, expr)
-        .map_err(|e| ScriptError::from_parse("expr", &e).with_source(expr))?;
-    let value: rhai::Dynamic = engine
-        .eval_ast_with_scope(&mut scope, &ast)
-        .map_err(|e| ScriptError::from_eval("expr", &e).with_source(expr))?;
+    let (value, _) = hook::with_request(req, |handle| {
+        let mut scope = rhai::Scope::new();
+        scope.push("req", handle);
+        let ast = engine
+            .compile_with_scope(&scope, expr)
+            .map_err(|e| ScriptError::from_parse("expr", &e).with_source(expr))?;
+        engine
+            .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &ast)
+            .map_err(|e| ScriptError::from_eval("expr", &e).with_source(expr))
+    });
+    let value = value?;
     Ok(if value.is_string() {
         format!("{value:?}")
     } else {

@@ -5,8 +5,11 @@ mod support;
 
 mod access_log;
 mod admin_api;
+mod attacks;
+mod auth_offload;
 mod balance;
 mod balancers;
+mod canonical_props;
 mod cli;
 mod dashboard;
 mod docker_compose;
