@@ -1,20 +1,22 @@
 //! The pooled upstream HTTP/1.1 client and the classification of its failures.
 //!
-//! Owns client construction (keep-alive pool, connect timeout, TCP_NODELAY), the request body
+//! Owns the client (`UpstreamClient`: a per-thread pool of `hyper::client::conn::http1`
+//! connections — no lock, no hop through a pool task —, connect timeout, TCP_NODELAY), the request body
 //! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
 //! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
 //! or reset connections 502, each marked with whether the request may have reached the server.
 //! A streamed client body marks a `ClientFault` when the client's side of it fails, so the proxy
 //! can tell a client's broken upload from a server's failure.
-//! Must never: log or return the request body, or retry on its own beyond hyper's retry of
-//! requests that never left on a pooled connection that had just closed (retries are the
-//! `retry` middleware's decision, in `proxy`).
+//! Must never: log or return the request body, or retry on its own beyond one retry of a request
+//! that a closing pooled connection handed back unsent (retries are the `retry` middleware's
+//! decision, in `proxy`); hand a connection still streaming a response to another request.
 
-use std::error::Error as _;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,14 +25,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
 use crate::replay::recorder::BodyTap;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::ProxyError;
-
-pub type UpstreamClient = Client<HttpConnector, UpBody>;
 
 /// Set when the client's side of a streamed body failed (a malformed chunk, a body shorter than
 /// announced, the client gone): the exchange failed because of the client, not the server.
@@ -137,32 +140,193 @@ pub struct Failure {
     pub never_sent: bool,
 }
 
-/// Builds the shared client.
-pub fn client(connect_timeout: Duration, pool_idle_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle_timeout)
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+/// Idle connections kept per server and thread.
+const MAX_IDLE_PER_SERVER: usize = 256;
+
+/// A pooled HTTP/1.1 client on `hyper::client::conn::http1`. The pool is per thread: a proxy
+/// worker (one thread, one current-thread runtime) owns its connections, so checking one out or
+/// in takes no lock and no message to another task; the request goes straight to the
+/// connection's dispatcher.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// An idle connection of the pool.
+struct Idle {
+    sender: SendRequest<UpBody>,
+    since: Instant,
+}
+
+thread_local! {
+    /// This thread's idle connections by server authority.
+    static POOL: RefCell<HashMap<Authority, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Why an exchange failed, with whether the request certainly never left.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("request target has no authority")]
+    NoAuthority,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// A failure before any byte of the request was written: safe to retry for any method.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, UpstreamError::Http(_))
+    }
+}
+
+/// Builds a client.
+pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> UpstreamClient {
+    UpstreamClient {
+        connect_timeout,
+        idle_timeout,
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `req` (absolute-form URI naming the server; `Host` is set from it when missing) on
+    /// an idle connection to that server, or a new one. A request that a closing idle
+    /// connection handed back unsent goes once more on a fresh connection.
+    pub async fn request(
+        &self,
+        mut req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .ok_or(UpstreamError::NoAuthority)?;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin);
+        let mut req = req;
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.checkout(&authority) {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    self.connect(&authority).await?
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin(&authority, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection was closing. Once more, fresh.
+                    Some(back) if !fresh => req = back,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `authority` that can take a request now.
+    fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpBody>> {
+        let now = Instant::now();
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.get_mut(authority)?;
+            let mut found = None;
+            // Newest first: the most recently used connection is the least likely closed.
+            while let Some(conn) = idle.pop() {
+                if conn.sender.is_closed() || now.duration_since(conn.since) > self.idle_timeout {
+                    continue;
+                }
+                if conn.sender.is_ready() {
+                    found = Some(conn.sender);
+                    break;
+                }
+                // Still streaming a response body: leave it for later, look further.
+                idle.insert(0, conn);
+                if idle.iter().all(|c| !c.sender.is_ready()) {
+                    break;
+                }
+            }
+            found
+        })
+    }
+
+    /// Returns a connection to the pool; it takes the next request once its response body has
+    /// been read (`checkout` skips it until then).
+    fn checkin(&self, authority: &Authority, sender: SendRequest<UpBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.entry(authority.clone()).or_default();
+            if idle.len() >= 16 {
+                idle.retain(|c| !c.sender.is_closed());
+            }
+            if idle.len() < MAX_IDLE_PER_SERVER {
+                idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((host, port)),
+        )
+        .await
+        {
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
 }
 
 /// Maps a client error to the error the downstream sees, keeping its cause chain.
-pub fn classify(err: hyper_util::client::legacy::Error, server: &str) -> Failure {
+pub fn classify(err: UpstreamError, server: &str) -> Failure {
     let connect = err.is_connect();
-    let mut timed_out = false;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(e) = cur {
-        if let Some(ioe) = e.downcast_ref::<io::Error>() {
-            timed_out |= ioe.kind() == io::ErrorKind::TimedOut;
-        }
-        cur = e.source();
-    }
-    let error = if connect && timed_out {
+    let timed_out = matches!(err, UpstreamError::ConnectTimeout);
+    let error = if timed_out {
         ProxyError::UpstreamTimeout {
             server: server.to_string(),
             phase: "connect",
