@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::body::ProxyBody;
 use super::ctx::RequestCtx;
-use super::error::ProxyError;
+use super::error::{ProxyError, Side};
 use super::phases::Exchange;
 use super::upstream::{self, Failure, UpBody};
 use super::{forward, pipeline, record, Proxy, Tracker};
@@ -187,6 +187,10 @@ impl Proxy {
                 }
                 Err(Failure { error, never_sent }) => {
                     drop(in_flight);
+                    if error.side() == Side::Client {
+                        // The client stalled: not the server's fault.
+                        return Err(error);
+                    }
                     if fault.is_set() {
                         // The client's body broke the exchange: the server is not to blame and
                         // the body cannot be sent again.
@@ -263,22 +267,55 @@ impl Proxy {
             error,
             never_sent: true,
         })?;
+        let progress = body.progress();
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = headers;
         let sent = self.client.request(up);
-        match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
-            Err(_) => Err(Failure {
-                error: ProxyError::UpstreamTimeout {
-                    server: server_name.to_string(),
-                    phase: "response header",
+        tokio::pin!(sent);
+        // The response clock starts when the client's body has all been sent: a slow upload is
+        // the client's (408 once it stalls for the same time), never a slow server.
+        let limit = self.settings.upstream_response_timeout;
+        let mut wait = limit;
+        loop {
+            tokio::select! {
+                r = &mut sent => {
+                    return match r {
+                        Err(e) => Err(upstream::classify(e, server_name)),
+                        Ok(resp) => Ok(resp),
+                    };
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            let left = match &progress {
+                Some(p) => match p.ended_ago() {
+                    Some(ago) => limit.checked_sub(ago),
+                    None => match limit.checked_sub(p.idle_for()) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => {
+                            return Err(Failure {
+                                error: ProxyError::ClientTimeout,
+                                never_sent: false,
+                            })
+                        }
+                    },
                 },
-                never_sent: false,
-            }),
-            Ok(Err(e)) => Err(upstream::classify(e, server_name)),
-            Ok(Ok(resp)) => Ok(resp),
+                None => None,
+            };
+            match left {
+                Some(left) if !left.is_zero() => wait = left,
+                _ => {
+                    return Err(Failure {
+                        error: ProxyError::UpstreamTimeout {
+                            server: server_name.to_string(),
+                            phase: "response header",
+                        },
+                        never_sent: false,
+                    })
+                }
+            }
         }
     }
 

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,19 +35,72 @@ use crate::replay::recorder::BodyTap;
 
 use super::error::ProxyError;
 
-/// Set when the client's side of a streamed body failed (a malformed chunk, a body shorter than
-/// announced, the client gone): the exchange failed because of the client, not the server.
-#[derive(Debug, Clone, Default)]
-pub struct ClientFault(Arc<AtomicBool>);
+/// The client's side of a streamed request body: whether it failed (a malformed chunk, a body
+/// shorter than announced, the client gone: the exchange failed because of the client, not the
+/// server), whether it ended, and when it last moved. The response clock starts only once the
+/// body is all sent, so a slow upload is never taken for a slow server.
+#[derive(Debug, Clone)]
+pub struct ClientFault(Arc<BodyState>);
+
+#[derive(Debug)]
+struct BodyState {
+    epoch: Instant,
+    failed: AtomicBool,
+    /// 0 while streaming, else ms since `epoch` + 1 when it ended.
+    done_ms: AtomicU64,
+    /// ms since `epoch` of the last data frame.
+    last_ms: AtomicU64,
+}
+
+impl Default for ClientFault {
+    fn default() -> Self {
+        ClientFault(Arc::new(BodyState {
+            epoch: Instant::now(),
+            failed: AtomicBool::new(false),
+            done_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }))
+    }
+}
 
 impl ClientFault {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.failed.store(true, Ordering::Release);
+    }
+
+    fn moved(&self) {
+        self.0.last_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn ended(&self) {
+        let _ = self.0.done_ms.compare_exchange(
+            0,
+            self.now_ms() + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Whether the client's body failed.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// How long ago the body ended, or `None` while the client is still sending.
+    pub fn ended_ago(&self) -> Option<Duration> {
+        match self.0.done_ms.load(Ordering::Acquire) {
+            0 => None,
+            d => Some(Duration::from_millis(self.now_ms().saturating_sub(d - 1))),
+        }
+    }
+
+    /// How long the body has not moved.
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(self.0.last_ms.load(Ordering::Acquire)))
     }
 }
 
@@ -66,6 +119,15 @@ impl UpBody {
     pub fn empty() -> UpBody {
         UpBody::Full(None)
     }
+
+    /// The client side of a body still streaming from the client (`None` for bodies in memory
+    /// or already complete).
+    pub fn progress(&self) -> Option<ClientFault> {
+        match self {
+            UpBody::Incoming(b, f) | UpBody::Tapped(b, _, f) if !b.is_end_stream() => Some(f.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Body for UpBody {
@@ -78,9 +140,17 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Incoming(b, fault) => {
-                let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    fault.set();
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => fault.set(),
+                    Poll::Ready(Some(Ok(_))) => {
+                        fault.moved();
+                        if b.is_end_stream() {
+                            fault.ended();
+                        }
+                    }
+                    Poll::Ready(None) => fault.ended(),
+                    Poll::Pending => {}
                 }
                 polled
             }
@@ -89,16 +159,21 @@ impl Body for UpBody {
                 match &polled {
                     Poll::Ready(Some(Err(_))) => fault.set(),
                     Poll::Ready(Some(Ok(frame))) => {
+                        fault.moved();
                         if let Some(d) = frame.data_ref() {
                             tap.data(d);
                         }
                         // The client may stop polling once the length is reached.
                         if b.is_end_stream() {
                             tap.end();
+                            fault.ended();
                         }
                     }
-                    Poll::Ready(None) => tap.end(),
-                    _ => {}
+                    Poll::Ready(None) => {
+                        tap.end();
+                        fault.ended();
+                    }
+                    Poll::Pending => {}
                 }
                 polled
             }
@@ -112,11 +187,18 @@ impl Body for UpBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Incoming(b, _) => b.is_end_stream(),
-            UpBody::Tapped(b, tap, _) => {
+            UpBody::Incoming(b, fault) => {
+                let end = b.is_end_stream();
+                if end {
+                    fault.ended();
+                }
+                end
+            }
+            UpBody::Tapped(b, tap, fault) => {
                 let end = b.is_end_stream();
                 if end {
                     tap.end();
+                    fault.ended();
                 }
                 end
             }
