@@ -10,7 +10,8 @@
 //! that reaches the same resource on a backend that decodes once has the same canonical form, and
 //! ambiguous input (an encoded `/`, `\` or NUL, a raw `\`, a `..` above the root, a dot segment
 //! with `;` parameters, a broken `%` escape) is refused with a `PathError` unless the entrypoint's
-//! options allow it. Pure functions over text: no I/O, no allocation when the input is already
+//! options allow it; raw non-ASCII bytes are escaped like their `%XX` spellings, and rule
+//! literals are put in the same form (`canonical_literal`). Pure functions over text: no I/O, no allocation when the input is already
 //! canonical. Must never: import anything from the rest of the crate (fuzz targets and property
 //! tests drive it alone).
 
@@ -121,6 +122,7 @@ fn plainly_canonical(path: &[u8]) -> bool {
     while let Some(&b) = path.get(i) {
         match b {
             b'%' | b'\\' => return false,
+            0x80.. => return false,
             b'/' => {
                 if prev_slash {
                     return false;
@@ -191,6 +193,12 @@ pub fn canonical_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, s
                 push_escaped(&mut decoded, b);
                 i += 1;
             }
+            // Raw non-ASCII (not valid in a request target, but sent): the escaped spelling is the
+            // canonical one, as for `%C3%A9`.
+            0x80.. => {
+                push_escaped(&mut decoded, b);
+                i += 1;
+            }
             _ => {
                 decoded.push(b);
                 i += 1;
@@ -230,13 +238,19 @@ pub fn canonical_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, s
     if out.is_empty() || trailing_slash {
         out.push(b'/');
     }
-    // Only ASCII went in (a `str` path's non-ASCII bytes pass through whole) and only ASCII
-    // escapes were added, so this cannot fail; the fallback keeps the contract without a panic.
+    // Only ASCII is left (non-ASCII bytes were escaped), so this cannot fail; the fallback keeps
+    // the contract without a panic.
     match String::from_utf8(out) {
         Ok(s) if s == path => Ok(Cow::Borrowed(path)),
         Ok(s) => Ok(Cow::Owned(s)),
         Err(_) => Err(PathError::BadEscape),
     }
+}
+
+/// The canonical form of a path written in a rule (`Path(`/café`)`), so it compares with canonical
+/// request paths; a literal that is not a valid path is kept as written (it matches nothing new).
+pub fn canonical_literal(path: &str) -> Cow<'_, str> {
+    canonical_path(path, &PathOptions::default()).unwrap_or(Cow::Borrowed(path))
 }
 
 /// Re-checks a path a middleware or hook rewrote: it is canonicalised with the same options, and
@@ -414,6 +428,9 @@ mod tests {
         assert_eq!(canon("/").unwrap(), "/");
         assert_eq!(canon("*").unwrap(), "*");
         assert_eq!(canon("/a;x=1/b").unwrap(), "/a;x=1/b");
+        assert_eq!(canon("/café").unwrap(), "/caf%C3%A9");
+        assert_eq!(canon("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(canon("/x/../caf%C3%A9").unwrap(), "/caf%C3%A9");
     }
 
     #[test]

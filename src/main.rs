@@ -120,7 +120,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     // `--entrypoint.NAME.KEY=VALUE` flags have names clap cannot know in advance.
-    let cli = Cli::parse_from(config::expand_entrypoint_flags(std::env::args_os().collect()));
+    let cli = Cli::parse_from(config::expand_entrypoint_flags(
+        std::env::args_os().collect(),
+    ));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {

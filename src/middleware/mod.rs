@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod circuit;
+pub mod compress;
 pub mod cors;
 pub mod headers;
 pub mod limit;
@@ -218,7 +219,7 @@ pub enum Middleware {
     InFlightLimit(Arc<InFlightMw>),
     Retry(RetryPolicy),
     CircuitBreaker(Arc<circuit::CircuitBreaker>),
-    Compress(Arc<crate::proxy::compress::CompressOptions>),
+    Compress(Arc<compress::CompressOptions>),
     Buffering(Buffering),
     Errors(Arc<ErrorPages>),
     ForwardAuth(Arc<ForwardAuth>),

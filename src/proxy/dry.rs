@@ -5,10 +5,10 @@
 //! (routes considered, the route taken, middleware notes, and the outcome: the request as it
 //! would leave for the chosen server, or the direct answer).
 //!
-//! Invariants: a dry run calls the live code — `find_route` (the table's lookup), the
-//! forwarding-header rules, `pipeline::request_phase`/`response_phase`, `Service::pick` and
-//! `upstream_head` — with `Plan::dry` set, which only stops what would leave the process
-//! (forward_auth, error-page fetches) and adds notes. The explain list is narration next to the
+//! Invariants: a dry run is the live phase list (`Proxy::run_phases`: canonicalise, lookup,
+//! forwarding headers, middleware phases) with only the target phase replaced (`Dry`:
+//! `Service::pick` and `upstream_head`, nothing sent), and `Plan::dry` set, which only stops
+//! what would leave the process (forward_auth, error-page fetches) and adds notes. The explain list is narration next to the
 //! lookup: it never decides the route, and when it disagrees the lookup wins. Limiter, balancer
 //! and breaker state is the proxy's own, so a sequence of dry runs on one `Proxy` behaves like the
 //! same sequence of live requests on a freshly started router.
@@ -17,13 +17,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use serde::Serialize;
 
+use super::body::ProxyBody;
+use super::ctx::{Peer, RequestCtx};
 use super::error::ProxyError;
-use super::{canonicalize, find_route, handler_response, pipeline, upstream_head, Proxy};
-use crate::routing::matcher::canonical_ip;
-use crate::routing::{RequestView, RouteTable, Target};
+use super::exchange::upstream_head;
+use super::phases::Exchange;
+use super::{pipeline, Proxy};
+use crate::routing::{RequestView, RouteTable};
 
 /// One request to decide.
 #[derive(Debug, Clone)]
@@ -207,145 +210,50 @@ pub fn explain(table: &RouteTable, entrypoint: &str, req: &RequestView<'_>) -> V
     out
 }
 
-impl Proxy {
-    /// Decides `dr` as the live proxy would, on the proxy's current table.
-    pub async fn dry_run(&self, dr: DryRequest) -> Decision {
-        let table = self.table.load_full();
-        let mut decision = Decision {
-            entrypoint: dr.entrypoint.clone(),
-            host: String::new(),
-            path: String::new(),
-            route: None,
-            declared_at: None,
-            considered: Vec::new(),
-            steps: Vec::new(),
-            outcome: Outcome::Answer {
-                status: 400,
-                location: None,
-                by: String::new(),
-            },
+/// The dry target phase: the balancer's pick and the request head as it would leave, written
+/// into the decision; nothing is sent.
+struct Dry<'a> {
+    decision: &'a mut Decision,
+    dr: &'a DryRequest,
+    now: Instant,
+    by: Option<String>,
+}
+
+impl Exchange<()> for Dry<'_> {
+    fn canonical(&mut self, ctx: &RequestCtx, req: &Request<()>) {
+        self.decision.host = ctx.host.clone();
+        self.decision.path = req.uri().path().to_string();
+        let view = RequestView {
+            method: req.method(),
+            host: &ctx.host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+            client_ip: ctx.peer.addr.ip(),
         };
-        let refused = |e: ProxyError| Outcome::Answer {
-            status: e.status().as_u16(),
-            location: None,
-            by: e.to_string(),
-        };
-        let uri: Uri = match dr.uri.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                decision.outcome = refused(ProxyError::BadRequest("invalid request target"));
-                return decision;
-            }
-        };
-        let mut req = Request::new(());
-        *req.method_mut() = dr.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = dr.headers.clone();
-        let path_options = self.settings.path_options(&dr.entrypoint);
-        let host = match canonicalize(&mut req, &path_options) {
-            Ok(h) => h,
-            Err(e) => {
-                decision.outcome = refused(e);
-                return decision;
-            }
-        };
-        decision.host = host.clone();
-        decision.path = req.uri().path().to_string();
-        let peer = dr.client.ip();
-        {
-            let view = RequestView {
-                method: req.method(),
-                host: &host,
-                path: req.uri().path(),
-                query: req.uri().query(),
-                headers: req.headers(),
-                client_ip: peer,
-            };
-            decision.considered = explain(&table, &dr.entrypoint, &view);
-        }
-        let route = match find_route(&table, &dr.entrypoint, &req, &host, peer) {
-            Ok(r) => r,
-            Err(e) => {
-                decision.outcome = refused(e);
-                return decision;
-            }
-        };
-        decision.route = Some(route.name.clone());
-        decision.declared_at = Some(route.declared_at.to_string());
-        let ip = canonical_ip(peer);
-        let client_ip = HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let trusted = self.settings.trusted_ips.iter().any(|n| n.contains(&ip));
-        let websocket = self.forwarding_headers(&mut req, &client_ip, trusted);
-        let now = dr.at.unwrap_or_else(Instant::now);
-        let mut plan = pipeline::Plan {
-            path: path_options,
-            dry: Some(pipeline::DryNotes {
-                now: Some(now),
-                notes: Vec::new(),
-            }),
-            ..Default::default()
-        };
-        let phase = pipeline::request_phase(self, &route, &mut req, &host, peer, &mut plan).await;
-        let answered = match phase {
-            Err(e) => Some((e.to_string(), e.into_response())),
-            Ok(Some(answer)) => Some(("middleware".to_string(), answer)),
-            Ok(None) => match &route.target {
-                Target::Handler(h) => {
-                    let by = match h {
-                        crate::routing::Handler::Respond { .. } => "respond",
-                        crate::routing::Handler::Redirect { .. } => "redirect",
-                    };
-                    Some((by.to_string(), handler_response(h)))
-                }
-                Target::Service(svc) => {
-                    match self.dry_pick(&route.name, svc, req, &host, peer, websocket, &dr, now) {
-                        Ok(forward) => {
-                            decision.outcome = forward;
-                            None
-                        }
-                        Err(e) => Some((e.to_string(), e.into_response())),
-                    }
-                }
-            },
-        };
-        if let Some((by, resp)) = answered {
-            let resp = pipeline::response_phase(self, &route, &mut plan, resp, peer).await;
-            decision.outcome = Outcome::Answer {
-                status: resp.status().as_u16(),
-                location: resp.headers().get(header::LOCATION).map(text),
-                by,
-            };
-        }
-        decision.steps = plan.dry.map(|d| d.notes).unwrap_or_default();
-        decision
+        self.decision.considered = explain(&ctx.table, &self.dr.entrypoint, &view);
     }
 
-    /// The balancer's choice and the request head as it would leave.
-    #[allow(clippy::too_many_arguments)]
-    fn dry_pick(
-        &self,
-        route: &str,
-        svc: &Arc<crate::routing::Service>,
+    async fn service(
+        &mut self,
+        _proxy: &Proxy,
+        ctx: &mut RequestCtx,
         req: Request<()>,
-        host: &str,
-        peer: std::net::IpAddr,
+        svc: &Arc<crate::routing::Service>,
         websocket: bool,
-        dr: &DryRequest,
-        now: Instant,
-    ) -> Result<Outcome, ProxyError> {
+    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let route = ctx.route.as_ref().map_or("", |r| r.name.as_str());
         let (parts, ()) = req.into_parts();
         let view = RequestView {
             method: &parts.method,
-            host,
+            host: &ctx.host,
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: &parts.headers,
-            client_ip: peer,
+            client_ip: ctx.peer.addr.ip(),
         };
         let pick = svc
-            .pick(&view, now)
+            .pick(&view, self.now)
             .map_err(|message| ProxyError::Hook {
                 route: route.to_string(),
                 message,
@@ -364,15 +272,102 @@ impl Proxy {
             pick.at.service.pass_host_header,
             websocket,
         )?;
-        Ok(Outcome::Forward {
+        self.decision.outcome = Outcome::Forward {
             service: pick.at.service.name.clone(),
             server: server.authority.to_string(),
             method: parts.method.to_string(),
             path: uri
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            headers: header_diff(&dr.headers, &headers),
+            headers: header_diff(&self.dr.headers, &headers),
             sticky_cookie: pick.set_cookie.as_ref().map(text),
-        })
+        };
+        Ok(None)
+    }
+
+    fn answered_by(&mut self, by: &dyn Fn() -> String) {
+        self.by = Some(by());
+    }
+}
+
+impl Proxy {
+    /// Decides `dr` as the live proxy would, on the proxy's current table: the same phase list
+    /// (`run_phases`) with the dry exchange.
+    pub async fn dry_run(&self, dr: DryRequest) -> Decision {
+        let mut decision = Decision {
+            entrypoint: dr.entrypoint.clone(),
+            host: String::new(),
+            path: String::new(),
+            route: None,
+            declared_at: None,
+            considered: Vec::new(),
+            steps: Vec::new(),
+            outcome: Outcome::Answer {
+                status: 400,
+                location: None,
+                by: String::new(),
+            },
+        };
+        let uri: Uri = match dr.uri.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                let e = ProxyError::BadRequest("invalid request target");
+                decision.outcome = Outcome::Answer {
+                    status: e.status().as_u16(),
+                    location: None,
+                    by: e.to_string(),
+                };
+                return decision;
+            }
+        };
+        let mut req = Request::new(());
+        *req.method_mut() = dr.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = dr.headers.clone();
+        let ep = self.metrics.entrypoint_index(&dr.entrypoint);
+        let peer = Arc::new(Peer::new(
+            dr.entrypoint.as_str().into(),
+            dr.client,
+            &self.settings,
+            ep,
+        ));
+        let now = dr.at.unwrap_or_else(Instant::now);
+        let plan = pipeline::Plan {
+            path: peer.path,
+            dry: Some(pipeline::DryNotes {
+                now: Some(now),
+                notes: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let mut ctx = RequestCtx::new(
+            peer,
+            req.method().clone(),
+            req.uri().clone(),
+            self.table.load_full(),
+            plan,
+        );
+        let mut dry = Dry {
+            decision: &mut decision,
+            dr: &dr,
+            now,
+            by: None,
+        };
+        let answer = self.run_phases(&mut ctx, req, &mut dry).await;
+        let by = dry.by.take().unwrap_or_default();
+        if let Some(resp) = answer {
+            decision.outcome = Outcome::Answer {
+                status: resp.status().as_u16(),
+                location: resp.headers().get(header::LOCATION).map(text),
+                by,
+            };
+        }
+        if let Some(route) = &ctx.route {
+            decision.route = Some(route.name.clone());
+            decision.declared_at = Some(route.declared_at.to_string());
+        }
+        decision.steps = ctx.plan.dry.take().map(|d| d.notes).unwrap_or_default();
+        decision
     }
 }

@@ -3,7 +3,7 @@
 //! Owns `ProxyError` (which side failed and why) and its mapping to status codes: no route 404,
 //! no server 503, refused or reset upstream 502, timeouts 504, bad requests 400, `CONNECT` 405,
 //! failing script hooks 500, open circuit breaker 503, request body over a buffering limit 413,
-//! response over one 500, unreachable forward-auth server 500, a malformed or cut client body 400.
+//! response over one 500, unreachable forward-auth server 500, a malformed or cut client body 400, a stalled one 408.
 //! Each error also says whose fault it is (`Side`): only upstream faults count against a server.
 //! Causes are kept typed (`source`), never flattened into strings. Bodies are short plain text
 //! and never carry internals (addresses, script messages); the details go to the log instead.
@@ -81,6 +81,9 @@ pub enum ProxyError {
     /// chunk, a body shorter than announced, the client gone).
     #[error("reading the request body failed{}", causes(.source))]
     ClientBody { source: Option<Cause> },
+    /// The client stopped sending its request body for the response timeout.
+    #[error("the client's request body stalled")]
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -98,6 +101,7 @@ impl ProxyError {
             ProxyError::ResponseTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::AuthServer { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -108,7 +112,8 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::ConnectNotAllowed
             | ProxyError::RequestTooLarge { .. }
-            | ProxyError::ClientBody { .. } => Side::Client,
+            | ProxyError::ClientBody { .. }
+            | ProxyError::ClientTimeout => Side::Client,
             ProxyError::Hook { .. } => Side::Router,
             ProxyError::NoServer { .. }
             | ProxyError::Upstream { .. }

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use http::{Request, StatusCode, Uri};
 
-use super::{recorded_host, ConnInfo};
+use super::ctx::Peer;
+use super::phases::recorded_host;
 use crate::replay::record::{RecordedOutcome, RecordedRequest, REDACTED};
 use crate::replay::recorder::{now_text, BodyTap, Recorder};
 use crate::routing::{Route, Server};
@@ -18,7 +19,7 @@ use crate::routing::{Route, Server};
 pub(super) use crate::replay::recorder::Pending;
 
 /// The request head as the client sent it (redacted).
-pub(super) fn begin<B>(req: &Request<B>, info: &ConnInfo, recorder: &Recorder) -> Pending {
+pub(super) fn begin<B>(req: &Request<B>, peer: &Peer, recorder: &Recorder) -> Pending {
     let headers = req
         .headers()
         .iter()
@@ -38,8 +39,8 @@ pub(super) fn begin<B>(req: &Request<B>, info: &ConnInfo, recorder: &Recorder) -
         record: RecordedRequest {
             id: 0,
             time: now_text(),
-            entrypoint: info.entrypoint.to_string(),
-            client: info.peer.to_string(),
+            entrypoint: peer.entrypoint.to_string(),
+            client: peer.addr.to_string(),
             method: req.method().to_string(),
             scheme: "http".to_string(),
             host: recorded_host(req),

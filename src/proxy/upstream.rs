@@ -1,20 +1,22 @@
 //! The pooled upstream HTTP/1.1 client and the classification of its failures.
 //!
-//! Owns client construction (keep-alive pool, connect timeout, TCP_NODELAY), the request body
+//! Owns the client (`UpstreamClient`: a per-thread pool of `hyper::client::conn::http1`
+//! connections — no lock, no hop through a pool task —, connect timeout, TCP_NODELAY), the request body
 //! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
 //! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
 //! or reset connections 502, each marked with whether the request may have reached the server.
 //! A streamed client body marks a `ClientFault` when the client's side of it fails, so the proxy
 //! can tell a client's broken upload from a server's failure.
-//! Must never: log or return the request body, or retry on its own beyond hyper's retry of
-//! requests that never left on a pooled connection that had just closed (retries are the
-//! `retry` middleware's decision, in `proxy`).
+//! Must never: log or return the request body, or retry on its own beyond one retry of a request
+//! that a closing pooled connection handed back unsent (retries are the `retry` middleware's
+//! decision, in `proxy`); hand a connection still streaming a response to another request.
 
-use std::error::Error as _;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,28 +25,82 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
 use crate::replay::recorder::BodyTap;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::ProxyError;
 
-pub type UpstreamClient = Client<HttpConnector, UpBody>;
+/// The client's side of a streamed request body: whether it failed (a malformed chunk, a body
+/// shorter than announced, the client gone: the exchange failed because of the client, not the
+/// server), whether it ended, and when it last moved. The response clock starts only once the
+/// body is all sent, so a slow upload is never taken for a slow server.
+#[derive(Debug, Clone)]
+pub struct ClientFault(Arc<BodyState>);
 
-/// Set when the client's side of a streamed body failed (a malformed chunk, a body shorter than
-/// announced, the client gone): the exchange failed because of the client, not the server.
-#[derive(Debug, Clone, Default)]
-pub struct ClientFault(Arc<AtomicBool>);
+#[derive(Debug)]
+struct BodyState {
+    epoch: Instant,
+    failed: AtomicBool,
+    /// 0 while streaming, else ms since `epoch` + 1 when it ended.
+    done_ms: AtomicU64,
+    /// ms since `epoch` of the last data frame.
+    last_ms: AtomicU64,
+}
+
+impl Default for ClientFault {
+    fn default() -> Self {
+        ClientFault(Arc::new(BodyState {
+            epoch: Instant::now(),
+            failed: AtomicBool::new(false),
+            done_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }))
+    }
+}
 
 impl ClientFault {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.failed.store(true, Ordering::Release);
+    }
+
+    fn moved(&self) {
+        self.0.last_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn ended(&self) {
+        let _ = self.0.done_ms.compare_exchange(
+            0,
+            self.now_ms() + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Whether the client's body failed.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// How long ago the body ended, or `None` while the client is still sending.
+    pub fn ended_ago(&self) -> Option<Duration> {
+        match self.0.done_ms.load(Ordering::Acquire) {
+            0 => None,
+            d => Some(Duration::from_millis(self.now_ms().saturating_sub(d - 1))),
+        }
+    }
+
+    /// How long the body has not moved.
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(self.0.last_ms.load(Ordering::Acquire)))
     }
 }
 
@@ -63,6 +119,15 @@ impl UpBody {
     pub fn empty() -> UpBody {
         UpBody::Full(None)
     }
+
+    /// The client side of a body still streaming from the client (`None` for bodies in memory
+    /// or already complete).
+    pub fn progress(&self) -> Option<ClientFault> {
+        match self {
+            UpBody::Incoming(b, f) | UpBody::Tapped(b, _, f) if !b.is_end_stream() => Some(f.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Body for UpBody {
@@ -75,9 +140,17 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Incoming(b, fault) => {
-                let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    fault.set();
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => fault.set(),
+                    Poll::Ready(Some(Ok(_))) => {
+                        fault.moved();
+                        if b.is_end_stream() {
+                            fault.ended();
+                        }
+                    }
+                    Poll::Ready(None) => fault.ended(),
+                    Poll::Pending => {}
                 }
                 polled
             }
@@ -86,16 +159,21 @@ impl Body for UpBody {
                 match &polled {
                     Poll::Ready(Some(Err(_))) => fault.set(),
                     Poll::Ready(Some(Ok(frame))) => {
+                        fault.moved();
                         if let Some(d) = frame.data_ref() {
                             tap.data(d);
                         }
                         // The client may stop polling once the length is reached.
                         if b.is_end_stream() {
                             tap.end();
+                            fault.ended();
                         }
                     }
-                    Poll::Ready(None) => tap.end(),
-                    _ => {}
+                    Poll::Ready(None) => {
+                        tap.end();
+                        fault.ended();
+                    }
+                    Poll::Pending => {}
                 }
                 polled
             }
@@ -109,11 +187,18 @@ impl Body for UpBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Incoming(b, _) => b.is_end_stream(),
-            UpBody::Tapped(b, tap, _) => {
+            UpBody::Incoming(b, fault) => {
+                let end = b.is_end_stream();
+                if end {
+                    fault.ended();
+                }
+                end
+            }
+            UpBody::Tapped(b, tap, fault) => {
                 let end = b.is_end_stream();
                 if end {
                     tap.end();
+                    fault.ended();
                 }
                 end
             }
@@ -137,32 +222,193 @@ pub struct Failure {
     pub never_sent: bool,
 }
 
-/// Builds the shared client.
-pub fn client(connect_timeout: Duration, pool_idle_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle_timeout)
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+/// Idle connections kept per server and thread.
+const MAX_IDLE_PER_SERVER: usize = 256;
+
+/// A pooled HTTP/1.1 client on `hyper::client::conn::http1`. The pool is per thread: a proxy
+/// worker (one thread, one current-thread runtime) owns its connections, so checking one out or
+/// in takes no lock and no message to another task; the request goes straight to the
+/// connection's dispatcher.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// An idle connection of the pool.
+struct Idle {
+    sender: SendRequest<UpBody>,
+    since: Instant,
+}
+
+thread_local! {
+    /// This thread's idle connections by server authority.
+    static POOL: RefCell<HashMap<Authority, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Why an exchange failed, with whether the request certainly never left.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("request target has no authority")]
+    NoAuthority,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// A failure before any byte of the request was written: safe to retry for any method.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, UpstreamError::Http(_))
+    }
+}
+
+/// Builds a client.
+pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> UpstreamClient {
+    UpstreamClient {
+        connect_timeout,
+        idle_timeout,
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `req` (absolute-form URI naming the server; `Host` is set from it when missing) on
+    /// an idle connection to that server, or a new one. A request that a closing idle
+    /// connection handed back unsent goes once more on a fresh connection.
+    pub async fn request(
+        &self,
+        mut req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .ok_or(UpstreamError::NoAuthority)?;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin);
+        let mut req = req;
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.checkout(&authority) {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    self.connect(&authority).await?
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin(&authority, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection was closing. Once more, fresh.
+                    Some(back) if !fresh => req = back,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `authority` that can take a request now.
+    fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpBody>> {
+        let now = Instant::now();
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.get_mut(authority)?;
+            let mut found = None;
+            // Newest first: the most recently used connection is the least likely closed.
+            while let Some(conn) = idle.pop() {
+                if conn.sender.is_closed() || now.duration_since(conn.since) > self.idle_timeout {
+                    continue;
+                }
+                if conn.sender.is_ready() {
+                    found = Some(conn.sender);
+                    break;
+                }
+                // Still streaming a response body: leave it for later, look further.
+                idle.insert(0, conn);
+                if idle.iter().all(|c| !c.sender.is_ready()) {
+                    break;
+                }
+            }
+            found
+        })
+    }
+
+    /// Returns a connection to the pool; it takes the next request once its response body has
+    /// been read (`checkout` skips it until then).
+    fn checkin(&self, authority: &Authority, sender: SendRequest<UpBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.entry(authority.clone()).or_default();
+            if idle.len() >= 16 {
+                idle.retain(|c| !c.sender.is_closed());
+            }
+            if idle.len() < MAX_IDLE_PER_SERVER {
+                idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((host, port)),
+        )
+        .await
+        {
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
 }
 
 /// Maps a client error to the error the downstream sees, keeping its cause chain.
-pub fn classify(err: hyper_util::client::legacy::Error, server: &str) -> Failure {
+pub fn classify(err: UpstreamError, server: &str) -> Failure {
     let connect = err.is_connect();
-    let mut timed_out = false;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(e) = cur {
-        if let Some(ioe) = e.downcast_ref::<io::Error>() {
-            timed_out |= ioe.kind() == io::ErrorKind::TimedOut;
-        }
-        cur = e.source();
-    }
-    let error = if connect && timed_out {
+    let timed_out = matches!(err, UpstreamError::ConnectTimeout);
+    let error = if timed_out {
         ProxyError::UpstreamTimeout {
             server: server.to_string(),
             phase: "connect",

@@ -1,6 +1,7 @@
 //! `switchyard repl`: an interactive explorer of why a request routes where it does.
 //!
-//! Owns the REPL's command language (`parse_command`, `parse_adhoc`: pure, unit-tested), the
+//! Owns the REPL's command language (`parse_command`, with typed-in requests read by
+//! `record::parse_adhoc`: pure, unit-tested), the
 //! state it works on (`Repl`: a `Session`, the recorded and typed requests, the selected one;
 //! `Repl::execute` turns a command into the text to print) and the terminal loop (`run`:
 //! rustyline with history, completion of commands and request ids, multi-line input while
@@ -180,111 +181,9 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         return Ok(Command::Run(id));
     }
     if is_adhoc(line) {
-        return parse_adhoc(line).map(|r| Command::Request(Box::new(r)));
+        return record::parse_adhoc(line).map(|r| Command::Request(Box::new(r)));
     }
     Ok(Command::Eval(line.to_string()))
-}
-
-/// Splits on whitespace, keeping double-quoted stretches (`H:User-Agent="curl 8"`) whole.
-fn words(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut started = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                started = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if started {
-                    out.push(std::mem::take(&mut cur));
-                    started = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                started = true;
-            }
-        }
-    }
-    if quoted {
-        return Err("unclosed \"".to_string());
-    }
-    if started {
-        out.push(cur);
-    }
-    Ok(out)
-}
-
-/// A typed request: `METHOD URL [H:Name=Value]… [C:ADDR] [E:ENTRYPOINT] [B:TEXT]`. The URL is
-/// absolute; its authority becomes the `Host` header. Ids are given by the caller.
-pub fn parse_adhoc(line: &str) -> Result<RecordedRequest, String> {
-    use base64::Engine as _;
-    let words = words(line)?;
-    let mut it = words.into_iter();
-    let method = it.next().ok_or("a request starts with a method")?;
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(format!("{method:?} is not a method (GET, POST, …)"));
-    }
-    let url = it
-        .next()
-        .ok_or("the method needs a URL: GET http://host/path")?;
-    let uri: http::Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
-    let (Some(scheme), Some(authority), Some(host)) =
-        (uri.scheme_str(), uri.authority(), uri.host())
-    else {
-        return Err(format!("{url:?} is not an absolute URL (http://host/path)"));
-    };
-    let mut req = RecordedRequest {
-        id: 0,
-        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        entrypoint: "web".to_string(),
-        client: "127.0.0.1:0".to_string(),
-        method: method.clone(),
-        scheme: scheme.to_string(),
-        host: host.to_ascii_lowercase(),
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        headers: vec![("host".to_string(), authority.to_string())],
-        body: None,
-        body_truncated: false,
-        outcome: None,
-    };
-    for word in it {
-        if let Some(h) = word.strip_prefix("H:") {
-            let (name, value) = h
-                .split_once('=')
-                .ok_or_else(|| format!("{word:?}: a header is H:Name=Value"))?;
-            if name.is_empty() {
-                return Err(format!("{word:?}: the header has no name"));
-            }
-            if name.eq_ignore_ascii_case("host") {
-                req.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
-            }
-            req.headers.push((name.to_string(), value.to_string()));
-        } else if let Some(c) = word.strip_prefix("C:") {
-            let addr: std::net::SocketAddr = c
-                .parse()
-                .or_else(|_| {
-                    c.parse::<std::net::IpAddr>()
-                        .map(|ip| std::net::SocketAddr::new(ip, 0))
-                })
-                .map_err(|_| format!("{word:?}: the client is C:IP or C:IP:PORT"))?;
-            req.client = addr.to_string();
-        } else if let Some(e) = word.strip_prefix("E:") {
-            req.entrypoint = e.to_string();
-        } else if let Some(b) = word.strip_prefix("B:") {
-            req.body = Some(base64::engine::general_purpose::STANDARD.encode(b));
-        } else {
-            return Err(format!(
-                "unexpected {word:?}: headers are H:Name=Value, the client C:ADDR, the \
-                 entrypoint E:NAME, the body B:TEXT"
-            ));
-        }
-    }
-    Ok(req)
 }
 
 /// Whether `input` (a Rhai expression) still has an open bracket or string, so Enter should
@@ -875,7 +774,8 @@ mod tests {
         let dry = r.to_dry(None).unwrap();
         assert_eq!(dry.uri, "/v1/users?page=2");
 
-        let r = parse_adhoc("POST https://x.com C:[::1]:99 E:websecure H:Host=y.com").unwrap();
+        let r =
+            record::parse_adhoc("POST https://x.com C:[::1]:99 E:websecure H:Host=y.com").unwrap();
         assert_eq!(r.scheme, "https");
         assert_eq!(r.path, "/");
         assert_eq!(r.client, "[::1]:99");
@@ -894,7 +794,7 @@ mod tests {
             ("GET http://x.com H:A=\"b", "unclosed"),
             ("get http://x.com", "is not a method"),
         ] {
-            let err = parse_adhoc(line).unwrap_err();
+            let err = record::parse_adhoc(line).unwrap_err();
             assert!(err.contains(want), "{line:?}: {err}");
         }
     }

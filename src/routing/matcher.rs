@@ -14,6 +14,8 @@ use http::{HeaderMap, HeaderName, Method};
 use ipnet::IpNet;
 use regex::Regex;
 
+use crate::canonical::canonical_literal;
+
 /// What a matcher may read of a request. Built once per request by the proxy (or the REPL).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -182,8 +184,9 @@ impl Matcher {
             Matcher::Always => true,
             Matcher::Host(p) => p.matches(req.host),
             Matcher::HostRegex(p) => p.is_match(req.host),
-            Matcher::Path(p) => req.path == p,
-            Matcher::PathPrefix(p) => req.path.starts_with(p.as_str()),
+            // Request paths are canonical (invariant 16); so is what they are compared with.
+            Matcher::Path(p) => req.path == canonical_literal(p),
+            Matcher::PathPrefix(p) => req.path.starts_with(canonical_literal(p).as_ref()),
             Matcher::PathRegex(p) => p.is_match(req.path),
             Matcher::Method(m) => req.method == m,
             Matcher::Header(name, value) => req

@@ -17,6 +17,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext}
 use super::hook::{HookRuntime, ScriptFn, ScriptResponseHook};
 use crate::middleware::auth::{BasicAuth, IpAllowList};
 use crate::middleware::circuit::CircuitBreaker;
+use crate::middleware::compress::{CompressOptions, Encoding};
 use crate::middleware::cors::{Cors, CorsOptions};
 use crate::middleware::limit::{InFlightLimiter, RateLimiter};
 use crate::middleware::redirect::{RedirectRegex, RedirectScheme};
@@ -24,7 +25,6 @@ use crate::middleware::{
     BasicAuthMw, Buffering, ErrorPages, ForwardAuth, HeaderOps, InFlightMw, LimitKey, Middleware,
     RateLimitMw, RetryPolicy,
 };
-use crate::proxy::compress::{CompressOptions, Encoding};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 

@@ -31,5 +31,6 @@ mod routing;
 mod script_tests;
 mod swarm_provider;
 mod swarm_stacks;
+mod tidy;
 mod traefik_labels;
 mod websocket;

@@ -1,0 +1,187 @@
+//! The per-request context: what one request carries through the phase list, made once and
+//! passed by `&mut` (no phase takes more than the context, the request and what it produces).
+//!
+//! Owns `Peer` (what a request knows of its connection: entrypoint, client address, trust,
+//! path rules; one `Arc` per connection, shared by its requests and by dry runs, which make one
+//! from a recorded client), `RequestCtx` (the peer, the canonical host, the table snapshot, the
+//! matched route, the middleware plan, the observers) and `Observers` — the one place metrics,
+//! the access log and the recorder learn what happened (`Observe`).
+//!
+//! Invariants: a context holds exactly one table snapshot for its whole life (invariant 2); the
+//! observers are told each fact once, in phase order (routed, forwarded per attempt, origin,
+//! finished); observers that are off cost one branch.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+
+use super::access_log;
+use super::body::ProxyBody;
+use super::pipeline::Plan;
+use super::record;
+use crate::canonical::PathOptions;
+use crate::routing::matcher::canonical_ip;
+use crate::routing::{Route, RouteTable, Server};
+
+/// What a request knows of the connection it came on.
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub entrypoint: Arc<str>,
+    pub addr: SocketAddr,
+    /// The client's address (IPv4-mapped shown as IPv4), ready for `X-Forwarded-For`/`X-Real-Ip`.
+    pub client_ip: HeaderValue,
+    /// Whether the client is in `--trusted-ips` (its forwarding headers are kept).
+    pub trusted: bool,
+    /// The entrypoint's index in the metrics registry.
+    pub ep: usize,
+    /// The entrypoint's path rules.
+    pub path: PathOptions,
+}
+
+impl Peer {
+    pub fn new(
+        entrypoint: Arc<str>,
+        addr: SocketAddr,
+        settings: &super::Settings,
+        ep: usize,
+    ) -> Peer {
+        let ip = canonical_ip(addr.ip());
+        Peer {
+            path: settings.path_options(&entrypoint),
+            entrypoint,
+            addr,
+            client_ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted: settings.trusted_ips.iter().any(|n| n.contains(&ip)),
+            ep,
+        }
+    }
+}
+
+/// What watches a request: told each fact as a phase learns it.
+pub(super) trait Observe {
+    /// The request matched `route`.
+    fn routed(&mut self, _route: &Route) {}
+    /// An attempt leaves for `server` of `service` with `uri`.
+    fn forwarded(&mut self, _service: &str, _server: &Server, _uri: &Uri) {}
+    /// The server's response head arrived.
+    fn origin(&mut self, _status: StatusCode, _headers: &HeaderMap) {}
+    /// A middleware authenticated `user`.
+    fn user(&mut self, _user: &str) {}
+}
+
+impl Observe for access_log::Entry {
+    fn routed(&mut self, route: &Route) {
+        self.route(&route.name);
+    }
+    fn forwarded(&mut self, service: &str, server: &Server, _uri: &Uri) {
+        self.forward(service, server);
+    }
+    fn origin(&mut self, status: StatusCode, headers: &HeaderMap) {
+        access_log::Entry::origin(self, status, headers);
+    }
+    fn user(&mut self, user: &str) {
+        access_log::Entry::user(self, Some(user.to_string()));
+    }
+}
+
+impl Observe for record::Pending {
+    fn routed(&mut self, route: &Route) {
+        record::route(self, route);
+    }
+    fn forwarded(&mut self, service: &str, server: &Server, uri: &Uri) {
+        record::forward(self, service, server, uri);
+    }
+}
+
+/// The observers of one request: the recorder's pending record and the access-log entry when
+/// they are on. Metrics are counted at `finish` from the context.
+#[derive(Default)]
+pub(super) struct Observers {
+    pub rec: Option<Box<record::Pending>>,
+    pub alog: Option<Box<access_log::Entry>>,
+}
+
+impl Observers {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Observe)) {
+        if let Some(r) = self.rec.as_deref_mut() {
+            f(r);
+        }
+        if let Some(l) = self.alog.as_deref_mut() {
+            f(l);
+        }
+    }
+
+    pub fn routed(&mut self, route: &Route) {
+        self.each(|o| o.routed(route));
+    }
+
+    pub fn forwarded(&mut self, service: &str, server: &Server, uri: &Uri) {
+        self.each(|o| o.forwarded(service, server, uri));
+    }
+
+    pub fn origin(&mut self, status: StatusCode, headers: &HeaderMap) {
+        self.each(|o| o.origin(status, headers));
+    }
+
+    pub fn user(&mut self, user: &str) {
+        self.each(|o| o.user(user));
+    }
+}
+
+/// One request's context.
+pub(super) struct RequestCtx {
+    pub peer: Arc<Peer>,
+    pub started: Instant,
+    /// As received (cheap clones), for the log line of a failed request.
+    pub method: Method,
+    pub uri: Uri,
+    /// The canonical host (set by the canonicalise phase).
+    pub host: String,
+    /// The table snapshot this request is decided on.
+    pub table: Arc<RouteTable>,
+    pub route: Option<Arc<Route>>,
+    pub plan: Plan,
+    pub observers: Observers,
+}
+
+impl RequestCtx {
+    pub fn new(
+        peer: Arc<Peer>,
+        method: Method,
+        uri: Uri,
+        table: Arc<RouteTable>,
+        plan: Plan,
+    ) -> RequestCtx {
+        RequestCtx {
+            peer,
+            started: Instant::now(),
+            method,
+            uri,
+            host: String::new(),
+            table,
+            route: None,
+            plan,
+            observers: Observers::default(),
+        }
+    }
+
+    /// The log phase for the response about to go out: metrics, recorder, access log.
+    pub fn finish(&mut self, proxy: &super::Proxy, resp: &Response<ProxyBody>) {
+        proxy.metrics.request(
+            self.peer.ep,
+            self.route.as_deref(),
+            &self.method,
+            resp.status(),
+            self.started.elapsed(),
+        );
+        if let Some(rec) = self.observers.rec.take() {
+            record::finish(*rec, resp.status(), &proxy.recorder);
+        }
+        if let (Some(log), Some(entry)) = (&proxy.access_log, self.observers.alog.take()) {
+            log.finish(entry, resp);
+        }
+    }
+}
