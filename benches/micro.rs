@@ -20,7 +20,7 @@
 //!   requests_total and the duration histogram). Target: well under 100 ns.
 //! - `auth/cached_refused`: `BasicAuth::check_cached` for a bcrypt user's wrong password already
 //!   in the failure cache (a SHA-256 of the header and a map lookup instead of a bcrypt check).
-//!   Target: around 1 µs.
+//!   Target: well under 1 µs (about 0.2 µs here).
 
 use std::fmt::Write as _;
 use std::hint::black_box;

@@ -100,7 +100,10 @@ impl ClientFault {
 
     /// How long the body has not moved.
     pub fn idle_for(&self) -> Duration {
-        Duration::from_millis(self.now_ms().saturating_sub(self.0.last_ms.load(Ordering::Acquire)))
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.0.last_ms.load(Ordering::Acquire)),
+        )
     }
 }
 
@@ -124,7 +127,9 @@ impl UpBody {
     /// or already complete).
     pub fn progress(&self) -> Option<ClientFault> {
         match self {
-            UpBody::Incoming(b, f) | UpBody::Tapped(b, _, f) if !b.is_end_stream() => Some(f.clone()),
+            UpBody::Incoming(b, f) | UpBody::Tapped(b, _, f) if !b.is_end_stream() => {
+                Some(f.clone())
+            }
             _ => None,
         }
     }
