@@ -23,7 +23,7 @@ use super::pipeline::Plan;
 use super::record;
 use crate::canonical::PathOptions;
 use crate::routing::matcher::canonical_ip;
-use crate::routing::{Route, RouteTable, Server};
+use crate::routing::{RequestView, Route, RouteTable, Server};
 
 /// What a request knows of the connection it came on.
 #[derive(Debug)]
@@ -165,6 +165,18 @@ impl RequestCtx {
             route: None,
             plan,
             observers: Observers::default(),
+        }
+    }
+
+    /// What matchers, balancers and `pick` hooks read of the request head `parts`.
+    pub fn view<'a>(&'a self, parts: &'a http::request::Parts) -> RequestView<'a> {
+        RequestView {
+            method: &parts.method,
+            host: &self.host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            client_ip: self.peer.addr.ip(),
         }
     }
 

@@ -244,14 +244,7 @@ impl Exchange<()> for Dry<'_> {
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
         let route = ctx.route.as_ref().map_or("", |r| r.name.as_str());
         let (parts, ()) = req.into_parts();
-        let view = RequestView {
-            method: &parts.method,
-            host: &ctx.host,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            client_ip: ctx.peer.addr.ip(),
-        };
+        let view = ctx.view(&parts);
         let pick = svc
             .pick(&view, self.now)
             .map_err(|message| ProxyError::Hook {
