@@ -145,8 +145,10 @@ fn plainly_canonical(path: &[u8]) -> bool {
 /// The canonical form of an origin-form path (no query). Borrowed when `path` already is one.
 ///
 /// Steps: decode `%XX` of unreserved characters and upper-case the hex of the rest (refusing
-/// encoded `/`, `\`, NUL unless allowed); resolve `.` and `..` (RFC 3986 §5.2.4; above the root
-/// is refused unless allowed); merge empty segments when `merge_slashes`.
+/// encoded `/`, `\`, NUL unless allowed); then one pass over the segments that, with
+/// `merge_slashes`, drops empty segments as it resolves `.` and `..` (as nginx does: `/a//../x` is
+/// `/x`, where RFC 3986 §5.2.4 alone would give `/a/x`; the server receives this canonical form,
+/// so router and server never disagree), a `..` above the root refused unless allowed.
 pub fn canonical_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathError> {
     let raw = path.as_bytes();
     if raw.first() != Some(&b'/') {

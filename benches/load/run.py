@@ -1241,15 +1241,17 @@ def print_report(result, args, out):
               f" {RSS_SAMPLE_S} s during each run, max over runs (direct = the backend nginx)."
               " CPU s / 1000 req: utime+stime delta of the system's own processes (proxies exclude the"
               " backends) per 1000 requests, median.")
+        notes = []
         for sc, systems in result["summary"].items():
-            for sy, s in systems.items():
-                if sy == "switchyard-base":
-                    continue
-                for ref, what in (("switchyard-base", "before/after"), ("switchyard", "hook cost")):
-                    if (ref == "switchyard" and sy != "switchyard-hook") or f"rps_vs_{ref}" not in s:
-                        continue
-                    print(f"\n{sc}: {sy} vs {ref} ({what}, same rounds): req/s"
-                          f" {fmt_ratio_cell(s[f'rps_vs_{ref}'])}, p99 {fmt_ratio_cell(s[f'p99_ms_vs_{ref}'])}")
+            for sy, ref, what in (("switchyard", "switchyard-base", "before/after"),
+                                  ("switchyard-hook", "switchyard", "hook cost")):
+                s = systems.get(sy, {})
+                if f"rps_vs_{ref}" in s:
+                    notes.append(f"- {sc}: {sy} vs {ref} ({what}, per-round ratio, median (min–max)):"
+                                 f" req/s {fmt_ratio_cell(s[f'rps_vs_{ref}'])},"
+                                 f" p99 {fmt_ratio_cell(s[f'p99_ms_vs_{ref}'])}")
+        if notes:
+            print("\n" + "\n".join(notes))
     elif result["summary"]:
         print(markdown_table(result["summary"], result["rss_mib"], result["unavailable"]))
         print("\nCells: median over rounds; (× median ratio to the direct backend measured in the same"

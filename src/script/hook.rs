@@ -159,6 +159,7 @@ thread_local! {
     static REQUEST: RefCell<Option<RequestLease>> = const { RefCell::new(None) };
     static RESPONSE: RefCell<Option<(u64, HookResponse)>> = const { RefCell::new(None) };
     static CALLS: Cell<u64> = const { Cell::new(0) };
+    static SCOPE: RefCell<rhai::Scope<'static>> = RefCell::new(rhai::Scope::new());
 }
 
 /// A process-unique call id without a shared write per call: each thread takes a block of
@@ -252,6 +253,14 @@ fn text(s: &str) -> ImmutableString {
     ImmutableString::from(s)
 }
 
+/// A header value as script text (invalid UTF-8 replaced; the common valid case scans once).
+fn header_text(v: &HeaderValue) -> ImmutableString {
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => text(s),
+        Err(_) => text(&String::from_utf8_lossy(v.as_bytes())),
+    }
+}
+
 impl ScriptRequest {
     /// Reads this handle's request.
     fn read<T>(&self, f: impl FnOnce(&Parts<'_>) -> T) -> RhaiResult<T> {
@@ -280,12 +289,7 @@ impl ScriptRequest {
 
     /// First value of a header (case-insensitive name), or "".
     pub fn header(&self, name: &str) -> RhaiResult<ImmutableString> {
-        self.read(|r| {
-            r.headers
-                .get(name)
-                .map(|v| text(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_default()
-        })
+        self.read(|r| r.headers.get(name).map(header_text).unwrap_or_default())
     }
 
     /// Value of a cookie from the Cookie header(s), or "".
@@ -494,16 +498,26 @@ impl ScriptFn {
         args: impl FuncArgs,
     ) -> Result<Dynamic, String> {
         let result = if p.by_name {
+            // One scope per thread, reused: the call rewinds it, so it is empty between calls
+            // and only its capacity is kept. (A nested call on the same thread, which hooks do
+            // not make, would get a fresh one.)
             let opts = rhai::CallFnOptions::new()
                 .eval_ast(false)
-                .rewind_scope(false);
-            rt.engine.call_fn_with_options::<Dynamic>(
-                opts,
-                &mut rhai::Scope::new(),
-                &rt.lib,
-                self.f.fn_name(),
-                args,
-            )
+                .rewind_scope(true);
+            let call = |scope: &mut rhai::Scope<'static>| {
+                scope.rewind(0);
+                rt.engine.call_fn_with_options::<Dynamic>(
+                    opts,
+                    scope,
+                    &rt.lib,
+                    self.f.fn_name(),
+                    args,
+                )
+            };
+            SCOPE.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scope) => call(&mut scope),
+                Err(_) => call(&mut rhai::Scope::new()),
+            })
         } else {
             self.f.call::<Dynamic>(&rt.engine, &rt.lib, args)
         };
@@ -716,13 +730,7 @@ pub fn register_hook_types(engine: &mut Engine) {
         },
     );
     engine.register_fn("header", |r: &mut ScriptResponse, name: &str| {
-        r.with(|resp| {
-            Ok(resp
-                .headers
-                .get(name)
-                .map(|v| text(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_default())
-        })
+        r.with(|resp| Ok(resp.headers.get(name).map(header_text).unwrap_or_default()))
     });
     engine.register_fn(
         "set_header",
