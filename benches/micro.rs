@@ -33,8 +33,9 @@ use http::{HeaderMap, HeaderValue, Method};
 use switchyard::balance::{Algorithm, Balancer, HashKey, ServerState};
 use switchyard::catalog::Catalog;
 use switchyard::middleware::{HookCtx, HookOutcome, HookRequest, Middleware, RequestHook, Store};
-use switchyard::routing::{parse_rule, RequestView, RouteTable, RuleSyntax};
+use switchyard::routing::{parse_rule, RequestView, RuleSyntax};
 use switchyard::script::{self, Built, Limits, ScriptSource};
+use switchyard::table::RouteTable;
 
 const ENTRYPOINT: &str = "web";
 

@@ -18,10 +18,11 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::control::{self, Control, ScriptsOrigin, Trigger};
+use crate::control::{self, Control, Trigger};
 use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
-use crate::replay::recorder::Recorder;
+use crate::recording::recorder::Recorder;
+use crate::script::ScriptsOrigin;
 use crate::script::{self, Limits};
 
 /// One worker's listening sockets: one per entrypoint, in entrypoint order.
@@ -40,7 +41,7 @@ pub struct Router {
     /// Live request recording, shared by every proxy worker and the admin API.
     pub recorder: Arc<Recorder>,
     /// The access log (`--access-log`), shared by every proxy worker.
-    pub access_log: Option<Arc<proxy::access_log::AccessLog>>,
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Router {
@@ -100,27 +101,41 @@ impl Router {
                 .with_context(|| format!("cannot watch {}", d.display()))?;
             watchers.push(w);
         }
+        // Providers report on their own channel (they do not know the control loop); each
+        // report is forwarded as a trigger.
+        let (reports, mut report_rx) = mpsc::channel::<crate::catalog::ProviderReport>(64);
+        let forward = triggers.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(r) = report_rx.recv().await {
+                if forward.send(Trigger::from(r)).await.is_err() {
+                    break;
+                }
+            }
+        });
         if let Some(p) = &cfg.catalog {
-            let w = providers::file::watch(p, triggers.clone())
+            let w = providers::file::watch(p, reports.clone())
                 .with_context(|| format!("cannot watch {}", p.display()))?;
             watchers.push(w);
         }
-        let mut tasks = vec![tokio::spawn(control.clone().run(
-            trigger_rx,
-            shutdown_rx.clone(),
-            Duration::from_millis(100),
-        ))];
+        let mut tasks = vec![
+            forwarder,
+            tokio::spawn(control.clone().run(
+                trigger_rx,
+                shutdown_rx.clone(),
+                Duration::from_millis(100),
+            )),
+        ];
         if let Some(d) = &cfg.docker {
             tasks.push(tokio::spawn(providers::docker::run(
                 d.clone(),
-                triggers.clone(),
+                reports.clone(),
                 shutdown_rx.clone(),
             )));
         }
         if let Some(s) = &cfg.swarm {
             tasks.push(tokio::spawn(providers::swarm::run(
                 s.clone(),
-                triggers.clone(),
+                reports.clone(),
                 shutdown_rx.clone(),
             )));
         }
@@ -132,7 +147,7 @@ impl Router {
         }
         // Opened before any worker starts: an unwritable access-log file is a start-up error.
         let access_log =
-            proxy::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
+            crate::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
             let recorder = recorder.clone();
@@ -257,11 +272,11 @@ impl Router {
 #[allow(clippy::too_many_arguments)]
 fn worker(
     set: ListenerSet,
-    table: Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
+    table: Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
     store: Arc<crate::middleware::Store>,
     metrics: Arc<crate::metrics::Metrics>,
     settings: crate::proxy::Settings,
-    (recorder, access_log): (Arc<Recorder>, Option<Arc<proxy::access_log::AccessLog>>),
+    (recorder, access_log): (Arc<Recorder>, Option<Arc<crate::access_log::AccessLog>>),
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {

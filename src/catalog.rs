@@ -1,12 +1,36 @@
 //! The catalog: services discovered by providers (or loaded from a JSON file), as scripts see them.
 //!
 //! Owns the `CatalogEntry` shape and loading a catalog file. A catalog is a full snapshot: it is
-//! replaced whole, never patched. Must never: hold routing state or reach into the route table.
+//! replaced whole, never patched. Also owns what providers send (`ProviderReport` on a
+//! `ProviderSender`), so providers need not know the control loop that reads it.
+//! Must never: hold routing state or reach into the route table.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+/// What a provider reports. The control loop is the only reader: it keeps each provider's
+/// latest snapshot, merges them and rebuilds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderReport {
+    /// A new full snapshot of what `provider` (`file`, `docker`, `swarm`) discovered; it
+    /// replaces that provider's previous snapshot only.
+    Snapshot {
+        provider: &'static str,
+        catalog: Arc<Catalog>,
+    },
+    /// `provider` could not produce a snapshot (counted in metrics, shown in `/api/catalog`
+    /// until its next snapshot; rebuilds nothing).
+    SyncFailed {
+        provider: &'static str,
+        error: String,
+    },
+}
+
+/// Where providers send their reports.
+pub type ProviderSender = tokio::sync::mpsc::Sender<ProviderReport>;
 
 /// One discovered service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,8 +3,8 @@
 //! `switchyard catalog`: print what the providers see, in the catalog file's format. Prints to stdout/stderr (this is CLI code) and never starts a server.
 
 use crate::config::Config;
-use crate::control::ScriptsOrigin;
 use crate::routing::TableInfo;
+use crate::script::ScriptsOrigin;
 use crate::script::{self, error::render_all, Limits, ScriptError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]

@@ -15,8 +15,8 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::control::ScriptsOrigin;
-use crate::proxy::Settings;
+use crate::script::ScriptsOrigin;
+use crate::settings::{EntrypointOptions, Settings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -520,7 +520,7 @@ pub struct RecordArgs {
         env = "SWITCHYARD_RECORD_SCOPE",
         value_enum
     )]
-    pub scope: Option<crate::replay::recorder::Scope>,
+    pub scope: Option<crate::recording::recorder::Scope>,
     /// Headers whose values are recorded as `<redacted>` (comma-separated), or `none`
     /// [default: authorization,cookie,set-cookie,proxy-authorization].
     #[arg(
@@ -561,7 +561,7 @@ pub struct RecordArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileRecord {
     pub file: Option<PathBuf>,
-    pub scope: Option<crate::replay::recorder::Scope>,
+    pub scope: Option<crate::recording::recorder::Scope>,
     /// A list of header names, or `"none"`.
     pub redact: Option<RedactList>,
     pub body_bytes: Option<usize>,
@@ -580,8 +580,8 @@ pub enum RedactList {
 fn resolve_record(
     args: &RecordArgs,
     file: Option<&FileRecord>,
-) -> anyhow::Result<crate::replay::recorder::RecordConfig> {
-    use crate::replay::recorder::{parse_redact, parse_size, RecordConfig};
+) -> anyhow::Result<crate::recording::recorder::RecordConfig> {
+    use crate::recording::recorder::{parse_redact, parse_size, RecordConfig};
     let none = FileRecord::default();
     let f = file.unwrap_or(&none);
     let d = RecordConfig::default();
@@ -631,7 +631,7 @@ pub struct AccessLogArgs {
         env = "SWITCHYARD_ACCESS_LOG_FORMAT",
         value_enum
     )]
-    pub format: Option<crate::proxy::access_log::Format>,
+    pub format: Option<crate::access_log::Format>,
     /// Keep only these statuses (comma-separated codes or ranges, e.g. `400-499,500-599`)
     /// [default: all].
     #[arg(
@@ -674,7 +674,7 @@ pub struct AccessLogArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileAccessLog {
     pub file: Option<String>,
-    pub format: Option<crate::proxy::access_log::Format>,
+    pub format: Option<crate::access_log::Format>,
     /// `["400-499", "500"]` or `"400-499,500"`.
     pub status: Option<RedactList>,
     pub min_duration: Option<String>,
@@ -693,8 +693,8 @@ fn list_text(l: &RedactList) -> String {
 fn resolve_access_log(
     args: &AccessLogArgs,
     file: Option<&FileAccessLog>,
-) -> anyhow::Result<crate::proxy::access_log::AccessLogConfig> {
-    use crate::proxy::access_log::{parse_headers, parse_status, AccessLogConfig, Output};
+) -> anyhow::Result<crate::access_log::AccessLogConfig> {
+    use crate::access_log::{parse_headers, parse_status, AccessLogConfig, Output};
     let d = AccessLogConfig::default();
     let none = FileAccessLog::default();
     let f = file.unwrap_or(&none);
@@ -819,7 +819,7 @@ fn flatten_options(
 
 /// Sets one entrypoint option from its `KEY` and `VALUE` text.
 pub fn apply_entrypoint_option(
-    opts: &mut crate::proxy::EntrypointOptions,
+    opts: &mut EntrypointOptions,
     key: &str,
     value: &str,
 ) -> anyhow::Result<()> {
@@ -917,9 +917,9 @@ pub struct Config {
     /// The Swarm provider, when on.
     pub swarm: Option<SwarmConfig>,
     /// Live request recording (`record.file`: on from boot).
-    pub record: crate::replay::recorder::RecordConfig,
+    pub record: crate::recording::recorder::RecordConfig,
     /// The access log (`access_log.output`: on).
-    pub access_log: crate::proxy::access_log::AccessLogConfig,
+    pub access_log: crate::access_log::AccessLogConfig,
 }
 
 impl Config {
@@ -1081,7 +1081,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         .map(|s| parse_cidr(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let mut entrypoint_options: BTreeMap<String, crate::proxy::EntrypointOptions> = BTreeMap::new();
+    let mut entrypoint_options: BTreeMap<String, EntrypointOptions> = BTreeMap::new();
     for (name, key, value, from_flag) in &option_pairs {
         if !entrypoints.iter().any(|(n, _)| n == name) {
             if !from_flag {
@@ -1331,7 +1331,7 @@ mod tests {
 
     #[test]
     fn access_log_flags_file_and_defaults() {
-        use crate::proxy::access_log::{Format, Output};
+        use crate::access_log::{Format, Output};
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {

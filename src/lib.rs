@@ -15,6 +15,7 @@
     )
 )]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
@@ -27,7 +28,10 @@ pub mod metrics;
 pub mod middleware;
 pub mod providers;
 pub mod proxy;
+pub mod recording;
 pub mod replay;
 pub mod routing;
 pub mod script;
+pub mod settings;
+pub mod table;
 pub mod whoami;

@@ -4,12 +4,12 @@
 //! Owns every counter, gauge and histogram the router exports. The request path only does
 //! relaxed atomic adds: each route's series are resolved when a table is built
 //! (`Metrics::attach`, called by the control loop before the table goes live) into the
-//! `RouteSlot` the route carries, and series survive rebuilds because the registry keys them by
+//! `MetricsSlot` the route carries (opaque to routing; a `RouteHandle` here), and series survive rebuilds because the registry keys them by
 //! route, service and hook, not by table (series of routes a build removed are dropped with
 //! it). Server up/down is read from the live table's
 //! `ServerState`s at scrape time, so it never lags the health checker.
 //!
-//! Invariants: no lock on the request path (a `OnceLock` read, then atomics; rare events such as
+//! Invariants: no lock on the request path (a `OnceLock` read and a type check, then atomics; rare events such as
 //! upstream errors and retries take one `DashMap` shard); label cardinality is bounded by the
 //! configuration (methods outside RFC 9110's set count as `OTHER`, codes are 100..=999); the
 //! exposition is deterministic (series sorted by labels). Must never: block a request on a
@@ -27,7 +27,8 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::middleware::Middleware;
-use crate::routing::{Route, RouteTable, Target};
+use crate::routing::Target;
+use crate::table::{Route, RouteTable};
 
 /// Request duration buckets (seconds): Traefik's 0.1, 0.3, 1.2, 5 region with finer low ones.
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -200,8 +201,11 @@ pub struct RouteHandle {
     hooks: Vec<(usize, Arc<HookSeries>)>,
 }
 
-/// The slot on each `Route`: empty until `Metrics::attach` (dry-run tables stay empty).
-pub type RouteSlot = OnceLock<RouteHandle>;
+/// The handle `Metrics::attach` put in a route's `MetricsSlot` (`None`: a table that was never
+/// attached, e.g. a dry run's, so nothing is counted).
+fn handle(route: &Route) -> Option<&RouteHandle> {
+    route.metrics.get::<RouteHandle>()
+}
 
 /// The address identifying a hook within its route (see `RouteHandle::hooks`).
 pub fn hook_key<T: ?Sized>(hook: &Arc<T>) -> usize {
@@ -274,7 +278,7 @@ impl Metrics {
         let mut hooks = HashSet::new();
         for route in table.routes() {
             let (handle, request_key, hook_keys) = self.handle_for(route);
-            let _ = route.metrics.set(handle);
+            route.metrics.set(handle);
             requests.insert(request_key);
             hooks.extend(hook_keys);
         }
@@ -332,7 +336,7 @@ impl Metrics {
         took: Duration,
     ) {
         let series = match route {
-            Some(r) => match r.metrics.get() {
+            Some(r) => match handle(r) {
                 Some(h) => &h.requests,
                 // A table that was never attached (not served live): nothing to count.
                 None => return,
@@ -344,7 +348,7 @@ impl Metrics {
 
     /// One hook run of `route` (`key`: `hook_key` of the hook).
     pub fn hook(&self, route: &Route, key: usize, took: Duration, failed: bool) {
-        let Some(h) = route.metrics.get() else { return };
+        let Some(h) = handle(route) else { return };
         if let Some((_, s)) = h.hooks.iter().find(|(k, _)| *k == key) {
             s.duration.observe(took);
             if failed {

@@ -1,9 +1,9 @@
-//! `replay::record::parse` (JSON lines and HAR) and `RecordedRequest::to_dry`: no panic on any
+//! `recording::format::parse` (JSON lines and HAR) and `RecordedRequest::to_dry`: no panic on any
 //! text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::replay::record::parse;
+use switchyard::recording::format::parse;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::replay::record::parse_adhoc;
-use crate::replay::record::RecordedRequest;
+use crate::recording::format::parse_adhoc;
+use crate::recording::format::RecordedRequest;
 use crate::replay::report::{decision_text, explain_text};
 
 /// What a client may send: `{"request": "GET http://host/path H:Name=value"}` (the REPL's

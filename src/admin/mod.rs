@@ -31,8 +31,8 @@ use tracing::debug;
 
 use crate::control::{BuildStatus, Control};
 use crate::middleware::auth::BasicAuth;
-use crate::replay::recorder::{Recorder, Scope};
-use crate::routing::RouteTable;
+use crate::recording::recorder::{Recorder, Scope};
+use crate::table::RouteTable;
 
 #[derive(Clone)]
 pub struct AdminState {

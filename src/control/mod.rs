@@ -6,7 +6,7 @@
 //! build leaves the live table untouched and records its errors; file events are debounced so an
 //! editor's write-rename burst causes one build; a build whose inputs did not change is skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -16,19 +16,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ProviderReport};
 use crate::middleware::Store;
 use crate::proxy::health::HealthChecker;
-use crate::routing::RouteTable;
-use crate::script::{self, Limits, ScriptError, ScriptSource};
-
-/// Where the scripts of a build come from.
-#[derive(Debug, Clone)]
-pub enum ScriptsOrigin {
-    Dir(PathBuf),
-    /// The default scripts compiled into the binary (no folder to watch).
-    Embedded,
-}
+use crate::script::{self, Limits, ScriptError, ScriptSource, ScriptsOrigin};
+use crate::table::RouteTable;
 
 /// The outcome of the latest build, as `/api/scripts` shows it.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -55,18 +47,14 @@ pub enum Trigger {
     Files,
     /// SIGHUP or an explicit request: rebuild even if no input changed.
     Signal,
-    /// A provider sent a new full snapshot of what it discovered (`provider`: `file`, `docker`,
-    /// `swarm`); it replaces that provider's previous snapshot only.
-    Catalog {
-        provider: &'static str,
-        catalog: Arc<Catalog>,
-    },
-    /// A provider could not produce a snapshot (counted in metrics, shown in `/api/catalog`
-    /// until its next snapshot; rebuilds nothing).
-    SyncFailed {
-        provider: &'static str,
-        error: String,
-    },
+    /// What a provider reported (a new snapshot or a failed sync).
+    Provider(ProviderReport),
+}
+
+impl From<ProviderReport> for Trigger {
+    fn from(r: ProviderReport) -> Self {
+        Trigger::Provider(r)
+    }
 }
 
 /// What `/api/catalog` shows of one provider.
@@ -372,12 +360,15 @@ impl Control {
             let mut inputs_changed = false;
             let mut next = Some(first);
             while let Some(t) = next {
-                inputs_changed |= !matches!(t, Trigger::SyncFailed { .. });
+                inputs_changed |=
+                    !matches!(t, Trigger::Provider(ProviderReport::SyncFailed { .. }));
                 match t {
                     Trigger::Files => {}
                     Trigger::Signal => force = true,
-                    Trigger::Catalog { provider, catalog } => self.set_catalog(provider, catalog),
-                    Trigger::SyncFailed { provider, error } => {
+                    Trigger::Provider(ProviderReport::Snapshot { provider, catalog }) => {
+                        self.set_catalog(provider, catalog)
+                    }
+                    Trigger::Provider(ProviderReport::SyncFailed { provider, error }) => {
                         self.metrics.provider_sync_error(provider);
                         self.sync_errors
                             .lock()

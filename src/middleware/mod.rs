@@ -57,7 +57,7 @@ pub struct HookResponse {
 /// make and clone (two `Arc`s and a number): strings are produced only when a hook reads them.
 #[derive(Debug, Clone)]
 pub struct HookCtx {
-    pub route: Arc<crate::routing::Route>,
+    pub route: Arc<crate::routing::Route<Middleware>>,
     /// The server the request went to (`None` before the balancer picked, or when none did).
     pub server: Option<http::uri::Authority>,
     pub client_ip: IpAddr,
@@ -239,6 +239,12 @@ fn quoted_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .map(|p| format!("{p:?}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl crate::routing::Describe for Middleware {
+    fn describe(&self) -> String {
+        Middleware::describe(self)
+    }
 }
 
 impl Middleware {

@@ -23,14 +23,14 @@ use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEn
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::constraints::{Constraint, ConstraintError};
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
+use crate::catalog::{ProviderReport, ProviderSender};
 use crate::config::DockerConfig;
-use crate::control::Trigger;
 
 pub const PROVIDER: &str = "docker";
 
@@ -640,14 +640,10 @@ fn relevant(ev: &EventMessage) -> bool {
 }
 
 /// Watches the engine until `shutdown` turns true or the control loop goes away, sending a
-/// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error: failures are
+/// `ProviderReport::Snapshot` whenever the catalog changes. Never returns an error: failures are
 /// logged and retried (constraints are validated by the caller before serving; an invalid
 /// expression here is logged and the provider stays off).
-pub async fn run(
-    cfg: DockerConfig,
-    triggers: mpsc::Sender<Trigger>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cfg: DockerConfig, triggers: ProviderSender, shutdown: watch::Receiver<bool>) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -660,7 +656,7 @@ pub async fn run(
     super::watch::reconnecting("docker", shutdown, |mut st| async move {
         let end = session(cfg, constraint, triggers, &mut st).await;
         if let Err(e) = &end {
-            let _ = triggers.try_send(Trigger::SyncFailed {
+            let _ = triggers.try_send(ProviderReport::SyncFailed {
                 provider: PROVIDER,
                 error: e.0.to_string(),
             });
@@ -676,7 +672,7 @@ pub async fn run(
 async fn session(
     cfg: &DockerConfig,
     constraint: Option<&Constraint>,
-    triggers: &mpsc::Sender<Trigger>,
+    triggers: &ProviderSender,
     st: &mut super::watch::WatchState,
 ) -> Result<(), (DockerError, bool)> {
     let mut listed = false;
@@ -712,7 +708,7 @@ async fn session(
                 if recovered || st.last_sent.as_ref() != Some(&catalog) {
                     info!(entries = catalog.entries.len(), "docker catalog changed");
                     st.last_sent = Some(catalog.clone());
-                    let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
+                    let t = ProviderReport::Snapshot { provider: PROVIDER, catalog: Arc::new(catalog) };
                     if triggers.send(t).await.is_err() {
                         return Ok(());
                     }

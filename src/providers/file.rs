@@ -8,15 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::catalog::Catalog;
-use crate::control::Trigger;
+use crate::catalog::{ProviderReport, ProviderSender};
 
-/// Watches `path` and sends `Trigger::Catalog` with the new contents after each change.
+/// Watches `path` and sends `ProviderReport::Snapshot` with the new contents after each change.
 /// The returned watcher must be kept alive.
-pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(path: &Path, tx: ProviderSender) -> notify::Result<notify::RecommendedWatcher> {
     let file: PathBuf = path.to_path_buf();
     let name = file.file_name().map(|n| n.to_os_string());
     let dir = match file.parent() {
@@ -34,14 +33,14 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::R
                     match Catalog::load(&file) {
                         Ok(c) => {
                             info!(file = %file.display(), entries = c.entries.len(), "catalog file changed");
-                            let _ = tx.try_send(Trigger::Catalog {
+                            let _ = tx.try_send(ProviderReport::Snapshot {
                                 provider: "file",
                                 catalog: Arc::new(c),
                             });
                         }
                         Err(e) => {
                             error!("{e}; keeping the last good catalog");
-                            let _ = tx.try_send(Trigger::SyncFailed {
+                            let _ = tx.try_send(ProviderReport::SyncFailed {
                                 provider: "file",
                                 error: e.to_string(),
                             });

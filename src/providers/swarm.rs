@@ -33,7 +33,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -42,8 +42,8 @@ use super::docker::{
     join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id, DockerError,
 };
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
+use crate::catalog::{ProviderReport, ProviderSender};
 use crate::config::SwarmConfig;
-use crate::control::Trigger;
 
 pub const PROVIDER: &str = "swarm";
 
@@ -621,12 +621,8 @@ fn relevant(ev: &EventMessage) -> bool {
 }
 
 /// Watches the swarm until `shutdown` turns true or the control loop goes away, sending a
-/// `Trigger::Catalog` snapshot whenever the catalog changes. Never returns an error.
-pub async fn run(
-    cfg: SwarmConfig,
-    triggers: mpsc::Sender<Trigger>,
-    shutdown: watch::Receiver<bool>,
-) {
+/// `ProviderReport::Snapshot` whenever the catalog changes. Never returns an error.
+pub async fn run(cfg: SwarmConfig, triggers: ProviderSender, shutdown: watch::Receiver<bool>) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -639,7 +635,7 @@ pub async fn run(
     super::watch::reconnecting("swarm manager", shutdown, |mut st| async move {
         let end = session(cfg, constraint, triggers, &mut st).await;
         if let Err(e) = &end {
-            let _ = triggers.try_send(Trigger::SyncFailed {
+            let _ = triggers.try_send(ProviderReport::SyncFailed {
                 provider: PROVIDER,
                 error: e.0.to_string(),
             });
@@ -655,7 +651,7 @@ pub async fn run(
 async fn session(
     cfg: &SwarmConfig,
     constraint: Option<&Constraint>,
-    triggers: &mpsc::Sender<Trigger>,
+    triggers: &ProviderSender,
     st: &mut super::watch::WatchState,
 ) -> Result<(), (DockerError, bool)> {
     let mut listed = false;
@@ -704,7 +700,7 @@ async fn session(
                     }
                     info!(entries = catalog.entries.len(), "swarm catalog changed");
                     st.last_sent = Some(catalog.clone());
-                    let t = Trigger::Catalog { provider: PROVIDER, catalog: Arc::new(catalog) };
+                    let t = ProviderReport::Snapshot { provider: PROVIDER, catalog: Arc::new(catalog) };
                     if triggers.send(t).await.is_err() {
                         return Ok(());
                     }

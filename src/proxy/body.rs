@@ -11,9 +11,9 @@ use std::any::Any;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::compress::CompressBody;
 use super::conn::BusyGuard;
@@ -24,8 +24,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a response body is made of.
 #[derive(Debug)]
 pub enum BodyKind {
-    Upstream(Incoming),
-    Compressed(Box<CompressBody<Incoming>>),
+    Upstream(UpstreamBody),
+    Compressed(Box<CompressBody<UpstreamBody>>),
     Full(Option<Bytes>),
 }
 
@@ -55,7 +55,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(b: Incoming) -> Self {
+    pub fn upstream(b: UpstreamBody) -> Self {
         ProxyBody::of(BodyKind::Upstream(b))
     }
 

@@ -17,13 +17,14 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
-use super::access_log;
 use super::body::ProxyBody;
 use super::pipeline::Plan;
 use super::record;
+use crate::access_log;
 use crate::canonical::PathOptions;
 use crate::routing::matcher::canonical_ip;
-use crate::routing::{RequestView, Route, RouteTable, Server};
+use crate::routing::{RequestView, Server};
+use crate::table::{Route, RouteTable};
 
 /// What a request knows of the connection it came on.
 #[derive(Debug)]

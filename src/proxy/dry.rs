@@ -13,11 +13,10 @@
 //! and breaker state is the proxy's own, so a sequence of dry runs on one `Proxy` behaves like the
 //! same sequence of live requests on a freshly started router.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use serde::Serialize;
 
 use super::body::ProxyBody;
@@ -26,21 +25,9 @@ use super::error::ProxyError;
 use super::exchange::upstream_head;
 use super::phases::Exchange;
 use super::{pipeline, Proxy};
-use crate::routing::{RequestView, RouteTable};
-
-/// One request to decide.
-#[derive(Debug, Clone)]
-pub struct DryRequest {
-    pub entrypoint: String,
-    pub method: Method,
-    /// Origin form (`/path?query`) or absolute form (`http://host/path`).
-    pub uri: String,
-    /// As the client sent them, `Host` included.
-    pub headers: HeaderMap,
-    pub client: SocketAddr,
-    /// When it happens, for rate limits and breakers; `None` is now.
-    pub at: Option<Instant>,
-}
+pub use crate::recording::format::DryRequest;
+use crate::routing::RequestView;
+use crate::table::RouteTable;
 
 /// One route of the entrypoint, in priority order, as the lookup met it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

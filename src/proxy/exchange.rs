@@ -21,9 +21,10 @@ use super::body::ProxyBody;
 use super::ctx::RequestCtx;
 use super::error::{ProxyError, Side};
 use super::phases::Exchange;
-use super::upstream::{self, Failure, UpBody};
+use super::upstream::{self, Failure, UpBody, UpstreamBody};
 use super::{forward, pipeline, record, Proxy, Tracker};
-use crate::routing::{RequestView, Route, Server, Service};
+use crate::routing::{RequestView, Server, Service};
+use crate::table::Route;
 
 /// Bodies up to this size are kept in memory when a `retry` middleware may need to send them
 /// again; larger (or unknown-length) bodies get one attempt.
@@ -254,7 +255,7 @@ impl Proxy {
         server: &Server,
         pass_host_header: bool,
         websocket: bool,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let server_name = server.authority.as_str();
         let uri = upstream_head(
             &parts.uri,
@@ -324,7 +325,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<UpstreamBody>,
         tracker: &Tracker,
         route: &Route,
         server: &Server,

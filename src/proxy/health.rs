@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::upstream::{self, UpBody, UpstreamClient};
 use crate::balance::ServerState;
 use crate::routing::service::HealthCheck;
-use crate::routing::RouteTable;
+use crate::table::RouteTable;
 
 struct Check {
     /// Held so the state's address (the map key) cannot be reused while the check runs.

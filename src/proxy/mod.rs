@@ -17,7 +17,6 @@
 //! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
 //! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
 
-pub mod access_log;
 pub mod body;
 pub mod compress;
 pub mod conn;
@@ -35,107 +34,19 @@ pub mod upstream;
 
 use phases::set_path_and_query;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use crate::canonical::PathOptions;
 use crate::middleware::Store;
-use crate::routing::{Handler, RouteTable};
+use crate::routing::Handler;
+use crate::table::RouteTable;
 use body::ProxyBody;
 
-/// Proxy settings that do not change on reload.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub upstream_connect_timeout: Duration,
-    pub upstream_response_timeout: Duration,
-    pub upstream_idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub trusted_ips: Vec<IpNet>,
-    /// Per-entrypoint options (`--entrypoint.NAME.KEY=VALUE`); an entrypoint not listed gets
-    /// `EntrypointOptions::default()`.
-    pub entrypoint_options: BTreeMap<String, EntrypointOptions>,
-}
-
-/// Options of one entrypoint.
-#[derive(Debug, Clone)]
-pub struct EntrypointOptions {
-    /// How request paths are canonicalised (`path.*` keys).
-    pub path: PathOptions,
-    /// Open connections above this are closed at accept (`max-connections`).
-    pub max_connections: usize,
-    /// Connections open now, over every worker (shared by the clones of these options).
-    open: Arc<AtomicUsize>,
-}
-
-/// The default cap on an entrypoint's open connections: generous, a guard against descriptor
-/// exhaustion rather than a tuning knob.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
-
-impl Default for EntrypointOptions {
-    fn default() -> Self {
-        EntrypointOptions {
-            path: PathOptions::default(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            open: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-}
-
-impl EntrypointOptions {
-    /// Counts one more open connection, or `None` when the entrypoint is at its cap.
-    pub(super) fn admit(&self) -> Option<OpenConnection> {
-        let n = self.open.fetch_add(1, Ordering::AcqRel);
-        let conn = OpenConnection(self.open.clone());
-        (n < self.max_connections).then_some(conn)
-    }
-}
-
-/// One admitted connection; uncounted when dropped.
-pub(super) struct OpenConnection(Arc<AtomicUsize>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Settings {
-    /// The options of entrypoint `name`.
-    pub fn entrypoint(&self, name: &str) -> Option<&EntrypointOptions> {
-        self.entrypoint_options.get(name)
-    }
-
-    /// How entrypoint `name` canonicalises paths.
-    pub fn path_options(&self, name: &str) -> PathOptions {
-        self.entrypoint(name)
-            .map_or_else(PathOptions::default, |o| o.path)
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(180),
-            upstream_connect_timeout: Duration::from_secs(5),
-            upstream_response_timeout: Duration::from_secs(60),
-            upstream_idle_timeout: Duration::from_secs(90),
-            max_header_bytes: 64 * 1024,
-            trusted_ips: Vec::new(),
-            entrypoint_options: BTreeMap::new(),
-        }
-    }
-}
+pub use crate::settings::{EntrypointOptions, Settings, DEFAULT_MAX_CONNECTIONS};
 
 /// Keeps a count of live connections and tunnels: `wait` returns when every clone is gone.
 #[derive(Debug, Clone)]
@@ -163,10 +74,10 @@ pub struct Proxy {
     settings: Settings,
     server_name: HeaderValue,
     store: Arc<Store>,
-    recorder: Arc<crate::replay::recorder::Recorder>,
+    recorder: Arc<crate::recording::recorder::Recorder>,
     metrics: Arc<crate::metrics::Metrics>,
     /// The access log, when on (the one check per request).
-    access_log: Option<Arc<access_log::AccessLog>>,
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Proxy {
@@ -179,7 +90,7 @@ impl Proxy {
             table,
             settings,
             store,
-            crate::replay::recorder::Recorder::off(),
+            crate::recording::recorder::Recorder::off(),
         )
     }
 
@@ -188,7 +99,7 @@ impl Proxy {
         table: Arc<ArcSwap<RouteTable>>,
         settings: Settings,
         store: Arc<Store>,
-        recorder: Arc<crate::replay::recorder::Recorder>,
+        recorder: Arc<crate::recording::recorder::Recorder>,
     ) -> Arc<Self> {
         let metrics = crate::metrics::Metrics::new(&[]);
         Proxy::with_observers(table, settings, store, recorder, metrics, None)
@@ -200,9 +111,9 @@ impl Proxy {
         table: Arc<ArcSwap<RouteTable>>,
         settings: Settings,
         store: Arc<Store>,
-        recorder: Arc<crate::replay::recorder::Recorder>,
+        recorder: Arc<crate::recording::recorder::Recorder>,
         metrics: Arc<crate::metrics::Metrics>,
-        access_log: Option<Arc<access_log::AccessLog>>,
+        access_log: Option<Arc<crate::access_log::AccessLog>>,
     ) -> Arc<Self> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let server_name =

@@ -26,7 +26,8 @@ use super::ctx::RequestCtx;
 use super::error::{self, ProxyError};
 use super::{forward, handler_response, pipeline, Proxy};
 use crate::canonical::{self, PathOptions};
-use crate::routing::{Handler, RequestView, Route, RouteTable, Service, Target};
+use crate::routing::{Handler, RequestView, Service, Target};
+use crate::table::{Route, RouteTable};
 
 /// How the target phase reaches a service: the one step a dry run does differently.
 pub(super) trait Exchange<B> {

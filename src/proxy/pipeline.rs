@@ -31,7 +31,8 @@ use crate::middleware::{
     Middleware, RequestHook, ResponseHook, RetryPolicy,
 };
 use crate::routing::matcher::canonical_ip;
-use crate::routing::{RequestView, Route};
+use crate::routing::RequestView;
+use crate::table::Route;
 
 /// Error pages and forward-auth answers are read up to this size.
 const MAX_PAGE_BYTES: usize = 1 << 20;

@@ -12,11 +12,12 @@ use http::{Request, StatusCode, Uri};
 
 use super::ctx::Peer;
 use super::phases::recorded_host;
-use crate::replay::record::{RecordedOutcome, RecordedRequest, REDACTED};
-use crate::replay::recorder::{now_text, BodyTap, Recorder};
-use crate::routing::{Route, Server};
+use crate::recording::format::{RecordedOutcome, RecordedRequest, REDACTED};
+use crate::recording::recorder::{now_text, BodyTap, Recorder};
+use crate::routing::Server;
+use crate::table::Route;
 
-pub(super) use crate::replay::recorder::Pending;
+pub(super) use crate::recording::recorder::Pending;
 
 /// The request head as the client sent it (redacted).
 pub(super) fn begin<B>(req: &Request<B>, peer: &Peer, recorder: &Recorder) -> Pending {

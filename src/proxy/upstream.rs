@@ -1,7 +1,9 @@
 //! The pooled upstream HTTP/1.1 client and the classification of its failures.
 //!
 //! Owns the client (`UpstreamClient`: a per-thread pool of `hyper::client::conn::http1`
-//! connections — no lock, no hop through a pool task —, connect timeout, TCP_NODELAY), the request body
+//! connections — no lock, no hop through a pool task —, connect timeout, TCP_NODELAY), the
+//! response body (`UpstreamBody`: its connection goes back to the pool when it ends, so an idle
+//! connection is never one still streaming and a checkout never scans busy ones), the request body
 //! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
 //! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
 //! or reset connections 502, each marked with whether the request may have reached the server.
@@ -31,7 +33,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::replay::recorder::BodyTap;
+use crate::recording::recorder::BodyTap;
 
 use super::error::ProxyError;
 
@@ -219,6 +221,53 @@ impl Body for UpBody {
     }
 }
 
+/// A response body read from a pooled connection. When it ends, the connection returns to this
+/// thread's pool; dropped before its end, the connection closes with it (hyper closes a
+/// connection whose response was not read to the end).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    /// The connection to return once the body ends.
+    conn: Option<(Authority, SendRequest<UpBody>)>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some((authority, sender)) = self.conn.take() {
+            checkin(authority, sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // A broken body: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A failed upstream exchange: the error the client sees, and whether the request certainly
 /// never reached the server (a connect failure), which makes any method safe to retry.
 #[derive(Debug)]
@@ -226,6 +275,12 @@ pub struct Failure {
     pub error: ProxyError,
     pub never_sent: bool,
 }
+
+/// The most a connection's read buffer grows to: the largest response head accepted, and the
+/// largest single read of a body. hyper's default (~400 KiB) let every busy connection hold
+/// that much under load (most of the router's memory with large responses); nginx reads
+/// upstream bodies in 4–16 KiB buffers.
+const READ_BUF_MAX: usize = 64 * 1024;
 
 /// Idle connections kept per server and thread.
 const MAX_IDLE_PER_SERVER: usize = 256;
@@ -288,7 +343,7 @@ impl UpstreamClient {
     pub async fn request(
         &self,
         mut req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let authority = req
             .uri()
             .authority()
@@ -317,8 +372,16 @@ impl UpstreamClient {
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin(&authority, sender);
-                    return Ok(resp);
+                    let upgrading = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    let (parts, inner) = resp.into_parts();
+                    let mut body = UpstreamBody {
+                        inner,
+                        conn: (!upgrading).then_some((authority, sender)),
+                    };
+                    if body.inner.is_end_stream() {
+                        body.release();
+                    }
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the pooled connection was closing. Once more, fresh.
@@ -329,51 +392,31 @@ impl UpstreamClient {
         }
     }
 
-    /// An idle connection to `authority` that can take a request now.
+    /// An idle connection to `authority` that can take a request now (newest first: the least
+    /// likely to have been closed by the server). Pooled connections have read their last
+    /// response to the end; one not ready yet is still sending an earlier request's body (a
+    /// server may answer before reading it all) and stays pooled for later, never waited on.
     fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpBody>> {
         let now = Instant::now();
         POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
             let idle = pool.get_mut(authority)?;
-            let mut found = None;
-            // Newest first: the most recently used connection is the least likely closed.
-            while let Some(conn) = idle.pop() {
+            let mut busy = Vec::new();
+            let found = loop {
+                let Some(conn) = idle.pop() else { break None };
                 if conn.sender.is_closed() || now.duration_since(conn.since) > self.idle_timeout {
                     continue;
                 }
                 if conn.sender.is_ready() {
-                    found = Some(conn.sender);
-                    break;
+                    break Some(conn.sender);
                 }
-                // Still streaming a response body: leave it for later, look further.
+                busy.push(conn);
+            };
+            for conn in busy.into_iter().rev() {
                 idle.insert(0, conn);
-                if idle.iter().all(|c| !c.sender.is_ready()) {
-                    break;
-                }
             }
             found
         })
-    }
-
-    /// Returns a connection to the pool; it takes the next request once its response body has
-    /// been read (`checkout` skips it until then).
-    fn checkin(&self, authority: &Authority, sender: SendRequest<UpBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let idle = pool.entry(authority.clone()).or_default();
-            if idle.len() >= 16 {
-                idle.retain(|c| !c.sender.is_closed());
-            }
-            if idle.len() < MAX_IDLE_PER_SERVER {
-                idle.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
-        });
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
@@ -397,6 +440,7 @@ impl UpstreamClient {
         let _ = sock
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUF_MAX)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
@@ -407,6 +451,26 @@ impl UpstreamClient {
         });
         Ok(sender)
     }
+}
+
+/// Returns a connection whose response was read to the end to this thread's pool.
+fn checkin(authority: Authority, sender: SendRequest<UpBody>) {
+    if sender.is_closed() {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let idle = pool.entry(authority).or_default();
+        if idle.len() >= MAX_IDLE_PER_SERVER {
+            idle.retain(|c| !c.sender.is_closed());
+        }
+        if idle.len() < MAX_IDLE_PER_SERVER {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    });
 }
 
 /// Maps a client error to the error the downstream sees, keeping its cause chain.

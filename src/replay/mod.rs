@@ -10,8 +10,6 @@
 //! fresh, like a router just started, so replaying a recording from a router's start in order
 //! reproduces its deterministic decisions; a session never opens a socket.
 
-pub mod record;
-pub mod recorder;
 pub mod repl;
 pub mod report;
 pub mod suite;
@@ -23,13 +21,13 @@ use arc_swap::ArcSwap;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::control::ScriptsOrigin;
 use crate::middleware::Store;
 use crate::proxy::dry::Decision;
 use crate::proxy::Proxy;
-use crate::routing::RouteTable;
+use crate::recording::format::{Clock, RecordedRequest};
+use crate::script::ScriptsOrigin;
 use crate::script::{self, Limits, ScriptError, ScriptSource};
-use record::{Clock, RecordedRequest};
+use crate::table::RouteTable;
 
 /// Scripts and a catalog, built, ready to decide requests.
 pub struct Session {

@@ -25,11 +25,11 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Editor, Helper};
 
-use super::record::{self, Clock, RecordedRequest};
 use super::report::{decision_text, differs_from_recording, recorded_text};
 use super::Session;
 use crate::config::Config;
 use crate::middleware::HookRequest;
+use crate::recording::format::{self as record, Clock, RecordedRequest};
 use crate::routing::matcher::canonical_ip;
 use crate::routing::TableInfo;
 use crate::script::error::render_all;

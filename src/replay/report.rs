@@ -9,13 +9,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::record::{self, Clock, RecordedRequest};
 use super::Session;
 use crate::check::Format;
 use crate::config::Config;
-use crate::control::ScriptsOrigin;
 use crate::proxy::dry::{Decision, HeaderDiff, Outcome};
+use crate::recording::format::{self as record, Clock, RecordedRequest};
 use crate::script::error::render_all;
+use crate::script::ScriptsOrigin;
 
 /// The explain trace: the canonical host and path the decision was made on, then each route
 /// considered in priority order and why it did not match.

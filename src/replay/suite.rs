@@ -19,16 +19,16 @@ use std::time::Instant;
 use http::HeaderMap;
 use serde::Serialize;
 
-use super::record::{self, Clock, RecordedRequest};
 use super::report::{differs_from_recording, explain_text};
 use super::Session;
 use crate::check::Format;
 use crate::config::Config;
-use crate::control::ScriptsOrigin;
 use crate::proxy::dry::{Decision, DryRequest, HeaderDiff, Outcome};
+use crate::recording::format::{self as record, Clock, RecordedRequest};
 use crate::routing::Location;
 use crate::script::error::render_all;
 use crate::script::expect::{self, Check, Expectation, RecordingLoader, Subject, TestCase};
+use crate::script::ScriptsOrigin;
 use crate::script::{Limits, ScriptError};
 
 /// The header `name` as the request leaves (values of a repeated header joined with `, `), from
@@ -649,7 +649,7 @@ mod tests {
 
     #[test]
     fn as_recorded_needs_an_outcome_and_names_the_differences() {
-        let mut rec = crate::replay::record::parse(
+        let mut rec = crate::recording::format::parse(
             r#"{"time":"2026-12-03T07:00:00.000Z","method":"GET","host":"api.localhost","path":"/v1/users","outcome":{"route":"api","service":"api","server":"127.0.0.1:9001","status":200,"upstream_path":"/users"}}"#,
         )
         .requests

@@ -6,6 +6,11 @@ use serde::Serialize;
 use super::service::{Service, ServiceKind};
 use super::table::{Handler, RouteTable, Target};
 
+/// How a route's middleware appears in listings (`middleware::Middleware` implements it).
+pub trait Describe {
+    fn describe(&self) -> String;
+}
+
 #[derive(Debug, Serialize)]
 pub struct TableInfo {
     pub routes: Vec<RouteInfo>,
@@ -73,7 +78,7 @@ pub struct ServerInfo {
 }
 
 impl TableInfo {
-    pub fn of(table: &RouteTable) -> Self {
+    pub fn of<M: Describe>(table: &RouteTable<M>) -> Self {
         let now = std::time::Instant::now();
         let routes = table
             .routes()

@@ -12,16 +12,10 @@
 //!
 //! No lock per pick: pools pick with their lock-free `Balancer`; a weighted composite splits
 //! traffic with the same smooth weighted round robin (`balance::algo::SmoothWrr`, the one
-//! implementation), held per worker thread — a thread-local cache keyed by the composite's
-//! address and checked against its children (held as `Weak`, so the check cannot be fooled by a
-//! reused address); entries of dropped composites are pruned when the cache grows. Each worker
-//! therefore runs its own smooth sequence over the children (as nginx workers do), and the
-//! composite's legacy `current` field is never locked.
+//! implementation: an atomic counter over a precomputed cycle, shared by the workers).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -143,13 +137,22 @@ pub enum ServiceKind {
         fallback: Arc<Service>,
     },
     /// Traffic split over services by weight (smooth weighted round robin over the ones that
-    /// have an available server; the state is per worker thread, see the module comment).
+    /// have an available server). Made by `ServiceKind::weighted`.
     Weighted {
         children: Vec<(Arc<Service>, u32)>,
-        /// Unused and never locked: the smooth round robin state lives in a per-worker cache.
-        /// Kept only so that existing constructors (`script::build`) compile unchanged.
-        current: Mutex<Vec<i64>>,
+        wrr: SmoothWrr,
     },
+}
+
+impl ServiceKind {
+    /// A weighted composite over `children` (service, weight).
+    pub fn weighted(children: Vec<(Arc<Service>, u32)>) -> ServiceKind {
+        let weights: Vec<u32> = children.iter().map(|(_, w)| *w).collect();
+        ServiceKind::Weighted {
+            wrr: SmoothWrr::new(&weights),
+            children,
+        }
+    }
 }
 
 /// A named group of servers behind one balancer, or a composite of services.
@@ -280,9 +283,13 @@ impl Service {
                 }
                 fallback.pick(req, now)
             }
-            ServiceKind::Weighted { children, current } => {
-                let key = std::ptr::from_ref(current) as usize;
-                let Some(i) = pick_weighted(key, children, now) else {
+            ServiceKind::Weighted { children, wrr } => {
+                let usable = |i: usize| {
+                    children
+                        .get(i)
+                        .is_some_and(|(c, w)| *w > 0 && c.available(now))
+                };
+                let Some(i) = wrr.pick(&usable) else {
                     return Ok(None);
                 };
                 match children.get(i) {
@@ -358,92 +365,6 @@ impl Service {
     }
 }
 
-/// Which child of a weighted composite takes the next request: smooth weighted round robin over
-/// the children with weight > 0 and an available server, with this worker's state for the
-/// composite whose `current` field is at `key`.
-fn pick_weighted(key: usize, children: &[(Arc<Service>, u32)], now: Instant) -> Option<usize> {
-    let usable = |i: usize| {
-        children
-            .get(i)
-            .is_some_and(|(c, w)| *w > 0 && c.available(now))
-    };
-    WEIGHTED.with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut() {
-            if let Some(wrr) = cache.state(key, children) {
-                return wrr.pick(&usable);
-            }
-        }
-        // Unreachable (no pick re-enters, an inserted entry is there): a fresh sequence is
-        // still a correct pick.
-        SmoothWrr::new(&weights_of(children)).pick(&usable)
-    })
-}
-
-fn weights_of(children: &[(Arc<Service>, u32)]) -> Vec<u32> {
-    children.iter().map(|(_, w)| *w).collect()
-}
-
-thread_local! {
-    static WEIGHTED: RefCell<WeightedCache> = RefCell::new(WeightedCache::default());
-}
-
-/// This thread's smooth round robin state per weighted composite.
-#[derive(Default)]
-struct WeightedCache {
-    entries: HashMap<usize, WeightedEntry, ahash::RandomState>,
-    /// Size at which the next insert first drops entries of dropped composites.
-    prune_at: usize,
-}
-
-struct WeightedEntry {
-    /// The composite's children when the entry was made. Holding them as `Weak` keeps their
-    /// allocations, so a pointer match below means the very same child services.
-    children: Vec<(Weak<Service>, u32)>,
-    wrr: SmoothWrr,
-}
-
-impl WeightedEntry {
-    fn matches(&self, children: &[(Arc<Service>, u32)]) -> bool {
-        self.children.len() == children.len()
-            && self
-                .children
-                .iter()
-                .zip(children)
-                .all(|((weak, w1), (arc, w2))| {
-                    w1 == w2 && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(arc))
-                })
-    }
-
-    /// The composite is gone once its children are (they die with the table that held it).
-    fn alive(&self) -> bool {
-        self.children.iter().any(|(c, _)| c.strong_count() > 0)
-    }
-}
-
-impl WeightedCache {
-    const MIN_PRUNE_AT: usize = 64;
-
-    /// The state for the composite at `key` with these children, made (fresh) when missing or
-    /// when the address now belongs to another composite.
-    fn state(&mut self, key: usize, children: &[(Arc<Service>, u32)]) -> Option<&SmoothWrr> {
-        if !self.entries.get(&key).is_some_and(|e| e.matches(children)) {
-            if self.entries.len() >= self.prune_at.max(Self::MIN_PRUNE_AT) {
-                self.entries.retain(|_, e| e.alive());
-                self.prune_at = self.entries.len().saturating_mul(2);
-            }
-            let entry = WeightedEntry {
-                children: children
-                    .iter()
-                    .map(|(c, w)| (Arc::downgrade(c), *w))
-                    .collect(),
-                wrr: SmoothWrr::new(&weights_of(children)),
-            };
-            self.entries.insert(key, entry);
-        }
-        self.entries.get(&key).map(|e| &e.wrr)
-    }
-}
-
 /// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie_value(req: &RequestView<'_>, name: &str) -> Option<String> {
     req.headers
@@ -489,10 +410,7 @@ mod tests {
     fn weighted(children: Vec<(Arc<Service>, u32)>) -> Service {
         Service {
             name: "split".into(),
-            kind: ServiceKind::Weighted {
-                current: Mutex::new(vec![0; children.len()]),
-                children,
-            },
+            kind: ServiceKind::weighted(children),
             pass_host_header: true,
             declared_at: Location::default(),
         }
@@ -535,26 +453,18 @@ mod tests {
     }
 
     #[test]
-    fn weighted_composites_keep_separate_state_and_survive_address_reuse() {
+    fn weighted_composites_keep_separate_state() {
         let one = weighted(vec![(leaf("a", 1), 1), (leaf("b", 2), 1)]);
         let two = weighted(vec![(leaf("c", 3), 1), (leaf("d", 4), 1)]);
         assert_eq!(picks(&one, 1), ["a"]);
         assert_eq!(picks(&two, 1), ["c"]);
         assert_eq!(picks(&one, 1), ["b"]);
         assert_eq!(picks(&two, 1), ["d"]);
-        // Many composites made and dropped, some at reused addresses: each new one starts its
-        // own sequence over its own children, and the cache stays bounded.
-        for i in 0..500u16 {
+        // A composite made at a dropped one's address starts its own sequence.
+        for i in 0..50u16 {
             let svc = weighted(vec![(leaf("x", i), 1), (leaf("y", i), 1)]);
             assert_eq!(picks(&svc, 3), ["x", "y", "x"]);
         }
-        WEIGHTED.with(|c| {
-            assert!(
-                c.borrow().entries.len() <= 130,
-                "{}",
-                c.borrow().entries.len()
-            )
-        });
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! positions in ascending order, so merging candidate lists yields routes in priority order; the
 //! host index never hides a route that could match (see `Matcher::required_hosts`). A table is
 //! immutable once built; a reload builds a new one and swaps it whole.
+//!
+//! Generic over `M`, the middleware a route runs: routing stores and orders it but never looks
+//! inside (the router's table is `crate::table::RouteTable`, with `middleware::Middleware`).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -52,9 +56,9 @@ pub enum Target {
     Handler(Handler),
 }
 
-/// A compiled route.
+/// A compiled route; `M` is the middleware type it runs.
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<M> {
     pub name: String,
     pub rule: Matcher,
     /// The rule in canonical Traefik v3 syntax.
@@ -63,16 +67,43 @@ pub struct Route {
     /// Empty means every entrypoint.
     pub entrypoints: Vec<String>,
     /// As declared (chains kept), for listings.
-    pub middlewares: Vec<crate::middleware::Middleware>,
+    pub middlewares: Vec<M>,
     /// What runs: `middlewares` with chains expanded in place.
-    pub steps: Vec<crate::middleware::Middleware>,
+    pub steps: Vec<M>,
     pub target: Target,
     pub declared_at: Location,
     /// `.record(true|false)`: whether live recording takes this route's requests (`None`:
     /// the recorder's scope decides).
     pub record: Option<bool>,
     /// This route's metric series, resolved when the table goes live (`Metrics::attach`).
-    pub metrics: crate::metrics::RouteSlot,
+    pub metrics: MetricsSlot,
+}
+
+/// What the metrics registry attaches to a route before its table goes live (dry-run tables
+/// keep it empty). Opaque to routing: only the registry sets and reads it, with its own type.
+#[derive(Default)]
+pub struct MetricsSlot(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl MetricsSlot {
+    /// Fills the slot; a slot already filled keeps its value (a table is attached once).
+    pub fn set<T: Any + Send + Sync>(&self, value: T) {
+        let _ = self.0.set(Box::new(value));
+    }
+
+    /// The value, when one of type `T` was set.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get().and_then(|b| b.downcast_ref::<T>())
+    }
+}
+
+impl fmt::Debug for MetricsSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "MetricsSlot(attached)"
+        } else {
+            "MetricsSlot(empty)"
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,9 +116,9 @@ struct EntryIndex {
 }
 
 /// The routing state one request reads: immutable, swapped whole on reload.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    routes: Vec<Arc<Route>>,
+#[derive(Debug)]
+pub struct RouteTable<M> {
+    routes: Vec<Arc<Route<M>>>,
     services: Vec<Arc<Service>>,
     /// One index per entrypoint; a handful at most, so a linear scan beats hashing.
     index: Vec<(String, EntryIndex)>,
@@ -100,10 +131,20 @@ pub struct LookupError {
     pub message: String,
 }
 
-impl RouteTable {
+impl<M> Default for RouteTable<M> {
+    fn default() -> Self {
+        RouteTable {
+            routes: Vec::new(),
+            services: Vec::new(),
+            index: Vec::new(),
+        }
+    }
+}
+
+impl<M> RouteTable<M> {
     /// Builds a table for the given entrypoint names. Routes are sorted here; callers need not.
     pub fn new(
-        mut routes: Vec<Route>,
+        mut routes: Vec<Route<M>>,
         services: Vec<Arc<Service>>,
         entrypoints: &[String],
     ) -> Self {
@@ -112,7 +153,7 @@ impl RouteTable {
                 .cmp(&a.priority)
                 .then_with(|| a.name.cmp(&b.name))
         });
-        let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        let routes: Vec<Arc<Route<M>>> = routes.into_iter().map(Arc::new).collect();
         let mut index: Vec<(String, EntryIndex)> = entrypoints
             .iter()
             .map(|e| (e.clone(), EntryIndex::default()))
@@ -149,7 +190,7 @@ impl RouteTable {
         }
     }
 
-    pub fn routes(&self) -> &[Arc<Route>] {
+    pub fn routes(&self) -> &[Arc<Route<M>>] {
         &self.routes
     }
 
@@ -166,7 +207,7 @@ impl RouteTable {
         &self,
         entrypoint: &str,
         req: &RequestView<'_>,
-    ) -> Result<Option<&Arc<Route>>, LookupError> {
+    ) -> Result<Option<&Arc<Route<M>>>, LookupError> {
         let Some((_, idx)) = self.index.iter().find(|(n, _)| n == entrypoint) else {
             return Ok(None);
         };
@@ -267,6 +308,9 @@ impl<'a> Candidates<'a> {
 mod tests {
     use super::*;
     use http::{HeaderMap, Method};
+
+    type Route = super::Route<()>;
+    type RouteTable = super::RouteTable<()>;
 
     fn route(name: &str, rule: Matcher, priority: i64) -> Route {
         Route {

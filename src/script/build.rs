@@ -24,9 +24,8 @@ use crate::balance::{Balancer, ServerState};
 use crate::catalog::Catalog;
 use crate::middleware::Middleware;
 use crate::routing::service::sticky_id;
-use crate::routing::{
-    parse_rule, Location, Pool, Route, RouteTable, Server, Service, ServiceKind, Target,
-};
+use crate::routing::{parse_rule, Location, Pool, Server, Service, ServiceKind, Target};
+use crate::table::{Route, RouteTable};
 
 /// One script file: the name errors show (`scripts/api.rhai`) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,10 +504,7 @@ impl Services<'_> {
                         .iter()
                         .map(|(r, w)| self.resolve(r).map(|s| (s, *w)))
                         .collect::<Option<Vec<_>>>()
-                        .map(|children| ServiceKind::Weighted {
-                            current: std::sync::Mutex::new(vec![0; children.len()]),
-                            children,
-                        }),
+                        .map(ServiceKind::weighted),
                 };
                 match kind {
                     Some(kind) => {

@@ -22,7 +22,7 @@ use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext, Scope};
 
 use super::error::ScriptError;
 use super::{build::install_stdlib, engine_with_limits, Limits};
-use crate::replay::record::RecordedRequest;
+use crate::recording::format::RecordedRequest;
 use crate::routing::Location;
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -432,7 +432,7 @@ fn register_recorded(engine: &mut rhai::Engine, collector: &Arc<Collector>) {
     engine.register_get("entrypoint", |r: &mut ScriptRecorded| {
         r.0.entrypoint.clone()
     });
-    let outcome = |f: fn(&crate::replay::record::RecordedOutcome) -> Option<String>| {
+    let outcome = |f: fn(&crate::recording::format::RecordedOutcome) -> Option<String>| {
         move |r: &mut ScriptRecorded| -> Dynamic {
             r.0.outcome
                 .as_ref()
@@ -755,7 +755,7 @@ mod tests {
     fn recordings_come_from_the_loader() {
         let loader: RecordingLoader = Arc::new(|name: &str| {
             assert_eq!(name, "traffic.jsonl");
-            Ok(crate::replay::record::parse(concat!(
+            Ok(crate::recording::format::parse(concat!(
                 r#"{"time":"2026-12-03T07:00:00.000Z","method":"GET","host":"a.localhost","path":"/x","outcome":{"route":"a","status":200}}"#,
                 "\n",
                 r#"{"time":"2026-12-03T07:00:01.000Z","method":"GET","host":"b.localhost","path":"/y"}"#,

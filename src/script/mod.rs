@@ -27,6 +27,14 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("traefik", include_str!("../../stdlib/traefik.rhai")),
 ];
 
+/// Where the scripts of a build come from.
+#[derive(Debug, Clone)]
+pub enum ScriptsOrigin {
+    Dir(std::path::PathBuf),
+    /// The default scripts compiled into the binary (no folder to watch).
+    Embedded,
+}
+
 /// The default scripts folder, embedded so `run` works even where no `scripts/` exists.
 pub const EMBEDDED_DEFAULT: &[(&str, &str)] = &[(
     "00-welcome.rhai",

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
+use switchyard::access_log::{parse_status, AccessLogConfig, Format, Output, REDACTED};
 use switchyard::app::Router;
-use switchyard::proxy::access_log::{parse_status, AccessLogConfig, Format, Output, REDACTED};
 
 use crate::support::{send, servers, test_config, Backend, Reply, TestRouter};
 

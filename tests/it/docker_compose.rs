@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use switchyard::config::DockerConfig;
-use switchyard::control::ScriptsOrigin;
+use switchyard::script::ScriptsOrigin;
 
 use crate::support::docker::{container_name, DockerRig};
 use crate::support::*;

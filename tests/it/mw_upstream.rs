@@ -202,7 +202,7 @@ async fn retry_never_duplicates_a_post_that_reached_a_server() {
 
 #[tokio::test]
 async fn circuit_breaker_opens_on_network_errors_and_recovers() {
-    let dead = dead_addr().await;
+    let (dead, reserved) = crate::support::dead_socket();
     let script = format!(
         r#"
         let app = service("app").servers(["{dead}"]);
@@ -234,6 +234,7 @@ async fn circuit_breaker_opens_on_network_errors_and_recovers() {
     );
 
     // The server comes back on the same address; while the circuit is open it still gets 503.
+    drop(reserved);
     let listener = TcpListener::bind(dead).await.unwrap();
     let _back = Backend::on(listener, "back");
     let open = get(r.web, "x", "/api").await;

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use switchyard::catalog::Catalog;
-use switchyard::control::ScriptsOrigin;
 use switchyard::proxy::dry::Outcome;
-use switchyard::replay::record::{self, Clock, RecordedRequest, REDACTED};
-use switchyard::replay::recorder::{rotated_name, Scope};
+use switchyard::recording::format::{self as record, Clock, RecordedRequest, REDACTED};
+use switchyard::recording::recorder::{rotated_name, Scope};
 use switchyard::replay::Session;
+use switchyard::script::ScriptsOrigin;
 
 use crate::support::{get, send, servers, Backend, TestRouter};
 
@@ -156,7 +156,7 @@ struct RecordingRouter {
 }
 
 async fn recording_router(
-    tweak: impl FnOnce(&mut switchyard::replay::recorder::RecordConfig) + Send + 'static,
+    tweak: impl FnOnce(&mut switchyard::recording::recorder::RecordConfig) + Send + 'static,
 ) -> RecordingRouter {
     let backend = Backend::start("a").await;
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +222,7 @@ async fn secrets_are_redacted_by_default_and_the_list_is_configurable() {
     assert_eq!(rec.header("authorization"), Some("Bearer secret"));
     assert_eq!(rec.header("cookie"), Some("sid=1"));
 
-    let custom = switchyard::replay::recorder::parse_redact("X-Token");
+    let custom = switchyard::recording::recorder::parse_redact("X-Token");
     let rec = recorded_headers(Some(custom)).await;
     assert_eq!(rec.header("x-token"), Some(REDACTED));
     assert_eq!(rec.header("authorization"), Some("Bearer secret"));

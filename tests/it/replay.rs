@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Command;
 
 use switchyard::catalog::Catalog;
-use switchyard::control::ScriptsOrigin;
 use switchyard::proxy::dry::Outcome;
-use switchyard::replay::record::{self, Clock};
+use switchyard::recording::format::{self as record, Clock};
 use switchyard::replay::{report, Session};
 use switchyard::script::BuildEnv;
+use switchyard::script::ScriptsOrigin;
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/replay")

@@ -16,7 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use switchyard::app::Router;
 use switchyard::config::{Config, LogFormat};
-use switchyard::control::{BuildStatus, ScriptsOrigin};
+use switchyard::control::BuildStatus;
+use switchyard::script::ScriptsOrigin;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -63,10 +64,21 @@ impl Drop for Backend {
     }
 }
 
-/// A port on loopback where nothing listens (bound, then released).
+/// An address that refuses connections for the rest of the test binary: a socket bound but
+/// never listening (the port stays taken, so no other test's server can get it).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let (addr, sock) = dead_socket();
+    Box::leak(Box::new(sock));
+    addr
+}
+
+/// A refusing address and the socket holding it: drop the socket to bind a server there.
+pub fn dead_socket() -> (SocketAddr, socket2::Socket) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    (addr, sock)
 }
 
 pub fn test_config(dir: &Path) -> Config {

@@ -4,6 +4,9 @@
 //! Invariants: reading never fails as a whole — a malformed or truncated line becomes a
 //! `LineError` with its 1-based line number and the rest still loads; fields added later get
 //! serde defaults, so old recordings keep loading.
+//!
+//! Also owns `DryRequest`, the request a dry run (`proxy::dry`) decides: a recorded, typed-in
+//! (`parse_adhoc`) or HAR request becomes one with `RecordedRequest::to_dry`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,7 +14,19 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::dry::DryRequest;
+/// One request to decide (the input of `Proxy::dry_run`).
+#[derive(Debug, Clone)]
+pub struct DryRequest {
+    pub entrypoint: String,
+    pub method: Method,
+    /// Origin form (`/path?query`) or absolute form (`http://host/path`).
+    pub uri: String,
+    /// As the client sent them, `Host` included.
+    pub headers: HeaderMap,
+    pub client: SocketAddr,
+    /// When it happens, for rate limits and breakers; `None` is now.
+    pub at: Option<Instant>,
+}
 
 /// What replaces a redacted header's value.
 pub const REDACTED: &str = "<redacted>";

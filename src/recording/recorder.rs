@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use super::record::RecordedRequest;
+use super::format::RecordedRequest;
 
 /// Records waiting for the writer; past this, records are dropped (and counted).
 const QUEUE: usize = 8192;

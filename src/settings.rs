@@ -1,0 +1,102 @@
+//! The proxy's settings as plain data: timeouts, the header limit, trusted forwarders and the
+//! per-entrypoint options (`--entrypoint.NAME.KEY=VALUE`). `config` fills them from flags, env
+//! and TOML; replay sessions and tests build them directly; the proxy workers only read them.
+//!
+//! A leaf (it names only `canonical`), so neither side depends on the other. Invariant: values
+//! here do not change while a router runs; the only shared state is an entrypoint's open
+//! connection count, one atomic shared by the clones of its options (every worker).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::canonical::PathOptions;
+
+/// Proxy settings that do not change on reload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub trusted_ips: Vec<IpNet>,
+    /// Per-entrypoint options (`--entrypoint.NAME.KEY=VALUE`); an entrypoint not listed gets
+    /// `EntrypointOptions::default()`.
+    pub entrypoint_options: BTreeMap<String, EntrypointOptions>,
+}
+
+/// Options of one entrypoint.
+#[derive(Debug, Clone)]
+pub struct EntrypointOptions {
+    /// How request paths are canonicalised (`path.*` keys).
+    pub path: PathOptions,
+    /// Open connections above this are closed at accept (`max-connections`).
+    pub max_connections: usize,
+    /// Connections open now, over every worker (shared by the clones of these options).
+    open: Arc<AtomicUsize>,
+}
+
+/// The default cap on an entrypoint's open connections: generous, a guard against descriptor
+/// exhaustion rather than a tuning knob.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+impl Default for EntrypointOptions {
+    fn default() -> Self {
+        EntrypointOptions {
+            path: PathOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl EntrypointOptions {
+    /// Counts one more open connection, or `None` when the entrypoint is at its cap.
+    pub fn admit(&self) -> Option<OpenConnection> {
+        let n = self.open.fetch_add(1, Ordering::AcqRel);
+        let conn = OpenConnection(self.open.clone());
+        (n < self.max_connections).then_some(conn)
+    }
+}
+
+/// One admitted connection; uncounted when dropped.
+pub struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Settings {
+    /// The options of entrypoint `name`.
+    pub fn entrypoint(&self, name: &str) -> Option<&EntrypointOptions> {
+        self.entrypoint_options.get(name)
+    }
+
+    /// How entrypoint `name` canonicalises paths.
+    pub fn path_options(&self, name: &str) -> PathOptions {
+        self.entrypoint(name)
+            .map_or_else(PathOptions::default, |o| o.path)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(180),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_header_bytes: 64 * 1024,
+            trusted_ips: Vec::new(),
+            entrypoint_options: BTreeMap::new(),
+        }
+    }
+}
