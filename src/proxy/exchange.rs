@@ -22,7 +22,7 @@ use super::ctx::RequestCtx;
 use super::error::{ProxyError, Side};
 use super::phases::Exchange;
 use super::upstream::{self, Failure, UpBody, UpstreamBody};
-use super::{forward, pipeline, record, Proxy, Tracker};
+use super::{forward, pipeline, record, subrequest, Proxy, Tracker};
 use crate::routing::{RequestView, Server, Service};
 use crate::table::Route;
 
@@ -236,7 +236,7 @@ impl Proxy {
         let Some(body) = body else {
             return Ok(Bytes::new());
         };
-        pipeline::collect_limited(body, limit)
+        subrequest::collect_limited(body, limit)
             .await
             .map_err(|e| match e {
                 Ok(()) => ProxyError::RequestTooLarge { limit },
@@ -366,7 +366,7 @@ impl Proxy {
         }
         let body = match plan.buffering.as_ref().and_then(|b| b.max_response_body) {
             None => ProxyBody::upstream(body),
-            Some(limit) => match pipeline::collect_limited(body, limit).await {
+            Some(limit) => match subrequest::collect_limited(body, limit).await {
                 Ok(bytes) => {
                     parts.headers.remove(header::TRANSFER_ENCODING);
                     parts

@@ -10,6 +10,7 @@
 //! exchange.rs  Live: pick ─► upstream (retries, passive health, breakers) ─► response head
 //! dry.rs       Dry: pick ─► the request as it would leave (replay, REPL, test, explain)
 //! ctx.rs       RequestCtx (one per request) and the observers fed by the log phase
+//! subrequest.rs  forward_auth and error pages: requests the router sends for a request
 //! ```
 //!
 //! Invariants: every decision is made on the request `canonicalize` made (the one the server
@@ -30,6 +31,7 @@ mod listener;
 mod phases;
 mod pipeline;
 mod record;
+mod subrequest;
 pub mod upstream;
 
 use phases::set_path_and_query;
