@@ -61,7 +61,8 @@ enum Command {
     /// Run the `*.test.rhai` files of DIR (and DIR/tests/) against the scripts, offline; exit 1
     /// on any failure, on scripts that do not build, or when DIR has no test files.
     Test {
-        /// Folder of test files [default: the scripts folder].
+        /// Folder of test files [default: the scripts folder]. When DIR holds route scripts
+        /// (`*.rhai`) and no --scripts is given, those are the scripts tested.
         #[arg(value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
         #[command(flatten)]
@@ -185,7 +186,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = config::resolve(&common, None)?;
             init_logging("warn", cfg.log_format)?;
-            let code = switchyard::replay::suite::run(&cfg, dir.as_deref(), format);
+            let scripts_given = common.scripts.is_some();
+            let code = switchyard::replay::suite::run(&cfg, dir.as_deref(), scripts_given, format);
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Repl { common, requests } => {

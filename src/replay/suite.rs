@@ -394,9 +394,29 @@ fn print_json(v: &impl Serialize) {
     }
 }
 
+/// The scripts `switchyard test DIR` tests: DIR's own route scripts when it holds some and no
+/// scripts folder was given (`--scripts` or `SWITCHYARD_SCRIPTS`), else the configured ones.
+pub fn scripts_under_test(
+    dir: Option<&Path>,
+    scripts_given: bool,
+    configured: &ScriptsOrigin,
+) -> ScriptsOrigin {
+    match dir {
+        Some(d) if !scripts_given && crate::script::load_dir(d).is_ok_and(|s| !s.is_empty()) => {
+            ScriptsOrigin::Dir(d.to_path_buf())
+        }
+        _ => configured.clone(),
+    }
+}
+
 /// `switchyard test`. Returns the exit code: 0 when every test passes; 1 on a failed test,
-/// scripts that do not build, or a DIR without test files.
-pub fn run(cfg: &Config, dir: Option<&Path>, format: Format) -> i32 {
+/// scripts that do not build, or a DIR without test files. `scripts_given`: a scripts folder
+/// was named, so DIR's own route scripts are not taken instead (`scripts_under_test`).
+pub fn run(cfg: &Config, dir: Option<&Path>, scripts_given: bool, format: Format) -> i32 {
+    let cfg = &Config {
+        scripts: scripts_under_test(dir, scripts_given, &cfg.scripts),
+        ..cfg.clone()
+    };
     let dir = match (dir, &cfg.scripts) {
         (Some(d), _) => d.to_path_buf(),
         (None, ScriptsOrigin::Dir(d)) => d.clone(),
@@ -444,7 +464,15 @@ pub fn run(cfg: &Config, dir: Option<&Path>, format: Format) -> i32 {
         .iter()
         .map(|f| f.cases.len() + usize::from(f.error.is_some()))
         .sum();
+    let scripts = match &cfg.scripts {
+        ScriptsOrigin::Dir(d) => format!("the scripts in {}", shown(d)),
+        ScriptsOrigin::Embedded => "the embedded default scripts".to_string(),
+    };
+    if format == Format::Json {
+        print_json(&serde_json::json!({ "type": "scripts", "scripts": scripts }));
+    }
     if format == Format::Text {
+        println!("testing {scripts}");
         println!(
             "\nrunning {total} test{}",
             if total == 1 { "" } else { "s" }

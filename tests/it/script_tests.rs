@@ -114,13 +114,15 @@ expect(get("http://old.localhost/")).answers(301);
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 6, "{json}");
-    assert_eq!(lines[2]["name"], "routes.test.rhai::old host moved");
-    assert_eq!(lines[2]["result"], "failed");
-    assert_eq!(lines[2]["failure"]["at"], "routes.test.rhai:9:60");
-    assert_eq!(lines[2]["failure"]["decision"]["outcome"]["status"], 301);
-    assert_eq!(lines[5]["type"], "summary");
-    assert_eq!(lines[5]["failed"], 3);
+    assert_eq!(lines.len(), 7, "{json}");
+    assert_eq!(lines[0]["type"], "scripts");
+    assert_eq!(lines[0]["scripts"], "the scripts in .");
+    assert_eq!(lines[3]["name"], "routes.test.rhai::old host moved");
+    assert_eq!(lines[3]["result"], "failed");
+    assert_eq!(lines[3]["failure"]["at"], "routes.test.rhai:9:60");
+    assert_eq!(lines[3]["failure"]["decision"]["outcome"]["status"], 301);
+    assert_eq!(lines[6]["type"], "summary");
+    assert_eq!(lines[6]["failed"], 3);
 }
 
 #[test]
@@ -201,4 +203,66 @@ fn scripts_that_do_not_build_and_empty_folders_fail() {
     let (code, _, err) = switchyard_test(empty.path(), &[]);
     assert_eq!(code, 1);
     assert!(err.contains("no test files (*.test.rhai)"), "{err}");
+}
+
+/// `switchyard test DIR` run from elsewhere: (exit code, stdout, stderr).
+fn switchyard_test_from(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SWITCHYARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .arg("test")
+        .args(args)
+        .output()
+        .expect("cannot start switchyard");
+    (
+        out.status.code().expect("killed by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_folder_with_its_own_route_scripts_is_tested_against_them() {
+    let project = folder(&[
+        ("routes.rhai", ROUTES),
+        (
+            "routes.test.rhai",
+            r#"expect(get("http://api.localhost/v1/users")).routes_to("api").with_path("/users");
+"#,
+        ),
+    ]);
+    // Run from a folder without ./scripts: the embedded default would answer every request.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = project.path().to_str().unwrap();
+    let (code, out, err) = switchyard_test_from(elsewhere.path(), &[dir]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().next(),
+        Some(format!("testing the scripts in {dir}").as_str()),
+        "{out}"
+    );
+    assert!(out.contains("test result: ok. 1 passed; 0 failed"), "{out}");
+
+    // A scripts folder named on the command line still wins: here, one without the route.
+    let other = folder(&[(
+        "other.rhai",
+        "route(\"x\").rule(host(\"x.localhost\")).to(respond(200, \"x\"));\n",
+    )]);
+    let scripts = other.path().to_str().unwrap();
+    let (code, out, _) = switchyard_test_from(elsewhere.path(), &[dir, "--scripts", scripts]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!("testing the scripts in {scripts}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("test result: FAILED. 0 passed; 1 failed"),
+        "{out}"
+    );
 }
