@@ -1,13 +1,12 @@
 //! The Docker provider: containers of a Docker engine become catalog entries (`provider: docker`).
 //!
-//! Owns talking to the engine (read-only API use: ping/version, list, inspect, events), turning an
-//! inspected container into a `CatalogEntry` by Traefik's rules (`entry_from_inspect`, pure), and
-//! the watch loop (`run`): full list on start, then the event stream; every relevant event leads to
-//! a full re-list (debounced), and a snapshot is sent only when it differs from the last one sent.
+//! Owns connecting to an engine (unix, tcp, https with client certificates; read-only API use:
+//! ping/version, list, inspect, events), turning an inspected container into a `CatalogEntry` by
+//! Traefik's rules (`entry_from_inspect`, pure), and what the shared session skeleton
+//! (`engine.rs`) needs of this provider: re-list after container and network events.
 //!
-//! Invariants: a snapshot is always complete (never a patch); when the engine is unreachable or the
-//! stream breaks, nothing is sent (the last catalog stays live), the outage is logged once, and the
-//! loop retries with capped exponential backoff and re-lists fully on reconnect. A malformed label
+//! Invariants: a snapshot is always complete (never a patch); outages, backoff and reporting are
+//! `engine.rs`'s (the last catalog stays live). A malformed label
 //! this module reads (`traefik.enable`, `traefik.port`, the service port label) skips only that
 //! container, with a warning naming the container and the label. Entries without servers (not
 //! running, paused, unhealthy or starting, no port, no address) are in the catalog only with
@@ -15,8 +14,6 @@
 //! Must never: write to the engine, touch the route table, or send traffic to containers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
@@ -24,24 +21,21 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::constraints::{Constraint, ConstraintError};
+use super::engine::Wake;
+use super::labels::{
+    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id,
+};
+use crate::catalog::ProviderSender;
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
-use crate::catalog::{ProviderReport, ProviderSender};
 use crate::config::DockerConfig;
 
 pub const PROVIDER: &str = "docker";
 
 /// Seconds a single API request (not the event stream's body) may take.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
-/// Quiet time after an event before re-listing: a burst (compose up) gives one snapshot.
-const DEBOUNCE: Duration = Duration::from_millis(50);
-/// A steady stream of events still re-lists at least this often.
-const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
-/// With no event pending, the session still wakes this often (nothing is listed then).
-const IDLE_WAKE: Duration = Duration::from_secs(10);
 /// Containers inspected at once.
 const INSPECT_CONCURRENCY: usize = 8;
 /// More containers than this are ignored (with a warning): bounds the work of one snapshot.
@@ -69,7 +63,6 @@ const NETWORK_EVENTS: &[&str] = &["connect", "disconnect"];
 
 const LABEL_ENABLE: &str = "traefik.enable";
 const LABEL_NETWORK: &str = "traefik.docker.network";
-const LABEL_PORT_V1: &str = "traefik.port";
 const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const LABEL_COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
@@ -532,82 +525,6 @@ fn host_ports_of(c: &ContainerInspectResponse) -> BTreeMap<u16, Vec<String>> {
     out
 }
 
-pub(crate) fn join_host_port(host: &str, port: u16) -> String {
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
-        _ => format!("{host}:{port}"),
-    }
-}
-
-/// The label `key` looked up case-insensitively (Traefik's label names are), with its spelling.
-pub(crate) fn label_ci<'a>(
-    labels: &'a BTreeMap<String, String>,
-    key: &str,
-) -> Option<(&'a str, &'a str)> {
-    labels
-        .get_key_value(key)
-        .or_else(|| labels.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-}
-
-/// The server port the labels ask for: `traefik.port` (v1), else the
-/// `traefik.http.services.<s>.loadbalancer.server.port` labels when they agree on one port
-/// (several services with different ports: none, the script picks per service). A label that is
-/// not a port number is an error naming it.
-pub(crate) fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
-    let parse = |k: &str, v: &str| -> Result<u16, String> {
-        v.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("label {k}={v:?} is not a port number (1-65535)"))
-    };
-    let mut v1 = None;
-    let mut services = BTreeSet::new();
-    for (k, v) in labels {
-        let lower = k.to_ascii_lowercase();
-        if lower == LABEL_PORT_V1 {
-            v1 = Some(parse(k, v)?);
-        } else if lower
-            .strip_prefix("traefik.http.services.")
-            .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
-            .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
-        {
-            services.insert(parse(k, v)?);
-        }
-    }
-    if v1.is_some() {
-        return Ok(v1);
-    }
-    let mut it = services.into_iter();
-    Ok(match (it.next(), it.next()) {
-        (Some(p), None) => Some(p),
-        _ => None,
-    })
-}
-
-/// Go's `strconv.ParseBool`, which Traefik uses for `traefik.enable`.
-pub(crate) fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Traefik's `provider.Normalize`: every run of characters that are not letters or digits becomes
-/// one `-`, none at either end.
-pub fn normalize(name: &str) -> String {
-    name.split(|c: char| !c.is_alphanumeric())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-pub(crate) fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
-
 fn events_options() -> EventsOptions {
     let mut filters = HashMap::new();
     filters.insert(
@@ -640,10 +557,11 @@ fn relevant(ev: &EventMessage) -> bool {
 }
 
 /// Watches the engine until `shutdown` turns true or the control loop goes away, sending a
-/// `ProviderReport::Snapshot` whenever the catalog changes. Never returns an error: failures are
-/// logged and retried (constraints are validated by the caller before serving; an invalid
-/// expression here is logged and the provider stays off).
-pub async fn run(cfg: DockerConfig, triggers: ProviderSender, shutdown: watch::Receiver<bool>) {
+/// `ProviderReport::Snapshot` whenever the catalog changes (the session skeleton is
+/// `engine::run`). Never returns an error: failures are reported, logged and retried
+/// (constraints are validated by the caller before serving; an invalid expression here is
+/// logged and the provider stays off).
+pub async fn run(cfg: DockerConfig, reports: ProviderSender, shutdown: watch::Receiver<bool>) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -652,69 +570,42 @@ pub async fn run(cfg: DockerConfig, triggers: ProviderSender, shutdown: watch::R
         }
     };
     info!(endpoint = %cfg.endpoint, "docker provider watching");
-    let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
-    super::watch::reconnecting("docker", shutdown, |mut st| async move {
-        let end = session(cfg, constraint, triggers, &mut st).await;
-        if let Err(e) = &end {
-            let _ = triggers.try_send(ProviderReport::SyncFailed {
-                provider: PROVIDER,
-                error: e.0.to_string(),
-            });
-        }
-        (st, end)
-    })
-    .await;
+    super::engine::run(Engine { cfg, constraint }, reports, shutdown).await;
 }
 
-/// One connection: subscribe to events, list, then re-list after each burst of events. Returns
-/// `Ok` when the control loop is gone, else the error and whether a list succeeded (which resets
-/// the backoff).
-async fn session(
-    cfg: &DockerConfig,
-    constraint: Option<&Constraint>,
-    triggers: &ProviderSender,
-    st: &mut super::watch::WatchState,
-) -> Result<(), (DockerError, bool)> {
-    let mut listed = false;
-    let docker = connect(cfg).await.map_err(|e| (e, false))?;
-    // The stream is opened by its first poll in the select below; the first list waits one
-    // debounce period so the subscription is in place before it and no event falls in between.
-    let mut events = std::pin::pin!(docker.events(Some(events_options())));
-    let mut due = Some(Instant::now() + DEBOUNCE);
-    let mut cap: Option<Instant> = None;
-    loop {
-        let wake = due.unwrap_or_else(|| Instant::now() + IDLE_WAKE);
-        tokio::select! {
-            ev = events.next() => match ev {
-                Some(Ok(ev)) => {
-                    if relevant(&ev) {
-                        let now = Instant::now();
-                        let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
-                        due = Some((now + DEBOUNCE).min(limit));
-                    }
-                }
-                Some(Err(source)) => {
-                    let e = DockerError::Api { endpoint: cfg.endpoint.clone(), what: "event stream".into(), source };
-                    return Err((e, listed));
-                }
-                None => return Err((DockerError::StreamEnded { endpoint: cfg.endpoint.clone() }, listed)),
-            },
-            _ = tokio::time::sleep_until(wake), if due.is_some() => {
-                due = None;
-                cap = None;
-                let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
-                listed = true;
-                let recovered = st.listed("docker", &cfg.endpoint);
-                if recovered || st.last_sent.as_ref() != Some(&catalog) {
-                    info!(entries = catalog.entries.len(), "docker catalog changed");
-                    st.last_sent = Some(catalog.clone());
-                    let t = ProviderReport::Snapshot { provider: PROVIDER, catalog: Arc::new(catalog) };
-                    if triggers.send(t).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
+/// What the session skeleton needs of the docker provider: relist after container and network
+/// events; no polling while events flow.
+struct Engine {
+    cfg: DockerConfig,
+    constraint: Option<Constraint>,
+}
+
+impl super::engine::Source for Engine {
+    const PROVIDER: &'static str = PROVIDER;
+    const WHAT: &'static str = "docker";
+
+    fn client(&self) -> DockerConfig {
+        self.cfg.clone()
+    }
+
+    fn events(&self) -> EventsOptions {
+        events_options()
+    }
+
+    fn classify(&self, ev: &EventMessage) -> Wake {
+        if relevant(ev) {
+            Wake::Relist
+        } else {
+            Wake::Ignore
         }
+    }
+
+    fn refresh(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn list(&self, docker: &Docker) -> Result<Catalog, DockerError> {
+        snapshot_with(docker, &self.cfg, self.constraint.as_ref()).await
     }
 }
 

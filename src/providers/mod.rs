@@ -7,7 +7,9 @@
 
 pub mod constraints;
 pub mod docker;
+mod engine;
 pub mod file;
+pub mod labels;
 pub mod swarm;
 mod watch;
 

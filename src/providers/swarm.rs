@@ -2,8 +2,9 @@
 //! (`provider: swarm`).
 //!
 //! Owns reading services, tasks, nodes and networks (read-only API use), turning one service into
-//! entries by Traefik's rules (`entries_from_service`, pure) and the watch loop (`run`): a full
-//! list every `refresh`, and also soon after `service` / `node` events when the daemon sends them.
+//! entries by Traefik's rules (`entries_from_service`, pure) and what the shared session skeleton
+//! (`engine.rs`) needs of this provider: a full list every `refresh`, and also soon after
+//! `service` / `node` events (followed for a few seconds) and task container starts and stops.
 //!
 //! Entries: one per running task (its address on the chosen network, or its node's address when
 //! host-networked), or one for the whole service with its VIP when `traefik.swarm.lbswarm` /
@@ -14,13 +15,12 @@
 //! their servers. Task addresses come from the verbose inspect of swarm-scoped networks
 //! (bollard's `Task` model has no network attachments).
 //!
-//! Invariants: a snapshot is complete; on errors nothing is sent (the last catalog stays), the
-//! outage is logged once and retried with capped backoff. A service without a port label or with
+//! Invariants: a snapshot is complete; outages, backoff and reporting are `engine.rs`'s (the
+//! last catalog stays). A service without a port label or with
 //! a malformed label is skipped alone, with a problem naming it. Must never: write to the engine,
 //! touch the route table, or send traffic to tasks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
@@ -32,29 +32,23 @@ use bollard::query_parameters::{
     ListServicesOptions, ListTasksOptions,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::constraints::{Constraint, ConstraintError};
-use super::docker::{
-    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id, DockerError,
+use super::docker::DockerError;
+use super::engine::Wake;
+use super::labels::{
+    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id,
 };
+use crate::catalog::ProviderSender;
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
-use crate::catalog::{ProviderReport, ProviderSender};
-use crate::config::SwarmConfig;
+use crate::config::{DockerConfig, SwarmConfig};
 
 pub const PROVIDER: &str = "swarm";
 
-const DEBOUNCE: Duration = Duration::from_millis(50);
-const DEBOUNCE_CAP: Duration = Duration::from_millis(300);
 /// More services than this are ignored (with a warning): bounds the work of one snapshot.
 const MAX_SERVICES: usize = 10_000;
-/// After a service or node event, tasks take a while to start (the event comes before them, and
-/// tasks on other nodes send none): re-list every `FOLLOW_STEP` for `FOLLOW_FOR`.
-const FOLLOW_FOR: Duration = Duration::from_secs(10);
-const FOLLOW_STEP: Duration = Duration::from_secs(1);
 /// Container events of swarm tasks on the manager itself (a task started or stopped).
 const TASK_CONTAINER_EVENTS: &[&str] = &["start", "die", "destroy", "health_status"];
 const LABEL_TASK_SERVICE: &str = "com.docker.swarm.service.id";
@@ -621,8 +615,9 @@ fn relevant(ev: &EventMessage) -> bool {
 }
 
 /// Watches the swarm until `shutdown` turns true or the control loop goes away, sending a
-/// `ProviderReport::Snapshot` whenever the catalog changes. Never returns an error.
-pub async fn run(cfg: SwarmConfig, triggers: ProviderSender, shutdown: watch::Receiver<bool>) {
+/// `ProviderReport::Snapshot` whenever the catalog changes (the session skeleton is
+/// `engine::run`). Never returns an error.
+pub async fn run(cfg: SwarmConfig, reports: ProviderSender, shutdown: watch::Receiver<bool>) {
     let constraint = match constraints(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -631,82 +626,43 @@ pub async fn run(cfg: SwarmConfig, triggers: ProviderSender, shutdown: watch::Re
         }
     };
     info!(endpoint = %cfg.endpoint, refresh = ?cfg.refresh, "swarm provider watching");
-    let (cfg, triggers, constraint) = (&cfg, &triggers, constraint.as_ref());
-    super::watch::reconnecting("swarm manager", shutdown, |mut st| async move {
-        let end = session(cfg, constraint, triggers, &mut st).await;
-        if let Err(e) = &end {
-            let _ = triggers.try_send(ProviderReport::SyncFailed {
-                provider: PROVIDER,
-                error: e.0.to_string(),
-            });
-        }
-        (st, end)
-    })
-    .await;
+    super::engine::run(Engine { cfg, constraint }, reports, shutdown).await;
 }
 
-/// One connection: subscribe to events, list, then list again every `refresh`, after each burst
-/// of events, and every second for a while after a service or node event. A broken event stream only stops the event part (some daemons never send
-/// swarm events); polling goes on.
-async fn session(
-    cfg: &SwarmConfig,
-    constraint: Option<&Constraint>,
-    triggers: &ProviderSender,
-    st: &mut super::watch::WatchState,
-) -> Result<(), (DockerError, bool)> {
-    let mut listed = false;
-    let docker = super::docker::connect(&cfg.client())
-        .await
-        .map_err(|e| (e, false))?;
-    let mut events = std::pin::pin!(docker.events(Some(events_options())));
-    let mut events_open = true;
-    let mut due = Instant::now() + DEBOUNCE;
-    let mut cap: Option<Instant> = None;
-    let mut follow_until: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            ev = events.next(), if events_open => match ev {
-                Some(Ok(ev)) => {
-                    if relevant(&ev) {
-                        let now = Instant::now();
-                        if ev.typ != Some(EventMessageTypeEnum::CONTAINER) {
-                            follow_until = Some(now + FOLLOW_FOR);
-                        }
-                        let limit = *cap.get_or_insert(now + DEBOUNCE_CAP);
-                        due = due.min((now + DEBOUNCE).min(limit));
-                    }
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "swarm event stream failed; polling only until reconnect");
-                    events_open = false;
-                }
-                None => {
-                    debug!("swarm event stream ended; polling only until reconnect");
-                    events_open = false;
-                }
-            },
-            _ = tokio::time::sleep_until(due) => {
-                cap = None;
-                let now = Instant::now();
-                let following = follow_until.is_some_and(|t| t > now);
-                due = now + if following { FOLLOW_STEP.min(cfg.refresh) } else { cfg.refresh };
-                let catalog = snapshot_with(&docker, cfg, constraint).await.map_err(|e| (e, listed))?;
-                listed = true;
-                let recovered = st.listed("swarm manager", &cfg.endpoint);
-                if recovered || st.last_sent.as_ref() != Some(&catalog) {
-                    let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
-                    for p in catalog.problems.iter().filter(|p| !before.contains(p)) {
-                        warn!("{p}");
-                    }
-                    info!(entries = catalog.entries.len(), "swarm catalog changed");
-                    st.last_sent = Some(catalog.clone());
-                    let t = ProviderReport::Snapshot { provider: PROVIDER, catalog: Arc::new(catalog) };
-                    if triggers.send(t).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
+/// What the session skeleton needs of the swarm provider: list every `refresh`; after a service
+/// or node event, follow for a while (tasks start over seconds); relist after task containers
+/// start or stop.
+struct Engine {
+    cfg: SwarmConfig,
+    constraint: Option<Constraint>,
+}
+
+impl super::engine::Source for Engine {
+    const PROVIDER: &'static str = PROVIDER;
+    const WHAT: &'static str = "swarm manager";
+
+    fn client(&self) -> DockerConfig {
+        self.cfg.client()
+    }
+
+    fn events(&self) -> EventsOptions {
+        events_options()
+    }
+
+    fn classify(&self, ev: &EventMessage) -> Wake {
+        match (relevant(ev), ev.typ) {
+            (false, _) => Wake::Ignore,
+            (true, Some(EventMessageTypeEnum::CONTAINER)) => Wake::Relist,
+            (true, _) => Wake::Follow,
         }
+    }
+
+    fn refresh(&self) -> Option<Duration> {
+        Some(self.cfg.refresh)
+    }
+
+    async fn list(&self, docker: &Docker) -> Result<Catalog, DockerError> {
+        snapshot_with(docker, &self.cfg, self.constraint.as_ref()).await
     }
 }
 

@@ -93,6 +93,25 @@ impl Drop for Services<'_> {
     }
 }
 
+/// Creates service `name` with one task for `tag`, routed by v1 labels at `<name>.swarm.test`
+/// (returned) to the task's slot port; `extra` as for `create_service`.
+fn one_task_service(rig: &DockerRig, tag: &str, name: &str, extra: &[&str]) -> String {
+    let prefix = slot_ports();
+    let host = format!("{name}.swarm.test");
+    let port = format!("{prefix}{{{{.Task.Slot}}}}");
+    let rule = format!("Host:{host}");
+    create_service(
+        rig,
+        tag,
+        name,
+        prefix,
+        1,
+        &[("traefik.frontend.rule", &rule), ("traefik.port", &port)],
+        extra,
+    );
+    host
+}
+
 /// The distinct bodies of `n` requests (round robin visits every server).
 async fn answers(r: &TestRouter, host: &str, n: usize) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
@@ -212,19 +231,12 @@ async fn a_task_that_stops_running_is_no_longer_a_server() {
     let r = router_with(swarm_config(&rig.endpoint(), &tag)).await;
     let name = container_name("sw-exit");
     let _cleanup = Services(rig, vec![name.clone()]);
-    let prefix = slot_ports();
-    let host = format!("{name}.swarm.test");
-    let port = format!("{prefix}{{{{.Task.Slot}}}}");
-    let rule = format!("Host:{host}");
     // The task serves until told to stop (a file the test creates in its container), then exits
     // 0 and is not restarted (state: complete). Bounded: it stops by itself after 120 s.
-    create_service(
+    let host = one_task_service(
         rig,
         &tag,
         &name,
-        prefix,
-        1,
-        &[("traefik.frontend.rule", &rule), ("traefik.port", &port)],
         &[
             "--restart-condition=none",
             "--",
@@ -448,4 +460,72 @@ async fn an_unreachable_manager_is_reported_by_catalog() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+/// The manager dies mid-stream (daemon halted under a live event stream): the router keeps the
+/// last catalog and says why in `/api/catalog`; when the manager is back, the provider
+/// reconnects, its service's task runs again and routes, and the error clears. The docker
+/// provider's twin is `docker_provider::routes_survive_a_daemon_restart_and_refresh_after_it`:
+/// both run the same session skeleton (`providers::engine`).
+#[tokio::test]
+async fn a_manager_restart_keeps_the_routes_and_reports_the_outage() {
+    let rig = DockerRig::shared();
+    let _only = rig.exclusive_use();
+    rig.swarm();
+    let tag = container_name("sw-restart");
+    let r = router_with(swarm_config(&rig.endpoint(), &tag)).await;
+    let name = container_name("sw-restart");
+    let _cleanup = Services(rig, vec![name.clone()]);
+    let host = one_task_service(rig, &tag, &name, &[]);
+    poll_get(r.web, &host, "/", Duration::from_secs(30), |rep| {
+        rep.status == 200
+    })
+    .await;
+
+    rig.halt();
+    let swarm_state = |v: &serde_json::Value| {
+        v["providers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["provider"] == "swarm")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(r.admin, "localhost", "/api/catalog").await.json();
+        let s = swarm_state(&v);
+        if s["error"].is_string() {
+            assert!(
+                s["entries"].as_u64() >= Some(1),
+                "last catalog dropped: {v}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no swarm sync error shown: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The route is still there (its server is gone with the daemon: not a 404).
+    assert_ne!(get(r.web, &host, "/").await.status, 404, "route lost");
+
+    rig.resume();
+    let back = poll_get(r.web, &host, "/", Duration::from_secs(60), |rep| {
+        rep.status == 200
+    })
+    .await;
+    assert_eq!(back.body.trim(), format!("{name}-1"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(r.admin, "localhost", "/api/catalog").await.json();
+        if swarm_state(&v)["error"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "error kept after the reconnect: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.shutdown().await;
 }
