@@ -930,8 +930,7 @@ impl Config {
 
 /// Parses `30s`, `500ms`, `2m`, `1h30m`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s.trim())
-        .with_context(|| format!("invalid duration {s:?} (write e.g. 30s, 500ms, 2m)"))
+    crate::duration::parse(s, crate::duration::Syntax::Standard).map_err(anyhow::Error::msg)
 }
 
 /// Parses `NAME=ADDR`; `ADDR` may be `:8080` (all interfaces).

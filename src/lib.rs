@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod control;
+pub mod duration;
 pub mod metrics;
 pub mod middleware;
 pub mod providers;

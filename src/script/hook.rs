@@ -672,9 +672,9 @@ fn ttl_of(ttl: &Dynamic) -> RhaiResult<Option<Duration>> {
             .or_else(|_| hook_error(format!("ttl {secs} must not be negative")));
     }
     if let Some(text) = ttl.clone().try_cast::<rhai::ImmutableString>() {
-        return humantime::parse_duration(&text)
+        return crate::duration::parse(&text, crate::duration::Syntax::Standard)
             .map(Some)
-            .or_else(|e| hook_error(format!("invalid ttl {text:?}: {e}")));
+            .or_else(|e| hook_error(format!("ttl: {e}")));
     }
     hook_error(format!(
         "a ttl is seconds (int) or a duration like \"10s\", not {}",

@@ -130,8 +130,8 @@ pub(super) fn duration_of(
             .or_else(|_| err(ctx, format!("{what} must not be negative")));
     }
     match v.clone().into_immutable_string() {
-        Ok(s) => humantime::parse_duration(&s)
-            .or_else(|e| err(ctx, format!("{what}: invalid duration {s:?}: {e}"))),
+        Ok(s) => crate::duration::parse(&s, crate::duration::Syntax::Standard)
+            .or_else(|e| err(ctx, format!("{what}: {e}"))),
         Err(t) => err(
             ctx,
             format!("{what} must be a duration like \"10s\" or seconds, not {t}"),
