@@ -71,10 +71,15 @@ pub struct CommonArgs {
 
 /// The Swarm provider's flags (`[providers.swarm]` in the TOML file): the endpoint and TLS options
 /// mean what the Docker provider's do, and must point at a manager.
-#[derive(Debug, Clone, Default, Args)]
+/// The Swarm provider's settings as flags (`--swarm.KEY`), env (`SWITCHYARD_SWARM_KEY`) and
+/// the `[providers.swarm]` table of the TOML file (`key`, snake case): one definition for all
+/// three; `resolve_swarm` puts the flag (or env) over the file over the default.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwarmArgs {
     /// Discover Swarm services from a manager's API (also on when `[providers.swarm]` is in the file).
     #[arg(id = "swarm", long = "swarm", env = "SWITCHYARD_SWARM")]
+    #[serde(skip)]
     pub enabled: bool,
     /// A manager's API endpoint: unix:///path, tcp://host:port or https://host:port
     /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
@@ -153,11 +158,15 @@ pub struct SwarmArgs {
     pub host_address: Option<String>,
 }
 
-/// The Docker provider's flags (`[providers.docker]` in the TOML file).
-#[derive(Debug, Clone, Default, Args)]
+/// The Docker provider's settings as flags (`--docker.KEY`), env (`SWITCHYARD_DOCKER_KEY`) and
+/// the `[providers.docker]` table of the TOML file (`key`, snake case): one definition for all
+/// three; `resolve_docker` puts the flag (or env) over the file over the default.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DockerArgs {
     /// Discover containers from a Docker engine (also on when `[providers.docker]` is in the file).
     #[arg(long = "docker", env = "SWITCHYARD_DOCKER")]
+    #[serde(skip)]
     pub enabled: bool,
     /// Docker API endpoint: unix:///path, tcp://host:port or https://host:port
     /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
@@ -231,36 +240,8 @@ pub struct DockerArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileProviders {
-    pub docker: Option<FileDocker>,
-    pub swarm: Option<FileSwarm>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSwarm {
-    pub endpoint: Option<String>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub network: Option<String>,
-    pub exposed_by_default: Option<bool>,
-    pub constraints: Option<String>,
-    pub refresh: Option<String>,
-    pub host_address: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileDocker {
-    pub endpoint: Option<String>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub network: Option<String>,
-    pub exposed_by_default: Option<bool>,
-    pub constraints: Option<String>,
-    pub host_address: Option<String>,
-    pub allow_empty_services: Option<bool>,
+    pub docker: Option<DockerArgs>,
+    pub swarm: Option<SwarmArgs>,
 }
 
 /// Client-certificate files for an https Docker endpoint.
@@ -298,21 +279,6 @@ pub struct SwarmConfig {
     pub refresh: Duration,
     /// What host-networked tasks are addressed as when their node reports no usable address.
     pub host_address: String,
-}
-
-impl SwarmConfig {
-    /// The endpoint and TLS part as a Docker client config (the Swarm provider connects the same way).
-    pub fn client(&self) -> DockerConfig {
-        DockerConfig {
-            endpoint: self.endpoint.clone(),
-            tls: self.tls.clone(),
-            network: self.network.clone(),
-            exposed_by_default: self.exposed_by_default,
-            constraints: self.constraints.clone(),
-            host_address: self.host_address.clone(),
-            allow_empty_services: false,
-        }
-    }
 }
 
 /// Endpoint (flag > file > `$DOCKER_HOST` > the default socket) and TLS files, checked;
@@ -366,12 +332,12 @@ fn resolve_host_address(
 
 fn resolve_docker(
     args: &DockerArgs,
-    file: Option<&FileDocker>,
+    file: Option<&DockerArgs>,
 ) -> anyhow::Result<Option<DockerConfig>> {
     if !args.enabled && file.is_none() {
         return Ok(None);
     }
-    let none = FileDocker::default();
+    let none = DockerArgs::default();
     let f = file.unwrap_or(&none);
     let (endpoint, tls) = resolve_endpoint(
         "docker",
@@ -401,12 +367,12 @@ fn resolve_docker(
 
 fn resolve_swarm(
     args: &SwarmArgs,
-    file: Option<&FileSwarm>,
+    file: Option<&SwarmArgs>,
 ) -> anyhow::Result<Option<SwarmConfig>> {
     if !args.enabled && file.is_none() {
         return Ok(None);
     }
-    let none = FileSwarm::default();
+    let none = SwarmArgs::default();
     let f = file.unwrap_or(&none);
     let (endpoint, tls) = resolve_endpoint(
         "swarm",

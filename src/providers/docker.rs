@@ -30,7 +30,7 @@ use super::labels::{
 };
 use crate::catalog::ProviderSender;
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
-use crate::config::DockerConfig;
+use crate::config::{DockerConfig, TlsFiles};
 
 pub const PROVIDER: &str = "docker";
 
@@ -94,10 +94,10 @@ pub fn constraints(cfg: &DockerConfig) -> Result<Option<Constraint>, ConstraintE
     }
 }
 
-/// A client for `cfg.endpoint`, with the API version negotiated down to the engine's (Docker 20.10
-/// speaks 1.41): this is the first request, so an unreachable engine fails here.
-pub async fn connect(cfg: &DockerConfig) -> Result<Docker, DockerError> {
-    let endpoint = cfg.endpoint.as_str();
+/// A client for `endpoint` (with client-certificate files `tls` for https or tcp), with the
+/// API version negotiated down to the engine's (Docker 20.10 speaks 1.41): this is the first
+/// request, so an unreachable engine fails here.
+pub async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Docker, DockerError> {
     let err = |source| DockerError::Connect {
         endpoint: endpoint.to_string(),
         source,
@@ -105,11 +105,7 @@ pub async fn connect(cfg: &DockerConfig) -> Result<Docker, DockerError> {
     let version = bollard::API_DEFAULT_VERSION;
     let docker = if endpoint.starts_with("unix://") {
         Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, version)
-    } else if let Some(tls) = cfg
-        .tls
-        .as_ref()
-        .filter(|_| !endpoint.starts_with("http://"))
-    {
+    } else if let Some(tls) = tls.filter(|_| !endpoint.starts_with("http://")) {
         // https:// (config requires the files), or tcp:// with client certificates given.
         Docker::connect_with_ssl(
             endpoint,
@@ -584,8 +580,8 @@ impl super::engine::Source for Engine {
     const PROVIDER: &'static str = PROVIDER;
     const WHAT: &'static str = "docker";
 
-    fn client(&self) -> DockerConfig {
-        self.cfg.clone()
+    fn endpoint(&self) -> (&str, Option<&TlsFiles>) {
+        (&self.cfg.endpoint, self.cfg.tls.as_ref())
     }
 
     fn events(&self) -> EventsOptions {

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use super::docker::DockerError;
 use super::watch::{reconnecting, WatchState};
 use crate::catalog::{Catalog, ProviderReport, ProviderSender};
-use crate::config::DockerConfig;
+use crate::config::TlsFiles;
 
 /// Quiet time after a relevant event before re-listing (events come in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -60,8 +60,8 @@ pub(crate) trait Source: Sync {
     const PROVIDER: &'static str;
     /// The engine as logs name it (`docker`, `swarm manager`).
     const WHAT: &'static str;
-    /// How to reach the engine.
-    fn client(&self) -> DockerConfig;
+    /// How to reach the engine: its endpoint and client-certificate files.
+    fn endpoint(&self) -> (&str, Option<&TlsFiles>);
     /// The engine-side event filter (an optimisation: `classify` decides).
     fn events(&self) -> EventsOptions;
     fn classify(&self, ev: &EventMessage) -> Wake;
@@ -115,9 +115,9 @@ async fn session<S: Source>(
     reports: &ProviderSender,
     st: &mut WatchState,
 ) -> Result<(), (DockerError, bool)> {
-    let client = src.client();
+    let (endpoint, tls) = src.endpoint();
     let mut listed = false;
-    let docker = super::docker::connect(&client)
+    let docker = super::docker::connect(endpoint, tls)
         .await
         .map_err(|e| (e, false))?;
     // The stream is opened by its first poll in the select below; the first list waits one
@@ -160,7 +160,7 @@ async fn session<S: Source>(
                 due = next_poll(src.refresh(), events_open, following).map(|p| now + p);
                 let catalog = src.list(&docker).await.map_err(|e| (e, listed))?;
                 listed = true;
-                let recovered = st.listed(S::WHAT, &client.endpoint);
+                let recovered = st.listed(S::WHAT, endpoint);
                 if recovered || st.last_sent.as_ref() != Some(&catalog) {
                     let before = st.last_sent.as_ref().map(|c| c.problems.as_slice()).unwrap_or_default();
                     for p in catalog.problems.iter().filter(|p| !before.contains(p)) {

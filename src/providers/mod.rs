@@ -37,7 +37,9 @@ pub fn snapshot_now(cfg: &Config) -> anyhow::Result<Catalog> {
     if let Some(d) = &cfg.docker {
         add(
             "docker",
-            rt.block_on(async { docker::snapshot(&docker::connect(d).await?, d).await })?,
+            rt.block_on(async {
+                docker::snapshot(&docker::connect(&d.endpoint, d.tls.as_ref()).await?, d).await
+            })?,
         );
     }
     if let Some(p) = &cfg.catalog {
@@ -46,7 +48,9 @@ pub fn snapshot_now(cfg: &Config) -> anyhow::Result<Catalog> {
     if let Some(s) = &cfg.swarm {
         add(
             "swarm",
-            rt.block_on(async { swarm::snapshot(&docker::connect(&s.client()).await?, s).await })?,
+            rt.block_on(async {
+                swarm::snapshot(&docker::connect(&s.endpoint, s.tls.as_ref()).await?, s).await
+            })?,
         );
     }
     Ok(all)

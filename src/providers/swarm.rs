@@ -43,7 +43,7 @@ use super::labels::{
 };
 use crate::catalog::ProviderSender;
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
-use crate::config::{DockerConfig, SwarmConfig};
+use crate::config::{SwarmConfig, TlsFiles};
 
 pub const PROVIDER: &str = "swarm";
 
@@ -641,8 +641,8 @@ impl super::engine::Source for Engine {
     const PROVIDER: &'static str = PROVIDER;
     const WHAT: &'static str = "swarm manager";
 
-    fn client(&self) -> DockerConfig {
-        self.cfg.client()
+    fn endpoint(&self) -> (&str, Option<&TlsFiles>) {
+        (&self.cfg.endpoint, self.cfg.tls.as_ref())
     }
 
     fn events(&self) -> EventsOptions {
