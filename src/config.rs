@@ -899,6 +899,42 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     crate::duration::parse(s, crate::duration::Syntax::Standard).map_err(anyhow::Error::msg)
 }
 
+/// The flag reference of `switchyard run` as a Markdown table (flag, environment variable,
+/// value, description), generated from the flag definitions themselves; `docs/flags.md` holds
+/// it and a test keeps it equal, so the docs cannot drift from the flags.
+pub fn flag_reference() -> String {
+    use clap::Args as _;
+    let cmd = RunArgs::augment_args(clap::Command::new("run"));
+    let mut out =
+        String::from("| flag | environment | value | description |\n| --- | --- | --- | --- |\n");
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_default();
+        let value = match arg.get_value_names() {
+            Some(names) if arg.get_action().takes_values() => names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|");
+        out.push_str(&format!("| `--{long}` | {env} | {value} | {help} |\n"));
+    }
+    out
+}
+
 /// Parses `NAME=ADDR`; `ADDR` may be `:8080` (all interfaces).
 pub fn parse_entrypoint(s: &str) -> anyhow::Result<(String, SocketAddr)> {
     let (name, addr) = s.split_once('=').with_context(|| {

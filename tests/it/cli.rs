@@ -675,16 +675,20 @@ async fn sighup_during_the_first_build_does_not_kill_the_process() {
     assert!(status.success(), "{status}:\n{}", p.stderr());
 }
 
-/// README's "Security at the edge" TOML example and the `--entrypoint.NAME.KEY` flags, through
-/// the real binary: accepted as written, and a misspelt key is an error naming it.
+/// The "Security at the edge" TOML example of docs/configuration.md and the
+/// `--entrypoint.NAME.KEY` flags, through the real binary: accepted as written, and a misspelt
+/// key is an error naming it.
 #[test]
-fn entrypoint_options_from_the_readme_and_flags() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let section = readme
+fn entrypoint_options_from_the_docs_and_flags() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
+    let section = doc
         .split("## Security at the edge")
         .nth(1)
-        .expect("README has a security section");
+        .expect("docs/configuration.md has a security section");
     let toml = section
         .split("```toml\n")
         .nth(1)
@@ -718,4 +722,45 @@ fn entrypoint_options_from_the_readme_and_flags() {
     let (code, _, err) = check(dir.path(), &["--entrypoint.api.max-connections=5"]);
     assert_ne!(code, 0);
     assert!(err.contains("there is no entrypoint \"api\""), "{err}");
+}
+
+/// One Docker provider setting through its three spellings: the flag beats the environment,
+/// which beats `[providers.docker]` in the file. What won shows in the error of
+/// `switchyard catalog`, which names the endpoint it could not reach.
+#[tokio::test]
+async fn docker_settings_flag_over_env_over_file() {
+    let cwd = tempfile::tempdir().unwrap();
+    let [file_ep, env_ep, flag_ep] =
+        [dead_addr().await, dead_addr().await, dead_addr().await].map(|a| format!("tcp://{a}"));
+    let config = cwd.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!("[providers.docker]\nendpoint = {file_ep:?}\n"),
+    )
+    .unwrap();
+    let tried = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = switchyard(cwd.path());
+        cmd.arg("catalog").arg("--config").arg(&config);
+        if let Some(e) = env {
+            cmd.env("SWITCHYARD_DOCKER_ENDPOINT", e);
+        }
+        if let Some(f) = flag {
+            cmd.arg("--docker.endpoint").arg(f);
+        }
+        let out = cmd.output().expect("cannot start switchyard");
+        assert!(!out.status.success(), "nothing listens there");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = tried(None, None);
+    assert!(err.contains(&file_ep), "the file's endpoint: {err}");
+    let err = tried(Some(&env_ep), None);
+    assert!(
+        err.contains(&env_ep) && !err.contains(&file_ep),
+        "env over file: {err}"
+    );
+    let err = tried(Some(&env_ep), Some(&flag_ep));
+    assert!(
+        err.contains(&flag_ep) && !err.contains(&env_ep),
+        "flag over env: {err}"
+    );
 }

@@ -1,6 +1,6 @@
-//! The README's compose example, verbatim: `docker-compose up` of examples/docker/compose.yml on
-//! the rig, the shipped `scripts/` folder (which imports the Traefik stdlib) and a router with
-//! `--docker`; its v2 and v1 labels route real requests on loopback.
+//! The compose example of docs/docker.md, verbatim: `docker-compose up` of
+//! examples/docker/compose.yml on the rig, the shipped `scripts/` folder (which imports the Traefik
+//! stdlib) and a router with `--docker`; its v2 and v1 labels route real requests on loopback.
 
 // See docker_provider.rs: the rig's use lock is held across awaits on purpose.
 #![allow(clippy::await_holding_lock)]

@@ -24,6 +24,7 @@ mod middlewares;
 mod mw_access;
 mod mw_upstream;
 mod recording;
+mod reference;
 mod reload;
 mod repl;
 mod replay;
