@@ -3,7 +3,8 @@
 //! `Syntax::Standard` is humantime's (`30s`, `500ms`, `2m`, `1h 30m`, `2min`, `1day`): what
 //! switchyard's own flags, config file and scripts take. `Syntax::Go` is Go's
 //! `time.ParseDuration` plus a bare number of milliseconds: only what the Traefik whoami
-//! compatibility needs (`?wait=1.5s`, `?wait=250`). A leaf: imports nothing from the crate.
+//! compatibility needs (`?wait=1.5s`, `?wait=250`). Standard durations above 30 days are refused
+//! (a `5y` timeout is a typo). A leaf: imports nothing from the crate.
 
 use std::time::Duration;
 
@@ -18,11 +19,22 @@ pub enum Syntax {
 /// the error says what was wrong.
 pub fn parse(s: &str, syntax: Syntax) -> Result<Duration, String> {
     match syntax {
-        Syntax::Standard => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 30s, 500ms, 2m)")),
+        Syntax::Standard => {
+            let d = humantime::parse_duration(s.trim())
+                .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 30s, 500ms, 2m)"))?;
+            if d > MAX_STANDARD {
+                return Err(format!(
+                    "duration {s:?} is too long (at most 30 days): a timeout or interval that long is a typo"
+                ));
+            }
+            Ok(d)
+        }
         Syntax::Go => parse_go(s),
     }
 }
+
+/// The longest duration switchyard's own settings take (`5y` is refused, not slept on).
+pub const MAX_STANDARD: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Parses a Go-style duration (`300ms`, `1.5s`, `2m`, `1h2m3s`, units `ns`,
 /// `us`/`µs`, `ms`, `s`, `m`, `h`; a leading `+` is allowed) or a plain
@@ -117,6 +129,10 @@ mod tests {
         assert_eq!(ok(" 1m30s ", Syntax::Standard), Duration::from_secs(90));
         assert_eq!(ok("2min", Syntax::Standard), Duration::from_secs(120));
         assert_eq!(ok("1h 30m", Syntax::Standard), Duration::from_secs(5400));
+        assert_eq!(ok("30days", Syntax::Standard), MAX_STANDARD);
+        assert!(parse("5y", Syntax::Standard)
+            .unwrap_err()
+            .contains("too long"));
         // A bare number has no unit in switchyard's own settings...
         assert!(parse("10", Syntax::Standard)
             .unwrap_err()

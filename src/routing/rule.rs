@@ -274,21 +274,27 @@ fn unknown_matcher_message(name: &str, syntax: RuleSyntax) -> String {
     msg
 }
 
-/// The matcher whose name is within edit distance 2 of `name` (case-insensitively), if any.
-fn closest_name(name: &str, funcs: &[Func]) -> Option<Func> {
+/// The candidate within edit distance 2 of `name` (case-insensitively), the closest first; for
+/// "did you mean" hints.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     if name.chars().count() > 32 {
         return None;
     }
     let lower: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-    funcs
-        .iter()
-        .map(|f| {
-            let cand: Vec<char> = f.name().chars().flat_map(char::to_lowercase).collect();
-            (edit_distance(&lower, &cand), *f)
+    candidates
+        .map(|c| {
+            let cand: Vec<char> = c.chars().flat_map(char::to_lowercase).collect();
+            (edit_distance(&lower, &cand), c)
         })
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, f)| f)
+        .map(|(_, c)| c)
+}
+
+/// The matcher whose name is within edit distance 2 of `name` (case-insensitively), if any.
+fn closest_name(name: &str, funcs: &[Func]) -> Option<Func> {
+    let best = closest(name, funcs.iter().map(|f| f.name()))?;
+    funcs.iter().find(|f| f.name() == best).copied()
 }
 
 fn edit_distance(a: &[char], b: &[char]) -> usize {

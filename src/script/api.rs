@@ -244,8 +244,20 @@ pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
     let authority: Authority = rest
         .parse()
         .map_err(|e| format!("server {raw:?}: invalid address: {e}"))?;
-    if authority.port_u16().is_none() {
-        return Err(format!("server {raw:?}: missing port (write host:port)"));
+    match authority.port_u16() {
+        Some(0) => return Err(format!("server {raw:?}: port 0 is not a port (1-65535)")),
+        Some(_) => {}
+        None => {
+            // `host:99999` parses as an authority whose port does not fit in 16 bits.
+            let digits = rest
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            return Err(match digits {
+                Some(p) => format!("server {raw:?}: port {p} is out of range (1-65535)"),
+                None => format!("server {raw:?}: missing port (write host:port)"),
+            });
+        }
     }
     if authority.as_str().contains('@') {
         return Err(format!(
@@ -938,6 +950,12 @@ mod tests {
         assert!(parse_server_address("app")
             .unwrap_err()
             .contains("missing port"));
+        assert!(parse_server_address("127.0.0.1:99999")
+            .unwrap_err()
+            .contains("port 99999 is out of range"));
+        assert!(parse_server_address("127.0.0.1:0")
+            .unwrap_err()
+            .contains("port 0"));
         assert!(parse_server_address("https://a:1")
             .unwrap_err()
             .contains("https"));

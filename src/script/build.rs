@@ -146,6 +146,7 @@ pub fn build_with(
         .unwrap_or(Dynamic::UNIT);
     engine.register_fn("admin_address", move || admin.clone());
     install_stdlib(&mut engine).map_err(|e| vec![e])?;
+    super::error::learn_function_names(&engine);
     let deadline = started + limits.build_time;
     engine.on_progress(move |_| {
         (Instant::now() > deadline).then(|| Dynamic::from("build time budget exceeded"))

@@ -5,8 +5,9 @@
 //! message: when Rhai gives no position, the error still names the file.
 
 use std::fmt;
+use std::sync::OnceLock;
 
-use rhai::{EvalAltResult, ParseError, Position};
+use rhai::{Engine, EvalAltResult, ParseError, Position};
 use serde::Serialize;
 
 use crate::routing::Location;
@@ -98,8 +99,66 @@ impl ScriptError {
     }
 }
 
+/// Names of every function scripts can call (the script API and Rhai's standard library),
+/// learnt from the first build engine, for "did you mean" suggestions.
+static KNOWN_FUNCTIONS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records the functions `engine` offers (once per process; later calls do nothing).
+pub fn learn_function_names(engine: &Engine) {
+    KNOWN_FUNCTIONS.get_or_init(|| {
+        let mut names: Vec<String> = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|sig| sig.split('(').next())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty() && !n.starts_with("get$") && !n.starts_with("set$"))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    });
+}
+
+/// Rhai's parameter type names as a script author knows them.
+fn plain_types(types: &str) -> String {
+    types
+        .split(", ")
+        .map(|t| match t.trim() {
+            t if t.contains("ImmutableString") || t == "&str" || t == "String" => "string",
+            "i64" => "int",
+            "f64" => "float",
+            "bool" => "bool",
+            "()" => "()",
+            "Array" => "array",
+            "Map" => "map",
+            "FnPtr" => "function",
+            other => other.rsplit("::").next().unwrap_or(other),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "unknown function `strip_prefx` (did you mean `strip_prefix`?)", or, for a known name
+/// called with arguments it does not take, "`to` does not take (Route, int)".
+fn function_not_found(signature: &str) -> String {
+    let (name, types) = match signature.split_once(" (") {
+        Some((n, rest)) => (n.trim(), rest.trim_end_matches(')')),
+        None => (signature.trim(), ""),
+    };
+    let known = KNOWN_FUNCTIONS.get().map(Vec::as_slice).unwrap_or_default();
+    if known.iter().any(|k| k == name) {
+        return format!("`{name}` does not take ({})", plain_types(types));
+    }
+    let mut message = format!("unknown function `{name}`");
+    if let Some(best) = crate::routing::rule::closest(name, known.iter().map(String::as_str)) {
+        message.push_str(&format!(" (did you mean `{best}`?)"));
+    }
+    message
+}
+
 fn message_of(err: &EvalAltResult) -> String {
     match err {
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => function_not_found(signature),
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
         EvalAltResult::ErrorTooManyOperations(_) => {
             "script exceeded its operations budget (an endless loop?)".to_string()
@@ -152,6 +211,24 @@ pub fn render_all(errors: &[ScriptError]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_functions_are_named_plainly_with_a_suggestion() {
+        let engine = crate::script::engine_with_limits(&crate::script::Limits::default(), 1000);
+        learn_function_names(&engine);
+        assert_eq!(
+            function_not_found("path_prefx (&str | ImmutableString | String)"),
+            "unknown function `path_prefx` (did you mean `path_prefix`?)"
+        );
+        assert_eq!(
+            function_not_found("zzzzzzz (i64)"),
+            "unknown function `zzzzzzz`"
+        );
+        assert_eq!(
+            function_not_found("path_prefix (i64, bool)"),
+            "`path_prefix` does not take (int, bool)"
+        );
+    }
 
     #[test]
     fn caret_points_at_column() {

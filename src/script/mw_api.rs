@@ -125,9 +125,16 @@ pub(super) fn duration_of(
     v: &Dynamic,
 ) -> RhaiResult<Duration> {
     if let Ok(secs) = v.as_int() {
-        return u64::try_from(secs)
+        let d = u64::try_from(secs)
             .map(Duration::from_secs)
-            .or_else(|_| err(ctx, format!("{what} must not be negative")));
+            .or_else(|_| err(ctx, format!("{what} must not be negative")))?;
+        if d > crate::duration::MAX_STANDARD {
+            return err(
+                ctx,
+                format!("{what}: {secs} seconds is too long (at most 30 days)"),
+            );
+        }
+        return Ok(d);
     }
     match v.clone().into_immutable_string() {
         Ok(s) => crate::duration::parse(&s, crate::duration::Syntax::Standard)
