@@ -14,9 +14,12 @@ pub enum Format {
     Json,
 }
 
-/// Returns the process exit code: 0 when the scripts build, 1 otherwise.
-pub fn check(cfg: &Config, format: Format) -> i32 {
-    let result = load_and_build(cfg).map_err(|errs| {
+/// Returns the process exit code: 0 when the scripts build, 1 otherwise, and 1 as well with
+/// `strict` when there was any warning (a folder without scripts, scripts reading an empty
+/// catalog, a container or service skipped for its labels).
+pub fn check(cfg: &Config, format: Format, strict: bool) -> i32 {
+    let mut warnings = 0;
+    let result = load_and_build(cfg, &mut warnings).map_err(|errs| {
         if format == Format::Json {
             serde_json::json!({ "ok": false, "errors": errs }).to_string()
         } else {
@@ -30,6 +33,7 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
             for w in &built.warnings {
                 eprintln!("warning: {w}");
             }
+            warnings += built.warnings.len();
             let info = TableInfo::of(&built.table);
             match format {
                 Format::Text => print!("{}", info.to_text()),
@@ -40,6 +44,13 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
                         return 1;
                     }
                 },
+            }
+            if strict && warnings > 0 {
+                eprintln!(
+                    "error: {warnings} warning{} (--strict makes warnings fail)",
+                    if warnings == 1 { "" } else { "s" }
+                );
+                return 1;
             }
             0
         }
@@ -56,16 +67,35 @@ pub fn check(cfg: &Config, format: Format) -> i32 {
 
 /// Loads the catalog and scripts and builds them; every failure is a `ScriptError` so both
 /// output formats report it the same way.
-fn load_and_build(cfg: &Config) -> Result<script::Built, Vec<ScriptError>> {
+fn load_and_build(cfg: &Config, warnings: &mut usize) -> Result<script::Built, Vec<ScriptError>> {
     let catalog =
         crate::providers::snapshot_now(cfg).map_err(|e| vec![ScriptError::catalog(&e)])?;
+    let mut warn = |w: String| {
+        eprintln!("warning: {w}");
+        *warnings += 1;
+    };
     for p in &catalog.problems {
-        eprintln!("warning: {p}");
+        warn(p.clone());
     }
     let sources = match &cfg.scripts {
         ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
         ScriptsOrigin::Embedded => script::embedded_default(),
     };
+    if let (ScriptsOrigin::Dir(d), true) = (&cfg.scripts, sources.is_empty()) {
+        warn(format!(
+            "no route scripts (*.rhai) in {}: the table is empty",
+            d.display()
+        ));
+    }
+    let no_catalog = cfg.catalog.is_none() && cfg.docker.is_none() && cfg.swarm.is_none();
+    if let Some(src) = sources.iter().find(|s| reads_catalog(&s.text)) {
+        if no_catalog {
+            warn(format!(
+                "{} reads `catalog`, but no --catalog, --docker or --swarm was given: it is empty here",
+                src.name
+            ));
+        }
+    }
     let env = script::BuildEnv::new(cfg.entrypoint_names(), cfg.admin);
     script::build_with(&sources, &catalog, &env, &Limits::default(), None)
 }
@@ -93,4 +123,18 @@ pub fn print_catalog(cfg: &Config) -> i32 {
             1
         }
     }
+}
+
+/// Whether a script names `catalog` outside comments (a word of its own, not `catalog_x`).
+fn reads_catalog(text: &str) -> bool {
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .any(|l| {
+            l.match_indices("catalog").any(|(i, _)| {
+                let before = l[..i].chars().next_back();
+                let after = l[i + "catalog".len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            })
+        })
 }

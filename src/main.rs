@@ -29,6 +29,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: switchyard::check::Format,
+        /// Exit 1 on warnings too (no scripts in the folder, scripts reading an empty catalog,
+        /// containers or services skipped for their labels): for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the live catalog (the catalog file plus what --docker/--swarm find) as the JSON that
     /// --catalog reads: snapshot production, then test scripts offline.
@@ -141,9 +145,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(switchyard::app::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { common, format } => {
+        Command::Check {
+            common,
+            format,
+            strict,
+        } => {
             let cfg = config::resolve(&common, None)?;
-            let code = switchyard::check::check(&cfg, format);
+            let code = switchyard::check::check(&cfg, format, strict);
             Ok(if code == 0 {
                 ExitCode::SUCCESS
             } else {

@@ -764,3 +764,36 @@ async fn docker_settings_flag_over_env_over_file() {
         "flag over env: {err}"
     );
 }
+
+/// `check` on a folder without scripts, or with scripts that read a catalog nobody gave, says so
+/// on stderr; `--strict` turns those warnings into exit code 1 for CI.
+#[test]
+fn check_warns_about_empty_inputs_and_strict_fails_on_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = check(dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: no route scripts (*.rhai)"), "{err}");
+    let (code, _, err) = check(dir.path(), &["--strict"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--strict makes warnings fail"), "{err}");
+
+    std::fs::write(
+        dir.path().join("10-labels.rhai"),
+        "import \"traefik\" as traefik;\ntraefik::routes(catalog);\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(dir.path(), &["--strict"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reads `catalog`, but no --catalog"), "{err}");
+
+    std::fs::write(dir.path().join("catalog.json"), "[]").unwrap();
+    let catalog = dir.path().join("catalog.json");
+    let (code, _, err) = check(
+        dir.path(),
+        &["--strict", "--catalog", catalog.to_str().unwrap()],
+    );
+    assert_eq!(
+        code, 0,
+        "a given catalog, even empty, is not a warning: {err}"
+    );
+}
