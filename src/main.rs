@@ -42,7 +42,7 @@ enum Command {
     },
     /// Decide recorded requests with the scripts, offline: route, middlewares, the request as it
     /// would leave, or the router's answer. With --compare, only the requests a candidate
-    /// scripts folder would treat differently.
+    /// scripts folder would treat differently, and exit 2 when there is any (0: none).
     Replay {
         #[command(flatten)]
         common: CommonArgs,

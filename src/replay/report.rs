@@ -168,19 +168,26 @@ pub fn differs_from_recording(req: &RecordedRequest, d: &Decision) -> Vec<String
                 .filter(|(_, v)| v == record::REDACTED)
                 .map(|(n, _)| n.as_str())
                 .collect();
-            if !redacted.is_empty() && matches!(status, 401 | 403) {
-                out.push(format!(
-                    "the recording redacted {} (record with --record.redact to keep it)",
+            // A redacted credential explains a refusal the live router did not give; a request
+            // refused live and in the replay alike does not differ.
+            let why = if !redacted.is_empty() && matches!(status, 401 | 403) {
+                format!(
+                    " (the recording redacted {}: record with --record.redact to keep it)",
                     redacted.join(", ")
-                ));
-            }
+                )
+            } else {
+                String::new()
+            };
             if rec.server.is_some() {
                 out.push(format!(
-                    "recorded forward to {}, now answered {status}",
+                    "recorded forward to {}, now answered {status}{why}",
                     rec.server.as_deref().unwrap_or_default()
                 ));
             } else if rec.status != *status {
-                out.push(format!("status: recorded {}, now {status}", rec.status));
+                out.push(format!(
+                    "status: recorded {}, now {status}{why}",
+                    rec.status
+                ));
             }
         }
     }
@@ -284,8 +291,9 @@ fn print_json(v: &impl Serialize) {
     }
 }
 
-/// `switchyard replay`. Returns the exit code: 0, or 1 when the scripts do not build or the
-/// recording cannot be read.
+/// `switchyard replay`. Returns the exit code: 0; 1 when the scripts do not build or the
+/// recording cannot be read; with `--compare`, 2 when some request would change (so a CI job
+/// can gate a script change on it).
 pub fn replay(
     cfg: &Config,
     requests: &Path,
@@ -455,6 +463,9 @@ pub fn replay(
             println!("{line}");
         }
     }
+    if totals.changed.is_some_and(|n| n > 0) {
+        return 2;
+    }
     0
 }
 
@@ -491,5 +502,26 @@ mod tests {
         assert!(changed(&a, &forward("r", "other", "127.0.0.1:1"), false));
         assert!(changed(&a, &forward("r2", "s", "127.0.0.1:1"), false));
         assert_eq!(place(&a), "route r → service s");
+    }
+
+    #[test]
+    fn a_refusal_recorded_and_replayed_alike_does_not_differ_for_redaction() {
+        let line = r#"{"time":"2026-01-01T00:00:00Z","method":"GET","host":"a","path":"/","headers":[["authorization","<redacted>"]],"outcome":{"route":"r","status":401}}"#;
+        let rec = record::parse(line);
+        let req = &rec.requests[0];
+        let mut refused = forward("r", "s", "127.0.0.1:1");
+        refused.outcome = Outcome::Answer {
+            status: 401,
+            location: None,
+            by: "middleware".into(),
+        };
+        assert_eq!(differs_from_recording(req, &refused), Vec::<String>::new());
+        // Recorded as forwarded (the live request carried the credentials): that differs, and
+        // the redaction is named as the likely reason.
+        let forwarded = line.replace(r#""status":401"#, r#""server":"127.0.0.1:1","status":200"#);
+        let rec = record::parse(&forwarded);
+        let differs = differs_from_recording(&rec.requests[0], &refused);
+        assert_eq!(differs.len(), 1, "{differs:?}");
+        assert!(differs[0].contains("redacted authorization"), "{differs:?}");
     }
 }

@@ -78,8 +78,19 @@ fn compare_lists_only_the_requests_that_would_change() {
         "--compare",
         "examples/replay/candidate",
     ]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 2, "requests would change: exit 2 gates CI\n{err}");
     insta::assert_snapshot!("replay_example_compare", out);
+    // The same scripts as candidate: nothing would change, exit 0.
+    let (code, out, err) = replay(&[
+        "--scripts",
+        "examples/replay/scripts",
+        "--requests",
+        "examples/replay/requests.jsonl",
+        "--compare",
+        "examples/replay/scripts",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("0 would change"), "{out}");
 }
 
 #[test]
