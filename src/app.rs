@@ -88,9 +88,14 @@ impl Router {
             }
         }
         let c = control.clone();
-        tokio::task::spawn_blocking(move || c.rebuild(true))
+        let built = tokio::task::spawn_blocking(move || c.rebuild(true))
             .await
             .context("first build")?;
+        if !built && cfg.require_valid_start {
+            anyhow::bail!(
+                "the scripts do not build (errors above) and --require-valid-start is set"
+            );
+        }
         control.enable_health_checks(tokio::runtime::Handle::current());
 
         let (shutdown, shutdown_rx) = watch::channel(false);

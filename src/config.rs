@@ -455,6 +455,10 @@ pub struct RunArgs {
     /// Time in-flight requests get to finish on SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", value_name = "DURATION")]
     pub grace_period: Option<String>,
+    /// Exit with an error when the scripts do not build at start, instead of serving an empty
+    /// table (every request 404) until they are fixed [default: false].
+    #[arg(long, env = "SWITCHYARD_REQUIRE_VALID_START", value_name = "BOOL")]
+    pub require_valid_start: Option<bool>,
     /// Proxy worker threads, each with its own event loop and upstream pool [default: one per CPU].
     #[arg(long, env = "SWITCHYARD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -721,6 +725,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub grace_period: Option<String>,
+    pub require_valid_start: Option<bool>,
     pub max_header_bytes: Option<usize>,
     pub workers: Option<usize>,
     /// `name = "addr"`, or `name = { address = "addr", max-connections = 100, path = { ... } }`.
@@ -874,6 +879,8 @@ pub struct Config {
     pub admin_users: Vec<String>,
     pub settings: Settings,
     pub grace_period: Duration,
+    /// Exit when the first build fails (else serve an empty table until the scripts build).
+    pub require_valid_start: bool,
     /// Proxy worker threads (at least 1).
     pub workers: usize,
     pub log_level: String,
@@ -1172,6 +1179,10 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         admin_users,
         settings,
         grace_period,
+        require_valid_start: run
+            .require_valid_start
+            .or(file.require_valid_start)
+            .unwrap_or(false),
         log_level: common
             .log_level
             .clone()

@@ -328,14 +328,22 @@ impl Control {
                 status.errors = errors.clone();
                 // Forget the inputs so that restoring the previous text rebuilds and clears the error.
                 *self.last_inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let nothing_live = status.live_attempt == 0;
                 self.status.send_replace(status);
                 for e in &errors {
                     error!("{e}");
                 }
-                warn!(
-                    errors = errors.len(),
-                    "script build failed; the last good route table keeps serving"
-                );
+                if nothing_live {
+                    warn!(
+                        errors = errors.len(),
+                        "script build failed and no route table was built yet: every request gets 404 until the scripts build"
+                    );
+                } else {
+                    warn!(
+                        errors = errors.len(),
+                        "script build failed; the last good route table keeps serving"
+                    );
+                }
                 false
             }
         }

@@ -797,3 +797,38 @@ fn check_warns_about_empty_inputs_and_strict_fails_on_warnings() {
         "a given catalog, even empty, is not a warning: {err}"
     );
 }
+
+/// A first build that fails: by default the router serves an empty table and says there is no
+/// earlier one; with `--require-valid-start true` it exits 1 instead.
+#[tokio::test]
+async fn a_failed_first_build_is_named_and_can_stop_the_start() {
+    let dir = script_dir(&[("10-broken.rhai", "route(\"r\").rule(path(\"/\")).to(\n")]);
+    let web = free_addr();
+    let args = |extra: &[&str]| {
+        let mut cmd = switchyard(dir.path());
+        cmd.arg("run")
+            .arg("--scripts")
+            .arg(dir.path())
+            .args(["--entrypoint", &format!("web={web}"), "--admin", "off"])
+            .args(extra);
+        cmd
+    };
+    let mut p = Running::spawn(args(&[]));
+    p.wait_listening(web).await;
+    assert_eq!(get(web, "x", "/").await.status, 404);
+    p.signal("TERM");
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    let log = p.stderr();
+    assert!(log.contains("no route table was built yet"), "{log}");
+    assert!(!log.contains("last good route table"), "{log}");
+
+    let mut p = Running::spawn(args(&["--require-valid-start", "true"]));
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", p.stderr());
+    assert!(
+        p.stderr().contains("--require-valid-start"),
+        "{}",
+        p.stderr()
+    );
+}

@@ -90,6 +90,7 @@ pub fn test_config(dir: &Path) -> Config {
         admin_users: Vec::new(),
         settings: switchyard::proxy::Settings::default(),
         grace_period: Duration::from_secs(5),
+        require_valid_start: false,
         workers: 1,
         log_level: "info".into(),
         log_format: LogFormat::Text,
