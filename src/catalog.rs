@@ -108,17 +108,16 @@ pub struct Catalog {
     pub problems: Vec<String>,
 }
 
+/// Why a catalog file could not be loaded. The cause is part of the message (and not also an
+/// error source, so a `{:#}` chain does not print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot read catalog {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid catalog {path}: {source}")]
+    #[error("cannot read catalog {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("invalid catalog {path}: {cause}")]
     Parse {
         path: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -126,14 +125,12 @@ impl Catalog {
     /// Loads a JSON file holding an array of entries.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| CatalogError::Read {
             path: shown.clone(),
-            source,
+            cause,
         })?;
-        let entries = serde_json::from_str(&text).map_err(|source| CatalogError::Parse {
-            path: shown,
-            source,
-        })?;
+        let entries = serde_json::from_str(&text)
+            .map_err(|cause| CatalogError::Parse { path: shown, cause })?;
         Ok(Catalog {
             entries,
             problems: Vec::new(),

@@ -228,12 +228,12 @@ fn check_json_reports_load_errors_as_json() {
     let v: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
     assert_eq!(v["ok"], false);
-    assert!(
-        v["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("cannot read catalog"),
-        "{v}"
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("cannot read catalog"), "{v}");
+    assert_eq!(
+        message.matches("os error").count(),
+        1,
+        "the cause is said once: {message}"
     );
 }
 
