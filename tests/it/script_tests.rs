@@ -7,26 +7,8 @@ use std::process::Stdio;
 
 /// Runs `switchyard test --scripts . [extra…]` in `dir`: (exit code, stdout, stderr).
 fn switchyard_test(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SWITCHYARD_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .args(["test", "--scripts", "."])
-        .args(extra)
-        .output()
-        .expect("cannot start switchyard");
-    (
-        out.status
-            .code()
-            .expect("switchyard test was killed by a signal"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&str> = ["--scripts", "."].iter().chain(extra).copied().collect();
+    switchyard_test_from(dir, &args)
 }
 
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
