@@ -8,27 +8,8 @@ use crate::support::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
-
-/// `Authorization: Basic ...` for user:password.
-fn basic(user: &str, password: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {b64}")
-}
-
-/// Values of one header as the backend saw them (`/api` JSON), empty when absent.
-fn seen(api: &serde_json::Value, name: &str) -> Vec<String> {
-    api["headers"][name]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A router with one worker: `locked.test` behind basic_auth (user `u`, bcrypt at `cost`,
 /// password `right`, user forwarded as `X-User`), `open.test` without auth, both to `backend`.

@@ -47,24 +47,6 @@ impl Keep {
     }
 }
 
-/// `Authorization: Basic ...` for user:password.
-fn basic(user: &str, password: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {b64}")
-}
-
-/// Values of one header as the backend saw them (`/api` JSON), empty when absent.
-fn seen(api: &serde_json::Value, name: &str) -> Vec<String> {
-    api["headers"][name]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Polls `f` every 20 ms until it is true, at most `limit`.
 async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
 where

@@ -47,11 +47,7 @@ impl Seen {
     }
 
     pub fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        wire::values(&self.headers, name)
     }
 
     /// A short text for tables: `GET /y`, with `!` when unclean and `…` when cut.

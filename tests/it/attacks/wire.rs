@@ -321,12 +321,17 @@ pub fn parse_head(head: &[u8]) -> Head {
 
 impl Head {
     pub fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
+}
+
+/// The values of header `name` (any case) in a parsed header list, in order.
+pub fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// How a request's body is delimited, as a strict server reads it.

@@ -328,3 +328,24 @@ pub fn servers(backends: &[&Backend]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     format!("[{}]", list.join(", "))
 }
+
+/// `Authorization: Basic ...` for user:password.
+pub fn basic(user: &str, password: &str) -> String {
+    let b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    );
+    format!("Basic {b64}")
+}
+
+/// Values of one header as the backend saw them (`/api` JSON), empty when absent.
+pub fn seen(api: &serde_json::Value, name: &str) -> Vec<String> {
+    api["headers"][name]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
