@@ -18,6 +18,43 @@ use serde::Deserialize;
 use crate::script::ScriptsOrigin;
 use crate::settings::{EntrypointOptions, Settings};
 
+/// `flags.over(file)`: one concern's settings with each field the flags (or env) left unset
+/// taken from the TOML file's table. The concern's struct is the single definition of its flags,
+/// env variables and TOML keys (clap's `Args` and serde's `Deserialize` on the same fields), so
+/// precedence (flag > env > file) is written once here, and defaults once in its `resolve_*`.
+macro_rules! layered {
+    ($t:ty { $($field:ident),* $(,)? }) => {
+        impl $t {
+            fn over(&self, file: Option<&Self>) -> Self {
+                let mut out = self.clone();
+                if let Some(file) = file {
+                    $(
+                        if out.$field.is_none() {
+                            out.$field = file.$field.clone();
+                        }
+                    )*
+                }
+                out
+            }
+        }
+    };
+}
+
+/// A TOML value written as a list (`["a", "b"]`) or as comma-separated text (`"a,b"`), read as
+/// the text the flag would take.
+fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Option::<ListOrText>::deserialize(d)?.map(|v| match v {
+        ListOrText::List(l) => l.join(","),
+        ListOrText::Text(t) => t,
+    }))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -69,172 +106,141 @@ pub struct CommonArgs {
     pub swarm: SwarmArgs,
 }
 
-/// The Swarm provider's flags (`[providers.swarm]` in the TOML file): the endpoint and TLS options
-/// mean what the Docker provider's do, and must point at a manager.
-/// The Swarm provider's settings as flags (`--swarm.KEY`), env (`SWITCHYARD_SWARM_KEY`) and
-/// the `[providers.swarm]` table of the TOML file (`key`, snake case): one definition for all
-/// three; `resolve_swarm` puts the flag (or env) over the file over the default.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwarmArgs {
-    /// Discover Swarm services from a manager's API (also on when `[providers.swarm]` is in the file).
-    #[arg(id = "swarm", long = "swarm", env = "SWITCHYARD_SWARM")]
-    #[serde(skip)]
-    pub enabled: bool,
-    /// A manager's API endpoint: unix:///path, tcp://host:port or https://host:port
-    /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
-    #[arg(
-        id = "swarm.endpoint",
-        long = "swarm.endpoint",
-        env = "SWITCHYARD_SWARM_ENDPOINT",
-        value_name = "URL"
-    )]
-    pub endpoint: Option<String>,
-    /// CA certificate that signed the manager's certificate (https endpoints).
-    #[arg(
-        id = "swarm.tls-ca",
-        long = "swarm.tls-ca",
-        env = "SWITCHYARD_SWARM_TLS_CA",
-        value_name = "FILE"
-    )]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for the manager's client-certificate auth.
-    #[arg(
-        id = "swarm.tls-cert",
-        long = "swarm.tls-cert",
-        env = "SWITCHYARD_SWARM_TLS_CERT",
-        value_name = "FILE"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Key of the client certificate.
-    #[arg(
-        id = "swarm.tls-key",
-        long = "swarm.tls-key",
-        env = "SWITCHYARD_SWARM_TLS_KEY",
-        value_name = "FILE"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Network whose task addresses servers use when a service has several and no
-    /// `traefik.swarm.network` / `traefik.docker.network` label.
-    #[arg(
-        id = "swarm.network",
-        long = "swarm.network",
-        env = "SWITCHYARD_SWARM_NETWORK",
-        value_name = "NAME"
-    )]
-    pub network: Option<String>,
-    /// Expose services without `traefik.enable=true` [default: true].
-    #[arg(
-        id = "swarm.exposed-by-default",
-        long = "swarm.exposed-by-default",
-        env = "SWITCHYARD_SWARM_EXPOSED_BY_DEFAULT",
-        value_name = "BOOL"
-    )]
-    pub exposed_by_default: Option<bool>,
-    /// Only services whose labels satisfy this expression, e.g. "Label(`env`, `prod`)".
-    #[arg(
-        id = "swarm.constraints",
-        long = "swarm.constraints",
-        env = "SWITCHYARD_SWARM_CONSTRAINTS",
-        value_name = "EXPR"
-    )]
-    pub constraints: Option<String>,
-    /// How often services are listed again (events also trigger a list) [default: 15s, min 1s].
-    #[arg(
-        id = "swarm.refresh",
-        long = "swarm.refresh",
-        env = "SWITCHYARD_SWARM_REFRESH",
-        value_name = "DURATION"
-    )]
-    pub refresh: Option<String>,
-    /// Address used for host-networked tasks whose node reports 0.0.0.0 or 127.0.0.1
-    /// [default: 127.0.0.1].
-    #[arg(
-        id = "swarm.host-address",
-        long = "swarm.host-address",
-        env = "SWITCHYARD_SWARM_HOST_ADDRESS",
-        value_name = "IP"
-    )]
-    pub host_address: Option<String>,
+/// Declares a Docker-engine provider's settings struct: flags `--PREFIX.KEY`, env
+/// `SWITCHYARD_ENV_KEY` and the `[providers.PREFIX]` table of the TOML file (`key`, snake case),
+/// one definition for all three. The connection, network and exposure keys are the same for
+/// both providers (written once here); each adds its own keys after them.
+macro_rules! engine_args {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $prefix:literal, $env:literal, on: $on:literal, peer: $peer:literal,
+        things: $things:literal, network: $network:literal, { $($extra:tt)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[arg(
+                help = concat!($on, " (also on when `[providers.", $prefix, "]` is in the file)"),
+                id = $prefix,
+                long = $prefix,
+                env = concat!("SWITCHYARD_", $env)
+            )]
+            #[serde(skip)]
+            pub enabled: bool,
+            #[arg(
+                help = concat!(
+                    "The ", $peer, "'s API endpoint: unix:///path, tcp://host:port or ",
+                    "https://host:port [default: $DOCKER_HOST, else unix:///var/run/docker.sock]"
+                ),
+                id = concat!($prefix, ".endpoint"),
+                long = concat!($prefix, ".endpoint"),
+                env = concat!("SWITCHYARD_", $env, "_ENDPOINT"),
+                value_name = "URL"
+            )]
+            pub endpoint: Option<String>,
+            #[arg(
+                help = concat!(
+                    "CA certificate that signed the ", $peer, "'s certificate (https endpoints)"
+                ),
+                id = concat!($prefix, ".tls-ca"),
+                long = concat!($prefix, ".tls-ca"),
+                env = concat!("SWITCHYARD_", $env, "_TLS_CA"),
+                value_name = "FILE"
+            )]
+            pub tls_ca: Option<PathBuf>,
+            #[arg(
+                help = concat!("Client certificate for the ", $peer, "'s client-certificate auth"),
+                id = concat!($prefix, ".tls-cert"),
+                long = concat!($prefix, ".tls-cert"),
+                env = concat!("SWITCHYARD_", $env, "_TLS_CERT"),
+                value_name = "FILE"
+            )]
+            pub tls_cert: Option<PathBuf>,
+            /// Key of the client certificate.
+            #[arg(
+                id = concat!($prefix, ".tls-key"),
+                long = concat!($prefix, ".tls-key"),
+                env = concat!("SWITCHYARD_", $env, "_TLS_KEY"),
+                value_name = "FILE"
+            )]
+            pub tls_key: Option<PathBuf>,
+            #[arg(
+                help = concat!(
+                    "Network whose address servers use when ", $things, " have several and no ",
+                    $network, " label"
+                ),
+                id = concat!($prefix, ".network"),
+                long = concat!($prefix, ".network"),
+                env = concat!("SWITCHYARD_", $env, "_NETWORK"),
+                value_name = "NAME"
+            )]
+            pub network: Option<String>,
+            #[arg(
+                help = concat!("Expose ", $things, " without `traefik.enable=true` [default: true]"),
+                id = concat!($prefix, ".exposed-by-default"),
+                long = concat!($prefix, ".exposed-by-default"),
+                env = concat!("SWITCHYARD_", $env, "_EXPOSED_BY_DEFAULT"),
+                value_name = "BOOL"
+            )]
+            pub exposed_by_default: Option<bool>,
+            #[arg(
+                help = concat!(
+                    "Only ", $things,
+                    " whose labels satisfy this expression, e.g. \"Label(`env`, `prod`)\""
+                ),
+                id = concat!($prefix, ".constraints"),
+                long = concat!($prefix, ".constraints"),
+                env = concat!("SWITCHYARD_", $env, "_CONSTRAINTS"),
+                value_name = "EXPR"
+            )]
+            pub constraints: Option<String>,
+            /// Address host-networked servers get when nothing better is known [default: 127.0.0.1].
+            #[arg(
+                id = concat!($prefix, ".host-address"),
+                long = concat!($prefix, ".host-address"),
+                env = concat!("SWITCHYARD_", $env, "_HOST_ADDRESS"),
+                value_name = "IP"
+            )]
+            pub host_address: Option<String>,
+            $($extra)*
+        }
+    };
 }
 
-/// The Docker provider's settings as flags (`--docker.KEY`), env (`SWITCHYARD_DOCKER_KEY`) and
-/// the `[providers.docker]` table of the TOML file (`key`, snake case): one definition for all
-/// three; `resolve_docker` puts the flag (or env) over the file over the default.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerArgs {
-    /// Discover containers from a Docker engine (also on when `[providers.docker]` is in the file).
-    #[arg(long = "docker", env = "SWITCHYARD_DOCKER")]
-    #[serde(skip)]
-    pub enabled: bool,
-    /// Docker API endpoint: unix:///path, tcp://host:port or https://host:port
-    /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
-    #[arg(
-        long = "docker.endpoint",
-        env = "SWITCHYARD_DOCKER_ENDPOINT",
-        value_name = "URL"
-    )]
-    pub endpoint: Option<String>,
-    /// CA certificate that signed the daemon's certificate (https endpoints).
-    #[arg(
-        long = "docker.tls-ca",
-        env = "SWITCHYARD_DOCKER_TLS_CA",
-        value_name = "FILE"
-    )]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for the daemon's client-certificate auth.
-    #[arg(
-        long = "docker.tls-cert",
-        env = "SWITCHYARD_DOCKER_TLS_CERT",
-        value_name = "FILE"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Key of the client certificate.
-    #[arg(
-        long = "docker.tls-key",
-        env = "SWITCHYARD_DOCKER_TLS_KEY",
-        value_name = "FILE"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Network whose address servers use when a container has several and no
-    /// `traefik.docker.network` label.
-    #[arg(
-        long = "docker.network",
-        env = "SWITCHYARD_DOCKER_NETWORK",
-        value_name = "NAME"
-    )]
-    pub network: Option<String>,
-    /// Expose containers without `traefik.enable=true` [default: true].
-    #[arg(
-        long = "docker.exposed-by-default",
-        env = "SWITCHYARD_DOCKER_EXPOSED_BY_DEFAULT",
-        value_name = "BOOL"
-    )]
-    pub exposed_by_default: Option<bool>,
-    /// Only containers whose labels satisfy this expression, e.g. "Label(`env`, `prod`)".
-    #[arg(
-        long = "docker.constraints",
-        env = "SWITCHYARD_DOCKER_CONSTRAINTS",
-        value_name = "EXPR"
-    )]
-    pub constraints: Option<String>,
-    /// Address used for containers on the host network [default: 127.0.0.1].
-    #[arg(
-        long = "docker.host-address",
-        env = "SWITCHYARD_DOCKER_HOST_ADDRESS",
-        value_name = "IP"
-    )]
-    pub host_address: Option<String>,
-    /// Keep stopped or unhealthy containers' services without servers (503) instead of dropping
-    /// them (404) [default: false].
-    #[arg(
-        long = "docker.allow-empty-services",
-        env = "SWITCHYARD_DOCKER_ALLOW_EMPTY_SERVICES",
-        value_name = "BOOL"
-    )]
-    pub allow_empty_services: Option<bool>,
-}
+engine_args!(
+    /// The Docker provider's settings; `resolve_docker` puts the flag (or env) over the file
+    /// over the default.
+    DockerArgs, "docker", "DOCKER", on: "Discover containers from a Docker engine",
+    peer: "daemon", things: "containers", network: "`traefik.docker.network`",
+    {
+        /// Keep stopped or unhealthy containers' services without servers (503) instead of
+        /// dropping them (404) [default: false].
+        #[arg(
+            long = "docker.allow-empty-services",
+            env = "SWITCHYARD_DOCKER_ALLOW_EMPTY_SERVICES",
+            value_name = "BOOL"
+        )]
+        pub allow_empty_services: Option<bool>,
+    }
+);
+
+engine_args!(
+    /// The Swarm provider's settings (the endpoint must be a manager's); `resolve_swarm` puts
+    /// the flag (or env) over the file over the default.
+    SwarmArgs, "swarm", "SWARM", on: "Discover Swarm services from a manager's API",
+    peer: "manager", things: "services", network: "`traefik.swarm.network` / `traefik.docker.network`",
+    {
+        /// How often services are listed again (events also trigger a list) [default: 15s, min 1s].
+        #[arg(
+            id = "swarm.refresh",
+            long = "swarm.refresh",
+            env = "SWITCHYARD_SWARM_REFRESH",
+            value_name = "DURATION"
+        )]
+        pub refresh: Option<String>,
+    }
+);
 
 /// `[providers]` in the TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -281,8 +287,32 @@ pub struct SwarmConfig {
     pub host_address: String,
 }
 
-/// Endpoint (flag > file > `$DOCKER_HOST` > the default socket) and TLS files, checked;
-/// `who` is `docker` or `swarm` (flag names and messages).
+layered!(DockerArgs {
+    endpoint,
+    tls_ca,
+    tls_cert,
+    tls_key,
+    network,
+    exposed_by_default,
+    constraints,
+    host_address,
+    allow_empty_services,
+});
+
+layered!(SwarmArgs {
+    endpoint,
+    tls_ca,
+    tls_cert,
+    tls_key,
+    network,
+    exposed_by_default,
+    constraints,
+    refresh,
+    host_address,
+});
+
+/// Endpoint (given > `$DOCKER_HOST` > the default socket) and TLS files, checked; `who` is
+/// `docker` or `swarm` (flag names and messages).
 fn resolve_endpoint(
     who: &str,
     endpoint: Option<String>,
@@ -318,18 +348,16 @@ fn resolve_endpoint(
     Ok((endpoint, tls))
 }
 
-fn resolve_host_address(
-    who: &str,
-    flag: Option<String>,
-    file: Option<String>,
-) -> anyhow::Result<String> {
-    let host_address = flag.or(file).unwrap_or_else(|| "127.0.0.1".to_string());
+/// The address host-networked servers get [default: 127.0.0.1], checked to be an IP.
+fn resolve_host_address(who: &str, given: Option<String>) -> anyhow::Result<String> {
+    let host_address = given.unwrap_or_else(|| "127.0.0.1".to_string());
     host_address
         .parse::<IpAddr>()
         .with_context(|| format!("{who} host address {host_address:?} is not an IP address"))?;
     Ok(host_address)
 }
 
+/// The Docker provider: on with `--docker` or a `[providers.docker]` table.
 fn resolve_docker(
     args: &DockerArgs,
     file: Option<&DockerArgs>,
@@ -337,34 +365,20 @@ fn resolve_docker(
     if !args.enabled && file.is_none() {
         return Ok(None);
     }
-    let none = DockerArgs::default();
-    let f = file.unwrap_or(&none);
-    let (endpoint, tls) = resolve_endpoint(
-        "docker",
-        args.endpoint.clone().or_else(|| f.endpoint.clone()),
-        args.tls_ca.clone().or_else(|| f.tls_ca.clone()),
-        args.tls_cert.clone().or_else(|| f.tls_cert.clone()),
-        args.tls_key.clone().or_else(|| f.tls_key.clone()),
-    )?;
-    let host_address =
-        resolve_host_address("docker", args.host_address.clone(), f.host_address.clone())?;
+    let a = args.over(file);
+    let (endpoint, tls) = resolve_endpoint("docker", a.endpoint, a.tls_ca, a.tls_cert, a.tls_key)?;
     Ok(Some(DockerConfig {
         endpoint,
         tls,
-        network: args.network.clone().or_else(|| f.network.clone()),
-        exposed_by_default: args
-            .exposed_by_default
-            .or(f.exposed_by_default)
-            .unwrap_or(true),
-        constraints: args.constraints.clone().or_else(|| f.constraints.clone()),
-        host_address,
-        allow_empty_services: args
-            .allow_empty_services
-            .or(f.allow_empty_services)
-            .unwrap_or(false),
+        network: a.network,
+        exposed_by_default: a.exposed_by_default.unwrap_or(true),
+        constraints: a.constraints,
+        host_address: resolve_host_address("docker", a.host_address)?,
+        allow_empty_services: a.allow_empty_services.unwrap_or(false),
     }))
 }
 
+/// The Swarm provider: on with `--swarm` or a `[providers.swarm]` table.
 fn resolve_swarm(
     args: &SwarmArgs,
     file: Option<&SwarmArgs>,
@@ -372,20 +386,10 @@ fn resolve_swarm(
     if !args.enabled && file.is_none() {
         return Ok(None);
     }
-    let none = SwarmArgs::default();
-    let f = file.unwrap_or(&none);
-    let (endpoint, tls) = resolve_endpoint(
-        "swarm",
-        args.endpoint.clone().or_else(|| f.endpoint.clone()),
-        args.tls_ca.clone().or_else(|| f.tls_ca.clone()),
-        args.tls_cert.clone().or_else(|| f.tls_cert.clone()),
-        args.tls_key.clone().or_else(|| f.tls_key.clone()),
-    )?;
-    let host_address =
-        resolve_host_address("swarm", args.host_address.clone(), f.host_address.clone())?;
-    let refresh = pick_duration(
-        &args.refresh,
-        f.refresh.as_ref(),
+    let a = args.over(file);
+    let (endpoint, tls) = resolve_endpoint("swarm", a.endpoint, a.tls_ca, a.tls_cert, a.tls_key)?;
+    let refresh = duration_or(
+        a.refresh.as_deref(),
         Duration::from_secs(15),
         "--swarm.refresh",
     )?;
@@ -395,14 +399,11 @@ fn resolve_swarm(
     Ok(Some(SwarmConfig {
         endpoint,
         tls,
-        network: args.network.clone().or_else(|| f.network.clone()),
-        exposed_by_default: args
-            .exposed_by_default
-            .or(f.exposed_by_default)
-            .unwrap_or(true),
-        constraints: args.constraints.clone().or_else(|| f.constraints.clone()),
+        network: a.network,
+        exposed_by_default: a.exposed_by_default.unwrap_or(true),
+        constraints: a.constraints,
         refresh,
-        host_address,
+        host_address: resolve_host_address("swarm", a.host_address)?,
     }))
 }
 
@@ -432,26 +433,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub trusted_ips: Vec<String>,
-    /// Time a client has to send a whole request head (slowloris guard) [default: 30s].
-    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", value_name = "DURATION")]
-    pub header_read_timeout: Option<String>,
-    /// Time an idle keep-alive client connection is kept [default: 180s].
-    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Time to connect to a server [default: 5s].
-    #[arg(
-        long,
-        env = "SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    pub upstream_connect_timeout: Option<String>,
-    /// Time a server has to send its response head [default: 60s].
-    #[arg(
-        long,
-        env = "SWITCHYARD_UPSTREAM_RESPONSE_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    pub upstream_response_timeout: Option<String>,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
     /// Time in-flight requests get to finish on SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", value_name = "DURATION")]
     pub grace_period: Option<String>,
@@ -471,8 +454,48 @@ pub struct RunArgs {
     pub access_log: AccessLogArgs,
 }
 
-/// Live request recording (`[record]` in the TOML file).
-#[derive(Debug, Clone, Default, Args)]
+/// Connection timeouts as flags (`--KEY-timeout`), env (`SWITCHYARD_KEY_TIMEOUT`) and the
+/// `[timeouts]` table of the TOML file (`KEY`): one definition for all three.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutArgs {
+    /// Time a client has to send a whole request head (slowloris guard) [default: 30s].
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(rename = "header_read")]
+    pub header_read_timeout: Option<String>,
+    /// Time an idle keep-alive client connection is kept [default: 180s].
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[serde(rename = "idle")]
+    pub idle_timeout: Option<String>,
+    /// Time to connect to a server [default: 5s].
+    #[arg(
+        long,
+        env = "SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    #[serde(rename = "upstream_connect")]
+    pub upstream_connect_timeout: Option<String>,
+    /// Time a server has to send its response head [default: 60s].
+    #[arg(
+        long,
+        env = "SWITCHYARD_UPSTREAM_RESPONSE_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    #[serde(rename = "upstream_response")]
+    pub upstream_response_timeout: Option<String>,
+}
+
+layered!(TimeoutArgs {
+    header_read_timeout,
+    idle_timeout,
+    upstream_connect_timeout,
+    upstream_response_timeout,
+});
+
+/// Live request recording as flags (`--record.KEY`), env (`SWITCHYARD_RECORD_KEY`) and the
+/// `[record]` table of the TOML file (`KEY`, snake case): one definition for all three.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordArgs {
     /// Record requests from boot into this JSON-lines file (`switchyard replay` reads it).
     #[arg(
@@ -499,6 +522,7 @@ pub struct RecordArgs {
         env = "SWITCHYARD_RECORD_REDACT",
         value_name = "LIST"
     )]
+    #[serde(default, deserialize_with = "list_or_text")]
     pub redact: Option<String>,
     /// Body bytes recorded per request, base64 (0: none) [default: 0].
     #[arg(
@@ -526,62 +550,44 @@ pub struct RecordArgs {
     pub keep: Option<usize>,
 }
 
-/// `[record]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRecord {
-    pub file: Option<PathBuf>,
-    pub scope: Option<crate::recording::recorder::Scope>,
-    /// A list of header names, or `"none"`.
-    pub redact: Option<RedactList>,
-    pub body_bytes: Option<usize>,
-    pub max_size: Option<String>,
-    pub keep: Option<usize>,
-}
+layered!(RecordArgs {
+    file,
+    scope,
+    redact,
+    body_bytes,
+    max_size,
+    keep,
+});
 
-/// `redact = ["authorization"]` or `redact = "none"` / `"a,b"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RedactList {
-    List(Vec<String>),
-    Text(String),
-}
-
+/// Recording settings: flags over the `[record]` table over the defaults.
 fn resolve_record(
     args: &RecordArgs,
-    file: Option<&FileRecord>,
+    file: Option<&RecordArgs>,
 ) -> anyhow::Result<crate::recording::recorder::RecordConfig> {
     use crate::recording::recorder::{parse_redact, parse_size, RecordConfig};
-    let none = FileRecord::default();
-    let f = file.unwrap_or(&none);
+    let a = args.over(file);
     let d = RecordConfig::default();
-    let redact = match (&args.redact, &f.redact) {
-        (Some(s), _) | (None, Some(RedactList::Text(s))) => parse_redact(s),
-        (None, Some(RedactList::List(l))) => l
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect(),
-        (None, None) => d.redact,
-    };
-    let max_size = match args.max_size.as_ref().or(f.max_size.as_ref()) {
+    let max_size = match &a.max_size {
         Some(s) => parse_size(s)
             .map_err(anyhow::Error::msg)
             .context("--record.max-size")?,
         None => d.max_size,
     };
     Ok(RecordConfig {
-        file: args.file.clone().or_else(|| f.file.clone()),
-        scope: args.scope.or(f.scope).unwrap_or(d.scope),
-        redact,
-        body_bytes: args.body_bytes.or(f.body_bytes).unwrap_or(d.body_bytes),
+        file: a.file,
+        scope: a.scope.unwrap_or(d.scope),
+        redact: a.redact.as_deref().map_or(d.redact, parse_redact),
+        body_bytes: a.body_bytes.unwrap_or(d.body_bytes),
         max_size,
-        keep: args.keep.or(f.keep).unwrap_or(d.keep),
+        keep: a.keep.unwrap_or(d.keep),
     })
 }
 
-/// The access log (`[access_log]` in the TOML file).
-#[derive(Debug, Clone, Default, Args)]
+/// The access log as flags (`--access-log.KEY`), env (`SWITCHYARD_ACCESS_LOG_KEY`) and the
+/// `[access_log]` table of the TOML file (`KEY`, snake case; the table's presence turns the log
+/// on, `file` absent meaning stdout): one definition for all three.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccessLogArgs {
     /// Write one access-log line per request to FILE (`-`, or no FILE: stdout).
     #[arg(
@@ -610,6 +616,7 @@ pub struct AccessLogArgs {
         env = "SWITCHYARD_ACCESS_LOG_STATUS",
         value_name = "CODES"
     )]
+    #[serde(default, deserialize_with = "list_or_text")]
     pub status: Option<String>,
     /// Keep only requests slower than this (e.g. `10ms`); with `--access-log.status`, a request
     /// matching either is kept [default: none].
@@ -628,6 +635,7 @@ pub struct AccessLogArgs {
         env = "SWITCHYARD_ACCESS_LOG_HEADERS",
         value_name = "NAMES"
     )]
+    #[serde(default, deserialize_with = "list_or_text")]
     pub headers: Option<String>,
     /// Lines queued for the writer; past this, lines are dropped and counted [default: 4096].
     #[arg(
@@ -639,73 +647,49 @@ pub struct AccessLogArgs {
     pub buffer: Option<usize>,
 }
 
-/// `[access_log]` in the TOML file: present means on (`file` absent or `"-"`: stdout).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAccessLog {
-    pub file: Option<String>,
-    pub format: Option<crate::access_log::Format>,
-    /// `["400-499", "500"]` or `"400-499,500"`.
-    pub status: Option<RedactList>,
-    pub min_duration: Option<String>,
-    /// `["X-Request-Id"]` or `"X-Request-Id,User-Agent"`.
-    pub headers: Option<RedactList>,
-    pub buffer: Option<usize>,
-}
+layered!(AccessLogArgs {
+    file,
+    format,
+    status,
+    min_duration,
+    headers,
+    buffer,
+});
 
-fn list_text(l: &RedactList) -> String {
-    match l {
-        RedactList::List(v) => v.join(","),
-        RedactList::Text(s) => s.clone(),
-    }
-}
-
+/// Access-log settings: flags over the `[access_log]` table over the defaults.
 fn resolve_access_log(
     args: &AccessLogArgs,
-    file: Option<&FileAccessLog>,
+    file: Option<&AccessLogArgs>,
 ) -> anyhow::Result<crate::access_log::AccessLogConfig> {
     use crate::access_log::{parse_headers, parse_status, AccessLogConfig, Output};
     let d = AccessLogConfig::default();
-    let none = FileAccessLog::default();
-    let f = file.unwrap_or(&none);
-    let output = match (&args.file, file) {
-        (Some(s), _) => Some(Output::parse(s)),
-        (None, Some(f)) => Some(Output::parse(f.file.as_deref().unwrap_or("-"))),
-        (None, None) => None,
-    };
-    let status = match args
-        .status
-        .clone()
-        .or_else(|| f.status.as_ref().map(list_text))
-    {
-        Some(s) => parse_status(&s)
+    let on = args.file.is_some() || file.is_some();
+    let a = args.over(file);
+    let status = match &a.status {
+        Some(s) => parse_status(s)
             .map_err(anyhow::Error::msg)
             .context("--access-log.status")?,
         None => d.status,
     };
-    let min_duration = match args.min_duration.as_ref().or(f.min_duration.as_ref()) {
+    let min_duration = match &a.min_duration {
         Some(s) => {
             Some(parse_duration(s).context("--access-log.min-duration")?).filter(|d| !d.is_zero())
         }
         None => None,
     };
-    let headers = match args
-        .headers
-        .clone()
-        .or_else(|| f.headers.as_ref().map(list_text))
-    {
+    let headers = match &a.headers {
         Some(s) => parse_headers([s.as_str()])
             .map_err(anyhow::Error::msg)
             .context("--access-log.headers")?,
         None => d.headers,
     };
-    let buffer = args.buffer.or(f.buffer).unwrap_or(d.buffer);
+    let buffer = a.buffer.unwrap_or(d.buffer);
     if buffer == 0 {
         bail!("--access-log.buffer must be at least 1");
     }
     Ok(AccessLogConfig {
-        output,
-        format: args.format.or(f.format).unwrap_or(d.format),
+        output: on.then(|| Output::parse(a.file.as_deref().unwrap_or("-"))),
+        format: a.format.unwrap_or(d.format),
         status,
         min_duration,
         headers,
@@ -730,10 +714,10 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// `name = "addr"`, or `name = { address = "addr", max-connections = 100, path = { ... } }`.
     pub entrypoints: Option<BTreeMap<String, FileEntrypoint>>,
-    pub timeouts: Option<FileTimeouts>,
+    pub timeouts: Option<TimeoutArgs>,
     pub providers: Option<FileProviders>,
-    pub record: Option<FileRecord>,
-    pub access_log: Option<FileAccessLog>,
+    pub record: Option<RecordArgs>,
+    pub access_log: Option<AccessLogArgs>,
 }
 
 /// An entrypoint in the TOML file: its address, or a table with the address and options (the
@@ -859,15 +843,6 @@ pub fn expand_entrypoint_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
     out
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileTimeouts {
-    pub header_read: Option<String>,
-    pub idle: Option<String>,
-    pub upstream_connect: Option<String>,
-    pub upstream_response: Option<String>,
-}
-
 /// Everything `run` or `check` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -977,13 +952,9 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
-fn pick_duration(
-    flag: &Option<String>,
-    file: Option<&String>,
-    default: Duration,
-    what: &str,
-) -> anyhow::Result<Duration> {
-    match flag.as_ref().or(file) {
+/// `given` parsed as a duration, else `default`; `what` names the setting in errors.
+fn duration_or(given: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
+    match given {
         Some(s) => parse_duration(s).with_context(|| format!("setting {what}")),
         None => Ok(default),
     }
@@ -1103,7 +1074,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
             .with_context(|| format!("entrypoint {name:?}"))?;
     }
 
-    let t = file.timeouts.unwrap_or_default();
+    let t = run.timeouts.over(file.timeouts.as_ref());
     let d = Settings::default();
     let max_header_bytes = run
         .max_header_bytes
@@ -1113,27 +1084,19 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         bail!("max header bytes must be at least 8192, got {max_header_bytes}");
     }
     let settings = Settings {
-        header_read_timeout: pick_duration(
-            &run.header_read_timeout,
-            t.header_read.as_ref(),
+        header_read_timeout: duration_or(
+            t.header_read_timeout.as_deref(),
             d.header_read_timeout,
             "header read timeout",
         )?,
-        idle_timeout: pick_duration(
-            &run.idle_timeout,
-            t.idle.as_ref(),
-            d.idle_timeout,
-            "idle timeout",
-        )?,
-        upstream_connect_timeout: pick_duration(
-            &run.upstream_connect_timeout,
-            t.upstream_connect.as_ref(),
+        idle_timeout: duration_or(t.idle_timeout.as_deref(), d.idle_timeout, "idle timeout")?,
+        upstream_connect_timeout: duration_or(
+            t.upstream_connect_timeout.as_deref(),
             d.upstream_connect_timeout,
             "upstream connect timeout",
         )?,
-        upstream_response_timeout: pick_duration(
-            &run.upstream_response_timeout,
-            t.upstream_response.as_ref(),
+        upstream_response_timeout: duration_or(
+            t.upstream_response_timeout.as_deref(),
             d.upstream_response_timeout,
             "upstream response timeout",
         )?,
@@ -1142,9 +1105,8 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         trusted_ips,
         entrypoint_options,
     };
-    let grace_period = pick_duration(
-        &run.grace_period,
-        file.grace_period.as_ref(),
+    let grace_period = duration_or(
+        run.grace_period.as_deref().or(file.grace_period.as_deref()),
         Duration::from_secs(10),
         "grace period",
     )?;
@@ -1211,7 +1173,10 @@ mod tests {
             ..Default::default()
         };
         let run = RunArgs {
-            idle_timeout: Some("7s".into()),
+            timeouts: TimeoutArgs {
+                idle_timeout: Some("7s".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let cfg = resolve(&common, Some(&run)).unwrap();
@@ -1406,6 +1371,99 @@ mod tests {
         std::fs::write(&path, "[access_log]\nfromat = \"json\"\n").unwrap();
         let err = format!("{:#}", resolve(&with_file, None).unwrap_err());
         assert!(err.contains("unknown field `fromat`"), "{err}");
+    }
+
+    /// For each concern: one key from the file alone, one key given both ways (the flag wins),
+    /// one key given neither way (the default).
+    #[test]
+    fn every_concern_takes_flag_over_file_over_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[timeouts]\nidle = \"5s\"\nheader_read = \"2s\"\n\
+             [record]\nkeep = 9\nredact = [\"X-Secret\", \"Cookie\"]\nbody_bytes = 7\n\
+             [access_log]\nbuffer = 11\nformat = \"json\"\n\
+             [providers.docker]\nnetwork = \"front\"\nhost_address = \"127.0.0.2\"\n\
+             [providers.swarm]\nconstraints = \"Label(`a`, `b`)\"\nrefresh = \"3s\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            scripts: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let cli = Cli::try_parse_from([
+            "x",
+            "--header-read-timeout=4s",
+            "--record.body-bytes=3",
+            "--access-log.format=common",
+            "--docker.host-address=127.0.0.3",
+            "--swarm.refresh=4s",
+        ])
+        .unwrap();
+        let mut common = common;
+        common.docker = cli.run.common.docker.clone();
+        common.swarm = cli.run.common.swarm.clone();
+        let c = resolve(&common, Some(&cli.run)).unwrap();
+        let d = Settings::default();
+        let t = &c.settings;
+        assert_eq!(
+            (
+                t.idle_timeout,
+                t.header_read_timeout,
+                t.upstream_connect_timeout
+            ),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(4),
+                d.upstream_connect_timeout
+            ),
+            "timeouts"
+        );
+        let r = &c.record;
+        assert_eq!(
+            (r.keep, r.body_bytes, r.max_size),
+            (
+                9,
+                3,
+                crate::recording::recorder::RecordConfig::default().max_size
+            ),
+            "record"
+        );
+        assert_eq!(
+            r.redact,
+            vec!["x-secret", "cookie"],
+            "record.redact as a list"
+        );
+        let a = &c.access_log;
+        assert_eq!(
+            (a.buffer, a.format, a.min_duration),
+            (11, crate::access_log::Format::Common, None),
+            "access log"
+        );
+        let k = c.docker.as_ref().unwrap();
+        assert_eq!(
+            (
+                k.network.as_deref(),
+                k.host_address.as_str(),
+                k.exposed_by_default
+            ),
+            (Some("front"), "127.0.0.3", true),
+            "docker"
+        );
+        let s = c.swarm.as_ref().unwrap();
+        assert_eq!(
+            (s.constraints.as_deref(), s.refresh, s.host_address.as_str()),
+            (Some("Label(`a`, `b`)"), Duration::from_secs(4), "127.0.0.1"),
+            "swarm"
+        );
     }
 
     #[test]
