@@ -6,6 +6,7 @@
 //! bound listeners so tests can run a router on port 0.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::control::certs::CertManager;
 use crate::control::{self, Control, Trigger};
 use crate::providers;
 use crate::proxy::{self, Proxy, Tracker};
@@ -81,6 +83,38 @@ impl Router {
             script::BuildEnv::new(names, admin_at),
             Limits::default(),
         ));
+        let tls_entrypoints: Vec<&String> = cfg
+            .entrypoints
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| cfg.settings.is_tls(n))
+            .collect();
+        let certs = if tls_entrypoints.is_empty() {
+            None
+        } else {
+            let base = match control.origin() {
+                ScriptsOrigin::Dir(d) => d.clone(),
+                ScriptsOrigin::Embedded => PathBuf::from("."),
+            };
+            let m = CertManager::new(
+                cfg.tls.certificates.clone(),
+                cfg.tls.default_certificate.as_ref(),
+                base,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("TLS certificates")?;
+            // Every TLS entrypoint's settings are checked now, not at its first connection.
+            for name in &tls_entrypoints {
+                if let Some(t) = cfg.settings.entrypoint(name).and_then(|o| o.tls.as_ref()) {
+                    t.server_config(m.certificates())
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("entrypoint {name:?}"))?;
+                }
+            }
+            let m = Arc::new(m);
+            control.set_certificates(m.clone());
+            Some(m)
+        };
         match control.origin() {
             ScriptsOrigin::Dir(d) => info!(scripts = %d.display(), "loading route scripts"),
             ScriptsOrigin::Embedded => {
@@ -153,6 +187,23 @@ impl Router {
         // Opened before any worker starts: an unwritable access-log file is a start-up error.
         let access_log =
             crate::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
+        if let Some(m) = &certs {
+            // Certificate files are polled: they often live outside the scripts folder (a
+            // mounted secret, an ACME client's output), where a watch may not reach.
+            let (m, tx, mut stop) = (m.clone(), triggers.clone(), shutdown_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(CERT_POLL) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    if m.files_changed() {
+                        info!("a certificate file changed: reloading");
+                        let _ = tx.send(Trigger::Certificates).await;
+                    }
+                }
+            }));
+        }
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
             let recorder = recorder.clone();
@@ -161,6 +212,7 @@ impl Router {
             let store = control.store();
             let metrics = control.metrics();
             let settings = cfg.settings.clone();
+            let certs = certs.as_ref().map(|m| m.certificates());
             let shutdown_rx = shutdown_rx.clone();
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
@@ -172,7 +224,7 @@ impl Router {
                         table,
                         store,
                         metrics,
-                        settings,
+                        (settings, certs),
                         logs,
                         shutdown_rx,
                         grace,
@@ -273,6 +325,9 @@ impl Router {
     }
 }
 
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
 /// One proxy worker: a single-threaded runtime serving its own sockets of every entrypoint.
 #[allow(clippy::too_many_arguments)]
 fn worker(
@@ -280,7 +335,10 @@ fn worker(
     table: Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
     store: Arc<crate::middleware::Store>,
     metrics: Arc<crate::metrics::Metrics>,
-    settings: crate::proxy::Settings,
+    (settings, certs): (
+        crate::proxy::Settings,
+        Option<Arc<crate::tls::Certificates>>,
+    ),
     (recorder, access_log): (Arc<Recorder>, Option<Arc<crate::access_log::AccessLog>>),
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -296,7 +354,11 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        let proxy = Proxy::with_observers(table, settings, store, recorder, metrics, access_log);
+        let mut proxy =
+            Proxy::with_observers(table, settings, store, recorder, metrics, access_log);
+        if let Some(c) = certs {
+            proxy = proxy.with_certificates(c);
+        }
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {
             let listener = match l

@@ -86,7 +86,10 @@ pub struct CommonArgs {
     /// An entrypoint option, also written `--entrypoint.NAME.KEY=VALUE` (repeatable; env:
     /// comma-separated). Keys: `max-connections`, `path.sanitize`, `path.merge-slashes`,
     /// `path.allow-encoded-slash`, `path.allow-encoded-backslash`, `path.allow-encoded-null`,
-    /// `path.allow-above-root`.
+    /// `path.allow-above-root`, `tls` (terminate TLS), `tls.min-version`, `tls.max-version`,
+    /// `tls.cipher-suites`, `tls.alpn`, `tls.client-auth` (none, require, verify-if-given),
+    /// `tls.client-ca`, `tls.strict-sni`, `h2c` (cleartext HTTP/2 with prior knowledge),
+    /// `http2.max-concurrent-streams`.
     #[arg(
         long = "entrypoint-option",
         env = "SWITCHYARD_ENTRYPOINT_OPTIONS",
@@ -104,6 +107,107 @@ pub struct CommonArgs {
     pub docker: DockerArgs,
     #[command(flatten)]
     pub swarm: SwarmArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Certificate files as flags (`--tls.KEY`), env (`SWITCHYARD_TLS_KEY`) and the `[tls]` table of
+/// the TOML file: one definition for all three. A pair is written `CERT_FILE:KEY_FILE` (in the
+/// file also `{ cert = "…", key = "…" }`); scripts add their own with `tls_certificate`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsArgs {
+    /// A certificate (PEM chain, leaf first) and its key served on TLS entrypoints, chosen by
+    /// SNI among the names it lists (repeatable; env: comma-separated).
+    #[arg(
+        id = "tls.certificate",
+        long = "tls.certificate",
+        env = "SWITCHYARD_TLS_CERTIFICATES",
+        value_name = "CERT:KEY",
+        value_delimiter = ','
+    )]
+    #[serde(default, deserialize_with = "cert_pairs")]
+    pub certificates: Vec<String>,
+    /// The certificate served when no other lists the name a client asks for [default: a
+    /// self-signed one made at start].
+    #[arg(
+        id = "tls.default-certificate",
+        long = "tls.default-certificate",
+        env = "SWITCHYARD_TLS_DEFAULT_CERTIFICATE",
+        value_name = "CERT:KEY"
+    )]
+    #[serde(default, deserialize_with = "cert_pair")]
+    pub default_certificate: Option<String>,
+}
+
+/// A certificate pair in the TOML file: `"cert:key"` or `{ cert = "…", key = "…" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CertPairText {
+    Text(String),
+    Table { cert: String, key: String },
+}
+
+impl CertPairText {
+    fn text(self) -> String {
+        match self {
+            CertPairText::Text(t) => t,
+            CertPairText::Table { cert, key } => format!("{cert}:{key}"),
+        }
+    }
+}
+
+fn cert_pairs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Vec::<CertPairText>::deserialize(d)?
+        .into_iter()
+        .map(CertPairText::text)
+        .collect())
+}
+
+fn cert_pair<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<CertPairText>::deserialize(d)?.map(CertPairText::text))
+}
+
+/// Certificate files, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub certificates: Vec<crate::tls::CertFiles>,
+    pub default_certificate: Option<crate::tls::CertFiles>,
+}
+
+/// `CERT:KEY` as files.
+fn parse_cert_pair(s: &str, what: &str) -> anyhow::Result<crate::tls::CertFiles> {
+    let (cert, key) = s.trim().split_once(':').with_context(|| {
+        format!("{what} {s:?}: write CERT_FILE:KEY_FILE, e.g. /certs/a.crt:/certs/a.key")
+    })?;
+    Ok(crate::tls::CertFiles {
+        cert: PathBuf::from(cert.trim()),
+        key: PathBuf::from(key.trim()),
+    })
+}
+
+/// Flags (a non-empty list wins whole) over the `[tls]` table.
+fn resolve_tls(args: &TlsArgs, file: Option<&TlsArgs>) -> anyhow::Result<TlsConfig> {
+    let none = TlsArgs::default();
+    let f = file.unwrap_or(&none);
+    let list = if args.certificates.is_empty() {
+        &f.certificates
+    } else {
+        &args.certificates
+    };
+    Ok(TlsConfig {
+        certificates: list
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_cert_pair(s, "--tls.certificate"))
+            .collect::<anyhow::Result<_>>()?,
+        default_certificate: args
+            .default_certificate
+            .as_ref()
+            .or(f.default_certificate.as_ref())
+            .map(|s| parse_cert_pair(s, "--tls.default-certificate"))
+            .transpose()?,
+    })
 }
 
 /// Declares a Docker-engine provider's settings struct: flags `--PREFIX.KEY`, env
@@ -716,6 +820,7 @@ pub struct FileConfig {
     pub entrypoints: Option<BTreeMap<String, FileEntrypoint>>,
     pub timeouts: Option<TimeoutArgs>,
     pub providers: Option<FileProviders>,
+    pub tls: Option<TlsArgs>,
     pub record: Option<RecordArgs>,
     pub access_log: Option<AccessLogArgs>,
 }
@@ -804,11 +909,34 @@ pub fn apply_entrypoint_option(
         "path.allow-encoded-backslash" => p.allow_encoded_backslash = flag(value)?,
         "path.allow-encoded-null" => p.allow_encoded_null = flag(value)?,
         "path.allow-above-root" => p.allow_above_root = flag(value)?,
-        _ => bail!(
-            "unknown entrypoint option {key:?} (known: max-connections, path.sanitize, \
-             path.merge-slashes, path.allow-encoded-slash, path.allow-encoded-backslash, \
-             path.allow-encoded-null, path.allow-above-root)"
-        ),
+        "tls" => {
+            opts.tls = flag(value)?.then(|| opts.tls.take().unwrap_or_default());
+        }
+        "h2c" => opts.h2c = flag(value)?,
+        "http2.max-concurrent-streams" => {
+            opts.h2_max_concurrent_streams = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("http2.max-concurrent-streams takes a number above 0, got {value:?}")
+                })?;
+        }
+        _ => match key.strip_prefix("tls.") {
+            Some(tls_key) => opts
+                .tls
+                .get_or_insert_with(Default::default)
+                .set(tls_key, value)
+                .map_err(anyhow::Error::msg)?,
+            None => bail!(
+                "unknown entrypoint option {key:?} (known: max-connections, path.sanitize, \
+                 path.merge-slashes, path.allow-encoded-slash, path.allow-encoded-backslash, \
+                 path.allow-encoded-null, path.allow-above-root, tls, {}, h2c, \
+                 http2.max-concurrent-streams)",
+                crate::tls::options::KEYS
+            ),
+        },
     }
     Ok(())
 }
@@ -861,6 +989,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     /// The Docker provider, when on.
+    /// Certificate files served on TLS entrypoints.
+    pub tls: TlsConfig,
     pub docker: Option<DockerConfig>,
     /// The Swarm provider, when on.
     pub swarm: Option<SwarmConfig>,
@@ -1074,6 +1204,13 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
             .with_context(|| format!("entrypoint {name:?}"))?;
     }
 
+    for (name, o) in &entrypoint_options {
+        if let Some(t) = &o.tls {
+            t.check()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("entrypoint {name:?}"))?;
+        }
+    }
     let t = run.timeouts.over(file.timeouts.as_ref());
     let d = Settings::default();
     let max_header_bytes = run
@@ -1120,6 +1257,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         &common.docker,
         file.providers.as_ref().and_then(|p| p.docker.as_ref()),
     )?;
+    let tls = resolve_tls(&common.tls, file.tls.as_ref())?;
     let swarm = resolve_swarm(
         &common.swarm,
         file.providers.as_ref().and_then(|p| p.swarm.as_ref()),
@@ -1133,6 +1271,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         access_log,
         docker,
         swarm,
+        tls,
         workers,
         scripts,
         catalog: common.catalog.clone().or(file.catalog.clone()),

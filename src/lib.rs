@@ -35,4 +35,5 @@ pub mod routing;
 pub mod script;
 pub mod settings;
 pub mod table;
+pub mod tls;
 pub mod whoami;

@@ -235,6 +235,8 @@ type SeriesKey = (String, String);
 pub struct Metrics {
     entrypoints: Vec<String>,
     open: Box<[AtomicI64]>,
+    /// TLS handshakes by entrypoint: [completed, failed].
+    handshakes: Box<[[AtomicU64; 2]]>,
     /// Keyed by (route, service); requests no route took are `unrouted` (route "", service "").
     requests: DashMap<SeriesKey, Arc<RequestSeries>>,
     unrouted: Arc<RequestSeries>,
@@ -251,6 +253,10 @@ impl Metrics {
         Arc::new(Metrics {
             entrypoints: entrypoints.to_vec(),
             open: entrypoints.iter().map(|_| AtomicI64::new(0)).collect(),
+            handshakes: entrypoints
+                .iter()
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
             requests: DashMap::new(),
             unrouted: Arc::new(RequestSeries::new(entrypoints.len())),
             hooks: DashMap::new(),
@@ -385,6 +391,14 @@ impl Metrics {
         }
     }
 
+    /// A TLS handshake on `entrypoint` finished (`ok`) or failed.
+    pub fn tls_handshake(&self, entrypoint: usize, ok: bool) {
+        if let Some(c) = self.handshakes.get(entrypoint) {
+            let [done, failed] = c;
+            if ok { done } else { failed }.fetch_add(1, Relaxed);
+        }
+    }
+
     /// One build attempt finished (`ok`: its table went live).
     pub fn build(&self, ok: bool) {
         let c = if ok {
@@ -437,6 +451,7 @@ impl Metrics {
         let mut out = Text::default();
         self.render_requests(&mut out);
         self.render_connections(&mut out);
+        self.render_handshakes(&mut out);
         self.render_services(&mut out);
         render_servers(&mut out, table);
         self.render_builds(&mut out);
@@ -514,6 +529,23 @@ impl Metrics {
                 &[("entrypoint", ep)],
                 g.load(Relaxed) as f64,
             );
+        }
+    }
+
+    fn render_handshakes(&self, out: &mut Text) {
+        out.head(
+            "switchyard_tls_handshakes_total",
+            "counter",
+            "TLS handshakes on TLS entrypoints, by entrypoint and result (ok, error).",
+        );
+        for (ep, c) in self.entrypoints.iter().zip(self.handshakes.iter()) {
+            for (result, n) in [("ok", &c[0]), ("error", &c[1])] {
+                out.sample(
+                    "switchyard_tls_handshakes_total",
+                    &[("entrypoint", ep), ("result", result)],
+                    n.load(Relaxed) as f64,
+                );
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! per-entrypoint options (`--entrypoint.NAME.KEY=VALUE`). `config` fills them from flags, env
 //! and TOML; replay sessions and tests build them directly; the proxy workers only read them.
 //!
-//! A leaf (it names only `canonical`), so neither side depends on the other. Invariant: values
+//! A leaf (it names only `canonical` and `tls`, itself a leaf), so neither side depends on the other. Invariant: values
 //! here do not change while a router runs; the only shared state is an entrypoint's open
 //! connection count, one atomic shared by the clones of its options (every worker).
 
@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::canonical::PathOptions;
+use crate::tls::TlsOptions;
 
 /// Proxy settings that do not change on reload.
 #[derive(Debug, Clone)]
@@ -37,9 +38,18 @@ pub struct EntrypointOptions {
     pub path: PathOptions,
     /// Open connections above this are closed at accept (`max-connections`).
     pub max_connections: usize,
+    /// TLS termination (`tls`, `tls.*` keys): `None` serves cleartext.
+    pub tls: Option<TlsOptions>,
+    /// Cleartext HTTP/2 with prior knowledge beside HTTP/1.1 (`h2c`).
+    pub h2c: bool,
+    /// Streams one HTTP/2 connection may have open at once (`http2.max-concurrent-streams`).
+    pub h2_max_concurrent_streams: u32,
     /// Connections open now, over every worker (shared by the clones of these options).
     open: Arc<AtomicUsize>,
 }
+
+/// Traefik's default for `http2.maxConcurrentStreams`.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 
 /// The default cap on an entrypoint's open connections: generous, a guard against descriptor
 /// exhaustion rather than a tuning knob.
@@ -50,6 +60,9 @@ impl Default for EntrypointOptions {
         EntrypointOptions {
             path: PathOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
+            h2c: false,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             open: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -77,6 +90,11 @@ impl Settings {
     /// The options of entrypoint `name`.
     pub fn entrypoint(&self, name: &str) -> Option<&EntrypointOptions> {
         self.entrypoint_options.get(name)
+    }
+
+    /// Whether entrypoint `name` terminates TLS.
+    pub fn is_tls(&self, name: &str) -> bool {
+        self.entrypoint(name).is_some_and(|o| o.tls.is_some())
     }
 
     /// How entrypoint `name` canonicalises paths.

@@ -6,6 +6,8 @@
 //! build leaves the live table untouched and records its errors; file events are debounced so an
 //! editor's write-rename burst causes one build; a build whose inputs did not change is skipped.
 
+pub mod certs;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -49,6 +51,8 @@ pub enum Trigger {
     Signal,
     /// What a provider reported (a new snapshot or a failed sync).
     Provider(ProviderReport),
+    /// A certificate file of the live store changed: rebuild even if no script changed.
+    Certificates,
 }
 
 impl From<ProviderReport> for Trigger {
@@ -92,6 +96,8 @@ pub struct Control {
     health: OnceLock<HealthChecker>,
     /// The router's metrics registry (builds are counted here; routes get their series).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The certificates of TLS entrypoints (absent in `check` and routers without TLS).
+    certs: OnceLock<Arc<certs::CertManager>>,
 }
 
 impl Control {
@@ -118,7 +124,19 @@ impl Control {
             health: OnceLock::new(),
             metrics: crate::metrics::Metrics::new(&env.entrypoints),
             env,
+            certs: OnceLock::new(),
         }
+    }
+
+    /// Keeps `certs` in step with every build from now on (script-declared certificates are
+    /// checked as part of the build).
+    pub fn set_certificates(&self, certs: Arc<certs::CertManager>) {
+        let _ = self.certs.set(certs);
+    }
+
+    /// The certificate manager, when the router serves TLS.
+    pub fn certificates(&self) -> Option<Arc<certs::CertManager>> {
+        self.certs.get().cloned()
     }
 
     /// The store shared by every hook of every build.
@@ -279,8 +297,19 @@ impl Control {
         status.at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         // The status is published before anything is logged, so whoever reacts to the log line
         // already sees the new status.
+        // Certificates a build names must load before its table goes live.
+        let (result, prepared) = match (result, self.certs.get()) {
+            (Ok(built), Some(certs)) => match certs.prepare(&built.certificates) {
+                Ok(p) => (Ok(built), Some((certs, p))),
+                Err(errors) => (Err(errors), None),
+            },
+            (r, _) => (r, None),
+        };
         match result {
             Ok(built) => {
+                if let Some((certs, p)) = prepared {
+                    certs.apply(p);
+                }
                 let routes = built.table.routes().len();
                 self.metrics.attach(&built.table);
                 self.metrics.build(true);
@@ -372,7 +401,7 @@ impl Control {
                     !matches!(t, Trigger::Provider(ProviderReport::SyncFailed { .. }));
                 match t {
                     Trigger::Files => {}
-                    Trigger::Signal => force = true,
+                    Trigger::Signal | Trigger::Certificates => force = true,
                     Trigger::Provider(ProviderReport::Snapshot { provider, catalog }) => {
                         self.set_catalog(provider, catalog)
                     }

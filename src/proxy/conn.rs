@@ -127,6 +127,11 @@ impl<T> TrackedIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
         TrackedIo { inner, activity }
     }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {

@@ -39,6 +39,37 @@ pub(super) struct Peer {
     pub ep: usize,
     /// The entrypoint's path rules.
     pub path: PathOptions,
+    /// What the TLS handshake settled, on a TLS entrypoint.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What a TLS connection's handshake settled.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TlsInfo {
+    /// The SNI name the client sent (lowercase).
+    pub sni: Option<String>,
+    /// `TLSv1.2` / `TLSv1.3`.
+    pub version: &'static str,
+    /// The client's certificate chain, leaf first, when it presented one.
+    pub client_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl TlsInfo {
+    /// The state of a finished server handshake.
+    pub fn of(conn: &rustls::ServerConnection) -> TlsInfo {
+        TlsInfo {
+            sni: conn.server_name().map(|s| s.to_ascii_lowercase()),
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "TLS",
+            },
+            client_certs: conn
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Peer {
@@ -51,6 +82,7 @@ impl Peer {
         let ip = canonical_ip(addr.ip());
         Peer {
             path: settings.path_options(&entrypoint),
+            tls: settings.is_tls(&entrypoint).then(TlsInfo::default),
             entrypoint,
             addr,
             client_ip: HeaderValue::from_str(&ip.to_string())

@@ -63,6 +63,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("method CONNECT is not allowed")]
     ConnectNotAllowed,
+    /// The Host names another site than the TLS handshake's SNI where that matters (client
+    /// certificates were checked for the SNI name): domain fronting.
+    #[error("host {host:?} does not match the TLS server name {sni:?}")]
+    Misdirected { host: String, sni: String },
     #[error("script hook failed in route {route:?}: {message}")]
     Hook { route: String, message: String },
     #[error("circuit breaker of route {route:?} is open")]
@@ -95,6 +99,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Hook { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -111,6 +116,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
             | ProxyError::ConnectNotAllowed
+            | ProxyError::Misdirected { .. }
             | ProxyError::RequestTooLarge { .. }
             | ProxyError::ClientBody { .. }
             | ProxyError::ClientTimeout => Side::Client,

@@ -13,18 +13,43 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, debug_span, warn, Instrument};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, debug_span, error, warn, Instrument};
 
 use super::body::ProxyBody;
 use super::conn::{Activity, Expiry, TrackedIo};
-use super::ctx::{Peer, RequestCtx};
+use super::ctx::{Peer, RequestCtx, TlsInfo};
 use super::error::ProxyError;
 use super::exchange::Live;
 use super::pipeline::Plan;
 use super::{record, Proxy, Tracker};
+
+/// HTTP/2 streams a client may have reset before they were served, at once, before the
+/// connection is closed (hyper's default, named here as the rapid-reset guard).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the router itself may reset for a client's protocol errors before it closes the
+/// connection (the MadeYouReset guard).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 200;
+
+/// An HTTP version fixed before the first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpVersion {
+    H1,
+    H2,
+}
+
+/// What every connection of one entrypoint shares: its name and metrics index, its TLS
+/// acceptor (on a TLS entrypoint) and its HTTP/2 settings.
+struct Wire {
+    entrypoint: Arc<str>,
+    ep: usize,
+    tls: Option<TlsAcceptor>,
+    h2c: bool,
+    h2_max_concurrent_streams: u32,
+}
 
 /// A live connection: its peer (shared with its requests), its timeout clocks, and the tracker
 /// that keeps shutdown waiting while it (or a tunnel it opened) lives.
@@ -47,6 +72,23 @@ impl Proxy {
         let ep = self.metrics.entrypoint_index(&name);
         let options = self.settings.entrypoint(&name).cloned().unwrap_or_default();
         let entrypoint: Arc<str> = name.into();
+        let tls = match &options.tls {
+            None => None,
+            Some(t) => match self.certificates().and_then(|c| t.server_config(c)) {
+                Ok(config) => Some(TlsAcceptor::from(config)),
+                Err(e) => {
+                    error!(entrypoint = %entrypoint, error = %e, "cannot serve TLS; the entrypoint stays closed");
+                    return;
+                }
+            },
+        };
+        let wire = Arc::new(Wire {
+            entrypoint: entrypoint.clone(),
+            ep,
+            tls,
+            h2c: options.h2c,
+            h2_max_concurrent_streams: options.h2_max_concurrent_streams,
+        });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -68,15 +110,14 @@ impl Proxy {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let info = Conn {
-                peer: Arc::new(Peer::new(entrypoint.clone(), peer, &self.settings, ep)),
-                activity: Activity::new(),
-                tracker: tracker.clone(),
-            };
             let span = debug_span!("conn", %peer, entrypoint = %entrypoint);
-            let conn = self
-                .clone()
-                .serve_connection(stream, info, shutdown.clone());
+            let conn = self.clone().serve_connection(
+                stream,
+                peer,
+                wire.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            );
             tokio::spawn(
                 async move {
                     conn.await;
@@ -88,15 +129,83 @@ impl Proxy {
         debug!(entrypoint = %entrypoint, "stopped accepting");
     }
 
+    /// One downstream connection: the TLS handshake on a TLS entrypoint, then HTTP/1.1 or
+    /// HTTP/2 (by ALPN; in cleartext by the client's preface where `h2c` is on).
     async fn serve_connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
-        info: Conn,
-        mut shutdown: watch::Receiver<bool>,
+        addr: std::net::SocketAddr,
+        wire: Arc<Wire>,
+        tracker: Tracker,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let _open = self.metrics.connection(info.peer.ep);
-        let activity = info.activity.clone();
-        let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+        let _open = self.metrics.connection(wire.ep);
+        let activity = Activity::new();
+        let mut peer = Peer::new(wire.entrypoint.clone(), addr, &self.settings, wire.ep);
+        let io = TrackedIo::new(stream, activity.clone());
+        let Some(acceptor) = &wire.tls else {
+            let version = if wire.h2c {
+                match sniff_h2_preface(&io, self.settings.header_read_timeout).await {
+                    Some(v) => v,
+                    None => return,
+                }
+            } else {
+                HttpVersion::H1
+            };
+            let info = Conn {
+                peer: Arc::new(peer),
+                activity,
+                tracker,
+            };
+            return self.serve_http(io, info, version, &wire, shutdown).await;
+        };
+        // The handshake counts against the header-read timeout, as a request head would.
+        let accepted =
+            tokio::time::timeout(self.settings.header_read_timeout, acceptor.accept(io)).await;
+        let stream = match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.metrics.tls_handshake(wire.ep, false);
+                debug!(peer = %addr, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.tls_handshake(wire.ep, false);
+                debug!(peer = %addr, "TLS handshake not done within the header-read timeout");
+                return;
+            }
+        };
+        self.metrics.tls_handshake(wire.ep, true);
+        let (_, conn) = stream.get_ref();
+        let version = if conn.alpn_protocol() == Some(b"h2") {
+            HttpVersion::H2
+        } else {
+            HttpVersion::H1
+        };
+        let tls = TlsInfo::of(conn);
+        debug!(version = tls.version, sni = ?tls.sni, ?version, client_cert = !tls.client_certs.is_empty(), "TLS handshake done");
+        peer.tls = Some(tls);
+        let info = Conn {
+            peer: Arc::new(peer),
+            activity,
+            tracker,
+        };
+        self.serve_http(stream, info, version, &wire, shutdown)
+            .await;
+    }
+
+    /// HTTP over `io` in `version` until the client leaves, a timeout fires or shutdown asks
+    /// to close.
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        io: I,
+        info: Conn,
+        version: HttpVersion,
+        wire: &Wire,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let proxy = self.clone();
         let svc_info = info.clone();
         let svc = service_fn(move |req| {
@@ -104,62 +213,57 @@ impl Proxy {
             let info = svc_info.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            // Header and idle timeouts are enforced by `Activity`, which can tell them apart.
-            .header_read_timeout(None)
-            // The head limit is exact (request line and headers as received, whatever the read
-            // sizes); the buffer has room for it plus the start of a body.
-            .max_header_size(self.settings.max_header_bytes)
-            .max_buf_size(
-                self.settings
-                    .max_header_bytes
-                    .saturating_add(8192)
-                    .max(16384),
-            )
-            .keep_alive(true);
-        let conn = builder.serve_connection(io, svc).with_upgrades();
-        tokio::pin!(conn);
-        // Timeouts and the shutdown signal are watched by a separate task, so a wake-up of the
-        // connection (every read and write) polls only the connection and one oneshot.
-        let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<Expiry>();
+        let io = TokioIo::new(io);
         let (header_read, idle) = (
             self.settings.header_read_timeout,
             self.settings.idle_timeout,
         );
-        let watchdog = tokio::spawn(async move {
-            let why = tokio::select! {
-                why = activity.expired(header_read, idle) => why,
-                _ = shutdown.wait_for(|s| *s) => Expiry::Idle,
-            };
-            let _ = close_tx.send(why);
-        });
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                biased;
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        debug!(peer = %info.peer.addr, error = %e, "downstream connection ended with an error");
-                    }
-                    break;
-                }
-                why = &mut close_rx, if !closing => {
-                    closing = true;
-                    match why {
-                        Ok(Expiry::HeaderRead) => {
-                            debug!(peer = %info.peer.addr, "request head not received in time; closing");
-                            break;
-                        }
-                        // Idle, or shutting down: finish what is in flight, then close.
-                        Ok(Expiry::Idle) | Err(_) => conn.as_mut().graceful_shutdown(),
-                    }
-                }
+        match version {
+            HttpVersion::H1 => {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    // Header and idle timeouts are enforced by `Activity`, which can tell
+                    // them apart.
+                    .header_read_timeout(None)
+                    // The head limit is exact (request line and headers as received, whatever
+                    // the read sizes); the buffer has room for it plus the start of a body.
+                    .max_header_size(self.settings.max_header_bytes)
+                    .max_buf_size(
+                        self.settings
+                            .max_header_bytes
+                            .saturating_add(8192)
+                            .max(16384),
+                    )
+                    .keep_alive(true);
+                let conn = builder.serve_connection(io, svc).with_upgrades();
+                let graceful = |c: std::pin::Pin<&mut _>| {
+                    hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
+                };
+                drive(conn, graceful, info, header_read, idle, shutdown).await;
+            }
+            HttpVersion::H2 => {
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(wire.h2_max_concurrent_streams)
+                    .max_header_list_size(
+                        u32::try_from(self.settings.max_header_bytes).unwrap_or(u32::MAX),
+                    )
+                    // Rapid reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671): a client
+                    // whose streams keep being reset before they are served loses the
+                    // connection.
+                    .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+                    .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
+                let conn = builder.serve_connection(io, svc);
+                // Frames arrive between requests (pings, settings), so only the idle clock
+                // applies to an HTTP/2 connection.
+                let graceful = |c: std::pin::Pin<&mut _>| {
+                    hyper::server::conn::http2::Connection::graceful_shutdown(c)
+                };
+                drive(conn, graceful, info, header_read.max(idle), idle, shutdown).await;
             }
         }
-        watchdog.abort();
-        drop(info);
     }
 
     /// One request on a live connection: the phase list with the live exchange, then the log
@@ -206,4 +310,86 @@ impl Proxy {
         ctx.finish(self, &resp);
         resp.map(|b| b.guarded(guard))
     }
+}
+
+/// Whether a cleartext client opens with the HTTP/2 preface (prior knowledge) or speaks
+/// HTTP/1.1, told from the bytes it sent without consuming them; `None` when it sent nothing
+/// in time or left.
+async fn sniff_h2_preface(
+    io: &TrackedIo<tokio::net::TcpStream>,
+    wait: Duration,
+) -> Option<HttpVersion> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, io.get_ref().peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf.get(..n) != PREFACE.get(..n) {
+            return Some(HttpVersion::H1);
+        }
+        if n == PREFACE.len() {
+            return Some(HttpVersion::H2);
+        }
+        // A prefix of the preface so far: wait for more bytes (peek returns at once while data
+        // is queued, so give the client a moment).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drives one connection to its end: closes it at once when a request head is too slow,
+/// gracefully when idle or shutting down.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    info: Conn,
+    header_read: Duration,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    // Timeouts and the shutdown signal are watched by a separate task, so a wake-up of the
+    // connection (every read and write) polls only the connection and one oneshot.
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<Expiry>();
+    let activity = info.activity.clone();
+    let watchdog = tokio::spawn(async move {
+        let why = tokio::select! {
+            why = activity.expired(header_read, idle) => why,
+            _ = shutdown.wait_for(|s| *s) => Expiry::Idle,
+        };
+        let _ = close_tx.send(why);
+    });
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    debug!(peer = %info.peer.addr, error = %e, "downstream connection ended with an error");
+                }
+                break;
+            }
+            why = &mut close_rx, if !closing => {
+                closing = true;
+                match why {
+                    Ok(Expiry::HeaderRead) => {
+                        debug!(peer = %info.peer.addr, "request head not received in time; closing");
+                        break;
+                    }
+                    // Idle, or shutting down: finish what is in flight, then close.
+                    Ok(Expiry::Idle) | Err(_) => graceful(conn.as_mut()),
+                }
+            }
+        }
+    }
+    watchdog.abort();
+    drop(info);
 }

@@ -36,7 +36,7 @@ pub mod upstream;
 
 use phases::set_path_and_query;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -80,6 +80,8 @@ pub struct Proxy {
     metrics: Arc<crate::metrics::Metrics>,
     /// The access log, when on (the one check per request).
     access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The certificates TLS entrypoints serve (the control loop swaps them on reload).
+    certs: OnceLock<Arc<crate::tls::Certificates>>,
 }
 
 impl Proxy {
@@ -132,7 +134,25 @@ impl Proxy {
             recorder,
             metrics,
             access_log,
+            certs: OnceLock::new(),
         })
+    }
+
+    /// Serves `certs` on TLS entrypoints (call before serving them; later calls are ignored).
+    pub fn with_certificates(self: Arc<Self>, certs: Arc<crate::tls::Certificates>) -> Arc<Self> {
+        let _ = self.certs.set(certs);
+        self
+    }
+
+    /// The certificates TLS entrypoints serve: the router's, else (a proxy made without them,
+    /// in tests) a self-signed default.
+    fn certificates(&self) -> Result<Arc<crate::tls::Certificates>, String> {
+        if let Some(c) = self.certs.get() {
+            return Ok(c.clone());
+        }
+        let default = crate::tls::certs::self_signed()?;
+        let c = crate::tls::Certificates::new(crate::tls::CertStore::new(Vec::new(), default));
+        Ok(self.certs.get_or_init(|| c).clone())
     }
 }
 

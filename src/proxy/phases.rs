@@ -22,7 +22,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 
 use super::body::ProxyBody;
-use super::ctx::RequestCtx;
+use super::ctx::{Peer, RequestCtx};
 use super::error::{self, ProxyError};
 use super::{forward, handler_response, pipeline, Proxy};
 use crate::canonical::{self, PathOptions};
@@ -58,13 +58,17 @@ impl Proxy {
         mut req: Request<B>,
         x: &mut X,
     ) -> Option<Response<ProxyBody>> {
-        let routed = match canonicalize(&mut req, &ctx.peer.path) {
+        let routed = match canonicalize(&mut req, &ctx.peer.path).and_then(|host| {
+            fronting_check(&ctx.peer, &host)?;
+            Ok(host)
+        }) {
             Ok(host) => {
                 ctx.host = host;
                 x.canonical(ctx, &req);
                 find_route(
                     &ctx.table,
                     &ctx.peer.entrypoint,
+                    ctx.peer.tls.is_some(),
                     &req,
                     &ctx.host,
                     ctx.peer.addr.ip(),
@@ -81,7 +85,7 @@ impl Proxy {
         };
         ctx.route = Some(route.clone());
         ctx.observers.routed(&route);
-        let websocket = self.forwarding_headers(&mut req, &ctx.peer.client_ip, ctx.peer.trusted);
+        let websocket = self.forwarding_headers(&mut req, &ctx.peer);
         let answer = if route.steps.is_empty() {
             None
         } else {
@@ -139,19 +143,19 @@ impl Proxy {
     /// Settles the forwarding headers before the middlewares run (as at a Traefik entrypoint):
     /// hooks see what the backend will see, and headers middlewares set (X-Forwarded-Prefix) are
     /// not taken for client spoofing. Returns whether the request asks for a websocket.
-    pub(super) fn forwarding_headers<B>(
-        &self,
-        req: &mut Request<B>,
-        client_ip: &HeaderValue,
-        trusted: bool,
-    ) -> bool {
+    pub(super) fn forwarding_headers<B>(&self, req: &mut Request<B>, peer: &Peer) -> bool {
         // An upgrade is an HTTP/1.1 mechanism: on HTTP/1.0 the headers are dropped as hop-by-hop.
         let websocket =
             req.version() == Version::HTTP_11 && forward::is_websocket_upgrade(req.headers());
         let down = forward::Downstream {
-            client_ip,
-            trusted,
-            proto: if websocket { "ws" } else { "http" },
+            client_ip: &peer.client_ip,
+            trusted: peer.trusted,
+            proto: match (websocket, peer.tls.is_some()) {
+                (false, false) => "http",
+                (false, true) => "https",
+                (true, false) => "ws",
+                (true, true) => "wss",
+            },
             server_name: &self.server_name,
         };
         forward::prepare_request(req.headers_mut(), &down);
@@ -170,6 +174,7 @@ fn handler_kind(h: &Handler) -> &'static str {
 pub(super) fn find_route<B>(
     table: &RouteTable,
     entrypoint: &str,
+    tls: bool,
     req: &Request<B>,
     host: &str,
     peer: std::net::IpAddr,
@@ -182,7 +187,7 @@ pub(super) fn find_route<B>(
         headers: req.headers(),
         client_ip: peer,
     };
-    match table.lookup(entrypoint, &view) {
+    match table.lookup_tls(entrypoint, tls, &view) {
         Ok(Some(route)) => Ok(route.clone()),
         Ok(None) => Err(ProxyError::NoRoute),
         Err(e) => Err(ProxyError::Hook {
@@ -272,6 +277,23 @@ pub(crate) fn canonicalize<B>(
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
     Ok(host)
+}
+
+/// Refuses a request whose Host is not the name its TLS connection was set up for, where the
+/// handshake checked a client certificate: the certificate was accepted for the SNI name, and
+/// must not open another site's routes (domain fronting). Without client certificates Host
+/// alone decides, as in Traefik.
+fn fronting_check(peer: &Peer, host: &str) -> Result<(), ProxyError> {
+    let Some(tls) = &peer.tls else { return Ok(()) };
+    match &tls.sni {
+        Some(sni) if !tls.client_certs.is_empty() && !host.is_empty() && sni != host => {
+            Err(ProxyError::Misdirected {
+                host: host.to_string(),
+                sni: sni.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The host a request names, as well as it can be told, for a recording of what arrived (the

@@ -16,4 +16,4 @@ pub use describe::{Describe, TableInfo};
 pub use matcher::{HostPattern, Matcher, Predicate, RequestView};
 pub use rule::{parse_rule, RuleError, RuleSyntax};
 pub use service::{Pick, Picked, Pool, Server, Service, ServiceKind};
-pub use table::{Handler, Location, MetricsSlot, Route, RouteTable, Target};
+pub use table::{Handler, Location, MetricsSlot, Route, RouteTable, RouteTls, Target, TlsDomain};

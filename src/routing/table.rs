@@ -77,6 +77,38 @@ pub struct Route<M> {
     pub record: Option<bool>,
     /// This route's metric series, resolved when the table goes live (`Metrics::attach`).
     pub metrics: MetricsSlot,
+    /// `.tls(...)`: the route serves TLS requests, and only those (Traefik's router `tls`).
+    pub tls: Option<RouteTls>,
+}
+
+/// What a TLS route declares besides serving TLS: the TLS options and certificate resolver
+/// it names and the domains a resolver should get certificates for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTls {
+    pub options: Option<String>,
+    pub resolver: Option<String>,
+    pub domains: Vec<TlsDomain>,
+}
+
+/// `tls.domains[n]`: a main name and its alternative names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDomain {
+    pub main: String,
+    pub sans: Vec<String>,
+}
+
+impl<M> Route<M> {
+    /// Whether this route takes a request that came over TLS (`tls`) or not: a route with
+    /// `.tls(...)` takes only TLS requests; one without takes cleartext requests, and TLS
+    /// requests too when it names its entrypoints itself (declaring a TLS entrypoint is
+    /// declaring TLS).
+    pub fn serves(&self, tls: bool) -> bool {
+        match (&self.tls, tls) {
+            (Some(_), t) => t,
+            (None, false) => true,
+            (None, true) => !self.entrypoints.is_empty(),
+        }
+    }
 }
 
 /// What the metrics registry attaches to a route before its table goes live (dry-run tables
@@ -202,10 +234,21 @@ impl<M> RouteTable<M> {
         self.index.iter().any(|(n, _)| n == name)
     }
 
-    /// Finds the highest-priority route on `entrypoint` that matches the request.
+    /// Finds the highest-priority route on `entrypoint` that matches a cleartext request.
     pub fn lookup(
         &self,
         entrypoint: &str,
+        req: &RequestView<'_>,
+    ) -> Result<Option<&Arc<Route<M>>>, LookupError> {
+        self.lookup_tls(entrypoint, false, req)
+    }
+
+    /// Finds the highest-priority route on `entrypoint` that matches the request and serves
+    /// its transport (`tls`: it came over TLS; see `Route::serves`).
+    pub fn lookup_tls(
+        &self,
+        entrypoint: &str,
+        tls: bool,
         req: &RequestView<'_>,
     ) -> Result<Option<&Arc<Route<M>>>, LookupError> {
         let Some((_, idx)) = self.index.iter().find(|(n, _)| n == entrypoint) else {
@@ -272,6 +315,9 @@ impl<M> RouteTable<M> {
             let Some(route) = self.routes.get(pos as usize) else {
                 continue;
             };
+            if !route.serves(tls) {
+                continue;
+            }
             match route.rule.matches(req) {
                 Ok(true) => return Ok(Some(route)),
                 Ok(false) => {}
@@ -329,6 +375,7 @@ mod tests {
             declared_at: Location::default(),
             record: None,
             metrics: Default::default(),
+            tls: None,
         }
     }
 

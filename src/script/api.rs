@@ -59,6 +59,8 @@ pub struct RouteDecl {
     pub target: Option<TargetDecl>,
     /// `.record(bool)`.
     pub record: Option<bool>,
+    /// `.tls(...)`.
+    pub tls: Option<crate::routing::RouteTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +161,8 @@ struct CollectorState {
     implicit: HashMap<String, ServiceHandle>,
     /// `warn(...)` calls: problems that skip something without failing the build.
     warnings: Vec<(Location, String)>,
+    /// `tls_certificate(cert, key)` calls: files the router reads (never the script engine).
+    certificates: Vec<(crate::tls::CertFiles, Location)>,
 }
 
 /// Everything the scripts of one build declared.
@@ -168,6 +172,7 @@ pub struct Declarations {
     pub services: Vec<ServiceHandle>,
     pub implicit: HashMap<String, ServiceHandle>,
     pub warnings: Vec<(Location, String)>,
+    pub certificates: Vec<(crate::tls::CertFiles, Location)>,
 }
 
 /// Records declarations during one build.
@@ -190,6 +195,7 @@ impl Collector {
             services: std::mem::take(&mut st.services),
             implicit: std::mem::take(&mut st.implicit),
             warnings: std::mem::take(&mut st.warnings),
+            certificates: std::mem::take(&mut st.certificates),
         }
     }
 
@@ -509,6 +515,7 @@ pub fn register_builders(
                 middlewares: Vec::new(),
                 target: None,
                 record: None,
+                tls: None,
             })));
             lock(&c.state).routes.push(handle.clone());
             Ok(handle)
@@ -541,6 +548,41 @@ pub fn register_builders(
             tracing::warn!(target: "script", at = %at, "{message}");
             lock(&c.state).warnings.push((at, message.to_string()));
             Ok(())
+        },
+    );
+
+    // The one place a script names files: the router reads them after the build (relative
+    // paths from the scripts folder), never the script engine.
+    let c = collector.clone();
+    engine.register_fn(
+        "tls_certificate",
+        move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
+            c.check_open(&ctx, "tls_certificate")?;
+            if cert.trim().is_empty() || key.trim().is_empty() {
+                return runtime_error(
+                    &ctx,
+                    "tls_certificate(cert_file, key_file) needs both files",
+                );
+            }
+            let at = c.location(&ctx);
+            let files = crate::tls::CertFiles {
+                cert: cert.trim().into(),
+                key: key.trim().into(),
+            };
+            lock(&c.state).certificates.push((files, at));
+            Ok(())
+        },
+    );
+    engine.register_fn("tls", |r: &mut RouteHandle, on: bool| {
+        r.decl().tls = on.then(Default::default);
+        r.clone()
+    });
+    engine.register_fn(
+        "tls",
+        |ctx: NativeCallContext, r: &mut RouteHandle, m: Map| -> RhaiResult<RouteHandle> {
+            let tls = route_tls(&ctx, &m)?;
+            r.decl().tls = Some(tls);
+            Ok(r.clone())
         },
     );
 
@@ -931,6 +973,61 @@ pub fn stable_hash(s: &str) -> i64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h >> 1) as i64
+}
+
+/// `.tls(#{ options: "name", resolver: "le", domains: [#{ main: "a.com", sans: ["*.a.com"] }] })`
+/// (`certresolver` and `cert_resolver` are accepted for `resolver`).
+fn route_tls(ctx: &NativeCallContext, m: &Map) -> RhaiResult<crate::routing::RouteTls> {
+    let mut tls = crate::routing::RouteTls::default();
+    let text = |v: &Dynamic, what: &str| -> RhaiResult<String> {
+        v.clone()
+            .into_string()
+            .or_else(|t| runtime_error(ctx, format!("tls {what} must be a string, not {t}")))
+    };
+    for (k, v) in m {
+        match k.as_str() {
+            "options" => tls.options = Some(text(v, "options")?),
+            "resolver" | "certresolver" | "cert_resolver" => {
+                tls.resolver = Some(text(v, "resolver")?)
+            }
+            "domains" => {
+                let Some(list) = v.clone().try_cast::<Array>() else {
+                    return runtime_error(ctx, "tls domains must be an array of #{ main, sans }");
+                };
+                for d in list {
+                    let Some(d) = d.try_cast::<Map>() else {
+                        return runtime_error(
+                            ctx,
+                            "tls domains must be an array of #{ main, sans }",
+                        );
+                    };
+                    let main = match d.get("main") {
+                        Some(v) => text(v, "domains main")?,
+                        None => return runtime_error(ctx, "a tls domain needs main"),
+                    };
+                    let sans = match d.get("sans") {
+                        Some(v) => match v.clone().try_cast::<Array>() {
+                            Some(a) => strings(ctx, &a, "tls domain sans")?,
+                            None => text(v, "domains sans")?
+                                .split(',')
+                                .map(|s| s.trim().to_string())
+                                .filter(|s| !s.is_empty())
+                                .collect(),
+                        },
+                        None => Vec::new(),
+                    };
+                    tls.domains.push(crate::routing::TlsDomain { main, sans });
+                }
+            }
+            other => {
+                return runtime_error(
+                    ctx,
+                    format!("unknown tls key {other:?} (known: options, resolver, domains)"),
+                )
+            }
+        }
+    }
+    Ok(tls)
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub struct Built {
     pub warnings: Vec<ScriptError>,
     pub files: Vec<String>,
     pub duration: std::time::Duration,
+    /// `tls_certificate(cert, key)` calls, for the router to read.
+    pub certificates: Vec<(crate::tls::CertFiles, Location)>,
 }
 
 /// What the running router offers scripts besides the catalog.
@@ -189,6 +191,7 @@ pub fn build_with(
         return Err(errors);
     }
 
+    let certificates = std::mem::take(&mut decls.certificates);
     let table = compile(decls, entrypoints, previous).map_err(|errs| {
         errs.into_iter()
             .map(|e| match sources.iter().find(|s| s.name == e.file) {
@@ -212,6 +215,7 @@ pub fn build_with(
 
     Ok(Built {
         table,
+        certificates,
         warnings,
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),
@@ -386,6 +390,7 @@ fn compile(
             declared_at: d.at,
             record: d.record,
             metrics: Default::default(),
+            tls: d.tls,
         });
     }
 

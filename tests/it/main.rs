@@ -33,5 +33,6 @@ mod script_tests;
 mod swarm_provider;
 mod swarm_stacks;
 mod tidy;
+mod tls;
 mod traefik_labels;
 mod websocket;

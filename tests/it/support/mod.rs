@@ -98,6 +98,7 @@ pub fn test_config(dir: &Path) -> Config {
         swarm: None,
         record: Default::default(),
         access_log: Default::default(),
+        tls: Default::default(),
     }
 }
 
@@ -348,4 +349,27 @@ pub fn seen(api: &serde_json::Value, name: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The Python of the test tools' virtualenv (PyPI's `h2` and `grpcio`), made by
+/// `tests/tools/setup.sh` on first use (it also installs `h2load`, `openssl` and `curl`).
+pub fn tools_python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/setup.sh");
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("running tests/tools/setup.sh");
+            assert!(
+                out.status.success(),
+                "tests/tools/setup.sh failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
 }

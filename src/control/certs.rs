@@ -1,0 +1,165 @@
+//! The certificates TLS entrypoints serve, kept in step with the scripts and the files.
+//!
+//! Owns `CertManager`: the config's certificate files, the default certificate, the live
+//! `Certificates` the proxy workers share, and the files' stamps (modification time and size)
+//! so a changed file triggers a reload. Invariants: a build goes live only with every
+//! certificate it names loaded (an unreadable, expired or mismatched pair is a build error
+//! naming the file and the script line that declared it, and the last good certificates keep
+//! serving); the store is swapped whole, after the check.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::routing::Location;
+use crate::script::ScriptError;
+use crate::tls::{Cert, CertFiles, CertSource, CertStore, Certificates};
+
+/// A file's modification time and length, `None` when it cannot be read.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The certificates and where they come from.
+pub struct CertManager {
+    live: Arc<Certificates>,
+    /// From `--tls.certificate` / `[tls]`.
+    config: Vec<CertFiles>,
+    default: Cert,
+    /// Where relative paths in scripts start.
+    base: PathBuf,
+    /// The files of the live store and their stamps when read.
+    stamps: Mutex<Vec<(PathBuf, Stamp)>>,
+    sources: Mutex<Vec<Arc<dyn CertSource>>>,
+}
+
+impl std::fmt::Debug for CertManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded store ready to swap in, and the files it was read from.
+pub struct Prepared {
+    store: CertStore,
+    files: Vec<PathBuf>,
+}
+
+impl CertManager {
+    /// Reads the config's certificates and the default one (self-signed when not given); any
+    /// that cannot serve is an error here, at start.
+    pub fn new(
+        config: Vec<CertFiles>,
+        default: Option<&CertFiles>,
+        base: PathBuf,
+    ) -> Result<CertManager, String> {
+        let default = match default {
+            Some(f) => crate::tls::certs::load(f).map_err(|e| format!("default {e}"))?,
+            None => crate::tls::certs::self_signed()?,
+        };
+        let mut certs = Vec::new();
+        for f in &config {
+            certs.push(crate::tls::certs::load(f).map_err(|e| e.to_string())?);
+        }
+        let files = config
+            .iter()
+            .flat_map(|f| [f.cert.clone(), f.key.clone()])
+            .collect::<Vec<_>>();
+        let stamps = files.iter().map(|p| (p.clone(), stamp(p))).collect();
+        Ok(CertManager {
+            live: Certificates::new(CertStore::new(certs, default.clone())),
+            config,
+            default,
+            base,
+            stamps: Mutex::new(stamps),
+            sources: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The live certificates (shared with every TLS entrypoint).
+    pub fn certificates(&self) -> Arc<Certificates> {
+        self.live.clone()
+    }
+
+    /// Adds a source of certificates (ACME) read on every store rebuild.
+    pub fn add_source(&self, source: Arc<dyn CertSource>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
+    }
+
+    /// Loads the config's certificates and those a build declared; every failure is an error
+    /// at the declaring script line (the config's at `config`).
+    pub fn prepare(
+        &self,
+        declared: &[(CertFiles, Location)],
+    ) -> Result<Prepared, Vec<ScriptError>> {
+        let mut certs = Vec::new();
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        let config = self.config.iter().map(|f| (f.clone(), None));
+        let scripts = declared.iter().map(|(f, at)| {
+            let f = CertFiles {
+                cert: self.base.join(&f.cert),
+                key: self.base.join(&f.key),
+            };
+            (f, Some(at))
+        });
+        for (f, at) in config.chain(scripts) {
+            files.extend([f.cert.clone(), f.key.clone()]);
+            match crate::tls::certs::load(&f) {
+                Ok(c) => certs.push(c),
+                Err(e) => errors.push(match at {
+                    Some(at) => ScriptError::at(at, e.to_string()),
+                    None => ScriptError {
+                        file: "config".to_string(),
+                        line: 0,
+                        column: 0,
+                        message: e.to_string(),
+                        source_line: None,
+                    },
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for s in self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            certs.extend(s.certificates());
+        }
+        files.sort();
+        files.dedup();
+        Ok(Prepared {
+            store: CertStore::new(certs, self.default.clone()),
+            files,
+        })
+    }
+
+    /// Makes a prepared store live.
+    pub fn apply(&self, prepared: Prepared) {
+        let stamps = prepared
+            .files
+            .iter()
+            .map(|p| (p.clone(), stamp(p)))
+            .collect();
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
+        self.live.swap(prepared.store);
+    }
+
+    /// Whether a file of the live store changed since it was read.
+    pub fn files_changed(&self) -> bool {
+        let stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        stamps.iter().any(|(p, s)| stamp(p) != *s)
+    }
+}

@@ -1,0 +1,218 @@
+//! The certificates being served and the choice among them by SNI.
+//!
+//! Owns `CertStore` (an immutable index: exact names, one-label wildcards, the default
+//! certificate), `Certificates` (the live store behind an `ArcSwap`, swapped whole on reload)
+//! and `SniResolver` (rustls' per-handshake choice). Invariants: a handshake reads one store
+//! snapshot, so a swap never fails or mixes a handshake in progress; exact names win over
+//! wildcards, and among certificates for the same name the one valid longest wins; a wildcard
+//! covers exactly one label (`*.a.com` serves `x.a.com`, not `a.com` nor `y.x.a.com`); with
+//! strict SNI a name no certificate lists (or no name) fails the handshake.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::certs::Cert;
+
+/// An index of certificates by the names they serve.
+#[derive(Debug)]
+pub struct CertStore {
+    exact: HashMap<String, usize>,
+    /// `a.com` for a certificate naming `*.a.com`.
+    wildcard: HashMap<String, usize>,
+    certs: Vec<Cert>,
+    default: Cert,
+}
+
+impl CertStore {
+    /// Indexes `certs`; `default` serves handshakes no certificate names.
+    pub fn new(certs: Vec<Cert>, default: Cert) -> CertStore {
+        let mut exact: HashMap<String, usize> = HashMap::new();
+        let mut wildcard: HashMap<String, usize> = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            for name in &c.names {
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(parent) => (&mut wildcard, parent.to_string()),
+                    None => (&mut exact, name.clone()),
+                };
+                let slot = map.entry(key).or_insert(i);
+                if certs.get(*slot).is_some_and(|held| held.not_after < c.not_after) {
+                    *slot = i;
+                }
+            }
+        }
+        CertStore {
+            exact,
+            wildcard,
+            certs,
+            default,
+        }
+    }
+
+    /// The certificate for `name` (lowercase, no trailing dot), if one lists it.
+    pub fn find(&self, name: &str) -> Option<&Cert> {
+        if let Some(&i) = self.exact.get(name) {
+            return self.certs.get(i);
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).and_then(|&i| self.certs.get(i))
+    }
+
+    /// Every certificate indexed, in the order given.
+    pub fn certs(&self) -> &[Cert] {
+        &self.certs
+    }
+
+    /// The certificate served when none names the handshake's SNI.
+    pub fn default_cert(&self) -> &Cert {
+        &self.default
+    }
+}
+
+/// The live certificates, shared by every TLS entrypoint and swapped whole.
+#[derive(Debug)]
+pub struct Certificates(ArcSwap<CertStore>);
+
+impl Certificates {
+    pub fn new(store: CertStore) -> Arc<Certificates> {
+        Arc::new(Certificates(ArcSwap::from_pointee(store)))
+    }
+
+    /// Replaces the store; handshakes that already chose keep their choice.
+    pub fn swap(&self, store: CertStore) {
+        self.0.store(Arc::new(store));
+    }
+
+    /// The store now.
+    pub fn load(&self) -> Arc<CertStore> {
+        self.0.load_full()
+    }
+}
+
+/// Chooses a certificate by SNI for one entrypoint.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub certs: Arc<Certificates>,
+    /// Refuse handshakes whose name no certificate lists (Traefik's `sniStrict`).
+    pub strict: bool,
+}
+
+impl SniResolver {
+    /// The certificate for an SNI name (`None`: no name sent).
+    pub fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let store = self.certs.0.load();
+        let found = sni.and_then(|n| {
+            let n = n.trim_end_matches('.');
+            if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                store.find(&n.to_ascii_lowercase()).map(|c| c.key.clone())
+            } else {
+                store.find(n).map(|c| c.key.clone())
+            }
+        });
+        match found {
+            Some(k) => Some(k),
+            None if self.strict => None,
+            None => Some(store.default.key.clone()),
+        }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = self.choose(hello.server_name());
+        if chosen.is_none() {
+            tracing::debug!(sni = ?hello.server_name(), "TLS handshake refused: strict SNI and no certificate for the name");
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::certs::{from_der, now};
+    use rustls_pki_types::PrivateKeyDer;
+
+    fn cert(names: &[&str], source: &str) -> Cert {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        from_der(vec![ck.cert.der().clone()], key, source, now()).unwrap()
+    }
+
+    #[test]
+    fn sni_selection() {
+        let certs = Certificates::new(CertStore::new(
+            vec![
+                cert(&["a.com", "www.a.com"], "a"),
+                cert(&["*.a.com"], "wild"),
+                cert(&["b.com"], "b"),
+            ],
+            cert(&["default.invalid"], "default"),
+        ));
+        let lax = SniResolver {
+            certs: certs.clone(),
+            strict: false,
+        };
+        let strict = SniResolver {
+            certs: certs.clone(),
+            strict: true,
+        };
+        let store = certs.load();
+        let source_of = |k: Option<Arc<CertifiedKey>>| -> String {
+            let Some(k) = k else { return "refused".into() };
+            let all = store.certs().iter().chain([store.default_cert()]);
+            all.into_iter()
+                .find(|c| Arc::ptr_eq(&c.key, &k))
+                .map(|c| c.source.clone())
+                .unwrap_or_default()
+        };
+        let cases = [
+            ("exact", Some("a.com"), "a", "a"),
+            ("exact beats wildcard", Some("www.a.com"), "a", "a"),
+            ("wildcard, one label", Some("x.a.com"), "wild", "wild"),
+            (
+                "wildcard, two labels",
+                Some("y.x.a.com"),
+                "default",
+                "refused",
+            ),
+            ("upper case", Some("B.COM"), "b", "b"),
+            ("trailing dot", Some("b.com."), "b", "b"),
+            ("unknown", Some("c.com"), "default", "refused"),
+            ("no SNI", None, "default", "refused"),
+        ];
+        for (case, sni, want_lax, want_strict) in cases {
+            assert_eq!(source_of(lax.choose(sni)), want_lax, "{case}, lax");
+            assert_eq!(source_of(strict.choose(sni)), want_strict, "{case}, strict");
+        }
+    }
+
+    #[test]
+    fn the_longest_valid_certificate_wins_a_name_and_swaps_are_whole() {
+        let older = cert(&["a.com"], "first");
+        let mut newer = cert(&["a.com"], "second");
+        newer.not_after = older.not_after + 10;
+        let certs = Certificates::new(CertStore::new(
+            vec![older, newer],
+            cert(&["d.invalid"], "default"),
+        ));
+        assert_eq!(certs.load().find("a.com").unwrap().source, "second");
+        let before = certs.load();
+        certs.swap(CertStore::new(
+            vec![cert(&["z.com"], "z")],
+            cert(&["d"], "d2"),
+        ));
+        assert!(
+            before.find("a.com").is_some(),
+            "a snapshot taken keeps its certificates"
+        );
+        assert!(certs.load().find("a.com").is_none());
+        assert_eq!(certs.load().find("z.com").unwrap().source, "z");
+    }
+}
