@@ -77,10 +77,23 @@ impl Router {
             entrypoints.push((name.clone(), addr));
         }
         let admin_at = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // Redirects to another entrypoint name the port it really listens on (`:0` in tests).
+        let mut settings = cfg.settings.clone();
+        for o in settings.entrypoint_options.values_mut() {
+            if let Some(r) = &mut o.redirect {
+                if let Some((_, a)) = entrypoints.iter().find(|(n, _)| *n == r.to) {
+                    r.port = a.port();
+                }
+            }
+        }
         let control = Arc::new(Control::new(
             cfg.scripts.clone(),
             catalog,
-            script::BuildEnv::new(names, admin_at),
+            {
+                let mut env = script::BuildEnv::new(names, admin_at);
+                env.tls_entrypoints = cfg.build_env().tls_entrypoints;
+                env
+            },
             Limits::default(),
         ));
         let tls_entrypoints: Vec<&String> = cfg
@@ -211,7 +224,7 @@ impl Router {
             let table = control.table();
             let store = control.store();
             let metrics = control.metrics();
-            let settings = cfg.settings.clone();
+            let settings = settings.clone();
             let certs = certs.as_ref().map(|m| m.certificates());
             let shutdown_rx = shutdown_rx.clone();
             let grace = cfg.grace_period;
@@ -248,7 +261,7 @@ impl Router {
                 recorder: recorder.clone(),
                 control: control.clone(),
                 entrypoints: entrypoints.clone(),
-                settings: cfg.settings.clone(),
+                settings: settings.clone(),
                 rates: Default::default(),
                 auth: if cfg.admin_users.is_empty() {
                     None

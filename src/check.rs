@@ -96,7 +96,7 @@ fn load_and_build(cfg: &Config, warnings: &mut usize) -> Result<script::Built, V
             ));
         }
     }
-    let env = script::BuildEnv::new(cfg.entrypoint_names(), cfg.admin);
+    let env = cfg.build_env();
     script::build_with(&sources, &catalog, &env, &Limits::default(), None)
 }
 

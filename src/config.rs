@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::script::ScriptsOrigin;
-use crate::settings::{EntrypointOptions, Settings};
+use crate::settings::{EntrypointOptions, EntrypointRedirect, Settings};
 
 /// `flags.over(file)`: one concern's settings with each field the flags (or env) left unset
 /// taken from the TOML file's table. The concern's struct is the single definition of its flags,
@@ -89,7 +89,8 @@ pub struct CommonArgs {
     /// `path.allow-above-root`, `tls` (terminate TLS), `tls.min-version`, `tls.max-version`,
     /// `tls.cipher-suites`, `tls.alpn`, `tls.client-auth` (none, require, verify-if-given),
     /// `tls.client-ca`, `tls.strict-sni`, `h2c` (cleartext HTTP/2 with prior knowledge),
-    /// `http2.max-concurrent-streams`.
+    /// `http2.max-concurrent-streams`, `redirect-to` (another entrypoint: every request is
+    /// redirected there), `redirect-scheme` (default https), `redirect-permanent` (default true).
     #[arg(
         long = "entrypoint-option",
         env = "SWITCHYARD_ENTRYPOINT_OPTIONS",
@@ -913,6 +914,19 @@ pub fn apply_entrypoint_option(
             opts.tls = flag(value)?.then(|| opts.tls.take().unwrap_or_default());
         }
         "h2c" => opts.h2c = flag(value)?,
+        "redirect-to" | "redirect-scheme" | "redirect-permanent" => {
+            let r = opts.redirect.get_or_insert_with(|| EntrypointRedirect {
+                to: String::new(),
+                port: 0,
+                scheme: "https".into(),
+                permanent: true,
+            });
+            match key {
+                "redirect-to" => r.to = value.trim().to_string(),
+                "redirect-scheme" => r.scheme = value.trim().to_ascii_lowercase(),
+                _ => r.permanent = flag(value)?,
+            }
+        }
         "http2.max-concurrent-streams" => {
             opts.h2_max_concurrent_streams = value
                 .trim()
@@ -933,7 +947,7 @@ pub fn apply_entrypoint_option(
                 "unknown entrypoint option {key:?} (known: max-connections, path.sanitize, \
                  path.merge-slashes, path.allow-encoded-slash, path.allow-encoded-backslash, \
                  path.allow-encoded-null, path.allow-above-root, tls, {}, h2c, \
-                 http2.max-concurrent-streams)",
+                 http2.max-concurrent-streams, redirect-to, redirect-scheme, redirect-permanent)",
                 crate::tls::options::KEYS
             ),
         },
@@ -1003,6 +1017,19 @@ pub struct Config {
 impl Config {
     pub fn entrypoint_names(&self) -> Vec<String> {
         self.entrypoints.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// What scripts are built against: the entrypoint names (TLS ones marked) and the admin
+    /// address.
+    pub fn build_env(&self) -> crate::script::BuildEnv {
+        let mut env = crate::script::BuildEnv::new(self.entrypoint_names(), self.admin);
+        env.tls_entrypoints = self
+            .entrypoints
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| self.settings.is_tls(n))
+            .collect();
+        env
     }
 }
 
@@ -1204,6 +1231,28 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
             .with_context(|| format!("entrypoint {name:?}"))?;
     }
 
+    for (name, o) in entrypoint_options.iter_mut() {
+        if let Some(r) = &mut o.redirect {
+            if r.to.is_empty() {
+                bail!("entrypoint {name:?}: redirect-scheme and redirect-permanent go with redirect-to");
+            }
+            let Some((_, addr)) = entrypoints.iter().find(|(n, _)| *n == r.to) else {
+                bail!(
+                    "entrypoint {name:?}: redirect-to names no entrypoint {:?} (known: {})",
+                    r.to,
+                    entrypoints
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            if r.to == *name {
+                bail!("entrypoint {name:?} cannot redirect to itself");
+            }
+            r.port = addr.port();
+        }
+    }
     for (name, o) in &entrypoint_options {
         if let Some(t) = &o.tls {
             t.check()

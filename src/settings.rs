@@ -44,8 +44,22 @@ pub struct EntrypointOptions {
     pub h2c: bool,
     /// Streams one HTTP/2 connection may have open at once (`http2.max-concurrent-streams`).
     pub h2_max_concurrent_streams: u32,
+    /// Every request redirected to another entrypoint (`redirect-to`, Traefik's
+    /// `http.redirections.entryPoint`).
+    pub redirect: Option<EntrypointRedirect>,
     /// Connections open now, over every worker (shared by the clones of these options).
     open: Arc<AtomicUsize>,
+}
+
+/// Where an entrypoint redirects every request: the target entrypoint's name and port, the
+/// scheme (default `https`) and whether permanently (default true, as Traefik).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrypointRedirect {
+    pub to: String,
+    /// Filled from the target entrypoint's address when the config is resolved.
+    pub port: u16,
+    pub scheme: String,
+    pub permanent: bool,
 }
 
 /// Traefik's default for `http2.maxConcurrentStreams`.
@@ -63,6 +77,7 @@ impl Default for EntrypointOptions {
             tls: None,
             h2c: false,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            redirect: None,
             open: Arc::new(AtomicUsize::new(0)),
         }
     }

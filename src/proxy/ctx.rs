@@ -22,6 +22,7 @@ use super::pipeline::Plan;
 use super::record;
 use crate::access_log;
 use crate::canonical::PathOptions;
+use crate::middleware::redirect::RedirectScheme;
 use crate::routing::matcher::canonical_ip;
 use crate::routing::{RequestView, Server};
 use crate::table::{Route, RouteTable};
@@ -41,6 +42,8 @@ pub(super) struct Peer {
     pub path: PathOptions,
     /// What the TLS handshake settled, on a TLS entrypoint.
     pub tls: Option<TlsInfo>,
+    /// The entrypoint's `redirect-to`: every request is answered with this redirect.
+    pub redirect: Option<Arc<RedirectScheme>>,
 }
 
 /// What a TLS connection's handshake settled.
@@ -83,6 +86,14 @@ impl Peer {
         Peer {
             path: settings.path_options(&entrypoint),
             tls: settings.is_tls(&entrypoint).then(TlsInfo::default),
+            redirect: settings
+                .entrypoint(&entrypoint)
+                .and_then(|o| o.redirect.as_ref())
+                .and_then(|r| {
+                    RedirectScheme::new(&r.scheme, (r.port != 0).then_some(r.port), r.permanent)
+                        .ok()
+                })
+                .map(Arc::new),
             entrypoint,
             addr,
             client_ip: HeaderValue::from_str(&ip.to_string())
@@ -186,8 +197,9 @@ impl RequestCtx {
         method: Method,
         uri: Uri,
         table: Arc<RouteTable>,
-        plan: Plan,
+        mut plan: Plan,
     ) -> RequestCtx {
+        plan.scheme = if peer.tls.is_some() { "https" } else { "http" };
         RequestCtx {
             peer,
             started: Instant::now(),

@@ -65,6 +65,11 @@ impl Proxy {
             Ok(host) => {
                 ctx.host = host;
                 x.canonical(ctx, &req);
+                // An entrypoint that redirects (`redirect-to`) answers every request before
+                // routing.
+                if let Some(answer) = entrypoint_redirect(ctx, &req, x) {
+                    return Some(answer);
+                }
                 find_route(
                     &ctx.table,
                     &ctx.peer.entrypoint,
@@ -277,6 +282,25 @@ pub(crate) fn canonicalize<B>(
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
     Ok(host)
+}
+
+/// The redirect of an entrypoint with `redirect-to`, for a canonical request.
+fn entrypoint_redirect<B, X: Exchange<B>>(
+    ctx: &RequestCtx,
+    req: &Request<B>,
+    x: &mut X,
+) -> Option<Response<ProxyBody>> {
+    let r = ctx.peer.redirect.as_ref()?;
+    let scheme = if ctx.peer.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = pipeline::raw_host(req, &ctx.host);
+    let loc = r.location(scheme, &host, &pipeline::path_and_query(req))?;
+    let status = r.status(req.method());
+    x.answered_by(&|| format!("entrypoint redirect {status} → {loc}"));
+    Some(pipeline::redirect_to(status, &loc))
 }
 
 /// Refuses a request whose Host is not the name its TLS connection was set up for, where the

@@ -56,6 +56,8 @@ pub(super) struct Plan {
     pub dry: Option<DryNotes>,
     /// The entrypoint's path rules, which a rewritten path must obey too.
     pub path: PathOptions,
+    /// The scheme the client used (`https` on a TLS entrypoint), for redirects.
+    pub scheme: &'static str,
 }
 
 /// What a dry run of the request phase learned, step by step.
@@ -135,7 +137,7 @@ fn limit_key(key: &LimitKey, headers: &HeaderMap, ip: IpAddr) -> String {
 }
 
 /// `Host` as the client sent it (with port), for building redirect URLs.
-fn raw_host<B>(req: &Request<B>, host: &str) -> String {
+pub(super) fn raw_host<B>(req: &Request<B>, host: &str) -> String {
     req.uri()
         .authority()
         .map(|a| a.as_str().to_string())
@@ -154,7 +156,7 @@ pub(super) fn path_and_query<B>(req: &Request<B>) -> String {
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
 }
 
-fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
+pub(super) fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
@@ -231,7 +233,9 @@ pub(super) async fn request_phase<B>(
                 None => plan.note(m, || format!("path {} unchanged", req.uri().path())),
             },
             Middleware::RedirectScheme(r) => {
-                if let Some(loc) = r.location("http", &raw_host(req, host), &path_and_query(req)) {
+                if let Some(loc) =
+                    r.location(plan.scheme, &raw_host(req, host), &path_and_query(req))
+                {
                     let status = r.status(req.method());
                     plan.note(m, || format!("answered {status} → {loc}"));
                     return Ok(Some(redirect_to(status, &loc)));
@@ -239,7 +243,12 @@ pub(super) async fn request_phase<B>(
                 plan.note(m, || "no redirect".to_string());
             }
             Middleware::RedirectRegex(r) => {
-                let url = format!("http://{}{}", raw_host(req, host), path_and_query(req));
+                let url = format!(
+                    "{}://{}{}",
+                    plan.scheme,
+                    raw_host(req, host),
+                    path_and_query(req)
+                );
                 if let Some(loc) = r.location(&url) {
                     let status = r.status(req.method());
                     plan.note(m, || format!("answered {status} → {loc}"));

@@ -47,7 +47,7 @@ impl Session {
     pub fn load(cfg: &Config) -> Result<Session, Vec<ScriptError>> {
         let catalog =
             crate::providers::snapshot_now(cfg).map_err(|e| vec![ScriptError::catalog(&e)])?;
-        let env = script::BuildEnv::new(cfg.entrypoint_names(), cfg.admin);
+        let env = cfg.build_env();
         Session::new(cfg.scripts.clone(), catalog, env, cfg.settings.clone())
     }
 

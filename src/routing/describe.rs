@@ -32,6 +32,12 @@ pub struct RouteInfo {
     /// `.record(true|false)`, when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<bool>,
+    /// `.tls(...)`: the route serves TLS requests only (absent: see `cleartext`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::RouteTls>,
+    /// `.tls(false)`: the route serves cleartext requests only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cleartext: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +114,8 @@ impl TableInfo {
                 },
                 declared_at: r.declared_at.to_string(),
                 record: r.record,
+                tls: r.tls.clone(),
+                cleartext: r.cleartext,
             })
             .collect();
         let services = table
@@ -132,6 +140,21 @@ impl TableInfo {
                 r.name, r.priority, eps, r.declared_at
             ));
             out.push_str(&format!("  rule:    {}\n", r.rule));
+            if let Some(t) = &r.tls {
+                let mut what = vec!["TLS requests only".to_string()];
+                what.extend(t.options.as_ref().map(|o| format!("options {o}")));
+                what.extend(t.resolver.as_ref().map(|o| format!("resolver {o}")));
+                for d in &t.domains {
+                    what.push(
+                        format!("domain {} {}", d.main, d.sans.join(" "))
+                            .trim()
+                            .to_string(),
+                    );
+                }
+                out.push_str(&format!("  tls:     {}\n", what.join(", ")));
+            } else if r.cleartext {
+                out.push_str("  tls:     cleartext requests only\n");
+            }
             if !r.middlewares.is_empty() {
                 out.push_str(&format!("  middlewares: {}\n", r.middlewares.join(", ")));
             }

@@ -79,19 +79,24 @@ pub struct Route<M> {
     pub metrics: MetricsSlot,
     /// `.tls(...)`: the route serves TLS requests, and only those (Traefik's router `tls`).
     pub tls: Option<RouteTls>,
+    /// `.tls(false)`: the route serves cleartext requests only, even on entrypoints it names.
+    pub cleartext: bool,
 }
 
 /// What a TLS route declares besides serving TLS: the TLS options and certificate resolver
 /// it names and the domains a resolver should get certificates for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RouteTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolver: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<TlsDomain>,
 }
 
 /// `tls.domains[n]`: a main name and its alternative names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TlsDomain {
     pub main: String,
     pub sans: Vec<String>,
@@ -99,14 +104,14 @@ pub struct TlsDomain {
 
 impl<M> Route<M> {
     /// Whether this route takes a request that came over TLS (`tls`) or not: a route with
-    /// `.tls(...)` takes only TLS requests; one without takes cleartext requests, and TLS
-    /// requests too when it names its entrypoints itself (declaring a TLS entrypoint is
-    /// declaring TLS).
+    /// `.tls(...)` takes only TLS requests, one with `.tls(false)` only cleartext ones; one with
+    /// neither takes cleartext requests, and TLS requests too when it names its entrypoints
+    /// itself (declaring a TLS entrypoint is declaring TLS).
     pub fn serves(&self, tls: bool) -> bool {
         match (&self.tls, tls) {
             (Some(_), t) => t,
             (None, false) => true,
-            (None, true) => !self.entrypoints.is_empty(),
+            (None, true) => !self.cleartext && !self.entrypoints.is_empty(),
         }
     }
 }
@@ -376,6 +381,7 @@ mod tests {
             record: None,
             metrics: Default::default(),
             tls: None,
+            cleartext: false,
         }
     }
 

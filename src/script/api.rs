@@ -61,6 +61,8 @@ pub struct RouteDecl {
     pub record: Option<bool>,
     /// `.tls(...)`.
     pub tls: Option<crate::routing::RouteTls>,
+    /// `.tls(false)`.
+    pub cleartext: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -516,6 +518,7 @@ pub fn register_builders(
                 target: None,
                 record: None,
                 tls: None,
+                cleartext: false,
             })));
             lock(&c.state).routes.push(handle.clone());
             Ok(handle)
@@ -574,14 +577,20 @@ pub fn register_builders(
         },
     );
     engine.register_fn("tls", |r: &mut RouteHandle, on: bool| {
-        r.decl().tls = on.then(Default::default);
+        let mut d = r.decl();
+        d.tls = on.then(Default::default);
+        d.cleartext = !on;
+        drop(d);
         r.clone()
     });
     engine.register_fn(
         "tls",
         |ctx: NativeCallContext, r: &mut RouteHandle, m: Map| -> RhaiResult<RouteHandle> {
             let tls = route_tls(&ctx, &m)?;
-            r.decl().tls = Some(tls);
+            let mut d = r.decl();
+            d.tls = Some(tls);
+            d.cleartext = false;
+            drop(d);
             Ok(r.clone())
         },
     );

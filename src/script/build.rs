@@ -93,6 +93,8 @@ pub struct BuildEnv {
     /// The admin API's address as seen from the router itself (a loopback address when it
     /// listens on all interfaces): `admin_address()` in scripts, the server of `api@internal`.
     pub admin: Option<std::net::SocketAddr>,
+    /// The entrypoints that terminate TLS (a `.tls()` route on none of them is warned about).
+    pub tls_entrypoints: Vec<String>,
 }
 
 impl BuildEnv {
@@ -107,7 +109,11 @@ impl BuildEnv {
             }
             a
         });
-        BuildEnv { entrypoints, admin }
+        BuildEnv {
+            entrypoints,
+            admin,
+            tls_entrypoints: Vec::new(),
+        }
     }
 }
 
@@ -213,6 +219,8 @@ pub fn build_with(
         lib,
     });
 
+    let mut warnings = warnings;
+    warnings.extend(tls_without_entrypoint(&table, &env.tls_entrypoints));
     Ok(Built {
         table,
         certificates,
@@ -220,6 +228,36 @@ pub fn build_with(
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),
     })
+}
+
+/// A warning for each `.tls()` route none of whose entrypoints terminates TLS: it would never
+/// match (a Traefik stack moved over without its `websecure` entrypoint made a TLS one).
+fn tls_without_entrypoint(table: &RouteTable, tls_entrypoints: &[String]) -> Vec<ScriptError> {
+    table
+        .routes()
+        .iter()
+        .filter(|r| r.tls.is_some())
+        .filter(|r| {
+            !tls_entrypoints
+                .iter()
+                .any(|t| r.entrypoints.is_empty() || r.entrypoints.contains(t))
+        })
+        .map(|r| {
+            let on = if r.entrypoints.is_empty() {
+                "no entrypoint".to_string()
+            } else {
+                format!("none of its entrypoints ({})", r.entrypoints.join(", "))
+            };
+            ScriptError::at(
+                &r.declared_at,
+                format!(
+                    "route {} serves TLS requests only, but {on} terminates TLS: it matches \
+                     nothing until one does (--entrypoint.NAME.tls)",
+                    r.name
+                ),
+            )
+        })
+        .collect()
 }
 
 pub(super) fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
@@ -391,6 +429,7 @@ fn compile(
             record: d.record,
             metrics: Default::default(),
             tls: d.tls,
+            cleartext: d.cleartext,
         });
     }
 

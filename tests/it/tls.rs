@@ -546,3 +546,50 @@ async fn bad_tls_settings_stop_the_start_with_a_reason() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn entrypoint_redirect_to_https_and_no_redirect_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let a = ca.issue("a", &["a.test"], false);
+    let script = r#"
+route("app").rule("Host(`a.test`)").entrypoints(["websecure"])
+    .middlewares([redirect_scheme("https")]).to(respond(200, "over tls\n"));
+"#;
+    let r = TestRouter::start_with(&[("10-test.rhai", script)], |cfg| {
+        entrypoint(cfg, "websecure", &["tls"]);
+        let web = cfg
+            .settings
+            .entrypoint_options
+            .entry("web".into())
+            .or_default();
+        apply_entrypoint_option(web, "redirect-to", "websecure").unwrap();
+        cfg.tls.certificates = vec![pair(&a)];
+    })
+    .await;
+    let tls = addr_of(&r, "websecure");
+    let resp = get(r.web, &format!("a.test:{}", r.web.port()), "/x/y?q=1").await;
+    assert_eq!(resp.status, 301, "{resp:?}");
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("https://a.test:{}/x/y?q=1", tls.port()).as_str())
+    );
+    // Unknown hosts are redirected too: the entrypoint answers before any route.
+    let resp = send(r.web, "POST", "nothing.test", "/form", &[], "a=1").await;
+    assert_eq!(resp.status, 308, "non-GET keeps its method: {resp:?}");
+    // curl follows it to the TLS entrypoint, where redirect_scheme("https") sees https and
+    // lets the request through instead of redirecting again.
+    let c = curl(&[
+        "-L",
+        "--cacert",
+        &ca.cert.display().to_string(),
+        "--resolve",
+        &format!("a.test:{}:127.0.0.1", r.web.port()),
+        "--resolve",
+        &format!("a.test:{}:127.0.0.1", tls.port()),
+        &format!("http://a.test:{}/", r.web.port()),
+    ])
+    .await;
+    assert_eq!((c.status, c.body.as_str()), (200, "over tls"), "{c:?}");
+    r.shutdown().await;
+}

@@ -320,6 +320,46 @@ fn seed_004_v2_router_service_middleware() {
     out.warning(&["wsk_socket-server_1", "sticky.cookie.samesite", "ignored"]);
 }
 
+/// The HTTP→HTTPS pair every Traefik TLS stack has: a cleartext router that redirects and a
+/// `tls` router for the same host. Each serves only its own transport, so the redirect cannot
+/// loop; `tls.*` options are kept on the route for the certificate resolver.
+#[test]
+fn v2_tls_routers_serve_tls_only_and_keep_their_options() {
+    let labels = json!({
+        "traefik.http.routers.app-http.rule": "Host(`app.test`)",
+        "traefik.http.routers.app-http.middlewares": "to-https",
+        "traefik.http.middlewares.to-https.redirectscheme.scheme": "https",
+        "traefik.http.routers.app.rule": "Host(`app.test`)",
+        "traefik.http.routers.app.tls": "true",
+        "traefik.http.routers.app.tls.certresolver": "le",
+        "traefik.http.routers.app.tls.options": "modern@file",
+        "traefik.http.routers.app.tls.domains[0].main": "app.test",
+        "traefik.http.routers.app.tls.domains[0].sans": "www.app.test,api.app.test",
+        "traefik.http.routers.other.rule": "Host(`other.test`)",
+        "traefik.http.routers.other.tls.certresolver": "le",
+        "traefik.http.services.app.loadbalancer.server.port": "80",
+    });
+    let mut entry = container(
+        "app",
+        "app_1",
+        "docker",
+        "10.0.0.2",
+        &["10.0.0.2:80"],
+        labels,
+    );
+    entry["container"]["ports"] = json!([80]);
+    let out = build_labels(vec![entry]);
+    let app = out.route("app@docker");
+    assert_eq!(
+        app["tls"],
+        json!({"options": "modern", "resolver": "le", "domains": [{"main": "app.test", "sans": ["www.app.test", "api.app.test"]}]})
+    );
+    assert_eq!(out.route("app-http@docker")["cleartext"], true);
+    assert!(out.route("app-http@docker").get("tls").is_none());
+    // Any tls.* label makes a TLS router, as in Traefik.
+    assert_eq!(out.route("other@docker")["tls"], json!({"resolver": "le"}));
+}
+
 #[test]
 fn v2_options_case_insensitive_names_and_shared_middlewares() {
     let out = build_labels(vec![
