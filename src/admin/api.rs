@@ -293,6 +293,40 @@ pub fn entrypoint_list(state: &AdminState, q: &ListQuery) -> Value {
 
 /// `GET /api/scripts`: the latest build (as before) plus `scripts[]`: each file with its
 /// errors and warnings.
+/// The certificates TLS entrypoints serve: names, subject and issuer, validity, where each
+/// came from; the default one last. Empty when no entrypoint terminates TLS.
+pub fn certificates(state: &AdminState) -> Value {
+    let Some(m) = state.control.certificates() else {
+        return json!({ "certificates": [] });
+    };
+    let store = m.certificates().load();
+    let time = |secs: i64| {
+        u64::try_from(secs)
+            .ok()
+            .map(|s| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                )
+                .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let one = |c: &crate::tls::Cert, default: bool| {
+        json!({
+            "names": c.names,
+            "subject": c.subject,
+            "issuer": c.issuer,
+            "not_before": time(c.not_before),
+            "not_after": time(c.not_after),
+            "source": c.source,
+            "default": default,
+        })
+    };
+    let mut list: Vec<Value> = store.certs().iter().map(|c| one(c, false)).collect();
+    list.push(one(store.default_cert(), true));
+    json!({ "certificates": list })
+}
+
 pub fn scripts(state: &AdminState) -> Value {
     let status = state.status.borrow().clone();
     let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);

@@ -208,6 +208,7 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/api/entrypoints" => list(api::entrypoint_list),
         "/api/catalog" => list(api::catalog),
         "/api/scripts" => json(&api::scripts(state)),
+        "/api/certificates" => json(&api::certificates(state)),
         "/api/scripts/source" => match api::script_source(state, query) {
             Ok(v) => found(v, "such script file in the last build"),
             Err(e) => error(StatusCode::BAD_REQUEST, e),

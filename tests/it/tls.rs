@@ -317,6 +317,36 @@ async fn https_by_sni_with_http2_and_traefik_route_semantics() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(ok >= 8.0, "handshakes counted: {ok}\n{m}");
+
+    // The admin API lists the certificates and which routes serve TLS.
+    let certs: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body).unwrap();
+    let names: Vec<String> = certs["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}{}",
+                c["names"],
+                if c["default"] == true { " default" } else { "" }
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec!["[\"a.test\"]", "[\"*.w.test\"]", "[] default"],
+        "{certs:#}"
+    );
+    let routes: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/routes").await.body).unwrap();
+    let secure = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "secure")
+        .unwrap();
+    assert_eq!(secure["tls"], serde_json::json!({}), "{secure:#}");
     r.shutdown().await;
 }
 

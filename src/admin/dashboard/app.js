@@ -82,7 +82,7 @@ function renderRoutes() {
   $("routes-body").innerHTML = rows.map((r) => {
     const rate = state.rates[r.name] || {};
     return `<tr data-route="${esc(r.name)}" class="${r.name === state.selected ? "sel" : ""}">
-      <td><b>${esc(r.name)}</b></td><td><code>${esc(r.rule)}</code></td><td>${esc(r.priority)}</td>
+      <td><b>${esc(r.name)}</b>${r.tls ? ` <span class="tls" title="serves TLS requests only">TLS</span>` : ""}</td><td><code>${esc(r.rule)}</code></td><td>${esc(r.priority)}</td>
       <td>${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>")}</td>
       <td>${target(r.target)}</td>
       <td class="status-${esc(r.status)}" title="${esc(r.warning || "")}">${esc(r.status)}</td>
@@ -98,6 +98,15 @@ function servers(svc) {
     `<div><span class="${s.healthy ? "up" : "down"}">${s.healthy ? "▲ up" : "▼ down"}</span> <code>${esc(s.address)}</code> weight ${esc(s.weight)}, ${esc(s.in_flight)} in flight</div>`).join("");
 }
 
+function tlsText(r) {
+  if (!r.tls) return r.cleartext ? "cleartext requests only" : "cleartext, and TLS on the entrypoints it names";
+  const parts = ["TLS requests only"];
+  if (r.tls.options) parts.push(`options ${esc(r.tls.options)}`);
+  if (r.tls.resolver) parts.push(`certificate resolver ${esc(r.tls.resolver)}`);
+  for (const d of r.tls.domains || []) parts.push(`domain ${esc(d.main)} ${(d.sans || []).map(esc).join(" ")}`);
+  return parts.join(", ");
+}
+
 function renderDetail() {
   const box = $("route-detail");
   const r = state.routes.find((x) => x.name === state.selected);
@@ -108,6 +117,7 @@ function renderDetail() {
     <dt>rule</dt><dd><code>${esc(r.rule)}</code></dd>
     <dt>priority</dt><dd>${esc(r.priority)}</dd>
     <dt>entrypoints</dt><dd>${r.entrypoints.length ? r.entrypoints.map(esc).join(", ") : "all"}</dd>
+    <dt>tls</dt><dd>${tlsText(r)}</dd>
     <dt>middlewares</dt><dd>${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>") || "none"}</dd>
     <dt>target</dt><dd>${target(r.target)}</dd>
     ${svc ? `<dt>balancer</dt><dd>${esc(svc.balancer)}${svc.sticky_cookie ? `, sticky cookie <code>${esc(svc.sticky_cookie)}</code>` : ""}</dd>
