@@ -126,6 +126,84 @@ async fn v2_labels_route_a_container_from_start_to_removal() {
     r.shutdown().await;
 }
 
+/// A Traefik TLS stack moved over unchanged: a cleartext router redirecting to https and a
+/// `tls=true` router on `websecure`, served with a certificate file over HTTP/2.
+#[tokio::test]
+async fn traefik_tls_labels_serve_https_and_redirect_http() {
+    use crate::tls::{addr_of, curl, entrypoint, https, pair, refs, Ca};
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("tls");
+    let name = container_name("tls-app");
+    let host = format!("{name}.docker.test");
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    let cert = ca.issue("app", &[&host], false);
+    let docker = DockerConfig {
+        endpoint: rig.endpoint(),
+        tls: None,
+        network: None,
+        exposed_by_default: false,
+        constraints: Some(format!("Label(`switchyard.test`, `{tag}`)")),
+        host_address: "127.0.0.1".to_string(),
+        allow_empty_services: false,
+    };
+    let r = TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], |cfg| {
+        cfg.docker = Some(docker);
+        entrypoint(cfg, "websecure", &["tls"]);
+        cfg.tls.certificates = vec![pair(&cert)];
+    })
+    .await;
+    let port = free_port();
+    let port_text = port.to_string();
+    let rule = format!("Host(`{host}`)");
+    let labels = owned(
+        &tag,
+        &[
+            ("traefik.http.routers.app-http.rule", &rule),
+            ("traefik.http.routers.app-http.entrypoints", "web"),
+            (
+                "traefik.http.routers.app-http.middlewares",
+                "https-redirect",
+            ),
+            (
+                "traefik.http.middlewares.https-redirect.redirectscheme.scheme",
+                "https",
+            ),
+            ("traefik.http.routers.app.rule", &rule),
+            ("traefik.http.routers.app.entrypoints", "websecure"),
+            ("traefik.http.routers.app.tls", "true"),
+            (
+                "traefik.http.services.app.loadbalancer.server.port",
+                &port_text,
+            ),
+        ],
+    );
+    rig.run_httpd(&name, port, &labels, &[]);
+    let redirect = until(&r, &host, "/", |rep| rep.status == 302).await;
+    assert_eq!(
+        redirect.header("location"),
+        Some(format!("https://{host}/").as_str())
+    );
+    let tls = addr_of(&r, "websecure");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = curl(&refs(&https(&ca, &host, tls, "/"))).await;
+        if c.status == 200 {
+            assert_eq!(
+                (c.version.as_str(), c.body.as_str()),
+                ("2", name.as_str()),
+                "{c:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "https never served: {c:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.rm(&name);
+    r.shutdown().await;
+}
+
 #[tokio::test]
 async fn v1_sticky_backend_of_two_containers() {
     // The Swarm sticky-session article's labels (v1) verbatim, on two containers standing in for

@@ -20,14 +20,14 @@ use switchyard::config::Config;
 use crate::support::*;
 
 /// A certificate authority made for one test, writing PEM files into `dir`.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
     dir: PathBuf,
-    cert: PathBuf,
+    pub(crate) cert: PathBuf,
 }
 
 impl Ca {
-    fn new(dir: &Path) -> Ca {
+    pub(crate) fn new(dir: &Path) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -45,7 +45,7 @@ impl Ca {
 
     /// A certificate for `names` (server) or a client certificate (`client`), as
     /// `STEM.crt`/`STEM.key` in the CA's folder; returns `CERT:KEY`.
-    fn issue(&self, stem: &str, names: &[&str], client: bool) -> String {
+    pub(crate) fn issue(&self, stem: &str, names: &[&str], client: bool) -> String {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -70,7 +70,7 @@ impl Ca {
 }
 
 /// Files of a `CERT:KEY` pair.
-fn pair(p: &str) -> switchyard::tls::CertFiles {
+pub(crate) fn pair(p: &str) -> switchyard::tls::CertFiles {
     let (c, k) = p.split_once(':').unwrap();
     switchyard::tls::CertFiles {
         cert: c.into(),
@@ -79,7 +79,7 @@ fn pair(p: &str) -> switchyard::tls::CertFiles {
 }
 
 /// Adds entrypoint `name` on a free loopback port with `options` (`KEY=VALUE`).
-fn entrypoint(cfg: &mut Config, name: &str, options: &[&str]) {
+pub(crate) fn entrypoint(cfg: &mut Config, name: &str, options: &[&str]) {
     cfg.entrypoints
         .push((name.to_string(), "127.0.0.1:0".parse().unwrap()));
     let opts = cfg
@@ -94,7 +94,7 @@ fn entrypoint(cfg: &mut Config, name: &str, options: &[&str]) {
 }
 
 /// The address entrypoint `name` listens on.
-fn addr_of(r: &TestRouter, name: &str) -> SocketAddr {
+pub(crate) fn addr_of(r: &TestRouter, name: &str) -> SocketAddr {
     r.router()
         .entrypoints
         .iter()
@@ -105,17 +105,17 @@ fn addr_of(r: &TestRouter, name: &str) -> SocketAddr {
 
 /// What curl reported: exit code, HTTP status, HTTP version and body.
 #[derive(Debug)]
-struct Curl {
-    code: i32,
-    status: u16,
-    version: String,
-    body: String,
-    stderr: String,
+pub(crate) struct Curl {
+    pub(crate) code: i32,
+    pub(crate) status: u16,
+    pub(crate) version: String,
+    pub(crate) body: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs curl against `https://NAME:PORT/PATH` (resolved to the router) with `args`, at most
 /// 10 s.
-async fn curl(args: &[&str]) -> Curl {
+pub(crate) async fn curl(args: &[&str]) -> Curl {
     let out = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::process::Command::new("curl")
@@ -146,7 +146,7 @@ async fn curl(args: &[&str]) -> Curl {
 }
 
 /// curl arguments reaching `name` on `addr` over TLS, trusting `ca`.
-fn https(ca: &Ca, name: &str, addr: SocketAddr, path: &str) -> Vec<String> {
+pub(crate) fn https(ca: &Ca, name: &str, addr: SocketAddr, path: &str) -> Vec<String> {
     vec![
         "--cacert".into(),
         ca.cert.display().to_string(),
@@ -156,7 +156,7 @@ fn https(ca: &Ca, name: &str, addr: SocketAddr, path: &str) -> Vec<String> {
     ]
 }
 
-fn refs(v: &[String]) -> Vec<&str> {
+pub(crate) fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
