@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod circuit;
+pub mod client_cert;
 pub mod compress;
 pub mod cors;
 pub mod headers;
@@ -223,6 +224,7 @@ pub enum Middleware {
     Buffering(Buffering),
     Errors(Arc<ErrorPages>),
     ForwardAuth(Arc<ForwardAuth>),
+    PassTlsClientCert(Arc<client_cert::PassTlsClientCert>),
     /// A named group, applied in place.
     Chain(Arc<str>, Arc<Vec<Middleware>>),
 }
@@ -320,6 +322,7 @@ impl Middleware {
                 e.query
             ),
             Middleware::ForwardAuth(f) => format!("forward_auth({})", f.address),
+            Middleware::PassTlsClientCert(p) => p.describe(),
             Middleware::Chain(name, _) => format!("chain({name:?})"),
         }
     }

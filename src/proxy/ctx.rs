@@ -22,6 +22,7 @@ use super::pipeline::Plan;
 use super::record;
 use crate::access_log;
 use crate::canonical::PathOptions;
+use crate::middleware::client_cert::ClientChain;
 use crate::middleware::redirect::RedirectScheme;
 use crate::routing::matcher::canonical_ip;
 use crate::routing::{RequestView, Server};
@@ -53,8 +54,8 @@ pub(super) struct TlsInfo {
     pub sni: Option<String>,
     /// `TLSv1.2` / `TLSv1.3`.
     pub version: &'static str,
-    /// The client's certificate chain, leaf first, when it presented one.
-    pub client_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The client's certificate chain (DER, leaf first), when it presented one.
+    pub client_certs: Option<ClientChain>,
 }
 
 impl TlsInfo {
@@ -69,8 +70,8 @@ impl TlsInfo {
             },
             client_certs: conn
                 .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default(),
+                .filter(|c| !c.is_empty())
+                .map(|c| ClientChain(Arc::new(c.iter().map(|c| c.to_vec()).collect()))),
         }
     }
 }

@@ -183,7 +183,7 @@ impl Proxy {
             HttpVersion::H1
         };
         let tls = TlsInfo::of(conn);
-        debug!(version = tls.version, sni = ?tls.sni, ?version, client_cert = !tls.client_certs.is_empty(), "TLS handshake done");
+        debug!(version = tls.version, sni = ?tls.sni, ?version, client_cert = tls.client_certs.is_some(), "TLS handshake done");
         peer.tls = Some(tls);
         let info = Conn {
             peer: Arc::new(peer),
@@ -268,8 +268,12 @@ impl Proxy {
 
     /// One request on a live connection: the phase list with the live exchange, then the log
     /// phase.
-    async fn handle(&self, req: Request<Incoming>, info: &Conn) -> Response<ProxyBody> {
+    async fn handle(&self, mut req: Request<Incoming>, info: &Conn) -> Response<ProxyBody> {
         let guard = info.activity.begin();
+        if let Some(chain) = info.peer.tls.as_ref().and_then(|t| t.client_certs.clone()) {
+            // For `pass_tls_client_cert`: one Arc clone, only on connections that sent one.
+            req.extensions_mut().insert(chain);
+        }
         let span = debug_span!("request", method = %req.method(), path = req.uri().path());
         let plan = Plan {
             path: info.peer.path,

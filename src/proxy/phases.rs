@@ -310,7 +310,7 @@ fn entrypoint_redirect<B, X: Exchange<B>>(
 fn fronting_check(peer: &Peer, host: &str) -> Result<(), ProxyError> {
     let Some(tls) = &peer.tls else { return Ok(()) };
     match &tls.sni {
-        Some(sni) if !tls.client_certs.is_empty() && !host.is_empty() && sni != host => {
+        Some(sni) if tls.client_certs.is_some() && !host.is_empty() && sni != host => {
             Err(ProxyError::Misdirected {
                 host: host.to_string(),
                 sni: sni.clone(),

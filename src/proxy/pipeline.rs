@@ -395,6 +395,27 @@ pub(super) async fn request_phase<B>(
                     return Ok(Some(answer));
                 }
             }
+            Middleware::PassTlsClientCert(p) => {
+                use crate::middleware::client_cert::{ClientChain, CERT_HEADER, INFO_HEADER};
+                req.headers_mut().remove(CERT_HEADER);
+                req.headers_mut().remove(INFO_HEADER);
+                let chain = req.extensions().get::<ClientChain>().cloned();
+                let (pem, info) = chain.map_or((None, None), |c| p.values(&c.0));
+                let set = pem.is_some() || info.is_some();
+                for (name, value) in [(CERT_HEADER, pem), (INFO_HEADER, info)] {
+                    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                        req.headers_mut().insert(name, v);
+                    }
+                }
+                plan.note(m, || {
+                    if set {
+                        "client certificate passed"
+                    } else {
+                        "no client certificate"
+                    }
+                    .to_string()
+                });
+            }
             // Chains are flattened when the table is compiled.
             Middleware::Chain(..) => {}
         }

@@ -479,6 +479,39 @@ fn basic_auth(ctx: &NativeCallContext, users: &Dynamic, opts: &Map) -> RhaiResul
 }
 
 fn register_access(engine: &mut Engine) {
+    engine.register_fn(
+        "pass_tls_client_cert",
+        |ctx: NativeCallContext, opts: Map| -> RhaiResult<Middleware> {
+            let what = "pass_tls_client_cert";
+            check_keys(&ctx, what, &opts, &["pem", "info"])?;
+            let mut p = crate::middleware::client_cert::PassTlsClientCert {
+                pem: opt_bool(&ctx, what, &opts, "pem")?.unwrap_or(false),
+                ..Default::default()
+            };
+            if let Some(info) = opts.get("info") {
+                let Some(info) = info.clone().try_cast::<Map>() else {
+                    return err(&ctx, format!("{what}: `info` must be a map of true/false"));
+                };
+                let keys = [
+                    "subject",
+                    "issuer",
+                    "not_before",
+                    "not_after",
+                    "sans",
+                    "serial_number",
+                ];
+                check_keys(&ctx, "pass_tls_client_cert info", &info, &keys)?;
+                let on = |k: &str| opt_bool(&ctx, what, &info, k).map(|b| b.unwrap_or(false));
+                p.subject = on("subject")?;
+                p.issuer = on("issuer")?;
+                p.not_before = on("not_before")?;
+                p.not_after = on("not_after")?;
+                p.sans = on("sans")?;
+                p.serial_number = on("serial_number")?;
+            }
+            Ok(Middleware::PassTlsClientCert(Arc::new(p)))
+        },
+    );
     engine.register_fn("basic_auth", |ctx: NativeCallContext, users: Dynamic| {
         basic_auth(&ctx, &users, &Map::new())
     });

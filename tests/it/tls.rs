@@ -404,7 +404,14 @@ async fn client_certificates_and_domain_fronting() {
     let ab = ca.issue("ab", &["a.test", "b.test"], false);
     let client = ca.issue("client", &["client"], true);
     let ca_file = ca.cert.display().to_string();
-    let r = TestRouter::start_with(&[("10-test.rhai", SCRIPT)], |cfg| {
+    let backend = Backend::start("b1").await;
+    let script = format!(
+        "{SCRIPT}\nroute(\"cert\").rule(\"PathPrefix(`/cert`)\").tls(true)\n\
+         .middlewares([pass_tls_client_cert(#{{ pem: true, info: #{{ subject: true, sans: true }} }})])\n\
+         .to(service(\"b\").servers([\"{}\"]));\n",
+        backend.addr
+    );
+    let r = TestRouter::start_with(&[("10-test.rhai", &script)], |cfg| {
         entrypoint(
             cfg,
             "websecure",
@@ -444,7 +451,47 @@ async fn client_certificates_and_domain_fronting() {
     let c = curl(&refs(&fronted)).await;
     assert_eq!(c.status, 421, "domain fronting: {c:?}");
 
+    // pass_tls_client_cert hands the checked certificate to the server, in Traefik's format.
+    let c = curl(&refs(&with_cert(https(&ca, "a.test", tls, "/cert")))).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der_of(cert));
+    let escaped = b64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    assert!(
+        c.body
+            .contains(&format!("X-Forwarded-Tls-Client-Cert: {escaped}")),
+        "{}",
+        c.body
+    );
+    assert!(
+        c.body.contains(
+            "X-Forwarded-Tls-Client-Cert-Info: Subject%3D%22CN%3Dclient%22%3BSAN%3D%22client%22"
+        ),
+        "{}",
+        c.body
+    );
+
     let opt = addr_of(&r, "optional");
+    // Without a certificate nothing is passed, and a client cannot supply the header itself.
+    let mut spoof = https(&ca, "a.test", opt, "/cert");
+    spoof.splice(
+        0..0,
+        [
+            "-H".to_string(),
+            "X-Forwarded-Tls-Client-Cert: forged".to_string(),
+        ],
+    );
+    let c = curl(&refs(&spoof)).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    assert!(!c.body.contains("forged"), "{}", c.body);
+    assert!(
+        !c.body.contains("X-Forwarded-Tls-Client-Cert"),
+        "{}",
+        c.body
+    );
     let c = curl(&refs(&https(&ca, "a.test", opt, "/secure"))).await;
     assert_eq!(
         c.status, 200,

@@ -335,6 +335,10 @@ fn v2_tls_routers_serve_tls_only_and_keep_their_options() {
         "traefik.http.routers.app.tls.options": "modern@file",
         "traefik.http.routers.app.tls.domains[0].main": "app.test",
         "traefik.http.routers.app.tls.domains[0].sans": "www.app.test,api.app.test",
+        "traefik.http.routers.app.middlewares": "client-cert",
+        "traefik.http.middlewares.client-cert.passtlsclientcert.pem": "true",
+        "traefik.http.middlewares.client-cert.passtlsclientcert.info.notafter": "true",
+        "traefik.http.middlewares.client-cert.passtlsclientcert.info.subject.commonname": "true",
         "traefik.http.routers.other.rule": "Host(`other.test`)",
         "traefik.http.routers.other.tls.certresolver": "le",
         "traefik.http.services.app.loadbalancer.server.port": "80",
@@ -353,6 +357,10 @@ fn v2_tls_routers_serve_tls_only_and_keep_their_options() {
     assert_eq!(
         app["tls"],
         json!({"options": "modern", "resolver": "le", "domains": [{"main": "app.test", "sans": ["www.app.test", "api.app.test"]}]})
+    );
+    assert_eq!(
+        app["middlewares"],
+        json!(["pass_tls_client_cert(pem, subject, not_after)"])
     );
     assert_eq!(out.route("app-http@docker")["cleartext"], true);
     assert!(out.route("app-http@docker").get("tls").is_none());
