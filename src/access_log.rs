@@ -215,9 +215,16 @@ pub struct Entry {
     status: u16,
     size: Option<u64>,
     duration: Duration,
+    /// The request came over TLS (`RequestScheme` https).
+    tls: bool,
 }
 
 impl Entry {
+    /// Marks the request as having come over TLS.
+    pub fn over_tls(&mut self) {
+        self.tls = true;
+    }
+
     /// The request matched `route`.
     pub fn route(&mut self, route: &str) {
         self.route = Some(route.to_string());
@@ -378,6 +385,7 @@ impl AccessLog {
             origin_status: None,
             origin_size: None,
             user: None,
+            tls: false,
             status: 0,
             size: None,
             duration: Duration::ZERO,
@@ -648,7 +656,10 @@ fn json_fields(e: &Entry) -> Map<String, Value> {
     put("RequestMethod", Value::from(e.method.as_str()));
     put("RequestPath", Value::from(request_path(&e.uri)));
     put("RequestProtocol", Value::from(protocol(e.version)));
-    put("RequestScheme", Value::from("http"));
+    put(
+        "RequestScheme",
+        Value::from(if e.tls { "https" } else { "http" }),
+    );
     put(
         "RequestContentSize",
         Value::from(e.request_size.unwrap_or(0)),

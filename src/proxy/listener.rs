@@ -291,11 +291,11 @@ impl Proxy {
             ctx.observers.rec = Some(Box::new(record::begin(&req, &info.peer, &self.recorder)));
         }
         if let Some(l) = &self.access_log {
-            ctx.observers.alog = Some(Box::new(l.begin(
-                &req,
-                info.peer.addr,
-                &info.peer.entrypoint,
-            )));
+            let mut entry = l.begin(&req, info.peer.addr, &info.peer.entrypoint);
+            if info.peer.tls.is_some() {
+                entry.over_tls();
+            }
+            ctx.observers.alog = Some(Box::new(entry));
         }
         let mut live = Live {
             tracker: info.tracker.clone(),

@@ -245,9 +245,12 @@ async fn https_by_sni_with_http2_and_traefik_route_semantics() {
         "{SCRIPT}\nroute(\"echo\").rule(\"PathPrefix(`/echo`)\").tls(true).to(service(\"b\").servers([\"{}\"]));\n",
         backend.addr
     );
+    let log = dir.path().join("access.log");
     let r = TestRouter::start_with(&[("10-test.rhai", &script)], |cfg| {
         entrypoint(cfg, "websecure", &["tls"]);
         cfg.tls.certificates = vec![pair(&a), pair(&w)];
+        cfg.access_log.output = Some(switchyard::access_log::Output::File(log.clone()));
+        cfg.access_log.format = switchyard::access_log::Format::Json;
     })
     .await;
     let tls = addr_of(&r, "websecure");
@@ -317,6 +320,33 @@ async fn https_by_sni_with_http2_and_traefik_route_semantics() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(ok >= 8.0, "handshakes counted: {ok}\n{m}");
+
+    // The access log tells HTTP/2 over TLS apart.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("\"/echo\"")) {
+            break serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access-log line for /echo:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (
+            &line["RequestScheme"],
+            &line["RequestProtocol"],
+            &line["RequestPath"]
+        ),
+        (
+            &serde_json::json!("https"),
+            &serde_json::json!("HTTP/2.0"),
+            &serde_json::json!("/echo")
+        ),
+        "{line:#}"
+    );
 
     // The admin API lists the certificates and which routes serve TLS.
     let certs: serde_json::Value =
