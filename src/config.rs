@@ -89,7 +89,8 @@ pub struct CommonArgs {
     /// `path.allow-above-root`, `tls` (terminate TLS), `tls.min-version`, `tls.max-version`,
     /// `tls.cipher-suites`, `tls.alpn`, `tls.client-auth` (none, require, verify-if-given),
     /// `tls.client-ca`, `tls.strict-sni`, `h2c` (cleartext HTTP/2 with prior knowledge),
-    /// `http2.max-concurrent-streams`, `redirect-to` (another entrypoint: every request is
+    /// `http2.max-concurrent-streams`, `http2.initial-stream-window`,
+    /// `http2.initial-connection-window`, `http2.keep-alive-interval`, `redirect-to` (another entrypoint: every request is
     /// redirected there), `redirect-scheme` (default https), `redirect-permanent` (default true).
     #[arg(
         long = "entrypoint-option",
@@ -914,6 +915,24 @@ pub fn apply_entrypoint_option(
             opts.tls = flag(value)?.then(|| opts.tls.take().unwrap_or_default());
         }
         "h2c" => opts.h2c = flag(value)?,
+        "http2.initial-stream-window" | "http2.initial-connection-window" => {
+            let n = crate::recording::recorder::parse_size(value)
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (65_535..=(1 << 31) - 1).contains(n))
+                .with_context(|| {
+                    format!("{key} takes a size from 64KiB to 2GiB, e.g. 1MiB, got {value:?}")
+                })?;
+            if key == "http2.initial-stream-window" {
+                opts.h2_stream_window = Some(n);
+            } else {
+                opts.h2_connection_window = Some(n);
+            }
+        }
+        "http2.keep-alive-interval" => {
+            let d = parse_duration(value).with_context(|| format!("entrypoint option {key}"))?;
+            opts.h2_keep_alive = (!d.is_zero()).then_some(d);
+        }
         "redirect-to" | "redirect-scheme" | "redirect-permanent" => {
             let r = opts.redirect.get_or_insert_with(|| EntrypointRedirect {
                 to: String::new(),
@@ -947,7 +966,9 @@ pub fn apply_entrypoint_option(
                 "unknown entrypoint option {key:?} (known: max-connections, path.sanitize, \
                  path.merge-slashes, path.allow-encoded-slash, path.allow-encoded-backslash, \
                  path.allow-encoded-null, path.allow-above-root, tls, {}, h2c, \
-                 http2.max-concurrent-streams, redirect-to, redirect-scheme, redirect-permanent)",
+                 http2.max-concurrent-streams, http2.initial-stream-window, \
+                 http2.initial-connection-window, http2.keep-alive-interval, redirect-to, \
+                 redirect-scheme, redirect-permanent)",
                 crate::tls::options::KEYS
             ),
         },
@@ -1717,6 +1738,36 @@ mod tests {
         assert!(bad("web.path.sanitize=maybe").contains("takes true or false"));
         assert!(bad("api.max-connections=1").contains("no entrypoint \"api\""));
         assert!(bad("web=1").contains("NAME.KEY=VALUE"));
+        // TLS, HTTP/2 and redirect options, each checked as it is set.
+        assert!(bad("web.tls.min-version=1.0").contains("too weak"));
+        assert!(bad("web.tls.client-auth=require").contains("tls.client-ca"));
+        assert!(bad("web.http2.initial-stream-window=10").contains("64KiB to 2GiB"));
+        assert!(bad("web.redirect-to=nowhere").contains("no entrypoint \"nowhere\""));
+        assert!(bad("web.redirect-to=web").contains("itself"));
+        let common = CommonArgs {
+            entrypoints: vec!["web=:8080".into(), "websecure=:8443".into()],
+            entrypoint_options: vec![
+                "websecure.tls.alpn=http/1.1".into(),
+                "websecure.http2.keep-alive-interval=30s".into(),
+                "websecure.http2.initial-stream-window=2MiB".into(),
+                "web.redirect-to=websecure".into(),
+                "web.h2c=true".into(),
+            ],
+            ..Default::default()
+        };
+        let cfg = resolve(&common, None).unwrap();
+        let secure = cfg.settings.entrypoint("websecure").unwrap();
+        assert_eq!(secure.tls.as_ref().unwrap().alpn, vec!["http/1.1"]);
+        assert_eq!(secure.h2_keep_alive, Some(Duration::from_secs(30)));
+        assert_eq!(secure.h2_stream_window, Some(2 * 1024 * 1024));
+        let web = cfg.settings.entrypoint("web").unwrap();
+        assert!(web.h2c && web.tls.is_none());
+        let r = web.redirect.as_ref().unwrap();
+        assert_eq!(
+            (r.to.as_str(), r.port, r.scheme.as_str(), r.permanent),
+            ("websecure", 8443, "https", true)
+        );
+        assert_eq!(cfg.build_env().tls_entrypoints, vec!["websecure"]);
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub struct EntrypointOptions {
     pub h2c: bool,
     /// Streams one HTTP/2 connection may have open at once (`http2.max-concurrent-streams`).
     pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control windows in bytes (`http2.initial-stream-window`,
+    /// `http2.initial-connection-window`; `None`: hyper's defaults, 1 MiB and 1 MiB).
+    pub h2_stream_window: Option<u32>,
+    pub h2_connection_window: Option<u32>,
+    /// PING an idle HTTP/2 client this often and close the connection when it does not answer
+    /// within the same time (`http2.keep-alive-interval`; `None`: no pings).
+    pub h2_keep_alive: Option<std::time::Duration>,
     /// Every request redirected to another entrypoint (`redirect-to`, Traefik's
     /// `http.redirections.entryPoint`).
     pub redirect: Option<EntrypointRedirect>,
@@ -77,6 +84,9 @@ impl Default for EntrypointOptions {
             tls: None,
             h2c: false,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2_stream_window: None,
+            h2_connection_window: None,
+            h2_keep_alive: None,
             redirect: None,
             open: Arc::new(AtomicUsize::new(0)),
         }

@@ -49,6 +49,9 @@ struct Wire {
     tls: Option<TlsAcceptor>,
     h2c: bool,
     h2_max_concurrent_streams: u32,
+    h2_stream_window: Option<u32>,
+    h2_connection_window: Option<u32>,
+    h2_keep_alive: Option<Duration>,
 }
 
 /// A live connection: its peer (shared with its requests), its timeout clocks, and the tracker
@@ -88,6 +91,9 @@ impl Proxy {
             tls,
             h2c: options.h2c,
             h2_max_concurrent_streams: options.h2_max_concurrent_streams,
+            h2_stream_window: options.h2_stream_window,
+            h2_connection_window: options.h2_connection_window,
+            h2_keep_alive: options.h2_keep_alive,
         });
         loop {
             let accepted = tokio::select! {
@@ -254,7 +260,11 @@ impl Proxy {
                     // whose streams keep being reset before they are served loses the
                     // connection.
                     .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
-                    .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
+                    .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
+                    .initial_stream_window_size(wire.h2_stream_window)
+                    .initial_connection_window_size(wire.h2_connection_window)
+                    .keep_alive_interval(wire.h2_keep_alive)
+                    .keep_alive_timeout(wire.h2_keep_alive.unwrap_or(Duration::from_secs(20)));
                 let conn = builder.serve_connection(io, svc);
                 // Frames arrive between requests (pings, settings), so only the idle clock
                 // applies to an HTTP/2 connection.
