@@ -208,8 +208,15 @@ pub fn build_with(
     })?;
 
     let mut lib = AST::empty();
+    let mut files = std::collections::HashMap::new();
     for ast in &asts {
         lib.combine(ast.clone_functions_only());
+        let file = ast.source().unwrap_or_default().to_string();
+        for f in ast.iter_functions() {
+            files
+                .entry(f.name.to_string())
+                .or_insert_with(|| file.clone());
+        }
     }
     let mut hook_engine = engine_with_limits(limits, limits.hook_operations);
     install_stdlib(&mut hook_engine).map_err(|e| vec![e])?;
@@ -217,6 +224,7 @@ pub fn build_with(
     let _ = hooks.set(HookRuntime {
         engine: hook_engine,
         lib,
+        files,
     });
 
     let mut warnings = warnings;

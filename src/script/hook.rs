@@ -41,6 +41,28 @@ use crate::routing::Handler;
 pub struct HookRuntime {
     pub engine: Engine,
     pub lib: AST,
+    /// The script file each function was defined in, so a runtime error names it.
+    pub files: std::collections::HashMap<String, String>,
+}
+
+impl HookRuntime {
+    /// A call's error as `file:line:col: message` (the file of the function `name`, when
+    /// known), without Rhai's `(line L, position P)` suffix.
+    fn located(&self, name: &str, e: &EvalAltResult) -> String {
+        let pos = e.position();
+        let text = e.to_string();
+        let message = text
+            .strip_suffix(&format!(" ({pos})"))
+            .unwrap_or(&text)
+            .to_string();
+        match (self.files.get(name), pos.line()) {
+            (Some(file), Some(line)) => {
+                format!("{file}:{line}:{}: {message}", pos.position().unwrap_or(0))
+            }
+            (Some(file), None) => format!("{file}: {message}"),
+            _ => text,
+        }
+    }
 }
 
 impl fmt::Debug for HookRuntime {
@@ -521,7 +543,7 @@ impl ScriptFn {
         } else {
             self.f.call::<Dynamic>(&rt.engine, &rt.lib, args)
         };
-        result.map_err(|e| e.to_string())
+        result.map_err(|e| rt.located(self.f.fn_name(), &e))
     }
 
     /// Calls with `first`, plus `second()` only when the function takes a second parameter (so

@@ -144,3 +144,34 @@ async fn hooks_edit_method_query_and_cookies() {
         serde_json::json!(["beta=yes; sid=9; seen=1"])
     );
 }
+
+/// A mistake inside a hook surfaces at request time with the script file, line and column (as
+/// build errors do), seen here through the live explain.
+#[tokio::test]
+async fn a_runtime_hook_error_names_its_file_line_and_column() {
+    let script = "fn bad(req, ctx) {\n    let x = ctx.rout;\n    x\n}\nroute(\"h\").rule(\"PathPrefix(`/`)\").middlewares([on_request(Fn(\"bad\"))]).to(respond(200, \"ok\"));\n";
+    let r = TestRouter::start(script).await;
+    assert_eq!(get(r.web, "a.test", "/").await.status, 500);
+    let reply = send(
+        r.admin,
+        "POST",
+        "localhost",
+        "/api/explain",
+        &[],
+        r#"{"url": "http://a.test/"}"#,
+    )
+    .await;
+    assert!(
+        reply
+            .body
+            .contains("10-test.rhai:2:17: Unknown property 'rout'"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        !reply.body.contains("(line 2, position 17)"),
+        "{}",
+        reply.body
+    );
+    r.shutdown().await;
+}
