@@ -832,3 +832,42 @@ async fn a_failed_first_build_is_named_and_can_stop_the_start() {
         p.stderr()
     );
 }
+
+/// `check` runs every hook and predicate once on a made-up request: a mistake in a function
+/// body is a warning at its file:line:col with the source line (an error with `--strict`),
+/// not a 500 found in production.
+#[test]
+fn check_exercises_hooks_and_predicates_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("10-hooks.rhai"),
+        "fn bad(req, ctx) {\n    let x = ctx.rout;\n    x\n}\n\
+         fn gate(req) { req.headr(\"x\") == \"1\" }\n\
+         fn fine(req, ctx) { req.set_header(\"x-ok\", \"1\"); }\n\
+         route(\"a\").rule(\"Host(`a.test`)\").middlewares([on_request(Fn(\"bad\"))]).to(respond(200, \"a\"));\n\
+         route(\"b\").rule(predicate(Fn(\"gate\"))).to(respond(200, \"b\"));\n\
+         route(\"c\").rule(\"Host(`c.test`)\").middlewares([on_request(Fn(\"fine\"))]).to(respond(200, \"c\"));\n",
+    )
+    .unwrap();
+    let (code, out, err) = check(dir.path(), &[]);
+    assert_eq!(code, 0, "hook problems are warnings: {err}");
+    assert!(out.contains("3 routes"), "{out}");
+    assert!(
+        err.contains("10-hooks.rhai:2:17: route a (on_request(Fn(\"bad\"))) fails on a made-up GET a.test/: Unknown property 'rout'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("    let x = ctx.rout;"),
+        "the source line: {err}"
+    );
+    assert!(
+        err.contains("10-hooks.rhai:5:") && err.contains("route b (its rule)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("route c"),
+        "a working hook is not reported: {err}"
+    );
+    let (code, _, err) = check(dir.path(), &["--strict"]);
+    assert_eq!(code, 1, "{err}");
+}
