@@ -103,13 +103,13 @@ pub struct CommonArgs {
     #[arg(long, env = "SWITCHYARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log format [default: text].
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_name = "FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Docker provider")]
     pub docker: DockerArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Swarm provider")]
     pub swarm: SwarmArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "TLS certificates")]
     pub tls: TlsArgs,
 }
 
@@ -519,13 +519,19 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Admin API address, or `off` [default: 127.0.0.1:8081].
-    #[arg(long, env = "SWITCHYARD_ADMIN", value_name = "ADDR")]
+    #[arg(
+        long,
+        help_heading = "Router",
+        env = "SWITCHYARD_ADMIN",
+        value_name = "ADDR"
+    )]
     pub admin: Option<String>,
     /// Basic auth for the admin API and dashboard: htpasswd lines `user:hash` (bcrypt, SHA1,
     /// apr1/MD5), comma-separated [default: none, open to whoever reaches the address].
     #[arg(
         id = "admin.users",
         long = "admin.users",
+        help_heading = "Router",
         env = "SWITCHYARD_ADMIN_USERS",
         value_name = "USER:HASH",
         value_delimiter = ','
@@ -534,29 +540,50 @@ pub struct RunArgs {
     /// Networks whose X-Forwarded-* headers are kept (comma-separated CIDRs or IPs) [default: none].
     #[arg(
         long,
+        help_heading = "Router",
         env = "SWITCHYARD_TRUSTED_IPS",
         value_name = "CIDR",
         value_delimiter = ','
     )]
     pub trusted_ips: Vec<String>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Timeouts")]
     pub timeouts: TimeoutArgs,
     /// Time in-flight requests get to finish on SIGINT/SIGTERM [default: 10s].
-    #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", value_name = "DURATION")]
+    #[arg(
+        long,
+        help_heading = "Router",
+        env = "SWITCHYARD_GRACE_PERIOD",
+        value_name = "DURATION"
+    )]
     pub grace_period: Option<String>,
     /// Exit with an error when the scripts do not build at start, instead of serving an empty
     /// table (every request 404) until they are fixed [default: false].
-    #[arg(long, env = "SWITCHYARD_REQUIRE_VALID_START", value_name = "BOOL")]
+    #[arg(
+        long,
+        help_heading = "Router",
+        env = "SWITCHYARD_REQUIRE_VALID_START",
+        value_name = "BOOL"
+    )]
     pub require_valid_start: Option<bool>,
     /// Proxy worker threads, each with its own event loop and upstream pool [default: one per CPU].
-    #[arg(long, env = "SWITCHYARD_WORKERS", value_name = "N")]
+    #[arg(
+        long,
+        help_heading = "Router",
+        env = "SWITCHYARD_WORKERS",
+        value_name = "N"
+    )]
     pub workers: Option<usize>,
     /// Largest request head accepted; larger ones get 431 [default: 65536].
-    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        help_heading = "Router",
+        env = "SWITCHYARD_MAX_HEADER_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_header_bytes: Option<usize>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Recording")]
     pub record: RecordArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Access log")]
     pub access_log: AccessLogArgs,
 }
 
@@ -617,6 +644,7 @@ pub struct RecordArgs {
         id = "record.scope",
         long = "record.scope",
         env = "SWITCHYARD_RECORD_SCOPE",
+        value_name = "SCOPE",
         value_enum
     )]
     pub scope: Option<crate::recording::recorder::Scope>,
@@ -711,6 +739,7 @@ pub struct AccessLogArgs {
         id = "access-log.format",
         long = "access-log.format",
         env = "SWITCHYARD_ACCESS_LOG_FORMAT",
+        value_name = "FORMAT",
         value_enum
     )]
     pub format: Option<crate::access_log::Format>,

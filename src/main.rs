@@ -1,4 +1,5 @@
-//! The `switchyard` command line: `run`, `check`, `catalog`, `replay`, `repl`, `test` and `whoami`.
+//! The `switchyard` command line: `run`, `check`, `catalog`, `replay`, `repl`, `test`, `whoami`,
+//! and the generated `completions`, `man` and `definitions` (for editors).
 
 use std::process::ExitCode;
 
@@ -26,8 +27,9 @@ enum Command {
     Check {
         #[command(flatten)]
         common: CommonArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
+        /// Output format: `text` for people, `json` (the route table as `/api/routes` shows it)
+        /// for tools.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
         format: switchyard::check::Format,
         /// Exit 1 on warnings too (no scripts in the folder, scripts reading an empty catalog,
         /// containers or services skipped for their labels): for CI.
@@ -59,7 +61,8 @@ enum Command {
         /// (by default balancer picks are ignored: round robin shifts whenever traffic moves).
         #[arg(long)]
         compare_servers: bool,
-        #[arg(long, value_enum, default_value = "text")]
+        /// Output format: `text` for people, `json` (one object per decision) for tools.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
         format: switchyard::check::Format,
     },
     /// Run the `*.test.rhai` files of DIR (and DIR/tests/) against the scripts, offline; exit 1
@@ -71,7 +74,8 @@ enum Command {
         dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         common: CommonArgs,
-        #[arg(long, value_enum, default_value = "text")]
+        /// Output format: `text` (cargo-test style) or `json` (one object per test) for CI.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
         format: switchyard::check::Format,
     },
     /// Explore why requests route where they do, interactively: recorded or typed-in requests,
@@ -82,6 +86,22 @@ enum Command {
         /// A recording to explore: JSON lines from `run --record`, or a HAR export.
         #[arg(long, value_name = "FILE")]
         requests: Option<std::path::PathBuf>,
+    },
+    /// Print shell completions for the whole CLI (`switchyard completions bash >
+    /// /etc/bash_completion.d/switchyard`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of the whole CLI (`switchyard man | man -l -`).
+    Man,
+    /// Write Rhai definition files (`*.d.rhai`) for the script API into DIR, for Rhai's language
+    /// server and editor extensions (completion and checks of `route(...)`, middlewares, `req.*`).
+    Definitions {
+        /// The folder to write into (created when missing).
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
     },
     /// A built-in echo backend for demos and tests (like Traefik's whoami).
     Whoami {
@@ -203,6 +223,43 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("warn", cfg.log_format)?;
             let code = switchyard::replay::repl::run(&cfg, requests.as_deref());
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "switchyard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            let mut out = Vec::new();
+            man.render(&mut out).context("rendering the man page")?;
+            for sub in Cli::command().get_subcommands() {
+                let name = format!("switchyard-{}", sub.get_name());
+                clap_mangen::Man::new(sub.clone().name(name))
+                    .render(&mut out)
+                    .context("rendering the man page")?;
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), &out)
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Definitions { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let files = switchyard::script::definitions();
+            for (name, text) in &files {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!(
+                "wrote {} definition files to {}",
+                files.len(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Whoami { listen, name } => {
             init_logging("info", LogFormat::Text)?;

@@ -268,6 +268,30 @@ fn tls_without_entrypoint(table: &RouteTable, tls_entrypoints: &[String]) -> Vec
         .collect()
 }
 
+/// Rhai definition files (`.d.rhai`) for the whole script API — builders, middlewares,
+/// matchers, the request/context types hooks see, and Rhai's standard library — so Rhai's
+/// language server and editor extensions can complete and check route scripts. `(file, text)`
+/// pairs, as `Engine::definitions` splits them.
+pub fn definitions() -> Vec<(String, String)> {
+    let collector = Arc::new(Collector::default());
+    let hooks: Arc<OnceLock<HookRuntime>> = Arc::new(OnceLock::new());
+    let mut engine = engine_with_limits(&Limits::default(), 0);
+    api::register_builders(&mut engine, &collector, &hooks);
+    engine.register_fn("entrypoint_names", rhai::Array::new);
+    engine.register_fn("admin_address", || Dynamic::UNIT);
+    let mut scope = rhai::Scope::new();
+    scope.push_constant("catalog", rhai::Array::new());
+    let defs = engine
+        .definitions_with_scope(&scope)
+        .with_headers(true)
+        .include_standard_packages(true);
+    // Functions returning `Result<T, Box<EvalAltResult>>` come out with a mangled return type;
+    // they are left without one (unknown to the editor) rather than a wrong one.
+    defs.iter_files()
+        .map(|(name, text)| (name, text.replace(" -> EvalAltResult>>", "")))
+        .collect()
+}
+
 pub(super) fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
     let mut resolver = rhai::module_resolvers::StaticModuleResolver::new();
     for (name, text) in STDLIB {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rhai::Engine;
 
-pub use build::{build, build_with, load_dir, BuildEnv, Built, ScriptSource};
+pub use build::{build, build_with, definitions, load_dir, BuildEnv, Built, ScriptSource};
 pub use error::ScriptError;
 
 /// Rhai modules shipped in the binary, importable by name (`import "catalog" as cat;`).

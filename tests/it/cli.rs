@@ -871,3 +871,47 @@ fn check_exercises_hooks_and_predicates_and_names_the_line() {
     let (code, _, err) = check(dir.path(), &["--strict"]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// Shell completions, the man page and the editor definitions are generated from the CLI and
+/// the script API themselves, so they name what exists.
+#[test]
+fn completions_man_page_and_editor_definitions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |args: &[&str]| {
+        let o = switchyard(dir.path()).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let bash = out(&["completions", "bash"]);
+    assert!(
+        bash.contains("_switchyard()") && bash.contains("--docker.endpoint"),
+        "{bash}"
+    );
+    assert!(out(&["completions", "zsh"]).contains("#compdef switchyard"));
+    assert!(out(&["completions", "fish"]).contains("complete -c switchyard"));
+    let man = out(&["man"]);
+    assert!(man.contains(".TH switchyard 1"), "{man}");
+    assert!(
+        man.contains(".TH switchyard-run") && man.contains("tls.certificate"),
+        "{man}"
+    );
+
+    let defs = dir.path().join("defs");
+    out(&["definitions", defs.to_str().unwrap()]);
+    let api = std::fs::read_to_string(defs.join("__static__.d.rhai")).unwrap();
+    for f in [
+        "fn route(",
+        "fn strip_prefix(",
+        "fn tls_certificate(",
+        "fn service(",
+    ] {
+        assert!(api.contains(f), "{f} missing from the definitions");
+    }
+    assert!(!api.contains("EvalAltResult"), "no mangled return types");
+    let scope = std::fs::read_to_string(defs.join("__scope__.d.rhai")).unwrap();
+    assert!(scope.contains("catalog"), "{scope}");
+}
