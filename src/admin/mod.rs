@@ -233,6 +233,10 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 "bad service name in the path".into(),
             ),
         },
+        p if p.starts_with("/api/") => error(
+            StatusCode::NOT_FOUND,
+            format!("no API path {p} (see docs/admin.md for the list)"),
+        ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
@@ -308,9 +312,21 @@ async fn record(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                 ),
             }
         }
-        "/api/record" | "/api/record/start" | "/api/record/stop" => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
-        }
+        "/api/record" | "/api/record/start" | "/api/record/stop" => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{path} takes {}",
+                if path == "/api/record" {
+                    "GET or POST"
+                } else {
+                    "POST"
+                }
+            ),
+        ),
+        p if p.starts_with("/api/") => error(
+            StatusCode::NOT_FOUND,
+            format!("no API path {p} (see docs/admin.md for the list)"),
+        ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }

@@ -314,18 +314,20 @@ impl Recorder {
             return Err("no recording file: give {\"file\": \"...\"} or --record".to_string());
         };
         let scope = scope.unwrap_or(self.config.scope);
-        c.file = Some(file.clone());
-        c.scope = scope;
         let opened = open(&file);
         let (out, size) = match opened {
             Ok(x) => x,
             Err(e) => {
+                // The file is not remembered: a later start without a file uses the last one
+                // that worked, never this one again.
                 let msg = format!("cannot open recording {}: {e}", file.display());
                 error!(error = %msg, "recording not started");
                 c.error = Some(msg.clone());
                 return Err(msg);
             }
         };
+        c.file = Some(file.clone());
+        c.scope = scope;
         c.error = None;
         self.counters.seq.store(0, Ordering::Relaxed);
         self.counters.dropped.store(0, Ordering::Relaxed);

@@ -338,6 +338,14 @@ async fn a_full_disk_or_read_only_file_stops_recording_not_traffic() {
         .unwrap()
         .contains(&ro.display().to_string()));
     assert_eq!(get(tr.web, "a.test", "/").await.status, 200);
+    // A start without a file takes the last file that worked, never the one that failed.
+    let r = send(tr.admin, "POST", "localhost", "/api/record/start", &[], "").await;
+    assert_ne!(
+        record_status(&tr).await["file"].as_str(),
+        Some(ro.display().to_string().as_str()),
+        "{}",
+        r.body
+    );
     tr.shutdown().await;
 }
 
@@ -379,6 +387,19 @@ async fn admin_starts_stops_and_reports_recording() {
     assert_eq!(r.status, 405);
     let r = send(tr.admin, "GET", "localhost", "/api/record/start", &[], "").await;
     assert_eq!(r.status, 405);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("takes POST"),
+        "{}",
+        r.body
+    );
+    // Unknown API paths answer JSON too.
+    let r = get(tr.admin, "localhost", "/api/nosuch").await;
+    assert_eq!(r.status, 404);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("/api/nosuch"),
+        "{}",
+        r.body
+    );
 
     let file = tr.dir.path().join("admin.jsonl");
     let body = serde_json::json!({ "file": file, "scope": "all" }).to_string();
