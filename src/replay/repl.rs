@@ -92,6 +92,8 @@ pub enum Command {
     Quit,
     /// A request typed in: `GET http://host/path H:Name=Value C:1.2.3.4`.
     Request(Box<RecordedRequest>),
+    /// A request typed with a path only (`GET /path …`): sent to the last request's host.
+    Relative(String),
     /// A Rhai expression on the selected request.
     Eval(String),
 }
@@ -141,7 +143,7 @@ fn is_adhoc(line: &str) -> bool {
     let url = words.next().unwrap_or("");
     !method.is_empty()
         && method.bytes().all(|b| b.is_ascii_uppercase())
-        && (url.starts_with("http://") || url.starts_with("https://"))
+        && (url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/'))
 }
 
 /// Understands one line of input. Never fails on a Rhai expression: anything that is neither a
@@ -150,6 +152,9 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
     let line = line.trim();
     if line.is_empty() {
         return Ok(Command::Empty);
+    }
+    if matches!(line, "help" | "?") {
+        return Ok(Command::Help);
     }
     if let Some(rest) = line.strip_prefix(':') {
         let (name, arg) = match rest.split_once(char::is_whitespace) {
@@ -181,6 +186,13 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         return Ok(Command::Run(id));
     }
     if is_adhoc(line) {
+        if line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|u| u.starts_with('/'))
+        {
+            return Ok(Command::Relative(line.to_string()));
+        }
         return record::parse_adhoc(line).map(|r| Command::Request(Box::new(r)));
     }
     Ok(Command::Eval(line.to_string()))
@@ -267,6 +279,8 @@ pub struct Repl {
     rt: tokio::runtime::Runtime,
     /// Set by the scripts-folder watcher; cleared by every reload.
     pub changed: Arc<AtomicBool>,
+    /// `let` variables of earlier expressions.
+    vars: crate::script::Variables,
 }
 
 impl Repl {
@@ -279,6 +293,7 @@ impl Repl {
             clock: Clock::new(),
             rt: super::runtime()?,
             changed: Arc::new(AtomicBool::new(false)),
+            vars: crate::script::Variables::default(),
         })
     }
 
@@ -352,16 +367,52 @@ impl Repl {
             Command::Routes => Ok(TableInfo::of(&self.session.table()).to_text()),
             Command::Reload => Ok(self.reload()),
             Command::Load(path) => Ok(self.load(&path)),
-            Command::Request(req) => {
-                self.typed += 1;
-                let id = format!("a{}", self.typed);
-                self.entries.push(Entry { id, req: *req });
-                let i = self.entries.len().saturating_sub(1);
-                self.decide(i, false)
-            }
+            Command::Relative(line) => self
+                .absolute(&line)
+                .and_then(|l| record::parse_adhoc(&l))
+                .and_then(|r| self.typed_request(r)),
+            Command::Request(req) => self.typed_request(*req),
             Command::Eval(expr) => self.eval(&expr),
         };
         Reply::Text(text.unwrap_or_else(|e| format!("error: {e}")))
+    }
+
+    /// `GET /path …` with the scheme and host of the selected (else the last) request.
+    fn absolute(&self, line: &str) -> Result<String, String> {
+        let base = self
+            .selected
+            .or_else(|| self.entries.len().checked_sub(1))
+            .and_then(|i| self.entries.get(i))
+            .ok_or("no host yet: type a whole URL first (GET http://host/path)")?;
+        let host = base
+            .req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map_or(base.req.host.as_str(), |(_, v)| v.as_str());
+        let (method, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        Ok(format!(
+            "{method} {}://{host}{}",
+            base.req.scheme,
+            rest.trim_start()
+        ))
+    }
+
+    /// Adds and decides a typed request (its entrypoint must exist).
+    fn typed_request(&mut self, req: RecordedRequest) -> Result<String, String> {
+        let known = &self.session.env.entrypoints;
+        if !known.contains(&req.entrypoint) {
+            return Err(format!(
+                "unknown entrypoint {:?} (known: {})",
+                req.entrypoint,
+                known.join(", ")
+            ));
+        }
+        self.typed += 1;
+        let id = format!("a{}", self.typed);
+        self.entries.push(Entry { id, req });
+        let i = self.entries.len().saturating_sub(1);
+        self.decide(i, false)
     }
 
     fn list(&self, filter: &Option<Filter>) -> String {
@@ -443,11 +494,12 @@ impl Repl {
         Ok(out)
     }
 
-    fn eval(&self, expr: &str) -> Result<String, String> {
+    fn eval(&mut self, expr: &str) -> Result<String, String> {
         let i = self.current(None)?;
         let e = self.entries.get(i).ok_or("no such request")?;
         let req = hook_request(&e.req)?;
-        crate::script::eval_with_request(expr, req).map_err(|err| render_all(&[err]))
+        crate::script::eval_with_request_in(&mut self.vars, expr, req)
+            .map_err(|err| render_all(&[err]))
     }
 
     /// Rebuilds the scripts; on failure the errors and the table kept.
@@ -495,8 +547,10 @@ fn help() -> String {
     }
     out.push_str(
         "  METHOD URL …     decide a typed request: GET http://api.x.com/v1 H:X-User=alice \
-         C:10.0.0.1 (E:ENTRYPOINT, B:BODY)\n  anything else    a Rhai expression with `req` \
-         bound to the selected request, e.g. req.header(\"user-agent\")\n",
+         C:10.0.0.1 (E:ENTRYPOINT, B:BODY); GET /path … uses the last request's host; quote \
+         values with spaces: H:User-Agent=\"curl 8\"\n  anything else    a Rhai expression \
+         with `req` bound to the selected request, e.g. req.header(\"user-agent\"); `let x = \
+         …;` keeps x for later lines\n  help, ?          this list\n",
     );
     out
 }

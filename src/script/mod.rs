@@ -108,25 +108,59 @@ pub fn embedded_default() -> Vec<ScriptSource> {
         .collect()
 }
 
-/// Evaluates one expression (or a few statements) typed at the REPL with `req` bound to a
-/// request, on an engine with the hooks' sandbox and operation budget, and returns the value as
-/// text (strings quoted, so an empty header reads `""`). Errors name the file `expr` and carry
-/// the expression as their source line, so they print with a caret under the column.
+/// Variables a REPL session keeps between expressions (`let x = ...;` on one line, `x` on
+/// the next). Opaque: the script engine's scope stays inside this module.
+#[derive(Default)]
+pub struct Variables(rhai::Scope<'static>);
+
+impl Variables {
+    /// Names defined so far.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _, _)| n.to_string()).collect()
+    }
+}
+
+/// Evaluates a Rhai expression with `req` bound to `req` (the REPL's expressions), in the
+/// sandbox with the hook limits. Strings are shown quoted.
 pub fn eval_with_request(
+    expr: &str,
+    req: crate::middleware::HookRequest,
+) -> Result<String, ScriptError> {
+    eval_with_request_in(&mut Variables::default(), expr, req)
+}
+
+/// `eval_with_request` keeping `let` variables in `vars` for the next call (a variable holding
+/// the request itself is not kept: the request is lent for one call only).
+pub fn eval_with_request_in(
+    vars: &mut Variables,
     expr: &str,
     req: crate::middleware::HookRequest,
 ) -> Result<String, ScriptError> {
     let limits = Limits::default();
     let engine = engine_with_limits(&limits, limits.hook_operations);
     let (value, _) = hook::with_request(req, |handle| {
-        let mut scope = rhai::Scope::new();
+        let mut scope = vars.0.clone();
+        let kept = scope.len();
         scope.push("req", handle);
         let ast = engine
             .compile_with_scope(&scope, expr)
             .map_err(|e| ScriptError::from_parse("expr", &e).with_source(expr))?;
-        engine
+        let value = engine
             .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &ast)
-            .map_err(|e| ScriptError::from_eval("expr", &e).with_source(expr))
+            .map_err(|e| ScriptError::from_eval("expr", &e).with_source(expr))?;
+        let mut next = rhai::Scope::new();
+        for (i, (name, constant, v)) in scope.iter_raw().enumerate() {
+            if (i == kept && name == "req") || v.is::<hook::ScriptRequest>() {
+                continue;
+            }
+            if constant {
+                next.push_constant_dynamic(name.to_string(), v.clone());
+            } else {
+                next.push_dynamic(name.to_string(), v.clone());
+            }
+        }
+        vars.0 = next;
+        Ok(value)
     });
     let value = value?;
     Ok(if value.is_string() {

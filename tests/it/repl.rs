@@ -161,6 +161,24 @@ fn explore_a_recording() {
         &["#a2 GET nowhere.x.com/", "route   none", "answer  404"],
     );
 
+    // `GET /path` goes to the last request's host; quoted values keep their spaces.
+    step(
+        &mut p,
+        "GET /v3 H:User-Agent=\"curl 8 beta\"",
+        &["#a3 GET nowhere.x.com/v3", "route   none"],
+    );
+    step(&mut p, "req.header(\"user-agent\")", &["\"curl 8 beta\""]);
+    // An unknown entrypoint is said to be unknown, not decided as a 404.
+    step(
+        &mut p,
+        "GET http://api.x.com/ E:nosuch",
+        &["error: unknown entrypoint \"nosuch\" (known: web)"],
+    );
+    // `let` variables survive to the next line; `help` works without the colon.
+    step(&mut p, "let n = req.path.len();", &[]);
+    step(&mut p, "n * 2", &["6"]);
+    step(&mut p, "help", &[":list", "keeps x for later lines"]);
+
     p.send_line(":quit").unwrap();
     p.exp_eof().unwrap();
     assert!(
