@@ -128,6 +128,19 @@ impl Router {
             control.set_certificates(m.clone());
             Some(m)
         };
+        // Certificate resolvers serve what their storage holds from the first build on.
+        let mut resolvers = Vec::new();
+        if let Some(m) = &certs {
+            for r in &cfg.acme {
+                let resolver = crate::acme::Resolver::new(r.clone(), m.certificates())
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("certificate resolver {:?}", r.name))?;
+                let resolver = Arc::new(resolver);
+                m.add_source(resolver.clone());
+                resolvers.push(resolver);
+            }
+            control.set_resolvers(resolvers.clone());
+        }
         match control.origin() {
             ScriptsOrigin::Dir(d) => info!(scripts = %d.display(), "loading route scripts"),
             ScriptsOrigin::Embedded => {
@@ -200,6 +213,17 @@ impl Router {
         // Opened before any worker starts: an unwritable access-log file is a start-up error.
         let access_log =
             crate::access_log::AccessLog::open(&cfg.access_log).map_err(anyhow::Error::msg)?;
+        for r in resolvers {
+            let tx = triggers.clone();
+            let issued = move || {
+                let _ = tx.try_send(Trigger::Certificates);
+            };
+            tasks.push(tokio::spawn(r.run(
+                control.acme_wanted(),
+                issued,
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(m) = &certs {
             // Certificate files are polled: they often live outside the scripts folder (a
             // mounted secret, an ACME client's output), where a watch may not reach.

@@ -111,6 +111,20 @@ pub struct CommonArgs {
     pub swarm: SwarmArgs,
     #[command(flatten, next_help_heading = "TLS certificates")]
     pub tls: TlsArgs,
+    /// A certificate resolver option, also written `--acme.NAME.KEY=VALUE` (repeatable; env:
+    /// comma-separated). Keys: `email`, `ca-server` (ACME directory URL) [default: Let's
+    /// Encrypt], `ca-certificate` (roots for a private CA), `http-challenge` (a cleartext
+    /// entrypoint), `tls-challenge` (true), `storage` (JSON file) [default: acme-NAME.json],
+    /// `key-type` (EC256, EC384), `renew-when-left` (percent of lifetime) [default: 33%],
+    /// `retry-base` (first wait after a failure) [default: 1m].
+    #[arg(
+        long = "acme",
+        env = "SWITCHYARD_ACME",
+        value_name = "NAME.KEY=VALUE",
+        value_delimiter = ',',
+        help_heading = "TLS certificates"
+    )]
+    pub acme: Vec<String>,
 }
 
 /// Certificate files as flags (`--tls.KEY`), env (`SWITCHYARD_TLS_KEY`) and the `[tls]` table of
@@ -186,6 +200,57 @@ fn parse_cert_pair(s: &str, what: &str) -> anyhow::Result<crate::tls::CertFiles>
         cert: PathBuf::from(cert.trim()),
         key: PathBuf::from(key.trim()),
     })
+}
+
+/// Certificate resolvers: the `[acme.NAME]` tables, then `--acme NAME.KEY=VALUE` flags over
+/// them key by key; each checked against the entrypoints.
+fn resolve_acme(
+    flags: &[String],
+    file: Option<&BTreeMap<String, BTreeMap<String, toml::Value>>>,
+    entrypoints: &[(String, SocketAddr)],
+    options: &BTreeMap<String, EntrypointOptions>,
+) -> anyhow::Result<Vec<crate::acme::ResolverConfig>> {
+    let mut resolvers: BTreeMap<String, crate::acme::ResolverConfig> = BTreeMap::new();
+    let mut set = |name: &str, key: &str, value: &str| -> anyhow::Result<()> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("invalid certificate resolver name {name:?}: use letters, digits, - and _");
+        }
+        resolvers
+            .entry(name.to_string())
+            .or_insert_with(|| crate::acme::ResolverConfig::new(name))
+            .set(key, value)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("certificate resolver {name:?}"))
+    };
+    for (name, table) in file.into_iter().flatten() {
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            set(name, key, &text)?;
+        }
+    }
+    for o in flags.iter().filter(|o| !o.trim().is_empty()) {
+        let err =
+            || format!("invalid --acme {o:?}: write NAME.KEY=VALUE, e.g. le.email=ops@example.com");
+        let (target, value) = o.split_once('=').with_context(err)?;
+        let (name, key) = target.split_once('.').with_context(err)?;
+        set(name, key, value)?;
+    }
+    let eps: Vec<(String, bool)> = entrypoints
+        .iter()
+        .map(|(n, _)| (n.clone(), options.get(n).is_some_and(|o| o.tls.is_some())))
+        .collect();
+    let resolvers: Vec<_> = resolvers.into_values().collect();
+    for r in &resolvers {
+        r.check(&eps).map_err(anyhow::Error::msg)?;
+    }
+    Ok(resolvers)
 }
 
 /// Flags (a non-empty list wins whole) over the `[tls]` table.
@@ -852,6 +917,8 @@ pub struct FileConfig {
     pub timeouts: Option<TimeoutArgs>,
     pub providers: Option<FileProviders>,
     pub tls: Option<TlsArgs>,
+    /// `[acme.NAME]`: a certificate resolver's options (the keys of `--acme.NAME.KEY`).
+    pub acme: Option<BTreeMap<String, BTreeMap<String, toml::Value>>>,
     pub record: Option<RecordArgs>,
     pub access_log: Option<AccessLogArgs>,
 }
@@ -1005,17 +1072,23 @@ pub fn apply_entrypoint_option(
     Ok(())
 }
 
-/// Rewrites `--entrypoint.NAME.KEY=VALUE` (or `--entrypoint.NAME.KEY VALUE`, or a bare
-/// `--entrypoint.NAME.KEY` meaning `true`) into `--entrypoint-option NAME.KEY=VALUE`, the form
-/// clap knows; every other argument is kept as it is.
+/// Rewrites `--entrypoint.NAME.KEY=VALUE` and `--acme.NAME.KEY=VALUE` (or `… VALUE` as the next
+/// argument, or a bare flag meaning `true`) into `--entrypoint-option NAME.KEY=VALUE` and
+/// `--acme NAME.KEY=VALUE`, the forms clap knows; every other argument is kept as it is.
 pub fn expand_entrypoint_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter().peekable();
     while let Some(arg) = it.next() {
-        let Some(rest) = arg.to_str().and_then(|a| a.strip_prefix("--entrypoint.")) else {
+        let text = arg.to_str().unwrap_or_default();
+        let (flag, rest) = if let Some(rest) = text.strip_prefix("--entrypoint.") {
+            ("--entrypoint-option", rest.to_string())
+        } else if let Some(rest) = text.strip_prefix("--acme.") {
+            ("--acme", rest.to_string())
+        } else {
             out.push(arg);
             continue;
         };
+        let rest = rest.as_str();
         let option = if rest.contains('=') {
             rest.to_string()
         } else {
@@ -1029,7 +1102,7 @@ pub fn expand_entrypoint_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             };
             format!("{rest}={value}")
         };
-        out.push("--entrypoint-option".into());
+        out.push(flag.into());
         out.push(option.into());
     }
     out
@@ -1055,6 +1128,8 @@ pub struct Config {
     /// The Docker provider, when on.
     /// Certificate files served on TLS entrypoints.
     pub tls: TlsConfig,
+    /// ACME certificate resolvers.
+    pub acme: Vec<crate::acme::ResolverConfig>,
     pub docker: Option<DockerConfig>,
     /// The Swarm provider, when on.
     pub swarm: Option<SwarmConfig>,
@@ -1357,6 +1432,12 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         file.providers.as_ref().and_then(|p| p.docker.as_ref()),
     )?;
     let tls = resolve_tls(&common.tls, file.tls.as_ref())?;
+    let acme = resolve_acme(
+        &common.acme,
+        file.acme.as_ref(),
+        &entrypoints,
+        &settings.entrypoint_options,
+    )?;
     let swarm = resolve_swarm(
         &common.swarm,
         file.providers.as_ref().and_then(|p| p.swarm.as_ref()),
@@ -1371,6 +1452,7 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         docker,
         swarm,
         tls,
+        acme,
         workers,
         scripts,
         catalog: common.catalog.clone().or(file.catalog.clone()),
@@ -1797,6 +1879,58 @@ mod tests {
             ("websecure", 8443, "https", true)
         );
         assert_eq!(cfg.build_env().tls_entrypoints, vec!["websecure"]);
+    }
+
+    #[test]
+    fn certificate_resolvers_from_flags_and_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[entrypoints]\nweb = \":80\"\nwebsecure = { address = \":443\", tls = true }\n\
+             [acme.le]\nemail = \"a@b.test\"\nhttp-challenge = \"web\"\n",
+        )
+        .unwrap();
+        let args = expand_entrypoint_flags(
+            [
+                "x",
+                "--acme.le.key-type",
+                "EC384",
+                "--acme.le.storage=/data/le.json",
+            ]
+            .iter()
+            .map(Into::into)
+            .collect(),
+        );
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut common = cli.run.common.clone();
+        common.config = Some(path.clone());
+        common.scripts = Some(dir.path().to_path_buf());
+        let cfg = resolve(&common, None).unwrap();
+        let le = &cfg.acme[0];
+        assert_eq!(le.email.as_deref(), Some("a@b.test"));
+        assert_eq!(le.http_challenge.as_deref(), Some("web"));
+        assert_eq!(
+            le.key_type,
+            crate::acme::KeyType::EcdsaP384,
+            "the flag adds to the file"
+        );
+        assert_eq!(le.storage, PathBuf::from("/data/le.json"));
+        std::fs::write(
+            &path,
+            "[entrypoints]\nweb = \":80\"\n[acme.le]\nhttp-challenge = \"web\"\n",
+        )
+        .unwrap();
+        let mut plain = common.clone();
+        plain.acme.clear();
+        let err = format!("{:#}", resolve(&plain, None).unwrap_err());
+        assert!(err.contains("no entrypoint terminates TLS"), "{err}");
     }
 
     #[test]

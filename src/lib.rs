@@ -16,6 +16,7 @@
 )]
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod balance;

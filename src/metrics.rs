@@ -734,13 +734,59 @@ impl Drop for OpenConnection {
 }
 
 /// `GET /metrics`: the exposition with Prometheus' text content type.
-pub fn response(metrics: &Metrics, table: &RouteTable) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(metrics.render(table))));
+pub fn response(metrics: &Metrics, table: &RouteTable, tls: &TlsView) -> Response<Full<Bytes>> {
+    let mut text = metrics.render(table);
+    text.push_str(&render_tls(tls));
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// What `/metrics` shows of certificates, read at scrape time: each served certificate (its
+/// first name, its source, its expiry) and each resolver's orders per name (done, failed).
+#[derive(Debug, Default)]
+pub struct TlsView {
+    pub certificates: Vec<(String, String, i64)>,
+    pub orders: Vec<(String, String, u64, u64)>,
+}
+
+fn render_tls(v: &TlsView) -> String {
+    let mut out = Text::default();
+    if !v.certificates.is_empty() {
+        out.head(
+            "switchyard_certificate_not_after_seconds",
+            "gauge",
+            "When each served certificate expires (Unix time), by its first name and source.",
+        );
+        for (name, source, not_after) in &v.certificates {
+            out.sample(
+                "switchyard_certificate_not_after_seconds",
+                &[("name", name), ("source", source)],
+                *not_after as f64,
+            );
+        }
+    }
+    if !v.orders.is_empty() {
+        out.head(
+            "switchyard_acme_orders_total",
+            "counter",
+            "ACME certificate orders, by resolver, name and result (ok, error).",
+        );
+        for (resolver, name, done, failed) in &v.orders {
+            let ok = done.saturating_sub(*failed);
+            for (result, n) in [("ok", ok), ("error", *failed)] {
+                out.sample(
+                    "switchyard_acme_orders_total",
+                    &[("resolver", resolver), ("name", name), ("result", result)],
+                    n as f64,
+                );
+            }
+        }
+    }
+    out.0
 }
 
 fn method_index(m: &Method) -> usize {

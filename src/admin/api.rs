@@ -293,6 +293,29 @@ pub fn entrypoint_list(state: &AdminState, q: &ListQuery) -> Value {
 
 /// `GET /api/scripts`: the latest build (as before) plus `scripts[]`: each file with its
 /// errors and warnings.
+/// Certificates and ACME orders for `/metrics`.
+pub fn tls_view(state: &AdminState) -> crate::metrics::TlsView {
+    let mut v = crate::metrics::TlsView::default();
+    if let Some(m) = state.control.certificates() {
+        let store = m.certificates().load();
+        v.certificates = store
+            .certs()
+            .iter()
+            .map(|c| {
+                let name = c.names.first().cloned().unwrap_or_default();
+                (name, c.source.clone(), c.not_after)
+            })
+            .collect();
+    }
+    for (resolver, names) in state.control.resolver_status() {
+        for n in names {
+            v.orders
+                .push((resolver.clone(), n.name, n.orders, n.failures));
+        }
+    }
+    v
+}
+
 /// The certificates TLS entrypoints serve: names, subject and issuer, validity, where each
 /// came from; the default one last. Empty when no entrypoint terminates TLS.
 pub fn certificates(state: &AdminState) -> Value {
@@ -324,7 +347,13 @@ pub fn certificates(state: &AdminState) -> Value {
     };
     let mut list: Vec<Value> = store.certs().iter().map(|c| one(c, false)).collect();
     list.push(one(store.default_cert(), true));
-    json!({ "certificates": list })
+    let resolvers: Vec<Value> = state
+        .control
+        .resolver_status()
+        .into_iter()
+        .map(|(name, names)| json!({ "name": name, "names": names }))
+        .collect();
+    json!({ "certificates": list, "resolvers": resolvers })
 }
 
 pub fn scripts(state: &AdminState) -> Value {

@@ -200,7 +200,11 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match path {
         "/ping" => text(StatusCode::OK, "OK\n"),
-        "/metrics" => crate::metrics::response(&state.control.metrics(), &state.table.load()),
+        "/metrics" => crate::metrics::response(
+            &state.control.metrics(),
+            &state.table.load(),
+            &api::tls_view(state),
+        ),
         "/api/overview" => json(&api::overview(state)),
         "/api/routes" => list(api::route_list),
         "/api/services" => list(api::service_list),

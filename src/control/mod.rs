@@ -98,6 +98,10 @@ pub struct Control {
     metrics: Arc<crate::metrics::Metrics>,
     /// The certificates of TLS entrypoints (absent in `check` and routers without TLS).
     certs: OnceLock<Arc<certs::CertManager>>,
+    /// What the live table's TLS routes ask each certificate resolver for.
+    acme_wanted: watch::Sender<crate::acme::Wanted>,
+    /// The certificate resolvers, for their status.
+    resolvers: OnceLock<Vec<Arc<crate::acme::Resolver>>>,
 }
 
 impl Control {
@@ -125,7 +129,34 @@ impl Control {
             metrics: crate::metrics::Metrics::new(&env.entrypoints),
             env,
             certs: OnceLock::new(),
+            acme_wanted: watch::channel(crate::acme::Wanted::new()).0,
+            resolvers: OnceLock::new(),
         }
+    }
+
+    /// Records the certificate resolvers (their certificates reach the store as sources of the
+    /// certificate manager; this is for their status).
+    pub fn set_resolvers(&self, resolvers: Vec<Arc<crate::acme::Resolver>>) {
+        let _ = self.resolvers.set(resolvers);
+    }
+
+    /// Each resolver with the names it must hold and how they stand.
+    pub fn resolver_status(&self) -> Vec<(String, Vec<crate::acme::NameStatus>)> {
+        let wanted = self.acme_wanted.borrow().clone();
+        self.resolvers
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let names = wanted.get(&r.cfg.name).cloned().unwrap_or_default();
+                (r.cfg.name.clone(), r.status(&names))
+            })
+            .collect()
+    }
+
+    /// The names each certificate resolver must hold, updated with every live table.
+    pub fn acme_wanted(&self) -> watch::Receiver<crate::acme::Wanted> {
+        self.acme_wanted.subscribe()
     }
 
     /// Keeps `certs` in step with every build from now on (script-declared certificates are
@@ -315,6 +346,12 @@ impl Control {
                 self.metrics.build(true);
                 let table = Arc::new(built.table);
                 self.table.store(table.clone());
+                let wanted = crate::acme::wanted(&table);
+                self.acme_wanted.send_if_modified(|w| {
+                    let changed = *w != wanted;
+                    *w = wanted;
+                    changed
+                });
                 if let Some(h) = self.health.get() {
                     h.sync(&table);
                 }

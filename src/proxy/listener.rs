@@ -183,6 +183,11 @@ impl Proxy {
         };
         self.metrics.tls_handshake(wire.ep, true);
         let (_, conn) = stream.get_ref();
+        if conn.alpn_protocol() == Some(crate::tls::store::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP follows.
+            debug!(peer = %addr, sni = ?conn.server_name(), "ACME TLS-ALPN-01 validation answered");
+            return;
+        }
         let version = if conn.alpn_protocol() == Some(b"h2") {
             HttpVersion::H2
         } else {

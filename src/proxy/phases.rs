@@ -65,6 +65,12 @@ impl Proxy {
             Ok(host) => {
                 ctx.host = host;
                 x.canonical(ctx, &req);
+                // ACME HTTP-01 validations are answered before anything else (redirects and
+                // routes included), as Traefik does on its challenge entrypoint.
+                if let Some(answer) = self.acme_http_challenge(&req) {
+                    x.answered_by(&|| "ACME HTTP-01 challenge".to_string());
+                    return Some(answer);
+                }
                 // An entrypoint that redirects (`redirect-to`) answers every request before
                 // routing.
                 if let Some(answer) = entrypoint_redirect(ctx, &req, x) {
@@ -282,6 +288,24 @@ pub(crate) fn canonicalize<B>(
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
     Ok(host)
+}
+
+impl Proxy {
+    /// The key authorization for `GET /.well-known/acme-challenge/TOKEN` while an ACME order
+    /// waits for it.
+    fn acme_http_challenge<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
+        let token = req
+            .uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")?;
+        let key_auth = self.certs.get()?.http_challenge(token)?;
+        let mut resp = Response::new(ProxyBody::full(bytes::Bytes::from(key_auth)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        Some(resp)
+    }
 }
 
 /// The redirect of an entrypoint with `redirect-to`, for a canonical request.

@@ -216,6 +216,10 @@ impl TlsOptions {
             strict: self.strict_sni,
         }));
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // Chosen only when a client offers it: ACME's TLS-ALPN-01 validation (RFC 8737).
+        config
+            .alpn_protocols
+            .push(super::store::ACME_TLS_ALPN.to_vec());
         // Stateless TLS 1.3 tickets and TLS 1.2 ticket resumption: no per-session memory.
         if let Ok(t) = rustls::crypto::ring::Ticketer::new() {
             config.ticketer = t;
@@ -275,7 +279,10 @@ mod tests {
         o.set("min-version", "1.3").unwrap();
         o.set("alpn", "http/1.1").unwrap();
         let c = o.server_config(certs.clone()).unwrap();
-        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            c.alpn_protocols,
+            vec![b"http/1.1".to_vec(), b"acme-tls/1".to_vec()]
+        );
         let mut o = TlsOptions::default();
         o.set("client-auth", "require").unwrap();
         assert!(o

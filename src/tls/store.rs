@@ -6,7 +6,8 @@
 //! snapshot, so a swap never fails or mixes a handshake in progress; exact names win over
 //! wildcards, and among certificates for the same name the one valid longest wins; a wildcard
 //! covers exactly one label (`*.a.com` serves `x.a.com`, not `a.com` nor `y.x.a.com`); with
-//! strict SNI a name no certificate lists (or no name) fails the handshake.
+//! strict SNI a name no certificate lists (or no name) fails the handshake; a handshake offering
+//! `acme-tls/1` gets only a TLS-ALPN-01 challenge certificate, never a served one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +40,10 @@ impl CertStore {
                     None => (&mut exact, name.clone()),
                 };
                 let slot = map.entry(key).or_insert(i);
-                if certs.get(*slot).is_some_and(|held| held.not_after < c.not_after) {
+                if certs
+                    .get(*slot)
+                    .is_some_and(|held| held.not_after < c.not_after)
+                {
                     *slot = i;
                 }
             }
@@ -72,23 +76,50 @@ impl CertStore {
     }
 }
 
-/// The live certificates, shared by every TLS entrypoint and swapped whole.
+/// The live certificates, shared by every TLS entrypoint and swapped whole, and the ACME
+/// challenge answers being served.
 #[derive(Debug)]
-pub struct Certificates(ArcSwap<CertStore>);
+pub struct Certificates {
+    store: ArcSwap<CertStore>,
+    pub challenges: Challenges,
+}
+
+/// ACME challenge answers: HTTP-01 key authorizations by token (served at
+/// `/.well-known/acme-challenge/TOKEN` before any route) and TLS-ALPN-01 certificates by name
+/// (served to handshakes offering only `acme-tls/1`).
+#[derive(Debug, Default)]
+pub struct Challenges {
+    pub http: dashmap::DashMap<String, String>,
+    pub alpn: dashmap::DashMap<String, Arc<CertifiedKey>>,
+}
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl Certificates {
     pub fn new(store: CertStore) -> Arc<Certificates> {
-        Arc::new(Certificates(ArcSwap::from_pointee(store)))
+        Arc::new(Certificates {
+            store: ArcSwap::from_pointee(store),
+            challenges: Challenges::default(),
+        })
     }
 
     /// Replaces the store; handshakes that already chose keep their choice.
     pub fn swap(&self, store: CertStore) {
-        self.0.store(Arc::new(store));
+        self.store.store(Arc::new(store));
     }
 
     /// The store now.
     pub fn load(&self) -> Arc<CertStore> {
-        self.0.load_full()
+        self.store.load_full()
+    }
+
+    /// The key authorization of an HTTP-01 challenge being answered, by token.
+    pub fn http_challenge(&self, token: &str) -> Option<String> {
+        if self.challenges.http.is_empty() {
+            return None;
+        }
+        self.challenges.http.get(token).map(|v| v.value().clone())
     }
 }
 
@@ -103,7 +134,7 @@ pub struct SniResolver {
 impl SniResolver {
     /// The certificate for an SNI name (`None`: no name sent).
     pub fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let store = self.certs.0.load();
+        let store = self.certs.store.load();
         let found = sni.and_then(|n| {
             let n = n.trim_end_matches('.');
             if n.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -122,6 +153,19 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A TLS-ALPN-01 validation offers only `acme-tls/1` and gets the challenge certificate.
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .certs
+                .challenges
+                .alpn
+                .get(&name)
+                .map(|c| c.value().clone());
+        }
         let chosen = self.choose(hello.server_name());
         if chosen.is_none() {
             tracing::debug!(sni = ?hello.server_name(), "TLS handshake refused: strict SNI and no certificate for the name");

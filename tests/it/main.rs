@@ -4,6 +4,7 @@
 mod support;
 
 mod access_log;
+mod acme;
 mod admin_api;
 mod attacks;
 mod auth_offload;

@@ -199,7 +199,7 @@ impl ServerCertVerifier for AnyCert {
 }
 
 /// The leaf certificate the router serves for `sni` (DER), or the handshake error.
-async fn served_cert(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn served_cert(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, String> {
     let config = rustls::ClientConfig::builder_with_provider(switchyard::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Test tools for TLS, HTTP/2 and gRPC: Debian's nghttp2-client (h2load), openssl and curl, and a
+# Test tools for TLS, HTTP/2, gRPC and ACME: Debian's nghttp2-client (h2load), openssl, curl,
+# pebble (with pebble-challtestsrv) and redis-server, and a
 # Python virtualenv with PyPI's h2 and grpcio (tests/tools/requirements.txt). Idempotent and
 # quick when done; holds a lock so parallel tests install once. Needs root for apt (as the
 # Docker rig does).
@@ -17,6 +18,8 @@ command -v h2load >/dev/null || want+=(nghttp2-client)
 command -v openssl >/dev/null || want+=(openssl)
 command -v curl >/dev/null || want+=(curl)
 [[ -x /usr/bin/python3 ]] || want+=(python3)
+command -v pebble >/dev/null || want+=(pebble)
+command -v redis-server >/dev/null || want+=(redis-server)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 if (( ${#want[@]} )); then
     echo "tools-setup: installing ${want[*]} (apt)" >&2

@@ -99,6 +99,7 @@ pub fn test_config(dir: &Path) -> Config {
         record: Default::default(),
         access_log: Default::default(),
         tls: Default::default(),
+        acme: Vec::new(),
     }
 }
 

@@ -1,0 +1,329 @@
+//! ACME certificate resolvers against Debian's Pebble (a real RFC 8555 server) and
+//! pebble-challtestsrv (its DNS, pointing every name at 127.0.0.1): HTTP-01 and TLS-ALPN-01
+//! issuance, the certificate served by SNI and verified against Pebble's root, the storage file
+//! serving again after a restart without the CA. Pebble's HTTPS certificate is made here (Debian
+//! ships none) and trusted only by the router (`ca-certificate`).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use switchyard::config::Config;
+
+use crate::support::*;
+use crate::tls::{addr_of, curl, entrypoint, Ca};
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts on `addr` (at most 20 s).
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pebble and its DNS, for a router whose HTTP-01 answers come on `http_port` and TLS-ALPN-01
+/// on `tls_port`.
+struct Pebble {
+    _dns: tokio::process::Child,
+    pebble: Option<tokio::process::Child>,
+    /// The ACME directory URL.
+    directory: String,
+    management: SocketAddr,
+    /// The CA file the router trusts for Pebble's HTTPS listener.
+    listener_ca: PathBuf,
+}
+
+impl Pebble {
+    fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+        assert!(
+            Path::new("/usr/bin/pebble").exists() || which("pebble"),
+            "pebble missing: run tests/tools/setup.sh"
+        );
+        let ca = Ca::new(dir);
+        let listener = ca.issue("pebble", &["localhost", "127.0.0.1"], false);
+        let (cert, key) = listener.split_once(':').unwrap();
+        let dns = free_port();
+        let dns_child = tokio::process::Command::new("pebble-challtestsrv")
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{}", free_port()),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting pebble-challtestsrv");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let management: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.join("pebble.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({ "pebble": {
+                "listenAddress": listen.to_string(),
+                "managementListenAddress": management.to_string(),
+                "certificate": cert,
+                "privateKey": key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let pebble = tokio::process::Command::new("pebble")
+            .arg("-config")
+            .arg(&config)
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{dns}"))
+            // No random validation delays, no rejected nonces: quick, deterministic runs.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting pebble");
+        wait_listening(listen, "pebble");
+        Pebble {
+            _dns: dns_child,
+            pebble: Some(pebble),
+            directory: format!("https://{listen}/dir"),
+            management,
+            listener_ca: ca.cert.clone(),
+        }
+    }
+
+    /// Pebble's current root (PEM), from its management listener.
+    async fn root(&self, dir: &Path) -> PathBuf {
+        let c = curl(&[
+            "--cacert",
+            &self.listener_ca.display().to_string(),
+            &format!("https://localhost:{}/roots/0", self.management.port()),
+        ])
+        .await;
+        assert_eq!(c.status, 200, "{c:?}");
+        let path = dir.join("pebble-root.pem");
+        std::fs::write(&path, format!("{}\n", c.body)).unwrap();
+        path
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.pebble.take() {
+            let _ = p.start_kill();
+        }
+    }
+}
+
+fn which(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A router with `web` (HTTP-01) and `websecure` (TLS) on fixed free ports and resolver `le`
+/// pointed at `directory`.
+async fn router(script: &str, ports: (u16, u16), resolver: &[(&str, String)]) -> TestRouter {
+    let resolver: Vec<(String, String)> = resolver
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    TestRouter::start_with(&[("10-test.rhai", script)], move |cfg: &mut Config| {
+        cfg.entrypoints = vec![(
+            "web".into(),
+            format!("127.0.0.1:{}", ports.0).parse().unwrap(),
+        )];
+        entrypoint(cfg, "websecure", &["tls"]);
+        if let Some(e) = cfg.entrypoints.iter_mut().find(|(n, _)| n == "websecure") {
+            e.1 = format!("127.0.0.1:{}", ports.1).parse().unwrap();
+        }
+        let mut r = switchyard::acme::ResolverConfig::new("le");
+        for (k, v) in &resolver {
+            r.set(k, v).unwrap();
+        }
+        cfg.acme = vec![r];
+    })
+    .await
+}
+
+/// The issuer of the certificate served for `sni`, polled until `ok` holds (at most 60 s).
+async fn served_issuer(addr: SocketAddr, sni: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(der) = crate::tls::served_cert(addr, sni).await {
+            let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let issuer = x.issuer().to_string();
+            if ok(&issuer) {
+                return issuer;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate for {sni} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn routes(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                "route(\"{n}\").rule(\"Host(`{n}`)\").tls(#{{ resolver: \"le\" }}).to(respond(200, \"{n}\\n\"));\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn http01_issues_serves_and_survives_a_restart_without_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let mut pebble = Pebble::start(dir.path(), ports.0, ports.1);
+    let storage = dir.path().join("acme-le.json");
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("http-challenge", "web".to_string()),
+        ("storage", storage.display().to_string()),
+        ("retry-base", "1s".to_string()),
+        ("email", "ops@example.test".to_string()),
+    ];
+    let script = routes(&["a.acme.test"]);
+    let started = Instant::now();
+    let r = router(&script, ports, &settings).await;
+    let tls = addr_of(&r, "websecure");
+    let issuer = served_issuer(tls, "a.acme.test", |i| i.contains("Pebble")).await;
+    let took = started.elapsed();
+    eprintln!("HTTP-01: route to served certificate in {took:?} (issuer {issuer})");
+
+    // Verified by a real client against Pebble's root.
+    let root = pebble.root(dir.path()).await;
+    let c = curl(&[
+        "--cacert",
+        &root.display().to_string(),
+        "--resolve",
+        &format!("a.acme.test:{}:127.0.0.1", tls.port()),
+        &format!("https://a.acme.test:{}/", tls.port()),
+    ])
+    .await;
+    assert_eq!((c.status, c.body.as_str()), (200, "a.acme.test"), "{c:?}");
+
+    // The status is visible; the storage holds the account and the certificate, mode 0600.
+    let status: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body).unwrap();
+    let le = &status["resolvers"][0];
+    assert_eq!(le["name"], "le", "{status:#}");
+    assert_eq!(le["names"][0]["name"], "a.acme.test", "{status:#}");
+    assert!(le["names"][0]["not_after"].is_string(), "{status:#}");
+    let m = get(r.admin, "localhost", "/metrics").await.body;
+    assert!(
+        m.contains(
+            "switchyard_certificate_not_after_seconds{name=\"a.acme.test\",source=\"acme:le\"}"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "switchyard_acme_orders_total{resolver=\"le\",name=\"a.acme.test\",result=\"ok\"} 1"
+        ),
+        "{m}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&storage).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&storage).unwrap()).unwrap();
+    assert!(stored["account"].is_object(), "{stored:#}");
+    assert_eq!(stored["certificates"][0]["name"], "a.acme.test");
+    r.shutdown().await;
+
+    // Without the CA, a restarted router serves the stored certificate at once.
+    pebble.stop();
+    let r = router(&script, ports, &settings).await;
+    let again = served_issuer(addr_of(&r, "websecure"), "a.acme.test", |i| {
+        i.contains("Pebble")
+    })
+    .await;
+    assert_eq!(again, issuer);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_alpn01_issues_and_failures_back_off_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(dir.path(), ports.0, ports.1);
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("tls-challenge", "true".to_string()),
+        (
+            "storage",
+            dir.path().join("acme.json").display().to_string(),
+        ),
+        ("retry-base", "1s".to_string()),
+    ];
+    let script = routes(&["b.acme.test"]);
+    let r = router(&script, ports, &settings).await;
+    let tls = addr_of(&r, "websecure");
+    served_issuer(tls, "b.acme.test", |i| i.contains("Pebble")).await;
+
+    // A CA that cannot reach the answer: the order fails, the error and the next attempt show.
+    drop(pebble);
+    std::fs::write(
+        r.script_path("10-test.rhai"),
+        format!("{script}{}", routes(&["c.acme.test"])),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body)
+                .unwrap();
+        let c = v["resolvers"][0]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "c.acme.test")
+            .cloned();
+        if let Some(c) = c.filter(|c| c["last_error"].is_string()) {
+            assert!(c["failures"].as_u64().unwrap() >= 1, "{c:#}");
+            assert!(c["next_attempt_in_seconds"].is_u64(), "{c:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed order reported:\n{v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // b.acme.test keeps its certificate through the failures.
+    served_issuer(tls, "b.acme.test", |i| i.contains("Pebble")).await;
+    r.shutdown().await;
+}
