@@ -87,6 +87,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         requests: Option<std::path::PathBuf>,
     },
+    /// Work with certificate resolvers' storage.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Print shell completions for the whole CLI (`switchyard completions bash >
     /// /etc/bash_completion.d/switchyard`).
     Completions {
@@ -116,6 +121,27 @@ enum Command {
         /// Name shown in answers [default: the host name].
         #[arg(long, env = "SWITCHYARD_WHOAMI_NAME")]
         name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Import the certificates of a Traefik acme.json into a resolver's storage file; the
+    /// router serves them at once and renews them when due.
+    Import {
+        /// Traefik's acme.json.
+        #[arg(value_name = "ACME_JSON")]
+        file: std::path::PathBuf,
+        /// The switchyard resolver to import into (its storage is acme-NAME.json unless
+        /// --storage says otherwise).
+        #[arg(long, value_name = "NAME")]
+        resolver: String,
+        /// The Traefik resolver to read from acme.json [default: the same name].
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+        /// The resolver's storage file [default: acme-NAME.json].
+        #[arg(long, value_name = "FILE")]
+        storage: Option<std::path::PathBuf>,
     },
 }
 
@@ -223,6 +249,36 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("warn", cfg.log_format)?;
             let code = switchyard::replay::repl::run(&cfg, requests.as_deref());
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Certs {
+            action:
+                CertsAction::Import {
+                    file,
+                    resolver,
+                    from,
+                    storage,
+                },
+        } => {
+            let storage =
+                storage.unwrap_or_else(|| switchyard::acme::ResolverConfig::new(&resolver).storage);
+            let from = from.unwrap_or_else(|| resolver.clone());
+            let done = switchyard::acme::import::import(&file, &from, &resolver, &storage)
+                .map_err(anyhow::Error::msg)?;
+            for (name, why) in &done.skipped {
+                eprintln!("skipped {name}: {why}");
+            }
+            println!(
+                "imported {} certificate{} into {} (resolver {resolver}): {}",
+                done.names.len(),
+                if done.names.len() == 1 { "" } else { "s" },
+                storage.display(),
+                done.names.join(", ")
+            );
+            Ok(if done.names.is_empty() && !done.skipped.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -15,6 +15,7 @@
 //! reported as needing DNS-01 and never ordered; the storage file is written whole and mode 0600.
 
 pub mod config;
+pub mod import;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +79,18 @@ pub struct NameStatus {
     pub next_attempt_in_seconds: Option<u64>,
     pub orders: u64,
     pub failures: u64,
+}
+
+/// The certificate held for `name`: stored under it, or listing it among its names.
+fn held<'a>(
+    issued: &'a BTreeMap<String, storage::Issued>,
+    name: &str,
+) -> Option<&'a storage::Issued> {
+    issued.get(name).or_else(|| {
+        issued
+            .values()
+            .find(|i| i.cert.names.iter().any(|n| n == name))
+    })
 }
 
 #[derive(Default)]
@@ -146,7 +159,7 @@ impl Resolver {
                 let (orders, failures) = st.orders.get(n).copied().unwrap_or_default();
                 NameStatus {
                     name: n.clone(),
-                    not_after: st.issued.get(n).map(|i| rfc3339(i.cert.not_after)),
+                    not_after: held(&st.issued, n).map(|i| rfc3339(i.cert.not_after)),
                     last_error: st.backoff.get(n).map(|(_, e, _)| e.clone()),
                     next_attempt_in_seconds: st
                         .backoff
@@ -166,7 +179,12 @@ impl Resolver {
             return None;
         }
         let st = self.lock();
-        let renew_at = st.issued.get(name).map(|i| {
+        let held = st.issued.get(name).or_else(|| {
+            st.issued
+                .values()
+                .find(|i| i.cert.names.iter().any(|n| n == name))
+        });
+        let renew_at = held.map(|i| {
             let life = (i.cert.not_after - i.cert.not_before).max(1) as f64;
             let at = i.cert.not_after - (life * self.cfg.renew_when_left) as i64;
             Duration::from_secs(u64::try_from(at - crate::tls::certs::now()).unwrap_or(0))

@@ -327,3 +327,106 @@ async fn tls_alpn01_issues_and_failures_back_off_with_a_reason() {
     served_issuer(tls, "b.acme.test", |i| i.contains("Pebble")).await;
     r.shutdown().await;
 }
+
+/// A Traefik user's acme.json: its certificates move into a resolver's storage and serve at
+/// once, with no order (the CA here does not even exist).
+#[tokio::test]
+async fn a_traefik_acme_json_is_imported_and_served_without_an_order() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let pair = ca.issue("imp", &["imp.test", "www.imp.test"], false);
+    let (cert, key) = pair.split_once(':').unwrap();
+    let b64 = |p: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).unwrap());
+    let acme_json = dir.path().join("acme.json");
+    std::fs::write(
+        &acme_json,
+        serde_json::json!({
+            "myresolver": {
+                "Account": { "Email": "a@b.test", "PrivateKey": "AAAA", "KeyType": "4096" },
+                "Certificates": [
+                    { "domain": { "main": "imp.test", "sans": ["www.imp.test"] },
+                      "certificate": b64(cert), "key": b64(key), "Store": "default" },
+                    { "domain": { "main": "broken.test" },
+                      "certificate": "bm90IGEgY2VydA==", "key": "bm90IGEga2V5", "Store": "default" }
+                ]
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let storage = dir.path().join("acme-le.json");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&[
+        "certs",
+        "import",
+        acme_json.to_str().unwrap(),
+        "--resolver",
+        "le",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no resolver \"le\" (it has: myresolver)"),
+        "{err}"
+    );
+    let (code, out, err) = run(&[
+        "certs",
+        "import",
+        acme_json.to_str().unwrap(),
+        "--resolver",
+        "le",
+        "--from",
+        "myresolver",
+        "--storage",
+        storage.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("imported 1 certificate") && out.contains("imp.test"),
+        "{out}"
+    );
+    assert!(err.contains("skipped broken.test"), "{err}");
+
+    let ports = (free_port(), free_port());
+    let settings = vec![
+        ("ca-server", "https://127.0.0.1:9/dir".to_string()),
+        ("http-challenge", "web".to_string()),
+        ("storage", storage.display().to_string()),
+    ];
+    let script = routes(&["imp.test", "www.imp.test"]);
+    let r = router(&script, ports, &settings).await;
+    let tls = addr_of(&r, "websecure");
+    for name in ["imp.test", "www.imp.test"] {
+        assert_eq!(
+            crate::tls::served_cert(tls, name).await.unwrap(),
+            std::fs::read(cert)
+                .map(|pem| {
+                    use rustls::pki_types::pem::PemObject;
+                    rustls::pki_types::CertificateDer::from_pem_slice(&pem)
+                        .unwrap()
+                        .to_vec()
+                })
+                .unwrap(),
+            "{name}"
+        );
+    }
+    // Held names are not ordered: no failure shows although the CA does not exist.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body).unwrap();
+    for n in v["resolvers"][0]["names"].as_array().unwrap() {
+        assert_eq!(n["orders"], 0, "{v:#}");
+        assert!(n["not_after"].is_string(), "held through its SANs too: {v:#}");
+    }
+    r.shutdown().await;
+}
