@@ -130,11 +130,32 @@ impl Router {
         };
         // Certificate resolvers serve what their storage holds from the first build on.
         let mut resolvers = Vec::new();
-        if let Some(m) = &certs {
-            for r in &cfg.acme {
-                let resolver = crate::acme::Resolver::new(r.clone(), m.certificates())
+        let shared = match (&cfg.tls.store, cfg.acme.is_empty()) {
+            (Some(url), false) => {
+                let key = cfg
+                    .tls
+                    .store_key_file
+                    .as_deref()
+                    .map(crate::acme::shared::read_key_file)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let s = crate::acme::shared::SharedStore::connect(url, key)
+                    .await
                     .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("certificate resolver {:?}", r.name))?;
+                    .context("the shared store")?;
+                Some(Arc::new(s))
+            }
+            _ => None,
+        };
+        if let Some(m) = &certs {
+            if let Some(s) = &shared {
+                m.certificates().set_remote(s.clone());
+            }
+            for r in &cfg.acme {
+                let resolver =
+                    crate::acme::Resolver::new(r.clone(), m.certificates(), shared.clone())
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("certificate resolver {:?}", r.name))?;
                 let resolver = Arc::new(resolver);
                 m.add_source(resolver.clone());
                 resolvers.push(resolver);

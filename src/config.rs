@@ -154,6 +154,24 @@ pub struct TlsArgs {
     )]
     #[serde(default, deserialize_with = "cert_pair")]
     pub default_certificate: Option<String>,
+    /// A store the certificate resolvers of every router replica share (account,
+    /// certificates, challenge answers, order locks): `redis://[user:password@]host:port/db`.
+    #[arg(
+        id = "store",
+        long = "store",
+        env = "SWITCHYARD_STORE",
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
+    /// A 32-byte key (raw, 64 hex digits or base64) that seals certificate keys in the store
+    /// [default: none: keys are stored unencrypted, with a warning].
+    #[arg(
+        id = "store.key-file",
+        long = "store.key-file",
+        env = "SWITCHYARD_STORE_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub store_key_file: Option<PathBuf>,
 }
 
 /// A certificate pair in the TOML file: `"cert:key"` or `{ cert = "…", key = "…" }`.
@@ -189,6 +207,9 @@ fn cert_pair<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
 pub struct TlsConfig {
     pub certificates: Vec<crate::tls::CertFiles>,
     pub default_certificate: Option<crate::tls::CertFiles>,
+    /// The shared store's URL (`redis://…`).
+    pub store: Option<String>,
+    pub store_key_file: Option<PathBuf>,
 }
 
 /// `CERT:KEY` as files.
@@ -274,6 +295,18 @@ fn resolve_tls(args: &TlsArgs, file: Option<&TlsArgs>) -> anyhow::Result<TlsConf
             .or(f.default_certificate.as_ref())
             .map(|s| parse_cert_pair(s, "--tls.default-certificate"))
             .transpose()?,
+        store: match args.store.clone().or_else(|| f.store.clone()) {
+            Some(u) if u.starts_with("redis://") => Some(u),
+            Some(u) if u.starts_with("rediss://") => {
+                bail!("--store {u:?}: TLS to Redis (rediss://) is not supported yet; use redis:// on a private network")
+            }
+            Some(u) => bail!("--store {u:?}: write redis://[user:password@]host:port/db"),
+            None => None,
+        },
+        store_key_file: args
+            .store_key_file
+            .clone()
+            .or_else(|| f.store_key_file.clone()),
     })
 }
 

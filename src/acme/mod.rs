@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod import;
+pub mod shared;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,7 +108,12 @@ pub struct Resolver {
     certs: Arc<Certificates>,
     state: Mutex<State>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// The store shared with other replicas (`--store`), instead of the storage file.
+    shared: Option<Arc<shared::SharedStore>>,
 }
+
+/// How often a resolver on a shared store reads what other replicas obtained.
+const SHARED_REFRESH: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,8 +136,15 @@ impl crate::tls::CertSource for Resolver {
 impl Resolver {
     /// A resolver serving what its storage file already holds (an unreadable file is an error:
     /// it would otherwise be overwritten).
-    pub fn new(cfg: ResolverConfig, certs: Arc<Certificates>) -> Result<Resolver, String> {
-        let stored = storage::load(&cfg.storage)?;
+    pub fn new(
+        cfg: ResolverConfig,
+        certs: Arc<Certificates>,
+        shared: Option<Arc<shared::SharedStore>>,
+    ) -> Result<Resolver, String> {
+        let stored = match shared {
+            Some(_) => storage::Stored::default(),
+            None => storage::load(&cfg.storage)?,
+        };
         let mut state = State::default();
         for i in stored.issued {
             state.issued.insert(i.name.clone(), i);
@@ -141,7 +154,33 @@ impl Resolver {
             certs,
             state: Mutex::new(state),
             account: tokio::sync::Mutex::new(None),
+            shared,
         })
+    }
+
+    /// Reads what the shared store holds (other replicas' certificates); whether a certificate
+    /// is new or newer here. Nothing held is dropped when the store cannot be read.
+    async fn refresh(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let Ok(stored) = shared.load(&self.cfg.name).await else {
+            return false;
+        };
+        let mut st = self.lock();
+        let mut changed = false;
+        for i in stored.issued {
+            let newer = st
+                .issued
+                .get(&i.name)
+                .is_none_or(|old| old.cert.not_after < i.cert.not_after);
+            if newer {
+                st.backoff.remove(&i.name);
+                st.issued.insert(i.name.clone(), i);
+                changed = true;
+            }
+        }
+        changed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -179,12 +218,7 @@ impl Resolver {
             return None;
         }
         let st = self.lock();
-        let held = st.issued.get(name).or_else(|| {
-            st.issued
-                .values()
-                .find(|i| i.cert.names.iter().any(|n| n == name))
-        });
-        let renew_at = held.map(|i| {
+        let renew_at = held(&st.issued, name).map(|i| {
             let life = (i.cert.not_after - i.cert.not_before).max(1) as f64;
             let at = i.cert.not_after - (life * self.cfg.renew_when_left) as i64;
             Duration::from_secs(u64::try_from(at - crate::tls::certs::now()).unwrap_or(0))
@@ -210,6 +244,9 @@ impl Resolver {
     ) {
         let mut warned: BTreeSet<String> = BTreeSet::new();
         loop {
+            if self.refresh().await {
+                issued();
+            }
             let names = wanted
                 .borrow_and_update()
                 .get(&self.cfg.name)
@@ -237,6 +274,9 @@ impl Resolver {
             if next.is_zero() {
                 continue;
             }
+            if self.shared.is_some() {
+                next = next.min(SHARED_REFRESH);
+            }
             tokio::select! {
                 r = wanted.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(next.max(Duration::from_millis(200))) => {}
@@ -248,8 +288,48 @@ impl Resolver {
     /// Orders `name`, records the outcome (back-off on failure); whether a certificate came.
     async fn order_and_record(&self, name: &str) -> bool {
         let started = Instant::now();
+        // On a shared store, one replica orders a name at a time; the others read the result.
+        let lock = match &self.shared {
+            None => None,
+            Some(s) => match s.lock(&self.cfg.name, name).await {
+                Ok(Some(token)) => Some((s.clone(), token)),
+                Ok(None) => {
+                    tracing::debug!(resolver = %self.cfg.name, name, "another replica is ordering this name");
+                    self.wait_for_other(name);
+                    return false;
+                }
+                Err(e) => {
+                    self.lock()
+                        .backoff
+                        .insert(name.to_string(), (0, e, Instant::now() + SHARED_REFRESH));
+                    return false;
+                }
+            },
+        };
+        let renewer = lock.clone().map(|(s, token)| {
+            let (resolver, name) = (self.cfg.name.clone(), name.to_string());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(shared::LOCK_TTL / 3).await;
+                    if !s.unlock(&resolver, &name, &token, true).await {
+                        return;
+                    }
+                }
+            })
+        });
         info!(resolver = %self.cfg.name, name, "ordering a certificate");
         let result = self.order(name).await;
+        if let Some(r) = renewer {
+            r.abort();
+        }
+        if let (Some((s, token)), Ok(issued)) = (&lock, &result) {
+            if let Err(e) = s.save_cert(&self.cfg.name, issued).await {
+                warn!(resolver = %self.cfg.name, name, error = %e, "the new certificate is not in the shared store yet");
+            }
+            s.unlock(&self.cfg.name, name, token, false).await;
+        } else if let Some((s, token)) = &lock {
+            s.unlock(&self.cfg.name, name, token, false).await;
+        }
         let mut st = self.lock();
         let counts = st.orders.entry(name.to_string()).or_default();
         counts.0 += 1;
@@ -284,7 +364,25 @@ impl Resolver {
         }
     }
 
+    /// Another replica holds `name`'s order lock: look again after the next refresh.
+    fn wait_for_other(&self, name: &str) {
+        let mut st = self.lock();
+        let failures = st.backoff.get(name).map_or(0, |(n, _, _)| *n);
+        st.backoff.insert(
+            name.to_string(),
+            (
+                failures,
+                "another replica is ordering it".to_string(),
+                Instant::now() + SHARED_REFRESH,
+            ),
+        );
+    }
+
     fn save(&self, issued: Vec<storage::Issued>) -> Result<(), String> {
+        if self.shared.is_some() {
+            // The shared store got the certificate when it was issued.
+            return Ok(());
+        }
         let mut stored = storage::load(&self.cfg.storage)?;
         stored.issued = issued;
         storage::save(&self.cfg.storage, &stored)
@@ -301,7 +399,10 @@ impl Resolver {
                 .map_err(|e| format!("ca-certificate {}: {e}", root.display())),
             None => Account::builder().map_err(|e| e.to_string()),
         };
-        let stored = storage::load(&self.cfg.storage)?;
+        let stored = match &self.shared {
+            Some(s) => s.load(&self.cfg.name).await?,
+            None => storage::load(&self.cfg.storage)?,
+        };
         let account = match stored.account {
             Some(creds) if stored.ca_server.as_deref() == Some(self.cfg.ca_server.as_str()) => {
                 builder()?
@@ -326,10 +427,18 @@ impl Resolver {
                     .map_err(|e| {
                         format!("registering an ACME account at {}: {e}", self.cfg.ca_server)
                     })?;
-                let mut stored = storage::load(&self.cfg.storage)?;
-                stored.account = Some(creds);
-                stored.ca_server = Some(self.cfg.ca_server.clone());
-                storage::save(&self.cfg.storage, &stored)?;
+                match &self.shared {
+                    Some(s) => {
+                        s.save_account(&self.cfg.name, &creds, &self.cfg.ca_server)
+                            .await?
+                    }
+                    None => {
+                        let mut stored = storage::load(&self.cfg.storage)?;
+                        stored.account = Some(creds);
+                        stored.ca_server = Some(self.cfg.ca_server.clone());
+                        storage::save(&self.cfg.storage, &stored)?;
+                    }
+                }
                 info!(resolver = %self.cfg.name, id = account.id(), "ACME account registered");
                 account
             }
@@ -346,7 +455,7 @@ impl Resolver {
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(|e| format!("new order: {e}"))?;
-        let mut answered = Answered::new(&self.certs);
+        let mut answered = Answered::new(&self.certs, self.shared.clone());
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
@@ -376,7 +485,12 @@ impl Resolver {
                 ChallengeType::TlsAlpn01 => {
                     answered.alpn(name, alpn_certificate(name, key_auth.digest().as_ref())?)
                 }
-                _ => answered.http(&challenge.token, key_auth.as_str()),
+                _ => {
+                    answered.http(&challenge.token, key_auth.as_str());
+                    if let Some(s) = &self.shared {
+                        s.put_challenge(&challenge.token, key_auth.as_str()).await?;
+                    }
+                }
             }
             challenge
                 .set_ready()
@@ -416,14 +530,16 @@ impl Resolver {
 /// Challenge answers put up for one order, taken down when it ends (success or not).
 struct Answered<'a> {
     certs: &'a Certificates,
+    shared: Option<Arc<shared::SharedStore>>,
     tokens: Vec<String>,
     names: Vec<String>,
 }
 
 impl<'a> Answered<'a> {
-    fn new(certs: &'a Certificates) -> Self {
+    fn new(certs: &'a Certificates, shared: Option<Arc<shared::SharedStore>>) -> Self {
         Answered {
             certs,
+            shared,
             tokens: Vec::new(),
             names: Vec::new(),
         }
@@ -447,6 +563,14 @@ impl Drop for Answered<'_> {
     fn drop(&mut self) {
         for t in &self.tokens {
             self.certs.challenges.http.remove(t);
+        }
+        if let Some(s) = self.shared.clone() {
+            let tokens = std::mem::take(&mut self.tokens);
+            tokio::spawn(async move {
+                for t in tokens {
+                    s.drop_challenge(&t).await;
+                }
+            });
         }
         for n in &self.names {
             self.certs.challenges.alpn.remove(n);

@@ -67,7 +67,7 @@ impl Proxy {
                 x.canonical(ctx, &req);
                 // ACME HTTP-01 validations are answered before anything else (redirects and
                 // routes included), as Traefik does on its challenge entrypoint.
-                if let Some(answer) = self.acme_http_challenge(&req) {
+                if let Some(answer) = self.acme_http_challenge(&req).await {
                     x.answered_by(&|| "ACME HTTP-01 challenge".to_string());
                     return Some(answer);
                 }
@@ -293,12 +293,12 @@ pub(crate) fn canonicalize<B>(
 impl Proxy {
     /// The key authorization for `GET /.well-known/acme-challenge/TOKEN` while an ACME order
     /// waits for it.
-    fn acme_http_challenge<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
+    async fn acme_http_challenge<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
         let token = req
             .uri()
             .path()
             .strip_prefix("/.well-known/acme-challenge/")?;
-        let key_auth = self.certs.get()?.http_challenge(token)?;
+        let key_auth = self.certs.get()?.http_challenge(token).await?;
         let mut resp = Response::new(ProxyBody::full(bytes::Bytes::from(key_auth)));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -82,6 +82,17 @@ impl CertStore {
 pub struct Certificates {
     store: ArcSwap<CertStore>,
     pub challenges: Challenges,
+    /// Where HTTP-01 answers other replicas published are found (the shared store).
+    remote: std::sync::OnceLock<Arc<dyn RemoteChallenges>>,
+}
+
+/// HTTP-01 answers published by other router replicas.
+pub trait RemoteChallenges: Send + Sync + std::fmt::Debug {
+    /// The key authorization for `token`, if a replica published one.
+    fn http<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>>;
 }
 
 /// ACME challenge answers: HTTP-01 key authorizations by token (served at
@@ -101,6 +112,7 @@ impl Certificates {
         Arc::new(Certificates {
             store: ArcSwap::from_pointee(store),
             challenges: Challenges::default(),
+            remote: std::sync::OnceLock::new(),
         })
     }
 
@@ -114,12 +126,21 @@ impl Certificates {
         self.store.load_full()
     }
 
-    /// The key authorization of an HTTP-01 challenge being answered, by token.
-    pub fn http_challenge(&self, token: &str) -> Option<String> {
-        if self.challenges.http.is_empty() {
-            return None;
+    /// Looks up HTTP-01 answers other replicas published, from now on.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteChallenges>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The key authorization of an HTTP-01 challenge being answered, by token: this
+    /// replica's, else one another replica published.
+    pub async fn http_challenge(&self, token: &str) -> Option<String> {
+        if let Some(v) = self.challenges.http.get(token) {
+            return Some(v.value().clone());
         }
-        self.challenges.http.get(token).map(|v| v.value().clone())
+        match self.remote.get() {
+            Some(r) => r.http(token).await,
+            None => None,
+        }
     }
 }
 

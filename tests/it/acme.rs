@@ -46,6 +46,11 @@ struct Pebble {
 
 impl Pebble {
     fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_at(dir, http_port, tls_port, "127.0.0.1")
+    }
+
+    /// Pebble whose DNS answers every name with `ip`.
+    fn start_at(dir: &Path, http_port: u16, tls_port: u16, ip: &str) -> Pebble {
         assert!(
             Path::new("/usr/bin/pebble").exists() || which("pebble"),
             "pebble missing: run tests/tools/setup.sh"
@@ -67,7 +72,7 @@ impl Pebble {
                 "-management",
                 &format!("127.0.0.1:{}", free_port()),
                 "-defaultIPv4",
-                "127.0.0.1",
+                ip,
                 "-defaultIPv6",
                 "",
             ])
@@ -148,18 +153,31 @@ fn which(tool: &str) -> bool {
 /// A router with `web` (HTTP-01) and `websecure` (TLS) on fixed free ports and resolver `le`
 /// pointed at `directory`.
 async fn router(script: &str, ports: (u16, u16), resolver: &[(&str, String)]) -> TestRouter {
+    router_at("127.0.0.1", script, ports, resolver, None).await
+}
+
+/// `router` on loopback address `ip`, with the shared store `store` (URL, key file) when given.
+async fn router_at(
+    ip: &str,
+    script: &str,
+    ports: (u16, u16),
+    resolver: &[(&str, String)],
+    store: Option<(String, PathBuf)>,
+) -> TestRouter {
+    let ip = ip.to_string();
     let resolver: Vec<(String, String)> = resolver
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     TestRouter::start_with(&[("10-test.rhai", script)], move |cfg: &mut Config| {
-        cfg.entrypoints = vec![(
-            "web".into(),
-            format!("127.0.0.1:{}", ports.0).parse().unwrap(),
-        )];
+        cfg.entrypoints = vec![("web".into(), format!("{ip}:{}", ports.0).parse().unwrap())];
         entrypoint(cfg, "websecure", &["tls"]);
         if let Some(e) = cfg.entrypoints.iter_mut().find(|(n, _)| n == "websecure") {
-            e.1 = format!("127.0.0.1:{}", ports.1).parse().unwrap();
+            e.1 = format!("{ip}:{}", ports.1).parse().unwrap();
+        }
+        if let Some((url, key)) = store {
+            cfg.tls.store = Some(url);
+            cfg.tls.store_key_file = Some(key);
         }
         let mut r = switchyard::acme::ResolverConfig::new("le");
         for (k, v) in &resolver {
@@ -426,7 +444,140 @@ async fn a_traefik_acme_json_is_imported_and_served_without_an_order() {
         serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body).unwrap();
     for n in v["resolvers"][0]["names"].as_array().unwrap() {
         assert_eq!(n["orders"], 0, "{v:#}");
-        assert!(n["not_after"].is_string(), "held through its SANs too: {v:#}");
+        assert!(
+            n["not_after"].is_string(),
+            "held through its SANs too: {v:#}"
+        );
     }
     r.shutdown().await;
+}
+
+/// A redis-server on loopback, stopped on drop.
+struct Redis {
+    child: Option<tokio::process::Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting redis-server (tests/tools/setup.sh installs it)");
+        wait_listening(format!("127.0.0.1:{port}").parse().unwrap(), "redis-server");
+        Redis {
+            child: Some(child),
+            port,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}
+
+/// Two replicas share one Redis. Pebble's DNS sends the CA to replica B, which has no route for
+/// the name and orders nothing; replica A orders it. B answers the HTTP-01 challenge from the
+/// store, the order succeeds, B later serves A's certificate without an order of its own, and
+/// a Redis outage fails no request.
+#[tokio::test]
+async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start_at(dir.path(), ports.0, ports.1, "127.0.0.3");
+    let mut redis = Redis::start(free_port());
+    let key = dir.path().join("store.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let store = Some((format!("redis://127.0.0.1:{}/0", redis.port), key.clone()));
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("http-challenge", "web".to_string()),
+        ("retry-base", "1s".to_string()),
+    ];
+    let other = "route(\"x\").rule(\"Host(`x.test`)\").to(respond(200, \"x\"));\n";
+    let b = router_at("127.0.0.3", other, ports, &settings, store.clone()).await;
+    let script = routes(&["r.acme.test"]);
+    let started = Instant::now();
+    let a = router_at("127.0.0.2", &script, ports, &settings, store.clone()).await;
+    let a_tls = addr_of(&a, "websecure");
+    served_issuer(a_tls, "r.acme.test", |i| i.contains("Pebble")).await;
+    eprintln!(
+        "shared HTTP-01 (answered by the other replica): {:?}",
+        started.elapsed()
+    );
+    let a_der = crate::tls::served_cert(a_tls, "r.acme.test").await.unwrap();
+
+    // B takes the route and serves the same certificate, read from the store, never ordered.
+    std::fs::write(b.script_path("10-test.rhai"), format!("{other}{script}")).unwrap();
+    let b_tls = addr_of(&b, "websecure");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::tls::served_cert(b_tls, "r.acme.test").await.ok() != Some(a_der.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "replica B never served A's certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&get(b.admin, "localhost", "/api/certificates").await.body).unwrap();
+    let r = &v["resolvers"][0]["names"][0];
+    assert_eq!(
+        (r["name"].as_str(), r["orders"].as_u64()),
+        (Some("r.acme.test"), Some(0)),
+        "{v:#}"
+    );
+
+    // The key is sealed in Redis.
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "HGETALL",
+            "switchyard:acme:le:certs",
+        ])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("sealed:") && !dump.contains("PRIVATE KEY"),
+        "{dump}"
+    );
+
+    // Redis goes away: TLS requests on both replicas keep being served.
+    redis.stop().await;
+    for (r, tls) in [(&a, a_tls), (&b, b_tls)] {
+        for _ in 0..5 {
+            let c = curl(&[
+                "-k",
+                "--resolve",
+                &format!("r.acme.test:{}:{}", tls.port(), tls.ip()),
+                &format!("https://r.acme.test:{}/", tls.port()),
+            ])
+            .await;
+            assert_eq!((c.status, c.body.as_str()), (200, "r.acme.test"), "{c:?}");
+        }
+        let _ = r;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -1,0 +1,342 @@
+//! The shared store (`--store redis://…`): what every router replica's certificate resolvers
+//! share — the ACME account, the certificates (private keys encrypted with `--store.key-file`),
+//! HTTP-01 challenge answers and a per-name order lock — kept in Redis.
+//!
+//! Keys (all under `switchyard:acme:RESOLVER:`): `account` (the account credentials, JSON),
+//! `certs` (a hash: name → `{certificate, key}` JSON, the key sealed), `lock:NAME` (the order
+//! lock: a random token, `SET NX PX`, renewed while the order runs, released only by its owner),
+//! and `switchyard:acme:challenge:TOKEN` (an HTTP-01 key authorization, with a TTL).
+//!
+//! Invariants: a store outage never fails a request or drops a certificate held in memory: reads
+//! fail soft (logged once per outage) and orders wait; only the lock's owner releases or renews
+//! it (a Lua compare-and-delete); private keys never reach Redis unsealed when a key file is
+//! given.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::storage::{Issued, Stored};
+
+/// How long an order lock lives unless renewed.
+pub const LOCK_TTL: Duration = Duration::from_secs(60);
+/// How long an HTTP-01 answer is kept.
+const CHALLENGE_TTL: Duration = Duration::from_secs(600);
+
+/// The Redis store.
+pub struct SharedStore {
+    conn: ConnectionManager,
+    url: String,
+    key: Option<LessSafeKey>,
+    /// Set while the store is unreachable (the outage is logged once).
+    down: AtomicBool,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCert {
+    certificate: String,
+    /// PEM, or `sealed:BASE64(nonce || ciphertext)`.
+    key: String,
+}
+
+/// Reads a 32-byte key: raw bytes, or 64 hex digits, or base64 of 32 bytes (a trailing newline
+/// allowed).
+pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
+    let raw = std::fs::read(path).map_err(|e| format!("store key file {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&raw).trim().to_string();
+    let bytes = if raw.len() == 32 {
+        raw
+    } else if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).unwrap_or(0))
+            .collect()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .map_err(|_| {
+                format!(
+                    "store key file {}: give 32 bytes, 64 hex digits or base64 of 32 bytes \
+                     (e.g. `openssl rand -hex 32`)",
+                    path.display()
+                )
+            })?
+    };
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "store key file {}: the key must be 32 bytes",
+            path.display()
+        )
+    })
+}
+
+impl SharedStore {
+    /// Connects (the connection manager reconnects by itself after an outage).
+    pub async fn connect(url: &str, key: Option<[u8; 32]>) -> Result<SharedStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("store {url}: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(3))
+            .set_response_timeout(Duration::from_secs(3))
+            .set_number_of_retries(2)
+            .set_max_delay(2000);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| format!("store {url}: {e}"))?;
+        let key = match key {
+            Some(k) => Some(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &k).map_err(|_| "store key rejected".to_string())?,
+            )),
+            None => {
+                warn!(
+                    store = url,
+                    "no --store.key-file: certificate keys are kept in the store unencrypted"
+                );
+                None
+            }
+        };
+        info!(store = url, "shared store connected");
+        Ok(SharedStore {
+            conn,
+            url: url.to_string(),
+            key,
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// Notes a failed call (logged once per outage) and passes the error on as text.
+    fn failed(&self, what: &str, e: redis::RedisError) -> String {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            warn!(store = %self.url, error = %e, "shared store unreachable ({what}); certificates keep serving from memory, orders wait");
+        }
+        format!("store {what}: {e}")
+    }
+
+    fn ok(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            info!(store = %self.url, "shared store reachable again");
+        }
+    }
+
+    /// Whether the last call failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    fn seal(&self, pem: &str) -> Result<String, String> {
+        let Some(key) = &self.key else {
+            return Ok(pem.to_string());
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| "no randomness for sealing".to_string())?;
+        let mut data = pem.as_bytes().to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+            .map_err(|_| "sealing a certificate key failed".to_string())?;
+        let mut out = nonce.to_vec();
+        out.extend(data);
+        Ok(format!(
+            "sealed:{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    fn open(&self, stored: &str) -> Result<String, String> {
+        let Some(sealed) = stored.strip_prefix("sealed:") else {
+            return Ok(stored.to_string());
+        };
+        let key = self
+            .key
+            .as_ref()
+            .ok_or("a sealed key in the store, but no --store.key-file")?;
+        let mut data = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| "a sealed key is not base64".to_string())?;
+        if data.len() < NONCE_LEN {
+            return Err("a sealed key is too short".into());
+        }
+        let body = data.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&data).map_err(|_| "bad nonce".to_string())?;
+        let mut body = body;
+        let plain = key
+            .open_in_place(nonce, Aad::empty(), &mut body)
+            .map_err(|_| {
+                "a sealed key does not open with --store.key-file (another key?)".to_string()
+            })?;
+        String::from_utf8(plain.to_vec()).map_err(|_| "a sealed key is not PEM".to_string())
+    }
+
+    fn prefix(resolver: &str) -> String {
+        format!("switchyard:acme:{resolver}:")
+    }
+
+    /// The resolver's account and certificates (those that cannot serve are skipped).
+    pub async fn load(&self, resolver: &str) -> Result<Stored, String> {
+        let p = Self::prefix(resolver);
+        let mut c = self.conn.clone();
+        let account: Option<String> = c
+            .get(format!("{p}account"))
+            .await
+            .map_err(|e| self.failed("read", e))?;
+        let certs: std::collections::HashMap<String, String> = c
+            .hgetall(format!("{p}certs"))
+            .await
+            .map_err(|e| self.failed("read", e))?;
+        self.ok();
+        let mut stored = Stored::default();
+        if let Some(a) = account {
+            #[derive(Deserialize)]
+            struct Account {
+                credentials: instant_acme::AccountCredentials,
+                ca_server: String,
+            }
+            let a: Account =
+                serde_json::from_str(&a).map_err(|e| format!("the stored account: {e}"))?;
+            stored.account = Some(a.credentials);
+            stored.ca_server = Some(a.ca_server);
+        }
+        for (name, json) in certs {
+            let parsed = serde_json::from_str::<StoredCert>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|s| Ok((s.certificate, self.open(&s.key)?)))
+                .and_then(|(chain, key)| Issued::from_pem(&name, &chain, &key, resolver));
+            match parsed {
+                Ok(i) => stored.issued.push(i),
+                Err(e) => warn!(resolver, name, error = %e, "a stored certificate was skipped"),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Keeps the account for every replica.
+    pub async fn save_account(
+        &self,
+        resolver: &str,
+        credentials: &instant_acme::AccountCredentials,
+        ca_server: &str,
+    ) -> Result<(), String> {
+        let json = serde_json::json!({ "credentials": credentials, "ca_server": ca_server });
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set(
+                format!("{}account", Self::prefix(resolver)),
+                json.to_string(),
+            )
+            .await
+            .map_err(|e| self.failed("write", e))?;
+        self.ok();
+        Ok(())
+    }
+
+    /// Keeps a certificate for every replica.
+    pub async fn save_cert(&self, resolver: &str, issued: &Issued) -> Result<(), String> {
+        let value = serde_json::to_string(&StoredCert {
+            certificate: issued.certificate.clone(),
+            key: self.seal(&issued.key)?,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hset(
+                format!("{}certs", Self::prefix(resolver)),
+                &issued.name,
+                value,
+            )
+            .await
+            .map_err(|e| self.failed("write", e))?;
+        self.ok();
+        Ok(())
+    }
+
+    /// Takes the order lock of `name` for `LOCK_TTL`: the token to renew and release it with, or
+    /// `None` when another replica holds it.
+    pub async fn lock(&self, resolver: &str, name: &str) -> Result<Option<String>, String> {
+        let token = format!("{:032x}", fastrand::u128(..));
+        let mut c = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}lock:{name}", Self::prefix(resolver)))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(LOCK_TTL.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed("lock", e))?;
+        self.ok();
+        Ok(set.map(|_| token))
+    }
+
+    /// Renews (`renew`) or releases the lock, only when `token` still holds it.
+    pub async fn unlock(&self, resolver: &str, name: &str, token: &str, renew: bool) -> bool {
+        let script = if renew {
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+        } else {
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+        };
+        let mut c = self.conn.clone();
+        let n: Result<i64, _> = redis::Script::new(script)
+            .key(format!("{}lock:{name}", Self::prefix(resolver)))
+            .arg(token)
+            .arg(LOCK_TTL.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await;
+        n.is_ok_and(|n| n == 1)
+    }
+
+    /// Publishes an HTTP-01 answer for every replica.
+    pub async fn put_challenge(&self, token: &str, key_auth: &str) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set_ex(
+                format!("switchyard:acme:challenge:{token}"),
+                key_auth,
+                CHALLENGE_TTL.as_secs(),
+            )
+            .await
+            .map_err(|e| self.failed("write", e))?;
+        Ok(())
+    }
+
+    /// Removes an HTTP-01 answer.
+    pub async fn drop_challenge(&self, token: &str) {
+        let mut c = self.conn.clone();
+        let _: Result<(), _> = c.del(format!("switchyard:acme:challenge:{token}")).await;
+    }
+
+    /// An HTTP-01 answer another replica published.
+    pub async fn challenge(&self, token: &str) -> Option<String> {
+        let mut c = self.conn.clone();
+        match c.get(format!("switchyard:acme:challenge:{token}")).await {
+            Ok(v) => {
+                self.ok();
+                v
+            }
+            Err(e) => {
+                self.failed("read", e);
+                None
+            }
+        }
+    }
+}
+
+impl crate::tls::store::RemoteChallenges for SharedStore {
+    fn http<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(self.challenge(token))
+    }
+}
