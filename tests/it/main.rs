@@ -19,6 +19,7 @@ mod docker_rig;
 mod errors;
 mod examples;
 mod forwarding;
+mod h2_attacks;
 mod hooks;
 mod metrics;
 mod middlewares;
