@@ -13,6 +13,7 @@ mod balancers;
 mod canonical_props;
 mod cli;
 mod dashboard;
+mod docs_shell;
 mod docker_compose;
 mod docker_provider;
 mod docker_rig;
