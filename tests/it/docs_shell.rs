@@ -27,7 +27,7 @@ fn shell_commands() -> Vec<(String, String)> {
     for f in files {
         let text = std::fs::read_to_string(root.join(&f)).unwrap();
         let mut lines = text.lines().enumerate();
-        while let Some((i, line)) = lines.next() {
+        while let Some((_, line)) = lines.next() {
             let Some(info) = line.trim_start().strip_prefix("```") else {
                 continue;
             };
