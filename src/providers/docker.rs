@@ -21,7 +21,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 use super::constraints::{Constraint, ConstraintError};
 use super::engine::Wake;
@@ -296,71 +296,39 @@ fn entry_with(
         .to_string();
     let who = format!("container {cname} ({})", short_id(&id));
     let labels = labels_of(c);
-
-    let enable = match label_ci(&labels, LABEL_ENABLE) {
-        None => None,
-        Some((key, v)) => Some(parse_go_bool(v).ok_or_else(|| {
-            format!("{who}: label {key}={v:?} is not a boolean (use true or false)")
-        })?),
-    };
-    if !enable.unwrap_or(cfg.exposed_by_default) {
-        return Ok(None);
-    }
-    if constraint.is_some_and(|k| !k.matches(&labels)) {
+    if !exposed(&labels, cfg, constraint, &who)? {
         return Ok(None);
     }
     let port_label = port_from_labels(&labels).map_err(|e| format!("{who}: {e}"))?;
-
     let compose_project = labels.get(LABEL_COMPOSE_PROJECT).cloned();
     let compose_service = labels.get(LABEL_COMPOSE_SERVICE).cloned();
-    let raw_name = match (&compose_service, &compose_project) {
-        (Some(s), Some(p)) => format!("{s}_{p}"),
-        _ => cname.clone(),
-    };
-    let mut name = normalize(&raw_name);
-    if name.is_empty() {
-        name = short_id(&id).to_string();
-    }
-
-    let state = c.state.as_ref();
-    let status = state
-        .and_then(|s| s.status)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let running = state.and_then(|s| s.running).unwrap_or(false);
-    let paused = state.and_then(|s| s.paused).unwrap_or(false);
-    let health = state
-        .and_then(|s| s.health.as_ref())
-        .and_then(|h| h.status)
-        .map(|h| h.to_string())
-        .filter(|h| !h.is_empty() && h != "none");
-    let ready =
-        running && !paused && !matches!(health.as_deref(), Some("unhealthy") | Some("starting"));
-
+    let name = entry_name(
+        &cname,
+        &id,
+        compose_project.as_deref(),
+        compose_service.as_deref(),
+    );
+    let run = RunState::of(c);
     let ports = exposed_tcp_ports(c);
     let wanted_network = label_ci(&labels, LABEL_NETWORK)
         .map(|(_, v)| v.to_string())
         .or_else(|| cfg.network.clone());
-    let address = if running {
+    let address = if run.running {
         address_of(c, wanted_network.as_deref(), cfg, peers, 0)
     } else {
         None
     };
-
-    let mut servers = Vec::new();
-    if ready {
-        match (&address, port_label.or(ports.first().copied())) {
-            (Some(a), Some(p)) => servers.push(join_host_port(a, p)),
-            (_, None) => warn!(
-                "{who}: no port: add traefik.http.services.{name}.loadbalancer.server.port or expose a port"
-            ),
-            (None, Some(_)) => warn!(
-                "{who}: no address: no network with an IP address (network mode {:?})",
-                network_mode(c)
-            ),
-        }
-    }
-
+    let servers = if run.ready() {
+        servers_of(
+            c,
+            &who,
+            &name,
+            address.as_deref(),
+            port_label.or(ports.first().copied()),
+        )
+    } else {
+        Vec::new()
+    };
     Ok(Some(CatalogEntry {
         name,
         provider: PROVIDER.to_string(),
@@ -370,8 +338,8 @@ fn entry_with(
             name: cname,
             compose_project,
             compose_service,
-            state: status,
-            health,
+            state: run.status,
+            health: run.health,
             network_mode: network_mode(c).to_string(),
             networks: networks_of(c),
             ports,
@@ -381,6 +349,97 @@ fn entry_with(
         }),
         labels,
     }))
+}
+
+/// Whether a container is served: its `traefik.enable` label (a malformed one is an error
+/// naming it), else `exposed_by_default`; and the constraints.
+fn exposed(
+    labels: &BTreeMap<String, String>,
+    cfg: &DockerConfig,
+    constraint: Option<&Constraint>,
+    who: &str,
+) -> Result<bool, String> {
+    let enable = match label_ci(labels, LABEL_ENABLE) {
+        None => None,
+        Some((key, v)) => Some(parse_go_bool(v).ok_or_else(|| {
+            format!("{who}: label {key}={v:?} is not a boolean (use true or false)")
+        })?),
+    };
+    Ok(enable.unwrap_or(cfg.exposed_by_default) && constraint.is_none_or(|k| k.matches(labels)))
+}
+
+/// The entry's name as Traefik names it: `SERVICE_PROJECT` for compose containers, else the
+/// container's name; normalised (the short id when nothing is left).
+fn entry_name(cname: &str, id: &str, project: Option<&str>, service: Option<&str>) -> String {
+    let raw = match (service, project) {
+        (Some(s), Some(p)) => format!("{s}_{p}"),
+        _ => cname.to_string(),
+    };
+    let name = normalize(&raw);
+    if name.is_empty() {
+        short_id(id).to_string()
+    } else {
+        name
+    }
+}
+
+/// What the engine says of a container's life.
+struct RunState {
+    status: String,
+    running: bool,
+    paused: bool,
+    /// `healthy`, `unhealthy`, `starting`; `None` without a health check.
+    health: Option<String>,
+}
+
+impl RunState {
+    fn of(c: &ContainerInspectResponse) -> RunState {
+        let state = c.state.as_ref();
+        RunState {
+            status: state
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            running: state.and_then(|s| s.running).unwrap_or(false),
+            paused: state.and_then(|s| s.paused).unwrap_or(false),
+            health: state
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.status)
+                .map(|h| h.to_string())
+                .filter(|h| !h.is_empty() && h != "none"),
+        }
+    }
+
+    /// Running, not paused, not unhealthy or still starting: it gets servers.
+    fn ready(&self) -> bool {
+        self.running
+            && !self.paused
+            && !matches!(self.health.as_deref(), Some("unhealthy") | Some("starting"))
+    }
+}
+
+/// The servers of a ready container: `address:port`, or none (logged) when either is missing.
+fn servers_of(
+    c: &ContainerInspectResponse,
+    who: &str,
+    name: &str,
+    address: Option<&str>,
+    port: Option<u16>,
+) -> Vec<String> {
+    match (address, port) {
+        (Some(a), Some(p)) => vec![join_host_port(a, p)],
+        (_, None) => {
+            warn!("{who}: no port: add traefik.http.services.{name}.loadbalancer.server.port or expose a port");
+            Vec::new()
+        }
+        (None, Some(_)) => {
+            warn!(
+                "{who}: no address: no network with an IP address (network mode {:?})",
+                network_mode(c)
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// Where the servers of `c` are reached, following Traefik's `getIPAddress`: the wanted network
@@ -558,15 +617,8 @@ fn relevant(ev: &EventMessage) -> bool {
 /// (constraints are validated by the caller before serving; an invalid expression here is
 /// logged and the provider stays off).
 pub async fn run(cfg: DockerConfig, reports: ProviderSender, shutdown: watch::Receiver<bool>) {
-    let constraint = match constraints(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}; the docker provider is off");
-            return;
-        }
-    };
-    info!(endpoint = %cfg.endpoint, "docker provider watching");
-    super::engine::run(Engine { cfg, constraint }, reports, shutdown).await;
+    let made = constraints(&cfg).map(|constraint| Engine { cfg, constraint });
+    super::engine::start(made, reports, shutdown).await;
 }
 
 /// What the session skeleton needs of the docker provider: relist after container and network
@@ -622,6 +674,127 @@ mod tests {
             constraints: None,
             host_address: "127.0.0.1".into(),
             allow_empty_services: false,
+        }
+    }
+
+    #[test]
+    fn exposure_table() {
+        let by_default = cfg();
+        let opt_in = DockerConfig {
+            exposed_by_default: false,
+            ..cfg()
+        };
+        let prod = Constraint::parse("Label(`env`, `prod`)").unwrap();
+        #[allow(clippy::type_complexity)]
+        let rows: &[(
+            &str,
+            &[(&str, &str)],
+            &DockerConfig,
+            Option<&Constraint>,
+            Result<bool, &str>,
+        )] = &[
+            (
+                "no label, exposed by default",
+                &[],
+                &by_default,
+                None,
+                Ok(true),
+            ),
+            ("no label, opt-in", &[], &opt_in, None, Ok(false)),
+            (
+                "enable=true, opt-in",
+                &[("traefik.enable", "true")],
+                &opt_in,
+                None,
+                Ok(true),
+            ),
+            (
+                "Enable=FALSE, any case",
+                &[("Traefik.Enable", "FALSE")],
+                &by_default,
+                None,
+                Ok(false),
+            ),
+            (
+                "enable=1 (Go bool)",
+                &[("traefik.enable", "1")],
+                &opt_in,
+                None,
+                Ok(true),
+            ),
+            (
+                "enable=yes is malformed",
+                &[("traefik.enable", "yes")],
+                &by_default,
+                None,
+                Err("is not a boolean"),
+            ),
+            (
+                "constraint holds",
+                &[("env", "prod")],
+                &by_default,
+                Some(&prod),
+                Ok(true),
+            ),
+            (
+                "constraint fails",
+                &[("env", "dev")],
+                &by_default,
+                Some(&prod),
+                Ok(false),
+            ),
+        ];
+        for (case, labels, cfg, constraint, want) in rows {
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let got = exposed(&labels, cfg, *constraint, "c");
+            match (want, got) {
+                (Ok(w), Ok(g)) => assert_eq!(*w, g, "{case}"),
+                (Err(w), Err(e)) => assert!(e.contains(w), "{case}: {e}"),
+                (w, g) => panic!("{case}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn naming_and_readiness_tables() {
+        let names = [
+            ("plain", "web-1", None, None, "web-1"),
+            (
+                "compose",
+                "demo_api_1",
+                Some("demo"),
+                Some("api"),
+                "api-demo",
+            ),
+            ("compose service only", "x", None, Some("api"), "x"),
+            ("nothing left", "___", None, None, "0123456789ab"),
+        ];
+        for (case, cname, project, service, want) in names {
+            assert_eq!(
+                entry_name(cname, "0123456789abcdef", project, service),
+                want,
+                "{case}"
+            );
+        }
+        let state = |running: bool, paused: bool, health: Option<&str>| RunState {
+            status: String::new(),
+            running,
+            paused,
+            health: health.map(str::to_string),
+        };
+        let ready = [
+            ("running", state(true, false, None), true),
+            ("healthy", state(true, false, Some("healthy")), true),
+            ("unhealthy", state(true, false, Some("unhealthy")), false),
+            ("starting", state(true, false, Some("starting")), false),
+            ("paused", state(true, true, None), false),
+            ("stopped", state(false, false, None), false),
+        ];
+        for (case, s, want) in ready {
+            assert_eq!(s.ready(), want, "{case}");
         }
     }
 

@@ -72,6 +72,25 @@ pub(crate) trait Source: Sync {
     fn list(&self, docker: &Docker) -> impl Future<Output = Result<Catalog, DockerError>> + Send;
 }
 
+/// Starts a provider: its `Source` once its constraints parsed (an invalid expression is logged
+/// and the provider stays off; `run` validates constraints before anything serves), then
+/// `run` until `shutdown`.
+pub(crate) async fn start<S: Source>(
+    made: Result<S, super::constraints::ConstraintError>,
+    reports: ProviderSender,
+    shutdown: watch::Receiver<bool>,
+) {
+    let src = match made {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}; the {} provider is off", S::PROVIDER);
+            return;
+        }
+    };
+    info!(endpoint = %src.endpoint().0, refresh = ?src.refresh(), "{} provider watching", S::PROVIDER);
+    run(src, reports, shutdown).await;
+}
+
 /// Runs sessions until `shutdown` turns true or the control loop goes away. Never returns an
 /// error: failures are reported, logged once per outage and retried.
 pub(crate) async fn run<S: Source>(

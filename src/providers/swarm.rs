@@ -33,7 +33,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 use super::constraints::{Constraint, ConstraintError};
 use super::docker::DockerError;
@@ -177,136 +177,183 @@ fn bool_label(
     Ok(None)
 }
 
-fn entries_with(
-    svc: &Service,
-    tasks: &[Task],
-    nodes: &HashMap<String, Node>,
-    networks: &HashMap<String, Network>,
-    addresses: &TaskAddresses,
-    cfg: &SwarmConfig,
-    constraint: Option<&Constraint>,
-) -> Result<Vec<CatalogEntry>, String> {
-    let id = svc.id.clone().unwrap_or_default();
-    let spec = svc.spec.as_ref();
-    let sname = spec.and_then(|s| s.name.clone()).unwrap_or_default();
-    let who = format!("swarm service {sname} ({})", short_id(&id));
-    let labels: BTreeMap<String, String> = spec
-        .and_then(|s| s.labels.as_ref())
-        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+/// What one exposed service says of itself, worked out once for all its entries.
+struct ServiceView<'a> {
+    id: String,
+    /// The service's name as Swarm has it.
+    sname: String,
+    /// `swarm service NAME (ID)`, for messages.
+    who: String,
+    /// The entries' name (normalised).
+    name: String,
+    labels: BTreeMap<String, String>,
+    /// Whether labels hold task placeholders (expanded per task).
+    templated: bool,
+    /// The port of the service's labels (slot 1 standing in for placeholders).
+    port: u16,
+    lbswarm: bool,
+    dnsrr: bool,
+    /// Attached networks by name (task template first, then the legacy spec field).
+    attached: Vec<String>,
+    host_net: bool,
+    ingress: Vec<String>,
+    stack: Option<String>,
+    /// The network label, else `--swarm.network`.
+    wanted: Option<String>,
+    networks: &'a HashMap<String, Network>,
+    cfg: &'a SwarmConfig,
+}
 
-    let enable = bool_label(&labels, &[LABEL_ENABLE], &who)?;
-    if !enable.unwrap_or(cfg.exposed_by_default) {
-        return Ok(Vec::new());
+impl<'a> ServiceView<'a> {
+    /// The view of `svc`; `None` when it is not exposed or the constraints exclude it.
+    fn new(
+        svc: &Service,
+        networks: &'a HashMap<String, Network>,
+        cfg: &'a SwarmConfig,
+        constraint: Option<&Constraint>,
+    ) -> Result<Option<ServiceView<'a>>, String> {
+        let id = svc.id.clone().unwrap_or_default();
+        let spec = svc.spec.as_ref();
+        let sname = spec.and_then(|s| s.name.clone()).unwrap_or_default();
+        let who = format!("swarm service {sname} ({})", short_id(&id));
+        let labels: BTreeMap<String, String> = spec
+            .and_then(|s| s.labels.as_ref())
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let enable = bool_label(&labels, &[LABEL_ENABLE], &who)?;
+        if !enable.unwrap_or(cfg.exposed_by_default)
+            || constraint.is_some_and(|k| !k.matches(&labels))
+        {
+            return Ok(None);
+        }
+        let mut name = normalize(&sname);
+        if name.is_empty() {
+            name = short_id(&id).to_string();
+        }
+        let (attached, host_net) = attached_networks(svc, networks);
+        let mut view = ServiceView {
+            templated: labels.values().any(|v| v.contains("{{")),
+            port: 0,
+            lbswarm: bool_label(&labels, LABELS_LBSWARM, &who)?.unwrap_or(false),
+            dnsrr: svc
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.spec.as_ref())
+                .or_else(|| spec.and_then(|s| s.endpoint_spec.as_ref()))
+                .and_then(|e| e.mode)
+                == Some(EndpointSpecModeEnum::DNSRR),
+            attached,
+            host_net,
+            ingress: networks
+                .values()
+                .filter(|n| n.ingress == Some(true))
+                .filter_map(|n| n.name.clone())
+                .collect(),
+            stack: labels.get(LABEL_STACK).cloned(),
+            wanted: LABELS_NETWORK
+                .iter()
+                .find_map(|k| label_ci(&labels, k).map(|(_, v)| v.to_string()))
+                .or_else(|| cfg.network.clone()),
+            id,
+            sname,
+            who,
+            name,
+            labels,
+            networks,
+            cfg,
+        };
+        // Checked once for the service (with slot 1 standing in for task placeholders), so a
+        // bad label is reported even while no task runs; each task's labels are expanded later.
+        let vars = view.vars("1", "", "");
+        view.port = view.port_of(&expand_placeholders(&view.labels, &vars))?;
+        Ok(Some(view))
     }
-    if constraint.is_some_and(|k| !k.matches(&labels)) {
-        return Ok(Vec::new());
+
+    fn vars<'v>(&'v self, slot: &'v str, task_id: &'v str, node_id: &'v str) -> TaskVars<'v> {
+        TaskVars {
+            slot,
+            task_id,
+            node_id,
+            service_name: &self.sname,
+            service_id: &self.id,
+        }
     }
-    let mut name = normalize(&sname);
-    if name.is_empty() {
-        name = short_id(&id).to_string();
-    }
-    let port_of = |labels: &BTreeMap<String, String>| -> Result<u16, String> {
+
+    /// The port `labels` give; a missing one is an error naming the label to add.
+    fn port_of(&self, labels: &BTreeMap<String, String>) -> Result<u16, String> {
+        let who = &self.who;
         port_from_labels(labels)
             .map_err(|e| format!("{who}: {e}"))?
             .ok_or_else(|| {
                 format!(
                     "{who}: no port: Swarm services need a port label: add \
-                     traefik.http.services.{name}.loadbalancer.server.port=<port> (or traefik.port)"
+                     traefik.http.services.{}.loadbalancer.server.port=<port> (or traefik.port)",
+                    self.name
                 )
             })
-    };
-    // Checked once for the service (with slot 1 standing in for task placeholders), so a bad
-    // label is reported even while no task runs; each task's own labels are expanded below.
-    let templated = labels.values().any(|v| v.contains("{{"));
-    let service_vars = TaskVars {
-        slot: "1",
-        task_id: "",
-        node_id: "",
-        service_name: &sname,
-        service_id: &id,
-    };
-    let port = port_of(&expand_placeholders(&labels, &service_vars))?;
-    let lbswarm = bool_label(&labels, LABELS_LBSWARM, &who)?.unwrap_or(false);
-    let dnsrr = svc
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.spec.as_ref())
-        .or_else(|| spec.and_then(|s| s.endpoint_spec.as_ref()))
-        .and_then(|e| e.mode)
-        == Some(EndpointSpecModeEnum::DNSRR);
+    }
 
-    let net_name = |nid: &str| {
-        networks
-            .get(nid)
-            .and_then(|n| n.name.clone())
-            .unwrap_or_else(|| nid.to_string())
-    };
-    // The service's attached networks (task template first, then the legacy spec field).
-    let attached: Vec<String> = spec
-        .and_then(|s| {
-            s.task_template
-                .as_ref()
-                .and_then(|t| t.networks.clone())
-                .or_else(|| s.networks.clone())
-        })
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n.target.as_deref().map(net_name))
-        .collect();
-    let host_net = attached.iter().any(|n| n == "host")
-        || spec
-            .and_then(|s| s.task_template.as_ref())
-            .and_then(|t| t.networks.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.target.as_deref())
-            .any(|t| networks.get(t).and_then(|n| n.driver.as_deref()) == Some("host"));
-    let ingress: Vec<String> = networks
-        .values()
-        .filter(|n| n.ingress == Some(true))
-        .filter_map(|n| n.name.clone())
-        .collect();
-    let stack = labels.get(LABEL_STACK).cloned();
-    let wanted = LABELS_NETWORK
-        .iter()
-        .find_map(|k| label_ci(&labels, k).map(|(_, v)| v.to_string()))
-        .or_else(|| cfg.network.clone());
-    // The chosen network's address in `addrs` (also tried with the stack prefix), else the first
-    // non-ingress network's by name.
-    let pick = |addrs: &BTreeMap<String, String>| -> Option<String> {
-        if let Some(w) = &wanted {
+    /// A network's name by its id (the id when unknown).
+    fn net_name(&self, nid: &str) -> String {
+        net_name(self.networks, nid)
+    }
+
+    /// The chosen network's address in `addrs` (also tried with the stack prefix), else the
+    /// first non-ingress network's by name.
+    fn pick(&self, addrs: &BTreeMap<String, String>) -> Option<String> {
+        if let Some(w) = &self.wanted {
             if let Some(a) = addrs.get(w) {
                 return Some(a.clone());
             }
-            if let Some(a) = stack.as_ref().and_then(|p| addrs.get(&format!("{p}_{w}"))) {
+            let prefixed = self.stack.as_ref().map(|p| format!("{p}_{w}"));
+            if let Some(a) = prefixed.and_then(|p| addrs.get(&p)) {
                 return Some(a.clone());
             }
         }
         addrs
             .iter()
-            .find(|(n, _)| !ingress.contains(n))
+            .find(|(n, _)| !self.ingress.contains(n))
             .or_else(|| addrs.iter().next())
             .map(|(_, a)| a.clone())
-    };
+    }
 
-    let detail = |cid: String, cname: String, port: u16| ContainerDetail {
-        id: cid,
-        name: cname,
-        service_id: Some(id.clone()),
-        network_mode: if host_net {
-            "host".to_string()
-        } else {
-            wanted
-                .clone()
-                .or_else(|| attached.first().cloned())
-                .unwrap_or_default()
-        },
-        ports: vec![port],
-        ..Default::default()
-    };
+    /// The container detail an entry carries.
+    fn detail(&self, cid: String, cname: String, port: u16) -> ContainerDetail {
+        ContainerDetail {
+            id: cid,
+            name: cname,
+            service_id: Some(self.id.clone()),
+            network_mode: if self.host_net {
+                "host".to_string()
+            } else {
+                self.wanted
+                    .clone()
+                    .or_else(|| self.attached.first().cloned())
+                    .unwrap_or_default()
+            },
+            ports: vec![port],
+            ..Default::default()
+        }
+    }
 
-    if lbswarm && !dnsrr && !host_net {
+    /// An entry with `servers` for `labels`.
+    fn entry(
+        &self,
+        labels: BTreeMap<String, String>,
+        servers: Vec<String>,
+        d: ContainerDetail,
+    ) -> CatalogEntry {
+        CatalogEntry {
+            name: self.name.clone(),
+            provider: PROVIDER.to_string(),
+            servers,
+            container: Some(d),
+            labels,
+        }
+    }
+
+    /// The one entry of an lbswarm service: its virtual IP on the chosen network.
+    fn vip_entry(&self, svc: &Service) -> Result<CatalogEntry, String> {
         let vips: BTreeMap<String, String> = svc
             .endpoint
             .as_ref()
@@ -316,57 +363,63 @@ fn entries_with(
             .filter_map(|v| {
                 let nid = v.network_id.as_deref()?;
                 let addr = strip_prefix_len(v.addr.as_deref()?);
-                (!addr.is_empty()).then(|| (net_name(nid), addr.to_string()))
+                (!addr.is_empty()).then(|| (self.net_name(nid), addr.to_string()))
             })
             .collect();
-        let vip = pick(&vips);
+        let vip = self.pick(&vips);
         if vip.is_none() {
-            debug!("{who}: lbswarm is on but the service has no virtual IP");
+            debug!(
+                "{}: lbswarm is on but the service has no virtual IP",
+                self.who
+            );
         }
-        if templated {
+        if self.templated {
             return Err(format!(
-                "{who}: labels use task placeholders ({{{{.Task.Slot}}}} ...), which need one \
-                 server per task; they cannot be used with lbswarm"
+                "{}: labels use task placeholders ({{{{.Task.Slot}}}} ...), which need one \
+                 server per task; they cannot be used with lbswarm",
+                self.who
             ));
         }
-        let mut d = detail(id.clone(), sname.clone(), port);
+        let mut d = self.detail(self.id.clone(), self.sname.clone(), self.port);
         d.state = "running".to_string();
         d.networks = vips;
         d.address = vip.clone();
-        return Ok(vec![CatalogEntry {
-            name,
-            provider: PROVIDER.to_string(),
-            servers: vip.iter().map(|a| join_host_port(a, port)).collect(),
-            container: Some(d),
-            labels,
-        }]);
+        let servers = vip.iter().map(|a| join_host_port(a, self.port)).collect();
+        Ok(self.entry(self.labels.clone(), servers, d))
     }
 
-    let mut entries = Vec::new();
-    let mut mine: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.service_id.as_deref() == Some(id.as_str()))
-        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
-        .filter(|t| t.desired_state.is_none_or(|d| d == TaskState::RUNNING))
-        .collect();
-    mine.sort_by(|a, b| a.slot.cmp(&b.slot).then_with(|| a.id.cmp(&b.id)));
-    for t in mine {
+    /// A task's address: its node's (host network; `--swarm.host-address` when the node
+    /// reports none usable), else its address on the chosen network.
+    fn task_address(
+        &self,
+        node: Option<&String>,
+        nodes: &HashMap<String, Node>,
+        addrs: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        if !self.host_net {
+            return self.pick(addrs);
+        }
+        let node_addr = node
+            .and_then(|n| nodes.get(n))
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.addr.clone())
+            .filter(|a| !is_unusable_node_address(a));
+        Some(node_addr.unwrap_or_else(|| self.cfg.host_address.clone()))
+    }
+
+    /// The entry of one running task.
+    fn task_entry(
+        &self,
+        t: &Task,
+        nodes: &HashMap<String, Node>,
+        addresses: &TaskAddresses,
+    ) -> Result<CatalogEntry, String> {
         let tid = t.id.clone().unwrap_or_default();
         let node = t.node_id.clone();
         let addrs = addresses.get(&tid).cloned().unwrap_or_default();
-        let address = if host_net {
-            let node_addr = node
-                .as_ref()
-                .and_then(|n| nodes.get(n))
-                .and_then(|n| n.status.as_ref())
-                .and_then(|s| s.addr.clone())
-                .filter(|a| !is_unusable_node_address(a));
-            Some(node_addr.unwrap_or_else(|| cfg.host_address.clone()))
-        } else {
-            pick(&addrs)
-        };
+        let address = self.task_address(node.as_ref(), nodes, &addrs);
         if address.is_none() {
-            debug!(task = %short_id(&tid), "{who}: task has no address on any network");
+            debug!(task = %short_id(&tid), "{}: task has no address on any network", self.who);
         }
         let slot = t
             .slot
@@ -382,43 +435,94 @@ fn entries_with(
             .and_then(|s| s.container_status.as_ref())
             .and_then(|c| c.container_id.clone())
             .unwrap_or_else(|| tid.clone());
-        let (labels, port) = if templated {
+        let (labels, port) = if self.templated {
             let slot_text = slot.map(|s| s.to_string()).unwrap_or_default();
-            let vars = TaskVars {
-                slot: &slot_text,
-                task_id: &tid,
-                node_id: node.as_deref().unwrap_or_default(),
-                service_name: &sname,
-                service_id: &id,
-            };
-            let expanded = expand_placeholders(&labels, &vars);
-            let port = port_of(&expanded)?;
+            let vars = self.vars(&slot_text, &tid, node.as_deref().unwrap_or_default());
+            let expanded = expand_placeholders(&self.labels, &vars);
+            let port = self.port_of(&expanded)?;
             (expanded, port)
         } else {
-            (labels.clone(), port)
+            (self.labels.clone(), self.port)
         };
-        let mut d = detail(cid, format!("{sname}.{middle}.{tid}"), port);
+        let mut d = self.detail(cid, format!("{}.{middle}.{tid}", self.sname), port);
         d.state = "running".to_string();
         d.networks = addrs;
         d.address = address.clone();
         d.task_slot = slot;
         d.node = node;
-        entries.push(CatalogEntry {
-            name: name.clone(),
-            provider: PROVIDER.to_string(),
-            servers: address.iter().map(|a| join_host_port(a, port)).collect(),
-            container: Some(d),
-            labels,
-        });
+        let servers = address.iter().map(|a| join_host_port(a, port)).collect();
+        Ok(self.entry(labels, servers, d))
     }
+}
+
+/// A network's name by its id (the id when unknown).
+fn net_name(networks: &HashMap<String, Network>, nid: &str) -> String {
+    networks
+        .get(nid)
+        .and_then(|n| n.name.clone())
+        .unwrap_or_else(|| nid.to_string())
+}
+
+/// The service's attached networks by name (task template first, then the legacy spec field),
+/// and whether it is on the host network.
+fn attached_networks(svc: &Service, networks: &HashMap<String, Network>) -> (Vec<String>, bool) {
+    let spec = svc.spec.as_ref();
+    let template = spec
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.networks.clone());
+    let targets: Vec<String> = template
+        .clone()
+        .or_else(|| spec.and_then(|s| s.networks.clone()))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.target.clone())
+        .collect();
+    let attached: Vec<String> = targets.iter().map(|t| net_name(networks, t)).collect();
+    let host_driver = template
+        .iter()
+        .flatten()
+        .filter_map(|n| n.target.as_deref())
+        .any(|t| networks.get(t).and_then(|n| n.driver.as_deref()) == Some("host"));
+    let host_net = attached.iter().any(|n| n == "host") || host_driver;
+    (attached, host_net)
+}
+
+/// The running tasks of service `id` (desired running too), by slot then id.
+fn running_tasks<'t>(tasks: &'t [Task], id: &str) -> Vec<&'t Task> {
+    let mut mine: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.service_id.as_deref() == Some(id))
+        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+        .filter(|t| t.desired_state.is_none_or(|d| d == TaskState::RUNNING))
+        .collect();
+    mine.sort_by(|a, b| a.slot.cmp(&b.slot).then_with(|| a.id.cmp(&b.id)));
+    mine
+}
+
+/// The entries of one service: one for its VIP (lbswarm), one per running task, or one without
+/// servers while no task runs.
+fn entries_with(
+    svc: &Service,
+    tasks: &[Task],
+    nodes: &HashMap<String, Node>,
+    networks: &HashMap<String, Network>,
+    addresses: &TaskAddresses,
+    cfg: &SwarmConfig,
+    constraint: Option<&Constraint>,
+) -> Result<Vec<CatalogEntry>, String> {
+    let Some(view) = ServiceView::new(svc, networks, cfg, constraint)? else {
+        return Ok(Vec::new());
+    };
+    if view.lbswarm && !view.dnsrr && !view.host_net {
+        return Ok(vec![view.vip_entry(svc)?]);
+    }
+    let mut entries = running_tasks(tasks, &view.id)
+        .into_iter()
+        .map(|t| view.task_entry(t, nodes, addresses))
+        .collect::<Result<Vec<_>, _>>()?;
     if entries.is_empty() {
-        entries.push(CatalogEntry {
-            name,
-            provider: PROVIDER.to_string(),
-            servers: Vec::new(),
-            container: Some(detail(id.clone(), sname, port)),
-            labels,
-        });
+        let d = view.detail(view.id.clone(), view.sname.clone(), view.port);
+        entries.push(view.entry(view.labels.clone(), Vec::new(), d));
     }
     Ok(entries)
 }
@@ -618,15 +722,8 @@ fn relevant(ev: &EventMessage) -> bool {
 /// `ProviderReport::Snapshot` whenever the catalog changes (the session skeleton is
 /// `engine::run`). Never returns an error.
 pub async fn run(cfg: SwarmConfig, reports: ProviderSender, shutdown: watch::Receiver<bool>) {
-    let constraint = match constraints(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}; the swarm provider is off");
-            return;
-        }
-    };
-    info!(endpoint = %cfg.endpoint, refresh = ?cfg.refresh, "swarm provider watching");
-    super::engine::run(Engine { cfg, constraint }, reports, shutdown).await;
+    let made = constraints(&cfg).map(|constraint| Engine { cfg, constraint });
+    super::engine::start(made, reports, shutdown).await;
 }
 
 /// What the session skeleton needs of the swarm provider: list every `refresh`; after a service
@@ -768,6 +865,130 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn network_choice_table() {
+        let nets = networks();
+        let rows: &[(
+            &str,
+            &[(&str, &str)],
+            Option<&str>,
+            &[(&str, &str)],
+            Option<&str>,
+        )] = &[
+            (
+                "the label's network",
+                &[("traefik.swarm.network", "shop_back")],
+                None,
+                &[("front", "10.0.1.5"), ("shop_back", "10.0.2.5")],
+                Some("10.0.2.5"),
+            ),
+            (
+                "the docker label works too",
+                &[("traefik.docker.network", "front")],
+                None,
+                &[("front", "10.0.1.5"), ("shop_back", "10.0.2.5")],
+                Some("10.0.1.5"),
+            ),
+            (
+                "--swarm.network when no label",
+                &[],
+                Some("shop_back"),
+                &[("front", "10.0.1.5"), ("shop_back", "10.0.2.5")],
+                Some("10.0.2.5"),
+            ),
+            (
+                "the stack prefix is tried",
+                &[
+                    ("traefik.swarm.network", "back"),
+                    ("com.docker.stack.namespace", "shop"),
+                ],
+                None,
+                &[("front", "10.0.1.5"), ("shop_back", "10.0.2.5")],
+                Some("10.0.2.5"),
+            ),
+            (
+                "else the first non-ingress network by name",
+                &[],
+                None,
+                &[("ingress", "10.0.0.5"), ("shop_back", "10.0.2.5")],
+                Some("10.0.2.5"),
+            ),
+            (
+                "only ingress: still an address",
+                &[],
+                None,
+                &[("ingress", "10.0.0.5")],
+                Some("10.0.0.5"),
+            ),
+            ("no address at all", &[], None, &[], None),
+        ];
+        for (case, extra, default_net, addrs, want) in rows {
+            let mut labels = vec![("traefik.port", "80")];
+            labels.extend_from_slice(extra);
+            let svc = service("s", &labels, &["n-front"]);
+            let cfg = SwarmConfig {
+                network: default_net.map(str::to_string),
+                ..cfg()
+            };
+            let view = ServiceView::new(&svc, &nets, &cfg, None).unwrap().unwrap();
+            let addrs: BTreeMap<String, String> = addrs
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect();
+            assert_eq!(view.pick(&addrs).as_deref(), *want, "{case}");
+        }
+    }
+
+    #[test]
+    fn task_selection_and_host_addresses_table() {
+        let svc = service("s", &[("traefik.port", "80")], &["n-front"]);
+        let mut other = task(&svc, 9, TaskState::RUNNING, "node1");
+        other.service_id = Some("another".into());
+        let mut leaving = task(&svc, 4, TaskState::RUNNING, "node1");
+        leaving.desired_state = Some(TaskState::SHUTDOWN);
+        let tasks = vec![
+            task(&svc, 3, TaskState::RUNNING, "node1"),
+            task(&svc, 1, TaskState::RUNNING, "node1"),
+            task(&svc, 2, TaskState::PREPARING, "node1"),
+            other,
+            leaving,
+        ];
+        let slots: Vec<i64> = running_tasks(&tasks, svc.id.as_deref().unwrap())
+            .iter()
+            .filter_map(|t| t.slot)
+            .collect();
+        assert_eq!(
+            slots,
+            vec![1, 3],
+            "running, desired running, this service, by slot"
+        );
+
+        let nets = networks();
+        let host = service("h", &[("traefik.port", "80")], &["n-host"]);
+        let c = cfg();
+        let view = ServiceView::new(&host, &nets, &c, None).unwrap().unwrap();
+        assert!(view.host_net);
+        let rows = [
+            ("the node's address", "192.0.2.7", Some("192.0.2.7")),
+            (
+                "0.0.0.0 falls back to --swarm.host-address",
+                "0.0.0.0",
+                Some("127.0.0.1"),
+            ),
+            ("127.0.0.1 too", "127.0.0.1", Some("127.0.0.1")),
+            ("no address too", "", Some("127.0.0.1")),
+        ];
+        for (case, node_addr, want) in rows {
+            let got = view.task_address(
+                Some(&"node1".to_string()),
+                &nodes(node_addr),
+                &BTreeMap::new(),
+            );
+            assert_eq!(got.as_deref(), want, "{case}");
         }
     }
 
@@ -957,36 +1178,22 @@ mod tests {
 
     #[test]
     fn missing_port_is_an_error_naming_the_service_and_label() {
+        let err_of = |svc: &Service| {
+            let tasks = vec![task(svc, 1, TaskState::RUNNING, "node1")];
+            on_host(svc, &tasks).unwrap_err()
+        };
         let svc = service(
             "api_v2",
             &[("traefik.http.routers.r.rule", "Host(`a`)")],
             &["n-front"],
         );
-        let tasks = vec![task(&svc, 1, TaskState::RUNNING, "node1")];
-        let err = entries_from_service(
-            &svc,
-            &tasks,
-            &nodes("192.0.2.1"),
-            &networks(),
-            &TaskAddresses::new(),
-            &cfg(),
-        )
-        .unwrap_err();
+        let err = err_of(&svc);
         assert!(err.contains("swarm service api_v2 ("), "{err}");
         assert!(
             err.contains("traefik.http.services.api-v2.loadbalancer.server.port"),
             "{err}"
         );
-        let svc = service("p", &[("traefik.port", "x")], &["n-front"]);
-        let err = entries_from_service(
-            &svc,
-            &tasks,
-            &nodes("192.0.2.1"),
-            &networks(),
-            &TaskAddresses::new(),
-            &cfg(),
-        )
-        .unwrap_err();
+        let err = err_of(&service("p", &[("traefik.port", "x")], &["n-front"]));
         assert!(err.contains("traefik.port=\"x\""), "{err}");
     }
 
