@@ -51,6 +51,9 @@ impl Pebble {
 
     /// Pebble whose DNS answers every name with `ip`.
     fn start_at(dir: &Path, http_port: u16, tls_port: u16, ip: &str) -> Pebble {
+        // Installs pebble, pebble-challtestsrv and redis-server when missing (`cargo test` alone
+        // sets up a fresh machine).
+        tools_python();
         assert!(
             Path::new("/usr/bin/pebble").exists() || which("pebble"),
             "pebble missing: run tests/tools/setup.sh"
@@ -460,6 +463,7 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
+        tools_python();
         let child = tokio::process::Command::new("redis-server")
             .args([
                 "--port",

@@ -116,6 +116,8 @@ pub(crate) struct Curl {
 /// Runs curl against `https://NAME:PORT/PATH` (resolved to the router) with `args`, at most
 /// 10 s.
 pub(crate) async fn curl(args: &[&str]) -> Curl {
+    // curl and openssl come with the test tools (installed once when missing).
+    tools_python();
     let out = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::process::Command::new("curl")
