@@ -762,9 +762,16 @@ def run_h2load(h2load, port, path, conns, duration, server_pid=None):
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
     if m:  # h2load gives min/max/mean, no percentiles: the mean stands in for p50
         r["p50_ms"] = to_ms(m.group(3))
+    return finish_run(r, out, server_pid, cpu0)
+
+
+def finish_run(r, out, server_pid, cpu0):
+    """The fields every load run reports: load average, CPU per request, the error if any."""
     r["loadavg1"] = float(Path("/proc/loadavg").read_text().split()[0])
     if server_pid and r["requests"]:
+        # CPU the measured server (its whole process tree) spent per request, in microseconds
         r["cpu_us_per_req"] = (cpu_seconds(server_pid) - cpu0) * 1e6 / r["requests"]
+        # the same as CPU seconds per 1000 requests (the pinned table's unit)
         r["cpu_s_per_1k_req"] = r["cpu_us_per_req"] / 1000
     if r["rps"] is None:
         r["error"] = tail(out, 5)
@@ -819,15 +826,7 @@ def run_wrk(wrk, port, host, path, conns, duration, close, server_pid=None, samp
         r["rss_samples"] = sampled["samples"]
     if PIN:
         r["wrk_cpus_allowed"] = sampled["wrk_cpus"]
-    r["loadavg1"] = float(Path("/proc/loadavg").read_text().split()[0])
-    if server_pid and r["requests"]:
-        # CPU the measured server (its whole process tree) spent per request, in microseconds
-        r["cpu_us_per_req"] = (cpu_seconds(server_pid) - cpu0) * 1e6 / r["requests"]
-        # the same as CPU seconds per 1000 requests (the pinned table's unit)
-        r["cpu_s_per_1k_req"] = r["cpu_us_per_req"] / 1000
-    if r["rps"] is None:
-        r["error"] = tail(out, 5)
-    return r
+    return finish_run(r, out, server_pid, cpu0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ async fn router_for(rig: &DockerRig, tag: &str) -> TestRouter {
     router_at(&rig.endpoint(), tag).await
 }
 
-async fn router_at(endpoint: &str, tag: &str) -> TestRouter {
-    let docker = DockerConfig {
+/// The provider settings of a test: containers labelled `switchyard.test=<tag>` only.
+fn docker_config(endpoint: &str, tag: &str) -> DockerConfig {
+    DockerConfig {
         endpoint: endpoint.to_string(),
         tls: None,
         network: None,
@@ -31,7 +32,11 @@ async fn router_at(endpoint: &str, tag: &str) -> TestRouter {
         constraints: Some(format!("Label(`switchyard.test`, `{tag}`)")),
         host_address: "127.0.0.1".to_string(),
         allow_empty_services: false,
-    };
+    }
+}
+
+async fn router_at(endpoint: &str, tag: &str) -> TestRouter {
+    let docker = docker_config(endpoint, tag);
     TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], move |cfg| {
         cfg.docker = Some(docker)
     })
@@ -139,15 +144,7 @@ async fn traefik_tls_labels_serve_https_and_redirect_http() {
     let certs = tempfile::tempdir().unwrap();
     let ca = Ca::new(certs.path());
     let cert = ca.issue("app", &[&host], false);
-    let docker = DockerConfig {
-        endpoint: rig.endpoint(),
-        tls: None,
-        network: None,
-        exposed_by_default: false,
-        constraints: Some(format!("Label(`switchyard.test`, `{tag}`)")),
-        host_address: "127.0.0.1".to_string(),
-        allow_empty_services: false,
-    };
+    let docker = docker_config(&rig.endpoint(), &tag);
     let r = TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], |cfg| {
         cfg.docker = Some(docker);
         entrypoint(cfg, "websecure", &["tls"]);

