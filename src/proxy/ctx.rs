@@ -190,6 +190,9 @@ pub(super) struct RequestCtx {
     pub route: Option<Arc<Route>>,
     pub plan: Plan,
     pub observers: Observers,
+    /// A gRPC request (`content-type: application/grpc…`): the router's own errors are answered
+    /// the gRPC way (status 200, `grpc-status` in the headers).
+    pub grpc: bool,
 }
 
 impl RequestCtx {
@@ -211,6 +214,7 @@ impl RequestCtx {
             route: None,
             plan,
             observers: Observers::default(),
+            grpc: false,
         }
     }
 

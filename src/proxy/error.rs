@@ -130,6 +130,39 @@ impl ProxyError {
         }
     }
 
+    /// The answer to a gRPC client: HTTP 200 with the gRPC status in the headers (a
+    /// "trailers-only" response), so gRPC clients see a gRPC error rather than an HTML page:
+    /// DEADLINE_EXCEEDED (4) for timeouts, UNAVAILABLE (14) for servers that failed or are
+    /// missing, UNIMPLEMENTED (12) with no route, INVALID_ARGUMENT (3) for bad requests,
+    /// RESOURCE_EXHAUSTED (8) for limits, INTERNAL (13) otherwise.
+    pub fn into_grpc_response(self) -> Response<ProxyBody> {
+        let code = match &self {
+            ProxyError::UpstreamTimeout { .. } | ProxyError::ClientTimeout => 4,
+            ProxyError::NoServer { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::CircuitOpen { .. } => 14,
+            ProxyError::NoRoute => 12,
+            ProxyError::BadRequest(_)
+            | ProxyError::ConnectNotAllowed
+            | ProxyError::Misdirected { .. }
+            | ProxyError::ClientBody { .. } => 3,
+            ProxyError::RequestTooLarge { .. } | ProxyError::ResponseTooLarge { .. } => 8,
+            ProxyError::Hook { .. } | ProxyError::AuthServer { .. } => 13,
+        };
+        let reason = self.status().canonical_reason().unwrap_or("error");
+        let mut resp = plain(StatusCode::OK, String::new());
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", http::HeaderValue::from(code));
+        if let Ok(v) = http::HeaderValue::from_str(&format!("switchyard: {reason}")) {
+            h.insert("grpc-message", v);
+        }
+        resp
+    }
+
     /// The client-facing answer: status and a short text, nothing internal.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();

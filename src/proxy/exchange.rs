@@ -418,7 +418,8 @@ pub(super) fn upstream_head(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     Uri::builder()
-        .scheme("http")
+        // `h2c` tells the upstream client to speak HTTP/2 with prior knowledge.
+        .scheme(if server.h2c { "h2c" } else { "http" })
         .authority(server.authority.clone())
         .path_and_query(path_and_query)
         .build()

@@ -312,6 +312,11 @@ impl Proxy {
             }
             ctx.observers.alog = Some(Box::new(entry));
         }
+        ctx.grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
         let mut live = Live {
             tracker: info.tracker.clone(),
         };

@@ -219,6 +219,9 @@ pub(super) fn failed(e: ProxyError, ctx: &RequestCtx) -> Response<ProxyBody> {
             tracing::warn!(%peer, %method, path, error = %e, "request failed")
         }
     }
+    if ctx.grpc {
+        return e.into_grpc_response();
+    }
     e.into_response()
 }
 

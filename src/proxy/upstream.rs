@@ -304,6 +304,10 @@ struct Idle {
 thread_local! {
     /// This thread's idle connections by server authority.
     static POOL: RefCell<HashMap<Authority, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// This thread's HTTP/2 (h2c) connections by server authority: one each, shared by every
+    /// request (streams multiplex), replaced when it closes.
+    static H2: RefCell<HashMap<Authority, hyper::client::conn::http2::SendRequest<UpBody>>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Why an exchange failed, with whether the request certainly never left.
@@ -349,6 +353,9 @@ impl UpstreamClient {
             .authority()
             .cloned()
             .ok_or(UpstreamError::NoAuthority)?;
+        if req.uri().scheme_str() == Some("h2c") {
+            return self.request_h2(req, authority).await;
+        }
         if !req.headers().contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
                 req.headers_mut().insert(header::HOST, v);
@@ -419,7 +426,71 @@ impl UpstreamClient {
         })
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
+    /// Sends `req` over this thread's HTTP/2 connection to `authority` (made when missing or
+    /// closed). The `Host` the request carries becomes `:authority`; gRPC requests keep
+    /// `te: trailers`, which gRPC servers require.
+    async fn request_h2(
+        &self,
+        mut req: Request<UpBody>,
+        authority: Authority,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let host = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<Authority>().ok()))
+            .unwrap_or_else(|| authority.clone());
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| UpstreamError::NoAuthority)?;
+        *req.version_mut() = http::Version::HTTP_2;
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if grpc {
+            req.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let pooled = H2.with(|p| p.borrow().get(&authority).cloned());
+        let mut sender = match pooled.filter(|s| !s.is_closed()) {
+            Some(s) => s,
+            None => {
+                let stream = self.tcp(&authority).await?;
+                let (sender, conn) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(Duration::from_secs(30))
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(UpstreamError::Handshake)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                    }
+                });
+                H2.with(|p| p.borrow_mut().insert(authority.clone(), sender.clone()));
+                sender
+            }
+        };
+        sender.ready().await.map_err(UpstreamError::Http)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Http)?;
+        Ok(resp.map(|inner| UpstreamBody { inner, conn: None }))
+    }
+
+    /// A TCP connection to `authority` (connect timeout, no Nagle, keep-alive probes).
+    async fn tcp(&self, authority: &Authority) -> Result<TcpStream, UpstreamError> {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
@@ -439,6 +510,11 @@ impl UpstreamClient {
         let sock = socket2::SockRef::from(&stream);
         let _ = sock
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        Ok(stream)
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
+        let stream = self.tcp(authority).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(READ_BUF_MAX)
             .handshake(TokioIo::new(stream))

@@ -225,7 +225,7 @@ fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
                 .iter()
                 .zip(&p.states)
                 .map(|(sv, st)| ServerInfo {
-                    address: sv.authority.to_string(),
+                    address: sv.url(),
                     weight: sv.weight,
                     healthy: st.available(now),
                     in_flight: st.in_flight(),

@@ -35,6 +35,19 @@ pub struct Server {
     pub weight: u32,
     /// The value a sticky cookie holds for this server.
     pub sticky_id: String,
+    /// Spoken to in HTTP/2 with prior knowledge (`h2c://host:port`: gRPC servers), else HTTP/1.1.
+    pub h2c: bool,
+}
+
+impl Server {
+    /// `host:port`, or `h2c://host:port` for an HTTP/2 server (as scripts write it).
+    pub fn url(&self) -> String {
+        if self.h2c {
+            format!("h2c://{}", self.authority)
+        } else {
+            self.authority.to_string()
+        }
+    }
 }
 
 /// The opaque sticky-cookie value for a server: 16 hex digits of SHA-256 over the secret and
@@ -241,7 +254,7 @@ impl Service {
     /// Every server address reachable through this service (composites: their children's).
     pub fn server_addresses(&self) -> Vec<String> {
         match &self.kind {
-            ServiceKind::Servers(p) => p.servers.iter().map(|s| s.authority.to_string()).collect(),
+            ServiceKind::Servers(p) => p.servers.iter().map(Server::url).collect(),
             ServiceKind::Failover { primary, fallback } => {
                 let mut v = primary.server_addresses();
                 v.extend(fallback.server_addresses());
@@ -403,6 +416,7 @@ mod tests {
                 authority: format!("127.0.0.1:{port}").parse().unwrap(),
                 weight: 1,
                 sticky_id: String::new(),
+                h2c: false,
             }],
         ))
     }

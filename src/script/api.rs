@@ -69,6 +69,8 @@ pub struct RouteDecl {
 pub struct ServerDecl {
     pub authority: Authority,
     pub weight: u32,
+    /// `h2c://`: HTTP/2 with prior knowledge.
+    pub h2c: bool,
 }
 
 /// A service named in a composite, resolved after all scripts ran.
@@ -229,6 +231,15 @@ impl Collector {
     }
 }
 
+/// Parses a server URL: `host:port`, `http://host:port[/]` or `h2c://host:port[/]` (HTTP/2
+/// with prior knowledge, for gRPC servers); whether it is h2c.
+pub fn parse_server_url(raw: &str) -> Result<(Authority, bool), String> {
+    match raw.trim().strip_prefix("h2c://") {
+        Some(rest) => parse_server_address(rest).map(|a| (a, true)),
+        None => parse_server_address(raw).map(|a| (a, false)),
+    }
+}
+
 /// Parses a server address: `host:port` or `http://host:port[/]`.
 pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
     let trimmed = raw.trim();
@@ -240,7 +251,7 @@ pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
         ));
     } else if trimmed.contains("://") {
         return Err(format!(
-            "server {raw:?}: only http:// upstreams are supported"
+            "server {raw:?}: only http:// and h2c:// upstreams are supported"
         ));
     } else {
         trimmed
@@ -277,9 +288,11 @@ pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
 
 fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
     if let Some(s) = item.clone().try_cast::<rhai::ImmutableString>() {
+        let (authority, h2c) = parse_server_url(&s)?;
         return Ok(ServerDecl {
-            authority: parse_server_address(&s)?,
+            authority,
             weight: 1,
+            h2c,
         });
     }
     if let Some(map) = item.clone().try_cast::<Map>() {
@@ -307,9 +320,11 @@ fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
                 ));
             }
         }
+        let (authority, h2c) = parse_server_url(&addr)?;
         return Ok(ServerDecl {
-            authority: parse_server_address(&addr)?,
+            authority,
             weight,
+            h2c,
         });
     }
     Err(format!(
@@ -355,9 +370,10 @@ fn catalog_service(
         .servers
         .iter()
         .map(|s| {
-            parse_server_address(s).map(|authority| ServerDecl {
+            parse_server_url(s).map(|(authority, h2c)| ServerDecl {
                 authority,
                 weight: 1,
+                h2c,
             })
         })
         .collect::<Result<Vec<_>, _>>()

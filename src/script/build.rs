@@ -521,6 +521,7 @@ impl Services<'_> {
                 authority: s.authority.clone(),
                 weight: s.weight,
                 sticky_id: sticky_id(secret, s.authority.as_str()),
+                h2c: s.h2c,
             })
             .collect();
         let ids: Vec<(&str, u32)> = servers

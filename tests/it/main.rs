@@ -20,6 +20,7 @@ mod docker_rig;
 mod errors;
 mod examples;
 mod forwarding;
+mod grpc;
 mod h2_attacks;
 mod hooks;
 mod metrics;

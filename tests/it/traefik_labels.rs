@@ -342,6 +342,7 @@ fn v2_tls_routers_serve_tls_only_and_keep_their_options() {
         "traefik.http.routers.other.rule": "Host(`other.test`)",
         "traefik.http.routers.other.tls.certresolver": "le",
         "traefik.http.services.app.loadbalancer.server.port": "80",
+        "traefik.http.services.app.loadbalancer.server.scheme": "h2c",
     });
     let mut entry = container(
         "app",
@@ -364,6 +365,8 @@ fn v2_tls_routers_serve_tls_only_and_keep_their_options() {
     );
     assert_eq!(out.route("app-http@docker")["cleartext"], true);
     assert!(out.route("app-http@docker").get("tls").is_none());
+    // `server.scheme=h2c` speaks HTTP/2 with prior knowledge to the servers (gRPC).
+    assert_eq!(out.servers("app@docker"), vec!["h2c://10.0.0.2:80"]);
     // Any tls.* label makes a TLS router, as in Traefik.
     assert_eq!(out.route("other@docker")["tls"], json!({"resolver": "le"}));
 }
