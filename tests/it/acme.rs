@@ -14,14 +14,7 @@ use switchyard::config::Config;
 use crate::support::*;
 use crate::tls::{addr_of, curl, entrypoint, Ca};
 
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::docker::free_port;
 
 /// Waits until something accepts on `addr` (at most 20 s).
 fn wait_listening(addr: SocketAddr, what: &str) {

@@ -6,18 +6,9 @@
 
 use std::time::Duration;
 
-use switchyard::config::apply_entrypoint_option;
-
+use crate::support::docker::free_port;
 use crate::support::*;
-use crate::tls::{addr_of, entrypoint, pair, Ca};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::tls::{addr_of, entrypoint, pair, web_options, Ca};
 
 fn script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/grpc_pair.py")
@@ -75,12 +66,7 @@ async fn grpc_calls_pass_through_h2c_and_tls_with_trailers_and_grpc_errors() {
          .to(service(\"echo\").servers([\"h2c://127.0.0.1:{port}\"]));\n"
     );
     let r = TestRouter::start_with(&[("10-test.rhai", &script)], |cfg| {
-        let web = cfg
-            .settings
-            .entrypoint_options
-            .entry("web".into())
-            .or_default();
-        apply_entrypoint_option(web, "h2c", "true").unwrap();
+        web_options(cfg, &[("h2c", "true")]);
         entrypoint(cfg, "websecure", &["tls"]);
         cfg.tls.certificates = vec![pair(&cert)];
         // The `Slow` call answers after 3 s: past this, the router answers instead.

@@ -93,6 +93,18 @@ pub(crate) fn entrypoint(cfg: &mut Config, name: &str, options: &[&str]) {
     }
 }
 
+/// Sets options (`KEY=VALUE`) of the `web` entrypoint the test router always has.
+pub(crate) fn web_options(cfg: &mut Config, options: &[(&str, &str)]) {
+    let web = cfg
+        .settings
+        .entrypoint_options
+        .entry("web".into())
+        .or_default();
+    for (k, v) in options {
+        apply_entrypoint_option(web, k, v).unwrap();
+    }
+}
+
 /// The address entrypoint `name` listens on.
 pub(crate) fn addr_of(r: &TestRouter, name: &str) -> SocketAddr {
     r.router()
@@ -393,12 +405,7 @@ async fn strict_sni_versions_and_h2c() {
             "websecure",
             &["tls.strict-sni=true", "tls.min-version=1.3"],
         );
-        let web = cfg
-            .settings
-            .entrypoint_options
-            .entry("web".into())
-            .or_default();
-        apply_entrypoint_option(web, "h2c", "true").unwrap();
+        web_options(cfg, &[("h2c", "true")]);
         cfg.tls.certificates = vec![pair(&a)];
     })
     .await;

@@ -112,6 +112,8 @@ def stream_flood(host, port, n, follow):
                                         flags=["END_HEADERS", "END_STREAM"]))
             send_raw(sock, follow(sid))
         except OSError:
+            # The server hung up: read what it said first (its GOAWAY), if still there.
+            w.poll(0.2)
             w.closed = True
             break
         sent += 1
