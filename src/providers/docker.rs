@@ -129,26 +129,39 @@ pub async fn snapshot(docker: &Docker, cfg: &DockerConfig) -> Result<Catalog, Do
     snapshot_with(docker, cfg, constraint.as_ref()).await
 }
 
+/// `snapshot` with the constraints already parsed: list, inspect, resolve network peers, translate.
 async fn snapshot_with(
     docker: &Docker,
     cfg: &DockerConfig,
     constraint: Option<&Constraint>,
 ) -> Result<Catalog, DockerError> {
-    let api = |what: &str| {
-        let what = what.to_string();
-        move |source| DockerError::Api {
-            endpoint: cfg.endpoint.clone(),
-            what,
-            source,
-        }
-    };
+    let ids = container_ids(docker, cfg).await?;
+    let containers = inspect_all(docker, cfg, ids).await?;
+    let peers = peers_of(docker, &containers).await;
+    Ok(catalog_of(&containers, cfg, constraint, &peers))
+}
+
+/// An API failure while doing `what`, as a `DockerError::Api` naming the endpoint.
+fn api_error(cfg: &DockerConfig, what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let endpoint = cfg.endpoint.clone();
+    let what = what.to_string();
+    move |source| DockerError::Api {
+        endpoint,
+        what,
+        source,
+    }
+}
+
+/// The ids of the listed containers (all of them with `allow_empty_services`), at most
+/// `MAX_CONTAINERS` (warned when there are more).
+async fn container_ids(docker: &Docker, cfg: &DockerConfig) -> Result<Vec<String>, DockerError> {
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: cfg.allow_empty_services,
             ..Default::default()
         }))
         .await
-        .map_err(api("listing containers"))?;
+        .map_err(api_error(cfg, "listing containers"))?;
     if list.len() > MAX_CONTAINERS {
         warn!(
             containers = list.len(),
@@ -156,11 +169,20 @@ async fn snapshot_with(
             "too many containers: the rest are ignored"
         );
     }
-    let ids: Vec<String> = list
+    Ok(list
         .into_iter()
         .filter_map(|s| s.id)
         .take(MAX_CONTAINERS)
-        .collect();
+        .collect())
+}
+
+/// The containers `ids` inspected, `INSPECT_CONCURRENCY` at once, in list order; one that went
+/// away meanwhile is left out, any other failure fails the whole snapshot.
+async fn inspect_all(
+    docker: &Docker,
+    cfg: &DockerConfig,
+    ids: Vec<String>,
+) -> Result<Vec<ContainerInspectResponse>, DockerError> {
     let mut containers = Vec::with_capacity(ids.len());
     let mut inspected = futures_util::stream::iter(ids)
         .map(|id| async move {
@@ -174,14 +196,27 @@ async fn snapshot_with(
             Err(e) if is_not_found(&e) => {
                 debug!(container = %id, "container went away during the list")
             }
-            Err(e) => return Err(api(&format!("inspecting container {}", short_id(&id)))(e)),
+            Err(e) => {
+                let what = format!("inspecting container {}", short_id(&id));
+                return Err(api_error(cfg, &what)(e));
+            }
         }
     }
-    let peers = peers_of(docker, &containers).await;
+    Ok(containers)
+}
+
+/// The catalog of inspected containers: their entries (those without servers only with
+/// `allow_empty_services`) sorted by name then container id, and a problem per skipped container.
+fn catalog_of(
+    containers: &[ContainerInspectResponse],
+    cfg: &DockerConfig,
+    constraint: Option<&Constraint>,
+    peers: &HashMap<String, ContainerInspectResponse>,
+) -> Catalog {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
-    for c in &containers {
-        match entry_with(c, cfg, constraint, &peers) {
+    for c in containers {
+        match entry_with(c, cfg, constraint, peers) {
             Ok(Some(e)) if e.servers.is_empty() && !cfg.allow_empty_services => {
                 debug!(container = %e.name, "no servers: left out (allow_empty_services is off)")
             }
@@ -197,7 +232,7 @@ async fn snapshot_with(
         let id = |e: &CatalogEntry| e.container.as_ref().map(|c| c.id.clone());
         a.name.cmp(&b.name).then_with(|| id(a).cmp(&id(b)))
     });
-    Ok(Catalog { entries, problems })
+    Catalog { entries, problems }
 }
 
 /// Listed containers by id and name, plus the targets of `container:<x>` network modes that were
@@ -228,6 +263,7 @@ async fn peers_of(
     peers
 }
 
+/// Records `c` under its id and its name (without the leading `/`).
 fn add_peer(peers: &mut HashMap<String, ContainerInspectResponse>, c: &ContainerInspectResponse) {
     if let Some(id) = &c.id {
         peers.insert(id.clone(), c.clone());
@@ -253,6 +289,7 @@ fn find_peer<'a>(
     })
 }
 
+/// The engine answered 404: the container is gone.
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -281,51 +318,35 @@ pub fn entry_from_inspect(
     entry_with(c, cfg, constraint.as_ref(), peers)
 }
 
+/// `entry_from_inspect` with the constraints already parsed: each decision below, in order.
 fn entry_with(
     c: &ContainerInspectResponse,
     cfg: &DockerConfig,
     constraint: Option<&Constraint>,
     peers: &HashMap<String, ContainerInspectResponse>,
 ) -> Result<Option<CatalogEntry>, String> {
-    let id = c.id.clone().unwrap_or_default();
-    let cname = c
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_string();
-    let who = format!("container {cname} ({})", short_id(&id));
+    let who = who(c);
     let labels = labels_of(c);
     if !exposed(&labels, cfg, constraint, &who)? {
         return Ok(None);
     }
-    let port_label = port_from_labels(&labels).map_err(|e| format!("{who}: {e}"))?;
-    let compose_project = labels.get(LABEL_COMPOSE_PROJECT).cloned();
-    let compose_service = labels.get(LABEL_COMPOSE_SERVICE).cloned();
-    let name = entry_name(
-        &cname,
-        &id,
-        compose_project.as_deref(),
-        compose_service.as_deref(),
-    );
-    let run = RunState::of(c);
     let ports = exposed_tcp_ports(c);
-    let wanted_network = label_ci(&labels, LABEL_NETWORK)
-        .map(|(_, v)| v.to_string())
-        .or_else(|| cfg.network.clone());
-    let address = if run.running {
-        address_of(c, wanted_network.as_deref(), cfg, peers, 0)
-    } else {
-        None
-    };
-    let servers = if run.ready() {
-        servers_of(
-            c,
-            &who,
-            &name,
-            address.as_deref(),
-            port_label.or(ports.first().copied()),
-        )
+    let port = server_port(&labels, &ports).map_err(|e| format!("{who}: {e}"))?;
+    let run = RunState::of(c);
+    let address = run
+        .running
+        .then(|| address_of(c, wanted_network(&labels, cfg).as_deref(), cfg, peers, 0))
+        .flatten();
+    let ready = run.ready();
+    let detail = detail_of(c, &labels, run, ports, address);
+    let name = entry_name(
+        &detail.name,
+        &detail.id,
+        detail.compose_project.as_deref(),
+        detail.compose_service.as_deref(),
+    );
+    let servers = if ready {
+        servers_of(&detail, &who, &name, port)
     } else {
         Vec::new()
     };
@@ -333,22 +354,23 @@ fn entry_with(
         name,
         provider: PROVIDER.to_string(),
         servers,
-        container: Some(ContainerDetail {
-            id,
-            name: cname,
-            compose_project,
-            compose_service,
-            state: run.status,
-            health: run.health,
-            network_mode: network_mode(c).to_string(),
-            networks: networks_of(c),
-            ports,
-            host_ports: host_ports_of(c),
-            address,
-            ..Default::default()
-        }),
+        container: Some(detail),
         labels,
     }))
+}
+
+/// The container's name without Docker's leading `/`.
+fn container_name(c: &ContainerInspectResponse) -> &str {
+    c.name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+}
+
+/// `container NAME (SHORT_ID)`, how warnings and problems name a container.
+fn who(c: &ContainerInspectResponse) -> String {
+    let id = c.id.as_deref().unwrap_or_default();
+    format!("container {} ({})", container_name(c), short_id(id))
 }
 
 /// Whether a container is served: its `traefik.enable` label (a malformed one is an error
@@ -383,6 +405,37 @@ fn entry_name(cname: &str, id: &str, project: Option<&str>, service: Option<&str
     }
 }
 
+/// The server port: what the port labels ask for (`port_from_labels`; a malformed one is an
+/// error naming it), else the lowest exposed TCP port (a published port by its container port).
+fn server_port(labels: &BTreeMap<String, String>, ports: &[u16]) -> Result<Option<u16>, String> {
+    Ok(port_from_labels(labels)?.or(ports.first().copied()))
+}
+
+/// What the catalog shows of a container: identity, compose labels, state, networks, ports and
+/// the address its servers use.
+fn detail_of(
+    c: &ContainerInspectResponse,
+    labels: &BTreeMap<String, String>,
+    run: RunState,
+    ports: Vec<u16>,
+    address: Option<String>,
+) -> ContainerDetail {
+    ContainerDetail {
+        id: c.id.clone().unwrap_or_default(),
+        name: container_name(c).to_string(),
+        compose_project: labels.get(LABEL_COMPOSE_PROJECT).cloned(),
+        compose_service: labels.get(LABEL_COMPOSE_SERVICE).cloned(),
+        state: run.status,
+        health: run.health,
+        network_mode: network_mode(c).to_string(),
+        networks: networks_of(c),
+        ports,
+        host_ports: host_ports_of(c),
+        address,
+        ..Default::default()
+    }
+}
+
 /// What the engine says of a container's life.
 struct RunState {
     status: String,
@@ -393,6 +446,7 @@ struct RunState {
 }
 
 impl RunState {
+    /// The state block of `c` (a container without one is stopped, no health check).
     fn of(c: &ContainerInspectResponse) -> RunState {
         let state = c.state.as_ref();
         RunState {
@@ -419,14 +473,8 @@ impl RunState {
 }
 
 /// The servers of a ready container: `address:port`, or none (logged) when either is missing.
-fn servers_of(
-    c: &ContainerInspectResponse,
-    who: &str,
-    name: &str,
-    address: Option<&str>,
-    port: Option<u16>,
-) -> Vec<String> {
-    match (address, port) {
+fn servers_of(d: &ContainerDetail, who: &str, name: &str, port: Option<u16>) -> Vec<String> {
+    match (d.address.as_deref(), port) {
         (Some(a), Some(p)) => vec![join_host_port(a, p)],
         (_, None) => {
             warn!("{who}: no port: add traefik.http.services.{name}.loadbalancer.server.port or expose a port");
@@ -435,17 +483,26 @@ fn servers_of(
         (None, Some(_)) => {
             warn!(
                 "{who}: no address: no network with an IP address (network mode {:?})",
-                network_mode(c)
+                d.network_mode
             );
             Vec::new()
         }
     }
 }
 
-/// Where the servers of `c` are reached, following Traefik's `getIPAddress`: the wanted network
-/// (label or provider default; also tried with the compose project prefix), host networking → the
-/// host address, `container:<x>` → that container's address (its own network label first), else
-/// the first network by name that has an IP address.
+/// The network servers are reached on: the `traefik.docker.network` label, else `cfg.network`.
+fn wanted_network(labels: &BTreeMap<String, String>, cfg: &DockerConfig) -> Option<String> {
+    network_label(labels).or_else(|| cfg.network.clone())
+}
+
+/// The `traefik.docker.network` label's value (the name in any case).
+fn network_label(labels: &BTreeMap<String, String>) -> Option<String> {
+    label_ci(labels, LABEL_NETWORK).map(|(_, v)| v.to_string())
+}
+
+/// Where the servers of `c` are reached, following Traefik's `getIPAddress`: host networking →
+/// the host address; `container:<x>` → that container's address, with its own network label
+/// first (none for an unknown peer or past `MAX_PEER_HOPS` links); else `network_address`.
 fn address_of(
     c: &ContainerInspectResponse,
     wanted: Option<&str>,
@@ -457,21 +514,26 @@ fn address_of(
     if mode == "host" {
         return Some(cfg.host_address.clone());
     }
-    if let Some(target) = mode.strip_prefix("container:") {
-        if hops >= MAX_PEER_HOPS {
-            return None;
-        }
-        let peer = find_peer(peers, target)?;
-        let peer_labels = labels_of(peer);
-        let peer_wanted = label_ci(&peer_labels, LABEL_NETWORK).map(|(_, v)| v.to_string());
-        return address_of(
-            peer,
-            peer_wanted.as_deref().or(wanted),
-            cfg,
-            peers,
-            hops + 1,
-        );
+    let Some(target) = mode.strip_prefix("container:") else {
+        return network_address(c, wanted);
+    };
+    if hops >= MAX_PEER_HOPS {
+        return None;
     }
+    let peer = find_peer(peers, target)?;
+    let peer_wanted = network_label(&labels_of(peer));
+    address_of(
+        peer,
+        peer_wanted.as_deref().or(wanted),
+        cfg,
+        peers,
+        hops + 1,
+    )
+}
+
+/// The address of `c` on its own networks: on `wanted` (also tried with the compose project
+/// prefix), else on the first network by name (warned when `wanted` is not among them).
+fn network_address(c: &ContainerInspectResponse, wanted: Option<&str>) -> Option<String> {
     let networks = networks_of(c);
     if let Some(w) = wanted {
         if let Some(ip) = networks.get(w) {
@@ -482,13 +544,8 @@ fn address_of(
             return Some(ip.clone());
         }
         if !networks.is_empty() {
-            let name = c
-                .name
-                .as_deref()
-                .unwrap_or_default()
-                .trim_start_matches('/');
             warn!(
-                container = %name,
+                container = %container_name(c),
                 network = %w,
                 on = ?networks.keys().collect::<Vec<_>>(),
                 "network not found on the container (missing the compose project prefix?); using its first network"
@@ -498,6 +555,7 @@ fn address_of(
     networks.values().next().cloned()
 }
 
+/// The container's labels (none when it has no config).
 fn labels_of(c: &ContainerInspectResponse) -> BTreeMap<String, String> {
     c.config
         .as_ref()
@@ -506,6 +564,7 @@ fn labels_of(c: &ContainerInspectResponse) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// `bridge`, `host`, `none`, `container:<x>` or a network name (empty when unknown).
 fn network_mode(c: &ContainerInspectResponse) -> &str {
     c.host_config
         .as_ref()
@@ -580,6 +639,8 @@ fn host_ports_of(c: &ContainerInspectResponse) -> BTreeMap<u16, Vec<String>> {
     out
 }
 
+/// The engine-side event filter: the container and network events in `CONTAINER_EVENTS` and
+/// `NETWORK_EVENTS`.
 fn events_options() -> EventsOptions {
     let mut filters = HashMap::new();
     filters.insert(
@@ -632,14 +693,17 @@ impl super::engine::Source for Engine {
     const PROVIDER: &'static str = PROVIDER;
     const WHAT: &'static str = "docker";
 
+    /// `--docker.endpoint` and its client-certificate files.
     fn endpoint(&self) -> (&str, Option<&TlsFiles>) {
         (&self.cfg.endpoint, self.cfg.tls.as_ref())
     }
 
+    /// Container and network events only.
     fn events(&self) -> EventsOptions {
         events_options()
     }
 
+    /// A relevant event re-lists; the rest are ignored.
     fn classify(&self, ev: &EventMessage) -> Wake {
         if relevant(ev) {
             Wake::Relist
@@ -648,10 +712,12 @@ impl super::engine::Source for Engine {
         }
     }
 
+    /// No polling: events drive re-lists.
     fn refresh(&self) -> Option<Duration> {
         None
     }
 
+    /// One full snapshot.
     async fn list(&self, docker: &Docker) -> Result<Catalog, DockerError> {
         snapshot_with(docker, &self.cfg, self.constraint.as_ref()).await
     }
@@ -877,6 +943,11 @@ mod tests {
         assert_eq!(d.state, "running");
         assert_eq!(d.network_mode, "bridge");
         assert_eq!(d.address.as_deref(), Some("10.0.0.2"));
+        assert_eq!(
+            d.networks.get("bridge").map(String::as_str),
+            Some("10.0.0.2")
+        );
+        assert_eq!(d.ports, vec![80]);
         assert_eq!(normalize("__a__b__"), "a-b");
     }
 
@@ -908,137 +979,528 @@ mod tests {
         assert_eq!(d.compose_service.as_deref(), Some("web_front"));
     }
 
-    #[test]
-    fn host_mode_uses_the_host_address() {
-        let c = container(
-            "h",
-            &[("traefik.port", "8001")],
-            "host",
-            &[("host", "")],
-            &[],
-        );
-        assert_eq!(entry(&c, &cfg()).servers, vec!["127.0.0.1:8001"]);
-        let mut k = cfg();
-        k.host_address = "::1".into();
-        assert_eq!(entry(&c, &k).servers, vec!["[::1]:8001"]);
+    /// One row of `address_table`: a container's network set-up and the address it gets.
+    struct AddressCase {
+        case: &'static str,
+        mode: &'static str,
+        nets: &'static [(&'static str, &'static str)],
+        /// `traefik.docker.network`.
+        label: Option<&'static str>,
+        /// `com.docker.compose.project`.
+        project: Option<&'static str>,
+        /// `cfg.network`.
+        network: Option<&'static str>,
+        host: &'static str,
+        want: Option<&'static str>,
     }
 
-    #[test]
-    fn container_mode_follows_the_other_container() {
-        let vpn = container(
-            "vpn",
-            &[],
-            "bridge",
-            &[("a_net", "10.2.0.2"), ("b_net", "10.3.0.2")],
-            &[],
-        );
-        let vpn_id = vpn.id.clone().unwrap();
+    const NETS: &[(&str, &str)] = &[
+        ("front", "10.0.1.2"),
+        ("shop_back", "10.0.2.2"),
+        ("aaa", "10.0.3.2"),
+    ];
+
+    /// The defaults rows override: a container on `NETS`, nothing wanted, host address 127.0.0.1.
+    const ROW: AddressCase = AddressCase {
+        case: "",
+        mode: "front",
+        nets: NETS,
+        label: None,
+        project: None,
+        network: None,
+        host: "127.0.0.1",
+        want: None,
+    };
+
+    const ADDRESS_ROWS: &[AddressCase] = &[
+        AddressCase {
+            case: "host mode: the host address",
+            mode: "host",
+            nets: &[("host", "")],
+            want: Some("127.0.0.1"),
+            ..ROW
+        },
+        AddressCase {
+            case: "host mode: an IPv6 host address as it is",
+            mode: "host",
+            host: "::1",
+            want: Some("::1"),
+            ..ROW
+        },
+        AddressCase {
+            case: "host mode ignores the network label",
+            mode: "host",
+            label: Some("front"),
+            want: Some("127.0.0.1"),
+            ..ROW
+        },
+        AddressCase {
+            case: "label names a network",
+            label: Some("front"),
+            want: Some("10.0.1.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "label with the compose project prefix",
+            label: Some("back"),
+            project: Some("shop"),
+            want: Some("10.0.2.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "label's exact name before the prefixed one",
+            nets: &[("back", "10.0.9.2"), ("shop_back", "10.0.2.2")],
+            label: Some("back"),
+            project: Some("shop"),
+            want: Some("10.0.9.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "no project label: no prefix, first network by name",
+            label: Some("back"),
+            want: Some("10.0.3.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "cfg.network",
+            network: Some("shop_back"),
+            want: Some("10.0.2.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "label before cfg.network",
+            label: Some("front"),
+            network: Some("shop_back"),
+            want: Some("10.0.1.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "unknown network: first network by name",
+            network: Some("missing"),
+            want: Some("10.0.3.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "nothing wanted: first network by name",
+            want: Some("10.0.3.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "networks without an IP are passed over",
+            nets: &[("aaa", ""), ("bbb", "10.0.4.2")],
+            want: Some("10.0.4.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "no network with an IP",
+            mode: "none",
+            nets: &[("none", "")],
+            want: None,
+            ..ROW
+        },
+        AddressCase {
+            case: "container:NAME: the peer's first network",
+            mode: "container:vpn",
+            nets: &[],
+            want: Some("10.2.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container:/NAME",
+            mode: "container:/vpn",
+            nets: &[],
+            want: Some("10.2.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container:ID-PREFIX (12 characters)",
+            mode: "container:111111111111",
+            nets: &[],
+            want: Some("10.2.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container:SHORT-PREFIX is not looked up",
+            mode: "container:11111",
+            nets: &[],
+            want: None,
+            ..ROW
+        },
+        AddressCase {
+            case: "container: the app's network label applies to the peer",
+            mode: "container:vpn",
+            nets: &[],
+            label: Some("b_net"),
+            want: Some("10.3.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container: cfg.network applies to the peer",
+            mode: "container:vpn",
+            nets: &[],
+            network: Some("b_net"),
+            want: Some("10.3.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container: the peer's own network label first",
+            mode: "container:labelled",
+            nets: &[],
+            label: Some("a_net"),
+            want: Some("10.5.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container: a host-networked peer",
+            mode: "container:hosty",
+            nets: &[],
+            want: Some("127.0.0.1"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container: a chain of peers",
+            mode: "container:chain",
+            nets: &[],
+            want: Some("10.2.0.2"),
+            ..ROW
+        },
+        AddressCase {
+            case: "container: an unknown peer",
+            mode: "container:gone",
+            nets: &[],
+            want: None,
+            ..ROW
+        },
+        AddressCase {
+            case: "container: a loop ends after MAX_PEER_HOPS",
+            mode: "container:loop",
+            nets: &[],
+            want: None,
+            ..ROW
+        },
+    ];
+
+    /// The containers `container:<x>` rows point at, each with an id of one repeated digit.
+    fn address_peers() -> HashMap<String, ContainerInspectResponse> {
+        let two = [("a_net", "10.2.0.2"), ("b_net", "10.3.0.2")];
+        let list = [
+            ("1", container("vpn", &[], "bridge", &two, &[])),
+            (
+                "2",
+                container(
+                    "labelled",
+                    &[(LABEL_NETWORK, "b_net")],
+                    "bridge",
+                    &[("a_net", "10.4.0.2"), ("b_net", "10.5.0.2")],
+                    &[],
+                ),
+            ),
+            ("3", container("hosty", &[], "host", &[], &[])),
+            ("4", container("chain", &[], "container:vpn", &[], &[])),
+            ("5", container("loop", &[], "container:loop", &[], &[])),
+        ];
         let mut peers = HashMap::new();
-        add_peer(&mut peers, &vpn);
-        let app = container(
-            "app",
-            &[("traefik.docker.network", "b_net")],
-            &format!("container:{vpn_id}"),
-            &[],
-            &["9000/tcp"],
-        );
-        let e = entry_from_inspect(&app, &cfg(), &peers).unwrap().unwrap();
-        assert_eq!(
-            e.servers,
-            vec!["10.3.0.2:9000"],
-            "the app's network label applies to the peer"
-        );
-        let by_name = container("app2", &[], "container:vpn", &[], &["9000/tcp"]);
-        let e = entry_from_inspect(&by_name, &cfg(), &peers)
-            .unwrap()
-            .unwrap();
-        assert_eq!(e.servers, vec!["10.2.0.2:9000"], "first network by name");
-        let lost = container("app3", &[], "container:gone", &[], &["9000/tcp"]);
-        let e = entry_from_inspect(&lost, &cfg(), &peers).unwrap().unwrap();
-        assert!(e.servers.is_empty());
-        assert_eq!(e.container.unwrap().address, None);
+        for (digit, mut c) in list {
+            c.id = Some(digit.repeat(64));
+            add_peer(&mut peers, &c);
+        }
+        peers
     }
 
     #[test]
-    fn network_label_default_and_project_prefix() {
-        let nets = [
-            ("front", "10.0.1.2"),
-            ("shop_back", "10.0.2.2"),
-            ("aaa", "10.0.3.2"),
-        ];
-        let labels = [
-            (LABEL_COMPOSE_PROJECT, "shop"),
-            (LABEL_COMPOSE_SERVICE, "web"),
-            (LABEL_NETWORK, "front"),
-        ];
-        let c = container("c", &labels, "front", &nets, &["80/tcp"]);
-        assert_eq!(entry(&c, &cfg()).servers, vec!["10.0.1.2:80"]);
-        let labels = [
-            (LABEL_COMPOSE_PROJECT, "shop"),
-            (LABEL_COMPOSE_SERVICE, "web"),
-            (LABEL_NETWORK, "back"),
-        ];
-        let c = container("c", &labels, "front", &nets, &["80/tcp"]);
-        assert_eq!(
-            entry(&c, &cfg()).servers,
-            vec!["10.0.2.2:80"],
-            "project prefix tried"
-        );
-        let c = container("c", &[], "front", &nets, &["80/tcp"]);
-        let mut k = cfg();
-        k.network = Some("shop_back".into());
-        assert_eq!(
-            entry(&c, &k).servers,
-            vec!["10.0.2.2:80"],
-            "provider default network"
-        );
-        assert_eq!(
-            entry(&c, &cfg()).servers,
-            vec!["10.0.3.2:80"],
-            "first network by name"
-        );
-        k.network = Some("missing".into());
-        assert_eq!(
-            entry(&c, &k).servers,
-            vec!["10.0.3.2:80"],
-            "unknown network falls back"
-        );
-        let d = entry(&c, &k).container.unwrap();
-        assert_eq!(d.networks.len(), 3);
+    fn address_table() {
+        let peers = address_peers();
+        for row in ADDRESS_ROWS {
+            let mut labels = Vec::new();
+            labels.extend(row.label.map(|v| (LABEL_NETWORK, v)));
+            labels.extend(row.project.map(|v| (LABEL_COMPOSE_PROJECT, v)));
+            let c = container("app", &labels, row.mode, row.nets, &[]);
+            let cfg = DockerConfig {
+                network: row.network.map(str::to_string),
+                host_address: row.host.to_string(),
+                ..cfg()
+            };
+            let wanted = wanted_network(&labels_of(&c), &cfg);
+            let got = address_of(&c, wanted.as_deref(), &cfg, &peers, 0);
+            assert_eq!(got.as_deref(), row.want, "{}", row.case);
+        }
+    }
+
+    const SVC_A: &str = "traefik.http.services.a.loadbalancer.server.port";
+    const SVC_B: &str = "traefik.http.services.b.loadbalancer.server.port";
+
+    /// One row of `port_table`: a container's port labels and ports, its exposed TCP ports and
+    /// the server port (or the text of the error).
+    struct PortCase {
+        case: &'static str,
+        labels: &'static [(&'static str, &'static str)],
+        exposed: &'static [&'static str],
+        /// Container port spec → host port (`""`: no binding).
+        published: &'static [(&'static str, &'static str)],
+        ports: &'static [u16],
+        want: Result<Option<u16>, &'static str>,
+    }
+
+    /// The defaults rows override: no labels, `8080/tcp` exposed, the server port 8080.
+    const PORT_ROW: PortCase = PortCase {
+        case: "",
+        labels: &[],
+        exposed: &["8080/tcp"],
+        published: &[],
+        ports: &[8080],
+        want: Ok(Some(8080)),
+    };
+
+    const PORT_ROWS: &[PortCase] = &[
+        PortCase {
+            case: "lowest exposed TCP port",
+            exposed: &["9090/tcp", "53/udp", "8080/tcp"],
+            ports: &[8080, 9090],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "UDP only: no port",
+            exposed: &["53/udp"],
+            ports: &[],
+            want: Ok(None),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "a bare number is TCP",
+            exposed: &["7070"],
+            ports: &[7070],
+            want: Ok(Some(7070)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "port 0 and junk are passed over",
+            exposed: &["0/tcp", "x/tcp", "8080/tcp"],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "published: the container port, not the host port",
+            exposed: &[],
+            published: &[("8443/tcp", "443")],
+            ports: &[8443],
+            want: Ok(Some(8443)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "exposed and published merge",
+            exposed: &["9000/tcp"],
+            published: &[("8080/tcp", "18080")],
+            ports: &[8080, 9000],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "published without a host binding",
+            exposed: &[],
+            published: &[("8080/tcp", "")],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "service port label before exposed ports",
+            labels: &[(SVC_A, "9090")],
+            want: Ok(Some(9090)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "traefik.port before the service label",
+            labels: &[("traefik.port", "7000"), (SVC_A, "9090")],
+            want: Ok(Some(7000)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "Traefik.Port in any case",
+            labels: &[("Traefik.Port", "7000")],
+            want: Ok(Some(7000)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "two services agreeing",
+            labels: &[(SVC_A, "9090"), (SVC_B, "9090")],
+            want: Ok(Some(9090)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "two services disagreeing: lowest exposed",
+            labels: &[(SVC_A, "9090"), (SVC_B, "9091")],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "label without exposed ports",
+            labels: &[(SVC_A, "9090")],
+            exposed: &[],
+            ports: &[],
+            want: Ok(Some(9090)),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "no port at all",
+            exposed: &[],
+            ports: &[],
+            want: Ok(None),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "traefik.port=abc is malformed",
+            labels: &[("traefik.port", "abc")],
+            want: Err("traefik.port=\"abc\""),
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "server.port=0 is malformed",
+            labels: &[(SVC_A, "0")],
+            want: Err("server.port=\"0\""),
+            ..PORT_ROW
+        },
+    ];
+
+    #[test]
+    fn port_table() {
+        for row in PORT_ROWS {
+            let case = row.case;
+            let mut c = container("p", row.labels, "n", &[("n", "10.0.0.9")], row.exposed);
+            let bindings = row.published.iter().map(|(spec, host)| {
+                let b = PortBinding {
+                    host_ip: Some(String::new()),
+                    host_port: Some(host.to_string()),
+                };
+                (spec.to_string(), (!host.is_empty()).then(|| vec![b]))
+            });
+            if let Some(ns) = c.network_settings.as_mut() {
+                ns.ports = Some(bindings.collect());
+            }
+            let ports = exposed_tcp_ports(&c);
+            assert_eq!(ports, row.ports, "{case}: exposed ports");
+            match (row.want, server_port(&labels_of(&c), &ports)) {
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{case}"),
+                (Err(w), Err(e)) => assert!(e.contains(w), "{case}: {e}"),
+                (w, g) => panic!("{case}: want {w:?}, got {g:?}"),
+            }
+        }
     }
 
     #[test]
-    fn port_rules() {
+    fn servers_table() {
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            Option<u16>,
+            &'static [&'static str],
+        );
+        let rows: &[Row] = &[
+            (
+                "address and port",
+                Some("10.0.0.2"),
+                Some(80),
+                &["10.0.0.2:80"],
+            ),
+            ("IPv6 in brackets", Some("::1"), Some(8001), &["[::1]:8001"]),
+            (
+                "a host name as it is",
+                Some("localhost"),
+                Some(80),
+                &["localhost:80"],
+            ),
+            ("no port", Some("10.0.0.2"), None, &[]),
+            ("no address", None, Some(80), &[]),
+            ("neither", None, None, &[]),
+        ];
+        for (case, address, port, want) in rows {
+            let d = ContainerDetail {
+                address: address.map(str::to_string),
+                network_mode: "n".into(),
+                ..Default::default()
+            };
+            assert_eq!(servers_of(&d, "c", "svc", *port), *want, "{case}");
+        }
+    }
+
+    #[test]
+    fn catalog_table() {
         let nets = [("n", "10.0.0.9")];
-        let c = container("p", &[], "n", &nets, &["9090/tcp", "53/udp", "8080/tcp"]);
-        let e = entry(&c, &cfg());
-        assert_eq!(e.servers, vec!["10.0.0.9:8080"], "lowest exposed TCP port");
-        assert_eq!(e.container.unwrap().ports, vec![8080, 9090]);
-        let svc = [("traefik.http.services.api.loadbalancer.server.port", "9090")];
-        let c = container("p", &svc, "n", &nets, &["8080/tcp"]);
-        assert_eq!(entry(&c, &cfg()).servers, vec!["10.0.0.9:9090"]);
-        let v1 = [
-            ("traefik.port", "7000"),
-            ("traefik.http.services.api.loadbalancer.server.port", "9090"),
-        ];
-        let c = container("p", &v1, "n", &nets, &["8080/tcp"]);
-        assert_eq!(
-            entry(&c, &cfg()).servers,
-            vec!["10.0.0.9:7000"],
-            "traefik.port first"
+        let web = |name: &str| {
+            let compose = [
+                (LABEL_COMPOSE_PROJECT, "shop"),
+                (LABEL_COMPOSE_SERVICE, "web"),
+            ];
+            container(name, &compose, "n", &nets, &["80/tcp"])
+        };
+        let plain = |name: &str, labels: &[(&str, &str)], exposed: &[&str]| {
+            container(name, labels, "n", &nets, exposed)
+        };
+        type Row = (
+            &'static str,
+            Vec<ContainerInspectResponse>,
+            bool,
+            &'static [&'static str],
+            usize,
         );
-        let two = [
-            ("traefik.http.services.a.loadbalancer.server.port", "9090"),
-            ("traefik.http.services.b.loadbalancer.server.port", "9091"),
+        let rows: Vec<Row> = vec![
+            (
+                "sorted by entry name",
+                vec![plain("b", &[], &["80/tcp"]), plain("a", &[], &["80/tcp"])],
+                false,
+                &["a", "b"],
+                0,
+            ),
+            (
+                "one entry name: by container id",
+                vec![web("web-2"), web("web-1")],
+                false,
+                &["web-1", "web-2"],
+                0,
+            ),
+            (
+                "no servers: left out",
+                vec![plain("x", &[], &[])],
+                false,
+                &[],
+                0,
+            ),
+            (
+                "no servers: kept with allow_empty_services",
+                vec![plain("x", &[], &[])],
+                true,
+                &["x"],
+                0,
+            ),
+            (
+                "malformed label: a problem, the others kept",
+                vec![
+                    plain("bad", &[("traefik.port", "abc")], &["80/tcp"]),
+                    plain("good", &[], &["80/tcp"]),
+                ],
+                false,
+                &["good"],
+                1,
+            ),
+            (
+                "not exposed: left out, no problem",
+                vec![plain("off", &[(LABEL_ENABLE, "false")], &["80/tcp"])],
+                false,
+                &[],
+                0,
+            ),
         ];
-        let c = container("p", &two, "n", &nets, &["8080/tcp"]);
-        assert_eq!(
-            entry(&c, &cfg()).servers,
-            vec!["10.0.0.9:8080"],
-            "ambiguous: lowest exposed"
-        );
-        let c = container("p", &[], "n", &nets, &[]);
-        assert!(entry(&c, &cfg()).servers.is_empty(), "no port: no servers");
+        for (case, containers, allow_empty, want, problems) in rows {
+            let cfg = DockerConfig {
+                allow_empty_services: allow_empty,
+                ..cfg()
+            };
+            let got = catalog_of(&containers, &cfg, None, &HashMap::new());
+            let names: Vec<&str> = got
+                .entries
+                .iter()
+                .filter_map(|e| e.container.as_ref().map(|d| d.name.as_str()))
+                .collect();
+            assert_eq!(names, want, "{case}");
+            assert_eq!(got.problems.len(), problems, "{case}: {:?}", got.problems);
+            for p in &got.problems {
+                assert!(p.ends_with("; container skipped"), "{case}: {p}");
+            }
+        }
     }
 
     #[test]
@@ -1120,7 +1582,9 @@ mod tests {
         });
         let e = entry(&c, &cfg());
         assert!(e.servers.is_empty());
-        assert_eq!(e.container.unwrap().state, "exited");
+        let d = e.container.unwrap();
+        assert_eq!(d.state, "exited");
+        assert_eq!(d.address, None, "no address unless running");
     }
 
     #[test]
