@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,11 @@ SCENARIOS = {
     "h2-small": dict(path="/small", conns=16, close=False, systems=PROXIES, tls=True, tool="h2load"),
 }
 TLS = None  # {"cert", "key", "pem"} once made, when a TLS scenario is chosen
+TLS_NOTE = ("TLS 1.3 only, one ECDSA P-256 certificate (openssl, made at start) on all three;"
+            " resumption by stateless session tickets only, on all three (switchyard's rustls always"
+            " issues them and wrk and h2load resume: wrk keeps each connection slot's session across"
+            " reconnects), so tls-newconn is a new TCP connection and a resumed TLS 1.3 handshake"
+            " (PSK with ECDHE) per request; no stateful session cache")
 H2_STREAMS = 10
 WRK_THREADS = 1  # one wrk thread: the box has 2 cores shared by wrk, the proxy and the backend
 WRK_CONNS = None  # --connections: wrk -c for the keep-alive scenarios (None: the scenario's own)
@@ -426,14 +432,29 @@ http {{
 """
 
 
+NGINX_HTTP2_ON = False  # nginx >= 1.25.1 has `http2 on;` (`listen ... http2` is deprecated there)
+
+
+def nginx_has_http2_on(nginx):
+    try:
+        v = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", v)
+    return bool(m) and tuple(int(x) for x in m.groups()) >= (1, 25, 1)
+
+
 def nginx_proxy_config(d, port, backends, workers, tls_port=None):
     ups = "".join(f"        server {HOST}:{p};\n" for p in backends)
     tls = ""
     if tls_port:
-        tls = (f"        listen {HOST}:{tls_port} ssl http2 backlog=4096;\n"
+        # TLS 1.3, HTTP/2 by ALPN; resumption by stateless session tickets only, as switchyard
+        # (rustls' ticketer) offers it: see TLS_NOTE.
+        h2 = ("        http2 on;\n", "") if NGINX_HTTP2_ON else ("", " http2")
+        tls = (f"        listen {HOST}:{tls_port} ssl{h2[1]} backlog=4096;\n{h2[0]}"
                f"        ssl_certificate {TLS['cert']};\n        ssl_certificate_key {TLS['key']};\n"
                "        ssl_protocols TLSv1.3;\n        ssl_session_cache off;\n"
-               "        ssl_session_tickets off;\n        http2_max_concurrent_streams 250;\n")
+               "        ssl_session_tickets on;\n        http2_max_concurrent_streams 250;\n")
     return nginx_common(d) + f"""worker_processes {workers};
 events {{ worker_connections 8192; }}
 http {{
@@ -469,12 +490,14 @@ http {{
 
 def haproxy_config(port, backends, threads, tls_port=None):
     srv = "".join(f"    server s{i} {HOST}:{p}\n" for i, p in enumerate(backends))
-    tls = (f"    bind {HOST}:{tls_port} ssl crt {TLS['pem']} alpn h2,http/1.1 ssl-min-ver TLSv1.3"
-           " no-tls-tickets\n    default_backend b\n") if tls_port else ""
+    tls = (f"    bind {HOST}:{tls_port} ssl crt {TLS['pem']} alpn h2,http/1.1 ssl-min-ver TLSv1.3\n"
+           "    default_backend b\n") if tls_port else ""
+    # TLS: session tickets (HAProxy's default) and no stateful session cache, as the others
+    tls_global = "    tune.ssl.cachesize 0\n" if tls_port else ""
     return f"""global
     nbthread {threads}
     maxconn 4096
-
+{tls_global}
 defaults
     mode http
     option http-keep-alive
@@ -737,17 +760,51 @@ def make_tls_cert(tmp):
     return {"cert": str(cert), "key": str(key), "pem": str(pem)}
 
 
-def run_h2load(h2load, port, path, conns, duration, server_pid=None):
-    """HTTP/2 over TLS with h2load: `conns` connections, H2_STREAMS concurrent streams each."""
-    argv = on_wrk_cpu([h2load, "-t1", f"-c{conns}", f"-m{H2_STREAMS}", f"-D{duration}",
+def tls_check(port):
+    """What a TLS listener agrees to, checked once at start with Python's ssl: the bench
+    certificate verifies for bench.local, TLS version and cipher, GET /small over HTTP/1.1,
+    whether a second handshake resumes the first one's session, and that ALPN h2 is chosen
+    when offered."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(TLS["cert"])  # the one certificate, also our trust anchor
+
+    def handshake(alpn, session=None, get=False):
+        ctx.set_alpn_protocols(alpn)
+        with socket.create_connection((HOST, port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=BENCH_HOST, session=session) as t:
+                info = {"version": t.version(), "cipher": t.cipher()[0],
+                        "alpn": t.selected_alpn_protocol(), "resumed": t.session_reused}
+                if get:
+                    t.sendall(f"GET /small HTTP/1.1\r\nHost: {BENCH_HOST}\r\n"
+                              "Connection: close\r\n\r\n".encode())
+                    data = b""
+                    for _ in range(1000):
+                        chunk = t.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    head = data.split(b"\r\n", 1)[0].split()
+                    info["status"] = int(head[1]) if len(head) > 1 and head[1].isdigit() else None
+                    info["body_ok"] = data.endswith(SMALL_BODY.encode())
+                # A TLS 1.3 ticket arrives after the handshake: the session is complete now.
+                return info, t.session
+
+    first, session = handshake(["http/1.1"], get=True)
+    second, _ = handshake(["http/1.1"], session=session, get=True)
+    h2, _ = handshake(["h2", "http/1.1"])
+    return {"version": first["version"], "cipher": first["cipher"], "status": first["status"],
+            "body_ok": first["body_ok"], "resumed": second["resumed"], "h2_alpn": h2["alpn"]}
+
+
+def run_h2load(h2load, port, path, conns, duration, server_pid=None, sample_rss=False):
+    """HTTP/2 over TLS with h2load: `conns` connections, H2_STREAMS concurrent streams each,
+    as many h2load threads as wrk gets (`--wrk-threads`), pinned and sampled the same way."""
+    argv = on_wrk_cpu([h2load, f"-t{WRK_THREADS}", f"-c{conns}", f"-m{H2_STREAMS}",
+                       f"-D{duration}", "-H", f"Host: {BENCH_HOST}",
                        f"https://{HOST}:{port}{path}"])
-    cpu0 = cpu_seconds(server_pid) if server_pid else None
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
-    except subprocess.TimeoutExpired:
-        out = "h2load timed out"
+    out, extra, cpu0 = run_load_tool("h2load", argv, duration, server_pid, sample_rss)
     r = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": None, "socket_errors": 0,
-         "non_2xx": 0, "connections": conns}
+         "non_2xx": 0, "connections": conns, "streams_per_connection": H2_STREAMS}
     m = re.search(r"finished in [0-9.]+m?s, ([0-9.]+) req/s", out)
     if m:
         r["rps"] = float(m.group(1))
@@ -762,6 +819,12 @@ def run_h2load(h2load, port, path, conns, duration, server_pid=None):
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
     if m:  # h2load gives min/max/mean, no percentiles: the mean stands in for p50
         r["p50_ms"] = to_ms(m.group(3))
+    m = re.search(r"Application protocol: (\S+)", out)
+    r["alpn"] = m.group(1) if m else None
+    if r["alpn"] not in (None, "h2"):
+        r["error"] = f"h2load negotiated {r['alpn']}, not h2"
+        r["rps"] = None
+    r.update(extra)
     return finish_run(r, out, server_pid, cpu0)
 
 
@@ -785,18 +848,29 @@ def run_wrk(wrk, port, host, path, conns, duration, close, server_pid=None, samp
     if close:
         argv += ["-H", "Connection: close"]
     argv.append(f"{scheme}://{HOST}:{port}{path}")
+    out, extra, cpu0 = run_load_tool("wrk", argv, duration, server_pid, sample_rss)
+    r = parse_wrk(out)
+    r["connections"] = conns
+    r.update(extra)
+    return finish_run(r, out, server_pid, cpu0)
+
+
+def run_load_tool(name, argv, duration, server_pid, sample_rss):
+    """Runs a load generator (wrk, h2load) that stops by itself after `duration` s (killed after
+    duration + 30 s); with `sample_rss`, samples the server's RSS meanwhile. Returns its output,
+    the sampled fields and the server's CPU seconds before the run."""
     # The server's process tree is fixed while it runs (nginx master + workers), so it is listed
     # once here and the sampler only reads those few /proc/PID/status files.
     family = descendants(server_pid) if (server_pid and sample_rss) else []
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
-    PROCS.procs.append(("wrk", p))
+    PROCS.procs.append((name, p))
     cpu0 = cpu_seconds(server_pid) if server_pid else None
     stop = threading.Event()
     sampled = {"peak_kib": 0, "samples": 0, "wrk_cpus": None}
 
     def sampler():
-        # bounded: at most (duration + 30) / RSS_SAMPLE_S samples, ends when wrk does
+        # bounded: at most (duration + 30) / RSS_SAMPLE_S samples, ends when the tool does
         for _ in range(int((duration + 30) / RSS_SAMPLE_S) + 1):
             if stop.wait(RSS_SAMPLE_S):
                 return
@@ -813,20 +887,19 @@ def run_wrk(wrk, port, host, path, conns, duration, close, server_pid=None, samp
         out, _ = p.communicate(timeout=duration + 30)
     except subprocess.TimeoutExpired:
         PROCS.stop(p)
-        out = "wrk timed out"
+        out = f"{name} timed out"
     finally:
         stop.set()
         if th:
             th.join(timeout=5)
         PROCS.procs = [(n, q) for n, q in PROCS.procs if q is not p]
-    r = parse_wrk(out)
-    r["connections"] = conns
+    extra = {}
     if family:
-        r["rss_peak_mib"] = round(sampled["peak_kib"] / 1024, 1) if sampled["samples"] else None
-        r["rss_samples"] = sampled["samples"]
+        extra["rss_peak_mib"] = round(sampled["peak_kib"] / 1024, 1) if sampled["samples"] else None
+        extra["rss_samples"] = sampled["samples"]
     if PIN:
-        r["wrk_cpus_allowed"] = sampled["wrk_cpus"]
-    return finish_run(r, out, server_pid, cpu0)
+        extra["wrk_cpus_allowed"] = sampled["wrk_cpus"]
+    return out, extra, cpu0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1095,6 +1168,8 @@ def machine_facts(tools, binary):
         "nginx": first_line([tools["nginx"], "-v"]),
         "haproxy": first_line([tools["haproxy"], "-v"]),
         "wrk": (first_line([tools["wrk"], "-v"]) or "").split(" Copyright")[0],
+        "h2load": first_line([tools["h2load"], "--version"]),
+        "openssl": first_line([tools["openssl"], "version"]),
         "switchyard_commit": (commit or "?") + (" + uncommitted changes in src/" if dirty else ""),
         "switchyard_binary": str(binary),
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
@@ -1106,7 +1181,7 @@ def machine_facts(tools, binary):
 # ---------------------------------------------------------------------------------------------
 
 def main():
-    global WRK_THREADS, WRK_CONNS, LOGDIR, PIN
+    global WRK_THREADS, WRK_CONNS, LOGDIR, PIN, NGINX_HTTP2_ON
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
@@ -1149,6 +1224,7 @@ def main():
         signal.signal(sig, _on_signal)
 
     tools = ensure_tools()
+    NGINX_HTTP2_ON = nginx_has_http2_on(tools["nginx"])
     tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
     TMPDIRS.append(tmp)
     os.chmod(tmp, 0o755)  # nginx workers may run as www-data and must read the static files
@@ -1240,7 +1316,27 @@ def main():
                 result["start_errors"][name] = f"{e}\n{process_log(name + ('-proxy' if name == 'nginx' else ''))}"
         for name, err in result["start_errors"].items():
             log(f"{name} failed to start, continuing without it: {err}")
-        log(f"listening: {ports}")
+        log(f"listening: {ports}" + (f", TLS {tls_ports}" if tls_ports else ""))
+        if want_tls:
+            result["tls"] = {"note": TLS_NOTE, "checks": {}}
+            tls_scenarios = [sc for sc in chosen if SCENARIOS.get(sc, {}).get("tls")]
+            for s in PROXIES:
+                if s not in ports:
+                    continue
+                try:
+                    c = tls_check(tls_ports[s])
+                except Exception as e:
+                    c = {"error": f"{type(e).__name__}: {e}"}
+                result["tls"]["checks"][s] = c
+                log(f"TLS {s}: {c}")
+                for sc in tls_scenarios:
+                    why = c.get("error")
+                    if not why and (c["status"] != 200 or not c["body_ok"]):
+                        why = f"GET /small over TLS answered {c['status']}"
+                    if not why and SCENARIOS[sc].get("tool") == "h2load" and c["h2_alpn"] != "h2":
+                        why = f"ALPN gave {c['h2_alpn']!r} when h2 was offered"
+                    if why:
+                        result["unavailable"].setdefault(sc, {})[s] = f"TLS check: {why}"
         if PIN:
             # What the kernel says, for every process and thread of every system we started.
             allowed = {s: cpus_allowed(pid) for s, pid in pids.items() if not s.endswith("-hook")}
@@ -1273,6 +1369,9 @@ def main():
             log("warm-up (1 s per system, not recorded)")
             for s, port in ports.items():
                 run_wrk(tools["wrk"], port, host_for(s), "/small", 16, 1, False)
+            for s, port in tls_ports.items():
+                if s in ports:
+                    run_wrk(tools["wrk"], port, BENCH_HOST, "/small", 16, 1, False, scheme="https")
             total = args.rounds * sum(len(v) for v in systems_by_sc.values())
             log(f"{total} measurements of {args.duration} s ≈ {total * (args.duration + 0.3) / 60:.1f} min")
         for rnd in range(args.rounds):
@@ -1283,11 +1382,11 @@ def main():
                     order = order[k:] + order[:k]
                 conns = cfg["conns"] if cfg["close"] else (WRK_CONNS or cfg["conns"])
                 for s in order:
+                    if s in result["unavailable"].get(sc, {}):
+                        continue
                     if cfg.get("tool") == "h2load":
-                        if sc in result["unavailable"]:
-                            continue
                         r = run_h2load(tools["h2load"], tls_ports[s], cfg["path"], cfg["conns"],
-                                       args.duration, pids[s])
+                                       args.duration, pids[s], sample_rss=bool(PIN))
                     elif cfg.get("tls"):
                         r = run_wrk(tools["wrk"], tls_ports[s], host_for(s), cfg["path"], conns,
                                     args.duration, cfg["close"], pids[s], sample_rss=bool(PIN),
@@ -1408,6 +1507,18 @@ def print_report(result, args, out):
           f" switchyard {f.get('switchyard_workers', '?')}"
           + (f", switchyard-base {f['switchyard_base_workers']}" if f.get("switchyard_base_workers") else "")
           + "; backend nginx 1 worker")
+    tls = result.get("tls")
+    if tls:
+        print(f"- TLS scenarios: {tls['note']}. h2-small: h2load -t{a['wrk_threads']} -c16"
+              f" -m{H2_STREAMS} ({f.get('h2load')}; mean request time in the p50 column, no p99);"
+              f" {f.get('openssl')}")
+        for sy, c in tls["checks"].items():
+            if "error" in c:
+                print(f"  - {sy}: TLS check failed: {c['error']}")
+            else:
+                print(f"  - {sy}: {c['version']} {c['cipher']}, GET /small {c['status']},"
+                      f" session resumed: {'yes' if c['resumed'] else 'no'},"
+                      f" ALPN offered h2: {c['h2_alpn']}")
     pin = result.get("pinning")
     if pin:
         print(f"- pinning: `taskset -c {pin['server_cpu']}` on every server (checked: Cpus_allowed_list"
