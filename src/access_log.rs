@@ -791,7 +791,7 @@ mod tests {
             authority: "127.0.0.1:9001".parse().unwrap(),
             weight: 1,
             sticky_id: String::new(),
-            h2c: false,
+            scheme: Default::default(),
         };
         e.forward("app", &server);
         e.forward("app", &server);

@@ -4,8 +4,9 @@
 //! Owns `ProxyBody` and what it keeps alive until the last byte is sent: the activity guard (so
 //! the idle timer never fires mid-stream), the server's in-flight guard (least_conn and p2c count
 //! a request until its response ends) and middleware permits (in_flight_limit). Never buffers an
-//! upstream body: frames pass through one by one (the `buffering` middleware collects a body
-//! before it becomes a `ProxyBody`).
+//! upstream body: frames pass through one by one, trailers included (gRPC's status travels in
+//! them; compression queues them after its tail); the `buffering` middleware collects a body —
+//! data only — before it becomes a `ProxyBody`.
 
 use std::any::Any;
 use std::pin::Pin;

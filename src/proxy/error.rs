@@ -5,6 +5,9 @@
 //! failing script hooks 500, open circuit breaker 503, request body over a buffering limit 413,
 //! response over one 500, unreachable forward-auth server 500, a malformed or cut client body 400, a stalled one 408.
 //! Each error also says whose fault it is (`Side`): only upstream faults count against a server.
+//! A gRPC client (`content-type: application/grpc…`) gets the same error as a gRPC status
+//! instead (`into_grpc_response`: HTTP 200, `content-type: application/grpc`, `grpc-status` and
+//! `grpc-message` in the head — a "trailers-only" response), never a text page it cannot read.
 //! Causes are kept typed (`source`), never flattened into strings. Bodies are short plain text
 //! and never carry internals (addresses, script messages); the details go to the log instead.
 
@@ -226,6 +229,34 @@ mod tests {
         };
         assert_eq!(&b[..], b"502 Bad Gateway\n");
         assert_eq!(ProxyError::NoRoute.status(), StatusCode::NOT_FOUND);
+        let grpc = |e: ProxyError| {
+            let r = e.into_grpc_response();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert!(r.body().is_end_stream());
+            let h = r.headers();
+            (
+                h["grpc-status"].to_str().unwrap().to_string(),
+                h["grpc-message"].to_str().unwrap().to_string(),
+            )
+        };
+        use http_body::Body as _;
+        let tls = ProxyError::Upstream {
+            server: "10.0.0.1:443".into(),
+            what: "connect",
+            source: None,
+        };
+        assert_eq!(grpc(tls), ("14".into(), "switchyard: Bad Gateway".into()));
+        let late = ProxyError::UpstreamTimeout {
+            server: "10.0.0.1:443".into(),
+            phase: "response header",
+        };
+        assert_eq!(grpc(late).0, "4");
+        assert_eq!(grpc(ProxyError::NoRoute).0, "12");
+        let none = ProxyError::NoServer {
+            service: "s".into(),
+        };
+        assert_eq!(grpc(none).0, "14");
         assert_eq!(
             ProxyError::UpstreamTimeout {
                 server: String::new(),

@@ -1,12 +1,15 @@
 //! The live exchange with servers: the target phase of live traffic (`Live`, the `Exchange` the
 //! listener hands to the phase list) — body buffering, the balancer pick (sticky, health),
-//! retries, passive-health and circuit-breaker accounting, the upstream request head, the
-//! response head (websocket tunnels, hop-by-hop clean-up, sticky cookie, response buffering).
+//! retries, passive-health and circuit-breaker accounting, the upstream request head (by the
+//! server's scheme: `http`/`https` get HTTP/1.1 without `TE`, `h2c` gets HTTP/2 with
+//! `te: trailers` when the client sent it), the response head (websocket tunnels, hop-by-hop
+//! clean-up, sticky cookie, response buffering).
 //!
-//! Invariants: retries follow invariant 13 (a connect failure for any method, anything after the
-//! request was sent only for idempotent methods, never after a response); a failure the client
-//! caused (`ClientFault`: its body broke) is never counted against the server; the upstream head
-//! is made by `upstream_head`, which dry runs share.
+//! Invariants: retries follow invariant 13 (a connect failure — a failed TLS handshake included
+//! — for any method, anything after the request was sent only for idempotent methods, never
+//! after a response); a failure the client caused (`ClientFault`: its body broke) is never
+//! counted against the server; the upstream head is made by `upstream_head`, which dry runs
+//! share; an `https://` server is reached with its pool's `Transport`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +26,7 @@ use super::error::{ProxyError, Side};
 use super::phases::Exchange;
 use super::upstream::{self, Failure, UpBody, UpstreamBody};
 use super::{forward, pipeline, record, subrequest, Proxy, Tracker};
+use crate::routing::service::{Scheme, Transport};
 use crate::routing::{RequestView, Server, Service};
 use crate::table::Route;
 
@@ -162,7 +166,7 @@ impl Proxy {
                     &parts,
                     headers,
                     up_body,
-                    server,
+                    (server, pick.at.pool.transport.as_ref()),
                     pick.at.service.pass_host_header,
                     websocket,
                 )
@@ -246,13 +250,13 @@ impl Proxy {
             })
     }
 
-    /// One exchange with one server, up to the response head.
+    /// One exchange with one server (and its pool's TLS transport), up to the response head.
     async fn send(
         &self,
         parts: &http::request::Parts,
         mut headers: http::HeaderMap,
         body: UpBody,
-        server: &Server,
+        (server, transport): (&Server, Option<&Arc<Transport>>),
         pass_host_header: bool,
         websocket: bool,
     ) -> Result<Response<UpstreamBody>, Failure> {
@@ -272,9 +276,12 @@ impl Proxy {
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
-        *up.version_mut() = Version::HTTP_11;
+        *up.version_mut() = match server.scheme {
+            Scheme::H2c => Version::HTTP_2,
+            Scheme::Http | Scheme::Https => Version::HTTP_11,
+        };
         *up.headers_mut() = headers;
-        let sent = self.client.request(up);
+        let sent = self.client.request_via(up, transport);
         tokio::pin!(sent);
         // The response clock starts when the client's body has all been sent: a slow upload is
         // the client's (408 once it stalls for the same time), never a slow server.
@@ -396,8 +403,10 @@ impl Proxy {
     }
 }
 
-/// The head of the request as it leaves for `server`: the target URI and the header edits made
-/// at the last moment (websocket upgrade headers, `Host` unless passed). Shared by the live
+/// The head of the request as it leaves for `server`: the target URI (its scheme tells the
+/// upstream client how to speak: `http`, `https` or `h2c`) and the header edits made at the last
+/// moment (websocket upgrade headers, `Host` unless passed, `TE` only to HTTP/2 servers —
+/// `forward` lets nothing but `te: trailers` through, which gRPC needs). Shared by the live
 /// exchange and dry runs.
 pub(super) fn upstream_head(
     uri: &Uri,
@@ -406,6 +415,9 @@ pub(super) fn upstream_head(
     pass_host_header: bool,
     websocket: bool,
 ) -> Result<Uri, ProxyError> {
+    if server.scheme != Scheme::H2c {
+        headers.remove(header::TE);
+    }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -418,8 +430,7 @@ pub(super) fn upstream_head(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     Uri::builder()
-        // `h2c` tells the upstream client to speak HTTP/2 with prior knowledge.
-        .scheme(if server.h2c { "h2c" } else { "http" })
+        .scheme(server.scheme.as_str())
         .authority(server.authority.clone())
         .path_and_query(path_and_query)
         .build()

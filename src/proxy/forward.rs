@@ -5,7 +5,9 @@
 //! outside the trusted networks every incoming `X-Forwarded-*`/`X-Real-Ip` is dropped, so what
 //! the backend sees in them was written by this router; an underscore spelling of a forwarding
 //! header (`X_Forwarded_For`) is dropped for every client; `Content-Length` leaves as one plain
-//! decimal.
+//! decimal. Of a client's `TE` only `trailers` passes (as `te: trailers`, which gRPC servers
+//! require; `exchange::upstream_head` removes it again for HTTP/1.1 servers); a response's
+//! `Trailer` announcement passes, so an HTTP/1.1 client that asked for trailers gets them.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -88,9 +90,13 @@ pub fn prepare_request(headers: &mut HeaderMap, down: &Downstream<'_>) {
         headers.remove(name);
     }
     canonical_content_length(headers);
+    let te_trailers = wants_trailers(headers);
     remove_hop_by_hop(headers, |n| {
         n == header::HOST || is_forwarding_header(n.as_str())
     });
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 
     let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -159,9 +165,28 @@ fn port_of(host: &[u8]) -> Option<&[u8]> {
     (!port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)).then_some(port)
 }
 
-/// Removes hop-by-hop headers from an upstream response.
+/// Whether the request's `TE` lists `trailers` (the one value that may pass).
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Removes hop-by-hop headers from an upstream response; the `Trailer` announcement stays (the
+/// trailers themselves pass as frames of the body).
 pub fn clean_response(headers: &mut HeaderMap) {
+    let trailer: Vec<HeaderValue> = headers.get_all(header::TRAILER).iter().cloned().collect();
     remove_hop_by_hop(headers, |_| false);
+    for v in trailer {
+        headers.append(header::TRAILER, v);
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -279,6 +304,43 @@ mod tests {
         assert_eq!(h.get("x_custom").unwrap(), "kept");
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
         assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "10");
+    }
+
+    #[test]
+    fn only_te_trailers_passes_and_trailer_announcements_stay() {
+        let name = hv("r");
+        let down = Downstream {
+            client_ip: &HeaderValue::from_static("10.0.0.7"),
+            trusted: false,
+            proto: "http",
+            server_name: &name,
+        };
+        for (te, kept) in [
+            ("trailers", true),
+            ("gzip, Trailers", true),
+            ("trailers;q=1", true),
+            ("gzip, deflate", false),
+            ("chunked", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_str(te).unwrap());
+            h.insert(header::CONNECTION, hv("TE"));
+            prepare_request(&mut h, &down);
+            let got: Vec<_> = h.get_all(header::TE).iter().collect();
+            if kept {
+                assert_eq!(got, [hv("trailers")], "{te}");
+            } else {
+                assert!(got.is_empty(), "{te}: {got:?}");
+            }
+        }
+        let mut r = HeaderMap::new();
+        r.insert(header::TRAILER, hv("grpc-status, grpc-message"));
+        r.insert(header::TRANSFER_ENCODING, hv("chunked"));
+        r.insert(header::CONNECTION, hv("close"));
+        clean_response(&mut r);
+        assert_eq!(r.get(header::TRAILER).unwrap(), "grpc-status, grpc-message");
+        assert!(r.get(header::TRANSFER_ENCODING).is_none());
+        assert!(r.get(header::CONNECTION).is_none());
     }
 
     #[test]

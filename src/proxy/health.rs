@@ -1,9 +1,12 @@
 //! Active health checks: one small task per checked server, on the control runtime, asking
-//! `GET <path>` every interval and setting the server's `ServerState` healthy or not.
+//! `GET <path>` every interval over the server's own scheme (`http`, `https` with the pool's
+//! TLS transport, `h2c`) and setting the server's `ServerState` healthy or not.
 //!
 //! Invariants: checks follow the live table — after every swap `sync` starts tasks for newly
 //! checked servers and stops those whose server state left the table or whose settings
-//! changed; a server state that a rebuild carried over keeps its task (and so its health).
+//! (check settings, scheme, TLS transport) changed; a server state that a rebuild carried over
+//! keeps its task (and so its health). A TLS handshake that fails (a certificate that does not
+//! verify) fails the check.
 //! A check that times out, cannot connect or gets a status outside the expected range marks the
 //! server unhealthy; the next good check marks it healthy again. Health changes are logged.
 //! Must never: block the control loop (tasks are spawned, never awaited) or send a check
@@ -13,21 +16,38 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::uri::Authority;
 use http::{header, HeaderValue, Request, Uri};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::upstream::{self, UpBody, UpstreamClient};
 use crate::balance::ServerState;
-use crate::routing::service::HealthCheck;
+use crate::routing::service::{HealthCheck, Server, Transport};
 use crate::table::RouteTable;
 
 struct Check {
     /// Held so the state's address (the map key) cannot be reused while the check runs.
     _state: Arc<ServerState>,
     settings: HealthCheck,
+    /// The scheme and transport the task checks with.
+    target: Target,
     task: JoinHandle<()>,
+}
+
+/// Where and how one server is checked.
+#[derive(Debug, Clone)]
+struct Target {
+    server: Server,
+    transport: Option<Arc<Transport>>,
+}
+
+impl Target {
+    /// Whether a task checking `self` checks `other` the same way.
+    fn same(&self, other: &Target) -> bool {
+        self.server.authority == other.server.authority
+            && self.server.scheme == other.server.scheme
+            && self.transport.as_ref().map(|t| &t.id) == other.transport.as_ref().map(|t| &t.id)
+    }
 }
 
 /// Keeps one check task per checked server of the live table.
@@ -55,34 +75,33 @@ impl HealthChecker {
 
     /// Makes the running checks match `table`.
     pub fn sync(&self, table: &RouteTable) {
-        let mut wanted: HashMap<usize, (Arc<ServerState>, HealthCheck, Authority, String)> =
+        let mut wanted: HashMap<usize, (Arc<ServerState>, HealthCheck, Target, String)> =
             HashMap::new();
         for svc in table.services() {
             let Some(pool) = svc.pool() else { continue };
             let Some(hc) = &pool.health else { continue };
             for (server, state) in pool.servers.iter().zip(&pool.states) {
+                let target = Target {
+                    server: server.clone(),
+                    transport: pool.transport.clone(),
+                };
                 wanted.insert(
                     Arc::as_ptr(state) as usize,
-                    (
-                        state.clone(),
-                        hc.clone(),
-                        server.authority.clone(),
-                        svc.name.clone(),
-                    ),
+                    (state.clone(), hc.clone(), target, svc.name.clone()),
                 );
             }
         }
         let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         checks.retain(|key, check| {
-            let keep = wanted
-                .get(key)
-                .is_some_and(|(_, settings, _, _)| *settings == check.settings);
+            let keep = wanted.get(key).is_some_and(|(_, settings, target, _)| {
+                *settings == check.settings && target.same(&check.target)
+            });
             if !keep {
                 check.task.abort();
             }
             keep
         });
-        for (key, (state, settings, authority, service)) in wanted {
+        for (key, (state, settings, target, service)) in wanted {
             if checks.contains_key(&key) {
                 continue;
             }
@@ -90,7 +109,7 @@ impl HealthChecker {
                 self.client.clone(),
                 state.clone(),
                 settings.clone(),
-                authority,
+                target.clone(),
                 service,
             ));
             checks.insert(
@@ -98,6 +117,7 @@ impl HealthChecker {
                 Check {
                     _state: state,
                     settings,
+                    target,
                     task,
                 },
             );
@@ -127,11 +147,12 @@ async fn run_checks(
     client: UpstreamClient,
     state: Arc<ServerState>,
     hc: HealthCheck,
-    authority: Authority,
+    target: Target,
     service: String,
 ) {
+    let authority = target.server.url();
     loop {
-        let outcome = check_once(&client, &hc, &authority).await;
+        let outcome = check_once(&client, &hc, &target).await;
         let healthy = outcome.is_ok();
         if state.set_active_healthy(healthy) {
             match &outcome {
@@ -152,10 +173,11 @@ async fn run_checks(
 async fn check_once(
     client: &UpstreamClient,
     hc: &HealthCheck,
-    authority: &Authority,
+    target: &Target,
 ) -> Result<(), String> {
+    let authority = &target.server.authority;
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(target.server.scheme.as_str())
         .authority(authority.clone())
         .path_and_query(hc.path.as_str())
         .build()
@@ -170,7 +192,8 @@ async fn check_once(
     for (name, value) in &hc.headers {
         req.headers_mut().insert(name.clone(), value.clone());
     }
-    let resp = match tokio::time::timeout(hc.timeout, client.request(req)).await {
+    let sent = client.request_via(req, target.transport.as_ref());
+    let resp = match tokio::time::timeout(hc.timeout, sent).await {
         Err(_) => return Err(format!("no answer within {:?}", hc.timeout)),
         Ok(Err(e)) => return Err(upstream::classify(e, authority.as_str()).error.to_string()),
         Ok(Ok(r)) => r,

@@ -1,17 +1,24 @@
-//! The pooled upstream HTTP/1.1 client and the classification of its failures.
+//! The pooled upstream client and the classification of its failures.
 //!
-//! Owns the client (`UpstreamClient`: a per-thread pool of `hyper::client::conn::http1`
-//! connections — no lock, no hop through a pool task —, connect timeout, TCP_NODELAY), the
-//! response body (`UpstreamBody`: its connection goes back to the pool when it ends, so an idle
-//! connection is never one still streaming and a checkout never scans busy ones), the request body
-//! type sent upstream (`UpBody`: the client's streamed body, or bytes in memory that a retry can
-//! send again), and turning client errors into `ProxyError`s: connect timeouts are 504, refused
-//! or reset connections 502, each marked with whether the request may have reached the server.
-//! A streamed client body marks a `ClientFault` when the client's side of it fails, so the proxy
-//! can tell a client's broken upload from a server's failure.
+//! Owns the client (`UpstreamClient`, by the scheme of the request URI: `http` — a per-thread
+//! pool of `hyper::client::conn::http1` connections, no lock, no hop through a pool task —;
+//! `https` — the same over rustls (`tokio-rustls`, ALPN `http/1.1`, SNI and verification as the
+//! pool's `routing::service::Transport` says), in a pool of its own keyed by server and
+//! transport; `h2c` — one multiplexed `hyper::client::conn::http2` connection per server and
+//! thread, its `SendRequest` cloned for each request, made again once closed; connect and TLS
+//! handshake timeouts, TCP_NODELAY), the response body (`UpstreamBody`: frames pass as they
+//! come, trailers included; an HTTP/1.1 connection goes back to its pool when the body ends, so
+//! an idle connection is never one still streaming and a checkout never scans busy ones), the
+//! request body type sent upstream (`UpBody`: the client's streamed body, or bytes in memory
+//! that a retry can send again), and turning client errors into `ProxyError`s: connect and TLS
+//! handshake timeouts are 504, refused or reset connections and failed handshakes (a
+//! certificate that does not verify) 502, each marked with whether the request may have reached
+//! the server. A streamed client body marks a `ClientFault` when the client's side of it fails,
+//! so the proxy can tell a client's broken upload from a server's failure.
 //! Must never: log or return the request body, or retry on its own beyond one retry of a request
 //! that a closing pooled connection handed back unsent (retries are the `retry` middleware's
-//! decision, in `proxy`); hand a connection still streaming a response to another request.
+//! decision, in `proxy`); hand a connection still streaming a response to another request;
+//! reuse a TLS connection made with other transport settings.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,9 +38,11 @@ use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::recording::recorder::BodyTap;
+use crate::routing::service::Transport;
 
 use super::error::ProxyError;
 
@@ -221,20 +230,21 @@ impl Body for UpBody {
     }
 }
 
-/// A response body read from a pooled connection. When it ends, the connection returns to this
-/// thread's pool; dropped before its end, the connection closes with it (hyper closes a
-/// connection whose response was not read to the end).
+/// A response body read from a server, frame by frame (data and trailers). From a pooled
+/// HTTP/1.1 connection: when it ends, the connection returns to this thread's pool; dropped
+/// before its end, the connection closes with it (hyper closes a connection whose response was
+/// not read to the end). From an HTTP/2 connection: the stream ends with it.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
     /// The connection to return once the body ends.
-    conn: Option<(Authority, SendRequest<UpBody>)>,
+    conn: Option<(PoolKey, SendRequest<UpBody>)>,
 }
 
 impl UpstreamBody {
     fn release(&mut self) {
-        if let Some((authority, sender)) = self.conn.take() {
-            checkin(authority, sender);
+        if let Some((key, sender)) = self.conn.take() {
+            checkin(key, sender);
         }
     }
 }
@@ -285,6 +295,9 @@ const READ_BUF_MAX: usize = 64 * 1024;
 /// Idle connections kept per server and thread.
 const MAX_IDLE_PER_SERVER: usize = 256;
 
+/// How often an idle HTTP/2 connection is pinged (a dead server is noticed, NATs keep it).
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// A pooled HTTP/1.1 client on `hyper::client::conn::http1`. The pool is per thread: a proxy
 /// worker (one thread, one current-thread runtime) owns its connections, so checking one out or
 /// in takes no lock and no message to another task; the request goes straight to the
@@ -301,13 +314,32 @@ struct Idle {
     since: Instant,
 }
 
+/// One server's HTTP/2 connection on one thread. The lock is held only while a connection is
+/// made, so requests that arrive during the handshake wait for it instead of each opening
+/// their own connection.
+type H2Slot = Arc<tokio::sync::Mutex<Option<hyper::client::conn::http2::SendRequest<UpBody>>>>;
+
+/// Which pool an HTTP/1.1 connection belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PoolKey {
+    /// `http://`: by server.
+    Plain(Authority),
+    /// `https://`: by server and transport (`Transport::id`), so connections made with other
+    /// settings (CA, name, client certificate) are never shared.
+    Tls(Authority, Arc<str>),
+}
+
+/// Idle connections by pool key.
+type Idles<K> = RefCell<HashMap<K, Vec<Idle>>>;
+
 thread_local! {
-    /// This thread's idle connections by server authority.
-    static POOL: RefCell<HashMap<Authority, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// This thread's idle cleartext HTTP/1.1 connections by server authority.
+    static POOL: Idles<Authority> = RefCell::new(HashMap::new());
+    /// This thread's idle HTTP/1.1-over-TLS connections by server authority and transport.
+    static TLS_POOL: Idles<(Authority, Arc<str>)> = RefCell::new(HashMap::new());
     /// This thread's HTTP/2 (h2c) connections by server authority: one each, shared by every
     /// request (streams multiplex), replaced when it closes.
-    static H2: RefCell<HashMap<Authority, hyper::client::conn::http2::SendRequest<UpBody>>> =
-        RefCell::new(HashMap::new());
+    static H2: RefCell<HashMap<Authority, H2Slot>> = RefCell::new(HashMap::new());
 }
 
 /// Why an exchange failed, with whether the request certainly never left.
@@ -317,10 +349,22 @@ pub enum UpstreamError {
     Connect(#[source] io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake timed out")]
+    TlsTimeout,
+    /// The TLS handshake failed: the certificate did not verify, the server wants a client
+    /// certificate, no common version or suite...
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] io::Error),
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("request target has no authority")]
     NoAuthority,
+    /// An `https://` server whose name cannot be a TLS server name and no `server_name` set.
+    #[error("{0:?} is not a TLS server name (set the transport's server_name)")]
+    ServerName(String),
+    /// An `https://` request without the pool's transport (a bug: every such pool has one).
+    #[error("no TLS transport for an https:// server")]
+    NoTransport,
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -341,21 +385,37 @@ pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> UpstreamClie
 }
 
 impl UpstreamClient {
-    /// Sends `req` (absolute-form URI naming the server; `Host` is set from it when missing) on
-    /// an idle connection to that server, or a new one. A request that a closing idle
-    /// connection handed back unsent goes once more on a fresh connection.
+    /// `request_via` for `http://` and `h2c://` targets (no TLS transport).
     pub async fn request(
         &self,
+        req: Request<UpBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.request_via(req, None).await
+    }
+
+    /// Sends `req` (absolute-form URI naming the server; `Host` is set from it when missing) by
+    /// the URI's scheme: `h2c` over this thread's HTTP/2 connection to the server; `https` (with
+    /// `transport`) or `http` on an idle HTTP/1.1 connection of that scheme's pool, or a new
+    /// one. A request that a closing idle connection handed back unsent goes once more on a
+    /// fresh connection.
+    pub async fn request_via(
+        &self,
         mut req: Request<UpBody>,
+        transport: Option<&Arc<Transport>>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let authority = req
             .uri()
             .authority()
             .cloned()
             .ok_or(UpstreamError::NoAuthority)?;
-        if req.uri().scheme_str() == Some("h2c") {
-            return self.request_h2(req, authority).await;
-        }
+        let (key, tls) = match req.uri().scheme_str() {
+            Some("h2c") => return self.request_h2(req, authority).await,
+            Some("https") => {
+                let t = transport.ok_or(UpstreamError::NoTransport)?;
+                (PoolKey::Tls(authority.clone(), t.id.clone()), Some(t))
+            }
+            _ => (PoolKey::Plain(authority.clone()), None),
+        };
         if !req.headers().contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
                 req.headers_mut().insert(header::HOST, v);
@@ -370,11 +430,11 @@ impl UpstreamClient {
         let mut req = req;
         let mut fresh = false;
         loop {
-            let mut sender = match self.checkout(&authority) {
+            let mut sender = match self.checkout(&key) {
                 Some(s) => s,
                 None => {
                     fresh = true;
-                    self.connect(&authority).await?
+                    self.connect(&authority, tls).await?
                 }
             };
             match sender.try_send_request(req).await {
@@ -383,7 +443,7 @@ impl UpstreamClient {
                     let (parts, inner) = resp.into_parts();
                     let mut body = UpstreamBody {
                         inner,
-                        conn: (!upgrading).then_some((authority, sender)),
+                        conn: (!upgrading).then_some((key, sender)),
                     };
                     if body.inner.is_end_stream() {
                         body.release();
@@ -403,32 +463,23 @@ impl UpstreamClient {
     /// likely to have been closed by the server). Pooled connections have read their last
     /// response to the end; one not ready yet is still sending an earlier request's body (a
     /// server may answer before reading it all) and stays pooled for later, never waited on.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpBody>> {
+    fn checkout(&self, key: &PoolKey) -> Option<SendRequest<UpBody>> {
         let now = Instant::now();
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let idle = pool.get_mut(authority)?;
-            let mut busy = Vec::new();
-            let found = loop {
-                let Some(conn) = idle.pop() else { break None };
-                if conn.sender.is_closed() || now.duration_since(conn.since) > self.idle_timeout {
-                    continue;
-                }
-                if conn.sender.is_ready() {
-                    break Some(conn.sender);
-                }
-                busy.push(conn);
-            };
-            for conn in busy.into_iter().rev() {
-                idle.insert(0, conn);
+        match key {
+            PoolKey::Plain(a) => {
+                POOL.with(|p| take_idle(p.borrow_mut().get_mut(a)?, now, self.idle_timeout))
             }
-            found
-        })
+            PoolKey::Tls(a, t) => TLS_POOL.with(|p| {
+                let key = (a.clone(), t.clone());
+                take_idle(p.borrow_mut().get_mut(&key)?, now, self.idle_timeout)
+            }),
+        }
     }
 
     /// Sends `req` over this thread's HTTP/2 connection to `authority` (made when missing or
-    /// closed). The `Host` the request carries becomes `:authority`; gRPC requests keep
-    /// `te: trailers`, which gRPC servers require.
+    /// closed), as an HTTP/2 request. The `Host` the request carries becomes `:authority`;
+    /// headers pass as the proxy prepared them (`te: trailers`, which gRPC servers require, is
+    /// kept by `forward`).
     async fn request_h2(
         &self,
         mut req: Request<UpBody>,
@@ -451,42 +502,49 @@ impl UpstreamClient {
             .build()
             .map_err(|_| UpstreamError::NoAuthority)?;
         *req.version_mut() = http::Version::HTTP_2;
-        let grpc = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        if grpc {
-            req.headers_mut()
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        let pooled = H2.with(|p| p.borrow().get(&authority).cloned());
-        let mut sender = match pooled.filter(|s| !s.is_closed()) {
-            Some(s) => s,
-            None => {
-                let stream = self.tcp(&authority).await?;
-                let (sender, conn) =
-                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .keep_alive_interval(Duration::from_secs(30))
-                        .handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(UpstreamError::Handshake)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-                    }
-                });
-                H2.with(|p| p.borrow_mut().insert(authority.clone(), sender.clone()));
-                sender
+        let slot = H2.with(|p| p.borrow_mut().entry(authority.clone()).or_default().clone());
+        let mut sender = {
+            let mut guard = slot.lock().await;
+            match guard.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    *guard = None;
+                    let sender = self.h2_connect(&authority).await?;
+                    *guard = Some(sender.clone());
+                    sender
+                }
             }
         };
-        sender.ready().await.map_err(UpstreamError::Http)?;
+        if let Err(e) = sender.ready().await {
+            // The connection died under us: the next request makes a new one (`is_closed`).
+            return Err(UpstreamError::Http(e));
+        }
         let resp = sender
             .send_request(req)
             .await
             .map_err(UpstreamError::Http)?;
         Ok(resp.map(|inner| UpstreamBody { inner, conn: None }))
+    }
+
+    /// A new HTTP/2 connection (prior knowledge) to `authority`, its driver spawned.
+    async fn h2_connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<hyper::client::conn::http2::SendRequest<UpBody>, UpstreamError> {
+        let stream = self.tcp(authority).await?;
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(H2_KEEP_ALIVE)
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// A TCP connection to `authority` (connect timeout, no Nagle, keep-alive probes).
@@ -513,11 +571,46 @@ impl UpstreamClient {
         Ok(stream)
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpBody>, UpstreamError> {
+    /// A new HTTP/1.1 connection to `authority`: cleartext, or over TLS when `tls` is given
+    /// (SNI and verification for the transport's `server_name`, else the server's host).
+    async fn connect(
+        &self,
+        authority: &Authority,
+        tls: Option<&Arc<Transport>>,
+    ) -> Result<SendRequest<UpBody>, UpstreamError> {
         let stream = self.tcp(authority).await?;
+        match tls {
+            None => self.http1(stream).await,
+            Some(t) => {
+                let name = match &t.server_name {
+                    Some(n) => n.clone(),
+                    None => server_name_of(authority)?,
+                };
+                let connector = tokio_rustls::TlsConnector::from(t.tls.clone());
+                let stream = match tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name, stream),
+                )
+                .await
+                {
+                    Err(_) => return Err(UpstreamError::TlsTimeout),
+                    Ok(Err(e)) => return Err(UpstreamError::Tls(e)),
+                    Ok(Ok(s)) => s,
+                };
+                self.http1(stream).await
+            }
+        }
+    }
+
+    /// An HTTP/1.1 client connection over `io`, its driver spawned on this thread's runtime
+    /// (upgrades allowed: websocket tunnels, TLS ones included).
+    async fn http1<T>(&self, io: T) -> Result<SendRequest<UpBody>, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(READ_BUF_MAX)
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(UpstreamError::Handshake)?;
         tokio::spawn(async move {
@@ -529,41 +622,82 @@ impl UpstreamClient {
     }
 }
 
-/// Returns a connection whose response was read to the end to this thread's pool.
-fn checkin(authority: Authority, sender: SendRequest<UpBody>) {
+/// The TLS server name of a server's host (a DNS name or an IP address).
+fn server_name_of(authority: &Authority) -> Result<ServerName<'static>, UpstreamError> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|_| UpstreamError::ServerName(host.to_string()))
+}
+
+/// The newest idle connection of `idle` that can take a request now; closed or expired ones
+/// are dropped, busy ones (still sending an earlier request's body) kept for later.
+fn take_idle(
+    idle: &mut Vec<Idle>,
+    now: Instant,
+    idle_timeout: Duration,
+) -> Option<SendRequest<UpBody>> {
+    let mut busy = Vec::new();
+    let found = loop {
+        let Some(conn) = idle.pop() else { break None };
+        if conn.sender.is_closed() || now.duration_since(conn.since) > idle_timeout {
+            continue;
+        }
+        if conn.sender.is_ready() {
+            break Some(conn.sender);
+        }
+        busy.push(conn);
+    };
+    for conn in busy.into_iter().rev() {
+        idle.insert(0, conn);
+    }
+    found
+}
+
+/// Adds a free connection to `idle`, within the per-server cap.
+fn put_idle(idle: &mut Vec<Idle>, sender: SendRequest<UpBody>) {
+    if idle.len() >= MAX_IDLE_PER_SERVER {
+        idle.retain(|c| !c.sender.is_closed());
+    }
+    if idle.len() < MAX_IDLE_PER_SERVER {
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Returns a connection whose response was read to the end to this thread's pool of its scheme.
+fn checkin(key: PoolKey, sender: SendRequest<UpBody>) {
     if sender.is_closed() {
         return;
     }
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let idle = pool.entry(authority).or_default();
-        if idle.len() >= MAX_IDLE_PER_SERVER {
-            idle.retain(|c| !c.sender.is_closed());
+    match key {
+        PoolKey::Plain(a) => POOL.with(|p| put_idle(p.borrow_mut().entry(a).or_default(), sender)),
+        PoolKey::Tls(a, t) => {
+            TLS_POOL.with(|p| put_idle(p.borrow_mut().entry((a, t)).or_default(), sender))
         }
-        if idle.len() < MAX_IDLE_PER_SERVER {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    });
+    }
 }
 
 /// Maps a client error to the error the downstream sees, keeping its cause chain.
 pub fn classify(err: UpstreamError, server: &str) -> Failure {
     let connect = err.is_connect();
-    let timed_out = matches!(err, UpstreamError::ConnectTimeout);
-    let error = if timed_out {
-        ProxyError::UpstreamTimeout {
+    let error = match err {
+        UpstreamError::ConnectTimeout => ProxyError::UpstreamTimeout {
             server: server.to_string(),
             phase: "connect",
-        }
-    } else {
-        ProxyError::Upstream {
+        },
+        UpstreamError::TlsTimeout => ProxyError::UpstreamTimeout {
+            server: server.to_string(),
+            phase: "TLS handshake",
+        },
+        err => ProxyError::Upstream {
             server: server.to_string(),
             what: if connect { "connect" } else { "exchange" },
             source: Some(Box::new(err)),
-        }
+        },
     };
     Failure {
         error,

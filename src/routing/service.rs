@@ -1,14 +1,19 @@
 //! Services as compiled into a route table: a pool of servers behind a balancer, or a composite
 //! (failover between two services, weighted split over several), and how one request picks its
 //! server — sticky cookie first, then the balancer (or a script `pick` hook), skipping servers
-//! that are unhealthy or ejected.
+//! that are unhealthy or ejected. Also how the router speaks to a server: its `Scheme` (`http`,
+//! `https`, `h2c`, from the server URL) and, for `https://` servers, the pool's `Transport` (the
+//! rustls client settings made at build time: roots or no verification, the name verified,
+//! a client certificate).
 //!
 //! Invariants: a pick only ever returns a server that is available at that instant and has a
 //! weight above 0; a sticky cookie value is derived from the server address alone (plus an
 //! optional secret), so it never shows the address and is the same on every router instance;
 //! an unknown, forged or stale cookie value is ignored (normal pick, fresh cookie), never an
 //! error. Server state (`ServerState`) is shared with the health checker and survives a reload
-//! when the service keeps the same server set. Must never: touch sockets or import `rhai`.
+//! when the service keeps the same server set. A pool with `https://` servers always has a
+//! `Transport`; its `id` changes whenever its settings or the files it was made from change.
+//! Must never: touch sockets, read files or import `rhai`.
 //!
 //! No lock per pick: pools pick with their lock-free `Balancer`; a weighted composite splits
 //! traffic with the same smooth weighted round robin (`balance::algo::SmoothWrr`, the one
@@ -35,18 +40,168 @@ pub struct Server {
     pub weight: u32,
     /// The value a sticky cookie holds for this server.
     pub sticky_id: String,
-    /// Spoken to in HTTP/2 with prior knowledge (`h2c://host:port`: gRPC servers), else HTTP/1.1.
-    pub h2c: bool,
+    /// How the router speaks to it (the scheme of its URL).
+    pub scheme: Scheme,
 }
 
 impl Server {
-    /// `host:port`, or `h2c://host:port` for an HTTP/2 server (as scripts write it).
+    /// `host:port` for a cleartext HTTP/1.1 server, else `https://host:port` or
+    /// `h2c://host:port` (as scripts write them).
     pub fn url(&self) -> String {
-        if self.h2c {
-            format!("h2c://{}", self.authority)
-        } else {
-            self.authority.to_string()
+        match self.scheme {
+            Scheme::Http => self.authority.to_string(),
+            other => format!("{}://{}", other.as_str(), self.authority),
         }
+    }
+}
+
+/// How the router speaks to a server, from the scheme of its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scheme {
+    /// `host:port` or `http://host:port`: HTTP/1.1 in cleartext.
+    #[default]
+    Http,
+    /// `https://host:port`: HTTP/1.1 over TLS (ALPN `http/1.1`), checked as the service's
+    /// `Transport` says.
+    Https,
+    /// `h2c://host:port`: HTTP/2 with prior knowledge (gRPC servers), one multiplexed connection.
+    H2c,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::H2c => "h2c",
+        }
+    }
+}
+
+/// How a server's certificate is checked.
+#[derive(Debug, Clone)]
+pub enum Verify {
+    /// Against these roots (the system's, or the service's CA file), for the name verified.
+    Roots(Arc<rustls::RootCertStore>),
+    /// Not at all (`insecure_skip_verify`): any certificate is accepted; the handshake's
+    /// signatures are still checked.
+    Skip,
+}
+
+/// How the router speaks TLS to a pool's `https://` servers, made at build time from the
+/// service's `.transport(...)` (or the defaults: system roots, each server's host as the name).
+#[derive(Debug)]
+pub struct Transport {
+    /// The rustls client settings: the verifier, the client certificate, ALPN `http/1.1`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The name sent as SNI and verified (`server_name`); `None`: each server's host.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+    pub insecure_skip_verify: bool,
+    /// Identifies the settings and the contents of the files they were made from: pooled
+    /// connections and health checks are keyed by it, so a changed CA or certificate never
+    /// reuses a connection made with the old one.
+    pub id: Arc<str>,
+}
+
+impl Transport {
+    /// Client settings that check servers with `verify` and present `client` (mTLS) when
+    /// given. `id` must identify every input (see `Transport::id`).
+    pub fn new(
+        verify: Verify,
+        client: Option<Arc<rustls::sign::CertifiedKey>>,
+        server_name: Option<rustls::pki_types::ServerName<'static>>,
+        id: String,
+    ) -> Result<Transport, String> {
+        let provider = crate::tls::provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS client settings: {e}"))?;
+        let insecure_skip_verify = matches!(verify, Verify::Skip);
+        let builder = match verify {
+            Verify::Roots(roots) => builder.with_root_certificates(roots),
+            Verify::Skip => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider))),
+        };
+        let mut config = match client {
+            Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Transport {
+            tls: Arc::new(config),
+            server_name,
+            insecure_skip_verify,
+            id: id.into(),
+        })
+    }
+}
+
+/// `insecure_skip_verify`: accepts any certificate for any name (the handshake's signatures
+/// are still verified, so the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client certificate a transport presents to every server that asks.
+#[derive(Debug)]
+struct ClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -139,6 +294,8 @@ pub struct Pool {
     pub sticky: Option<StickyCookie>,
     pub health: Option<HealthCheck>,
     pub passive: Option<PassivePolicy>,
+    /// TLS to the `https://` servers (set whenever the pool has one).
+    pub transport: Option<Arc<Transport>>,
 }
 
 #[derive(Debug)]
@@ -221,6 +378,7 @@ impl Service {
                 sticky: None,
                 health: None,
                 passive: None,
+                transport: None,
             })),
             pass_host_header: true,
             declared_at: Location::default(),
@@ -416,7 +574,7 @@ mod tests {
                 authority: format!("127.0.0.1:{port}").parse().unwrap(),
                 weight: 1,
                 sticky_id: String::new(),
-                h2c: false,
+                scheme: Scheme::Http,
             }],
         ))
     }

@@ -18,6 +18,7 @@ use super::hook::{HookRuntime, ScriptFn, ScriptPredicate, ScriptRequestHook};
 use crate::catalog::CatalogEntry;
 use crate::middleware::Middleware;
 use crate::routing::matcher::{HostPattern, Matcher, Pattern};
+use crate::routing::service::Scheme;
 use crate::routing::{Handler, Location, RuleSyntax};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -69,8 +70,25 @@ pub struct RouteDecl {
 pub struct ServerDecl {
     pub authority: Authority,
     pub weight: u32,
-    /// `h2c://`: HTTP/2 with prior knowledge.
-    pub h2c: bool,
+    /// From the URL: `http://` (or none), `https://`, `h2c://`.
+    pub scheme: Scheme,
+}
+
+/// `.transport(#{ ca, server_name, insecure_skip_verify, cert, key })`: how the router speaks
+/// TLS to the service's `https://` servers. File names only: the build reads the files (paths
+/// relative to the declaring script's folder), never the script engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportDecl {
+    /// PEM file of the CA certificates servers are checked against (instead of the system's).
+    pub ca: Option<String>,
+    /// The name sent as SNI and verified, instead of each server's host.
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+    /// The client certificate chain and key presented to servers (mTLS).
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Where `.transport(...)` was called: file errors point here.
+    pub at: Location,
 }
 
 /// A service named in a composite, resolved after all scripts ran.
@@ -111,6 +129,7 @@ pub struct ServiceDecl {
     pub sticky: Option<crate::routing::service::StickyCookie>,
     pub health: Option<crate::routing::service::HealthCheck>,
     pub passive: Option<crate::balance::PassivePolicy>,
+    pub transport: Option<TransportDecl>,
 }
 
 impl ServiceDecl {
@@ -126,6 +145,7 @@ impl ServiceDecl {
             sticky: None,
             health: None,
             passive: None,
+            transport: None,
         }
     }
 }
@@ -231,31 +251,40 @@ impl Collector {
     }
 }
 
-/// Parses a server URL: `host:port`, `http://host:port[/]` or `h2c://host:port[/]` (HTTP/2
-/// with prior knowledge, for gRPC servers); whether it is h2c.
-pub fn parse_server_url(raw: &str) -> Result<(Authority, bool), String> {
-    match raw.trim().strip_prefix("h2c://") {
-        Some(rest) => parse_server_address(rest).map(|a| (a, true)),
-        None => parse_server_address(raw).map(|a| (a, false)),
+/// Parses a server URL: `host:port` or `http://host:port[/]` (HTTP/1.1), `https://host:port[/]`
+/// (HTTP/1.1 over TLS) or `h2c://host:port[/]` (HTTP/2 with prior knowledge, for gRPC
+/// servers); the scheme is matched without regard to case.
+pub fn parse_server_url(raw: &str) -> Result<(Authority, Scheme), String> {
+    let trimmed = raw.trim();
+    let (scheme, rest) = match trimmed.split_once("://") {
+        None => (Scheme::Http, trimmed),
+        Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
+            "http" => (Scheme::Http, rest),
+            "https" => (Scheme::Https, rest),
+            "h2c" => (Scheme::H2c, rest),
+            _ => {
+                return Err(format!(
+                    "server {raw:?}: unknown scheme {s:?} (http://, https:// or h2c://)"
+                ))
+            }
+        },
+    };
+    authority_of(raw, rest).map(|a| (a, scheme))
+}
+
+/// Parses a cleartext HTTP/1.1 server address: `host:port` or `http://host:port[/]`.
+pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
+    match parse_server_url(raw)? {
+        (a, Scheme::Http) => Ok(a),
+        (_, other) => Err(format!(
+            "server {raw:?}: an http:// address is needed here, not {}://",
+            other.as_str()
+        )),
     }
 }
 
-/// Parses a server address: `host:port` or `http://host:port[/]`.
-pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
-    let trimmed = raw.trim();
-    let rest = if let Some(r) = trimmed.strip_prefix("http://") {
-        r
-    } else if trimmed.starts_with("https://") {
-        return Err(format!(
-            "server {raw:?}: https upstreams are not supported yet"
-        ));
-    } else if trimmed.contains("://") {
-        return Err(format!(
-            "server {raw:?}: only http:// and h2c:// upstreams are supported"
-        ));
-    } else {
-        trimmed
-    };
+/// The `host:port` of a server URL without its scheme (`rest`), checked.
+fn authority_of(raw: &str, rest: &str) -> Result<Authority, String> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('/') {
         return Err(format!("server {raw:?}: a server address has no path"));
@@ -288,11 +317,11 @@ pub fn parse_server_address(raw: &str) -> Result<Authority, String> {
 
 fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
     if let Some(s) = item.clone().try_cast::<rhai::ImmutableString>() {
-        let (authority, h2c) = parse_server_url(&s)?;
+        let (authority, scheme) = parse_server_url(&s)?;
         return Ok(ServerDecl {
             authority,
             weight: 1,
-            h2c,
+            scheme,
         });
     }
     if let Some(map) = item.clone().try_cast::<Map>() {
@@ -320,11 +349,11 @@ fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
                 ));
             }
         }
-        let (authority, h2c) = parse_server_url(&addr)?;
+        let (authority, scheme) = parse_server_url(&addr)?;
         return Ok(ServerDecl {
             authority,
             weight,
-            h2c,
+            scheme,
         });
     }
     Err(format!(
@@ -370,10 +399,10 @@ fn catalog_service(
         .servers
         .iter()
         .map(|s| {
-            parse_server_url(s).map(|(authority, h2c)| ServerDecl {
+            parse_server_url(s).map(|(authority, scheme)| ServerDecl {
                 authority,
                 weight: 1,
-                h2c,
+                scheme,
             })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -1084,5 +1113,30 @@ mod tests {
         assert!(parse_server_address("http://a:1/x")
             .unwrap_err()
             .contains("no path"));
+    }
+
+    #[test]
+    fn server_urls_name_their_scheme() {
+        let url = |s: &str| parse_server_url(s).map(|(a, sc)| (a.to_string(), sc));
+        assert_eq!(
+            url("10.0.0.1:80").unwrap(),
+            ("10.0.0.1:80".into(), Scheme::Http)
+        );
+        assert_eq!(
+            url("http://a:8080/").unwrap(),
+            ("a:8080".into(), Scheme::Http)
+        );
+        assert_eq!(
+            url("https://api.internal:8443").unwrap(),
+            ("api.internal:8443".into(), Scheme::Https)
+        );
+        assert_eq!(url("HTTPS://a:443").unwrap().1, Scheme::Https);
+        assert_eq!(
+            url("h2c://127.0.0.1:50051").unwrap(),
+            ("127.0.0.1:50051".into(), Scheme::H2c)
+        );
+        assert!(url("ftp://a:21").unwrap_err().contains("unknown scheme"));
+        assert!(url("https://a").unwrap_err().contains("missing port"));
+        assert!(url("h2c://a:1/x").unwrap_err().contains("no path"));
     }
 }

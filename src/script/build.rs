@@ -4,8 +4,12 @@
 //! Invariants: a build either returns a complete table or a list of errors with file:line:col —
 //! never a partial table; all scripts of one build share one scope, run in lexical file order;
 //! per-request hooks of the resulting table run on a separate engine with hook limits and no
-//! builder functions. Must never: touch the live table (the control loop swaps it) or do I/O
-//! other than reading the script files it was given.
+//! builder functions. The files a service's `.transport(...)` names (CA, client certificate and
+//! key; paths relative to the declaring script's folder) are read while compiling, so a build
+//! whose transport cannot be made fails with the file and the call's `file:line:col`; a pool
+//! with `https://` servers and no `.transport(...)` checks them against the system roots (read
+//! once per process). Must never: touch the live table (the control loop swaps it) or do I/O
+//! other than reading the script files it was given and the files transports name.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +19,8 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine, Scope, AST};
 
 use super::api::{
-    self, Collector, Declarations, RuleDecl, ServiceDeclKind, ServiceHandle, ServiceRef, TargetDecl,
+    self, Collector, Declarations, RuleDecl, ServiceDeclKind, ServiceHandle, ServiceRef,
+    TargetDecl, TransportDecl,
 };
 use super::error::ScriptError;
 use super::hook::HookRuntime;
@@ -23,7 +28,7 @@ use super::{engine_with_limits, Limits, STDLIB};
 use crate::balance::{Balancer, ServerState};
 use crate::catalog::Catalog;
 use crate::middleware::Middleware;
-use crate::routing::service::sticky_id;
+use crate::routing::service::{sticky_id, Scheme, Transport, Verify};
 use crate::routing::{parse_rule, Location, Pool, Server, Service, ServiceKind, Target};
 use crate::table::{Route, RouteTable};
 
@@ -198,14 +203,12 @@ pub fn build_with(
     }
 
     let certificates = std::mem::take(&mut decls.certificates);
-    let table = compile(decls, entrypoints, previous).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| match sources.iter().find(|s| s.name == e.file) {
-                Some(src) => e.with_source(&src.text),
-                None => e,
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
+        Some(src) => e.with_source(&src.text),
+        None => e,
+    };
+    let (table, compile_warnings) = compile(decls, entrypoints, previous)
+        .map_err(|errs| errs.into_iter().map(with_source).collect::<Vec<_>>())?;
 
     let mut lib = AST::empty();
     let mut files = std::collections::HashMap::new();
@@ -228,6 +231,7 @@ pub fn build_with(
     });
 
     let mut warnings = warnings;
+    warnings.extend(compile_warnings.into_iter().map(with_source));
     warnings.extend(tls_without_entrypoint(&table, &env.tls_entrypoints));
     Ok(Built {
         table,
@@ -308,11 +312,13 @@ pub(super) fn install_stdlib(engine: &mut Engine) -> Result<(), ScriptError> {
     Ok(())
 }
 
+/// The table the declarations make, with the compile's warnings (transports that skip
+/// verification or find no roots).
 fn compile(
     decls: Declarations,
     entrypoints: &[String],
     previous: Option<&RouteTable>,
-) -> Result<RouteTable, Vec<ScriptError>> {
+) -> Result<(RouteTable, Vec<ScriptError>), Vec<ScriptError>> {
     let mut errors = Vec::new();
 
     // Services: explicit ones by name (duplicates are errors), then catalog-made ones, then
@@ -466,7 +472,11 @@ fn compile(
     }
 
     if errors.is_empty() {
-        Ok(RouteTable::new(routes, services.ordered, entrypoints))
+        let warnings = std::mem::take(&mut services.warnings);
+        Ok((
+            RouteTable::new(routes, services.ordered, entrypoints),
+            warnings,
+        ))
     } else {
         Err(errors)
     }
@@ -479,6 +489,7 @@ struct Services<'p> {
     by_handle: HashMap<usize, Arc<Service>>,
     ordered: Vec<Arc<Service>>,
     previous: Option<&'p RouteTable>,
+    warnings: Vec<ScriptError>,
 }
 
 impl Services<'_> {
@@ -498,7 +509,8 @@ impl Services<'_> {
         self.ordered.push(svc);
     }
 
-    /// The live state of the same servers in the previous table's service of this name.
+    /// The live state of the same servers (address and scheme) in the previous table's service
+    /// of this name.
     fn carried_states(&self, name: &str, servers: &[Server]) -> Option<Vec<Arc<ServerState>>> {
         let old = self.previous?.services().iter().find(|s| s.name == name)?;
         let pool = old.pool()?;
@@ -507,7 +519,7 @@ impl Services<'_> {
                 .servers
                 .iter()
                 .zip(servers)
-                .all(|(a, b)| a.authority == b.authority);
+                .all(|(a, b)| a.authority == b.authority && a.scheme == b.scheme);
         same.then(|| pool.states.clone())
     }
 
@@ -521,9 +533,30 @@ impl Services<'_> {
                 authority: s.authority.clone(),
                 weight: s.weight,
                 sticky_id: sticky_id(secret, s.authority.as_str()),
-                h2c: s.h2c,
+                scheme: s.scheme,
             })
             .collect();
+        let https = servers.iter().any(|s| s.scheme == Scheme::Https);
+        let transport = if https {
+            match transport_of(&d.name, d.transport.as_ref(), &d.at, &mut self.warnings) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            }
+        } else {
+            if let Some(t) = &d.transport {
+                self.warnings.push(ScriptError::at(
+                    &t.at,
+                    format!(
+                        "service {:?}: .transport(...) applies to https:// servers only, and it has none",
+                        d.name
+                    ),
+                ));
+            }
+            None
+        };
         let ids: Vec<(&str, u32)> = servers
             .iter()
             .map(|s| (s.authority.as_str(), s.weight))
@@ -542,6 +575,7 @@ impl Services<'_> {
                 sticky: d.sticky.clone(),
                 health: d.health.clone(),
                 passive: d.passive,
+                transport,
             })),
             pass_host_header: d.pass_host_header,
             declared_at: d.at.clone(),
@@ -628,6 +662,125 @@ impl Services<'_> {
             pending = waiting;
         }
     }
+}
+
+/// A file a transport names: relative paths start at the folder of the script that named it.
+fn transport_path(at: &Location, file: &str) -> std::path::PathBuf {
+    let p = Path::new(file);
+    match Path::new(&at.file).parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// The system's root certificates, read once per process (`rustls-native-certs`: the
+/// platform store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "reading the system's root certificates");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The TLS settings of a pool with `https://` servers, from its `.transport(...)` (or the
+/// defaults at the service's declaration `service_at`): the files are read here; an unreadable
+/// or unusable file is an error at the `.transport(...)` call naming the file.
+fn transport_of(
+    service: &str,
+    decl: Option<&TransportDecl>,
+    service_at: &Location,
+    warnings: &mut Vec<ScriptError>,
+) -> Result<Transport, ScriptError> {
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+
+    let default = TransportDecl {
+        at: service_at.clone(),
+        ..TransportDecl::default()
+    };
+    let d = decl.unwrap_or(&default);
+    let fail =
+        |what: String| ScriptError::at(&d.at, format!("service {service:?}: transport {what}"));
+    // `id` covers every setting and the bytes of every file, so changed files make new pools.
+    let mut id = sha2::Sha256::new();
+    let verify = if d.insecure_skip_verify {
+        id.update(b"insecure\0");
+        let message = format!(
+            "service {service:?}: insecure_skip_verify: the certificates of its https:// servers are not checked"
+        );
+        tracing::warn!(at = %d.at, "{message}");
+        warnings.push(ScriptError::at(&d.at, message));
+        Verify::Skip
+    } else if let Some(ca) = &d.ca {
+        let path = transport_path(&d.at, ca);
+        let shown = path.display();
+        let pem = std::fs::read(&path).map_err(|e| fail(format!("ca {shown}: {e}")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| fail(format!("ca {shown}: not a PEM certificate file: {e}")))?;
+            roots.add(c).map_err(|e| fail(format!("ca {shown}: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(fail(format!("ca {shown}: holds no PEM certificate")));
+        }
+        id.update(b"ca\0");
+        id.update(&pem);
+        Verify::Roots(Arc::new(roots))
+    } else {
+        let roots = system_roots();
+        if roots.is_empty() {
+            warnings.push(ScriptError::at(
+                &d.at,
+                format!(
+                    "service {service:?}: no system root certificates were found, so its https:// \
+                     servers cannot be verified: give .transport(#{{ ca: \"file\" }})"
+                ),
+            ));
+        }
+        id.update(b"system\0");
+        Verify::Roots(roots)
+    };
+    let client = match (&d.cert, &d.key) {
+        (Some(cert), Some(key)) => {
+            let files = crate::tls::CertFiles {
+                cert: transport_path(&d.at, cert),
+                key: transport_path(&d.at, key),
+            };
+            let loaded =
+                crate::tls::certs::load(&files).map_err(|e| fail(format!("client {e}")))?;
+            id.update(b"client\0");
+            for c in &loaded.key.cert {
+                id.update(c.as_ref());
+            }
+            id.update(files.key.as_os_str().as_encoded_bytes());
+            Some(loaded.key)
+        }
+        _ => None,
+    };
+    let server_name = match &d.server_name {
+        Some(n) => Some(
+            rustls::pki_types::ServerName::try_from(n.clone())
+                .map_err(|e| fail(format!("server_name {n:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    id.update(b"\0name\0");
+    id.update(d.server_name.as_deref().unwrap_or_default().as_bytes());
+    let id: String = id
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Transport::new(verify, client, server_name, id).map_err(fail)
 }
 
 #[cfg(test)]
@@ -863,6 +1016,98 @@ mod tests {
             assert!(e.message.contains(want), "{text}: {e}");
             assert_eq!(e.line, 1, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn transports_are_checked_and_their_files_read_at_build_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |transport: &str| {
+            src(
+                &dir.path().join("a.rhai").display().to_string(),
+                &format!(
+                    "let s = service(\"s\").servers([\"https://127.0.0.1:8443\"]);\n\
+                     s.transport({transport});\n\
+                     route(\"r\").rule(path(\"/\")).to(s);\n"
+                ),
+            )
+        };
+        // Options are checked where they are written.
+        for (t, want) in [
+            ("#{ cert: \"c.pem\" }", "both `cert` and `key`"),
+            (
+                "#{ ca: \"ca.pem\", insecure_skip_verify: true }",
+                "exclude each other",
+            ),
+            ("#{ server_name: \"not a name\" }", "not a DNS name"),
+            ("#{ verify: false }", "unknown option `verify`"),
+            ("#{ ca: \"\" }", "names no file"),
+        ] {
+            let errs = errors(&[script(t)]);
+            assert_eq!(errs.len(), 1, "{t}: {errs:?}");
+            assert!(errs[0].message.contains(want), "{t}: {}", errs[0]);
+            assert_eq!(errs[0].line, 2, "{t}: {}", errs[0]);
+        }
+        // Files are read by the build, relative to the script's folder: a missing one is an
+        // error at the `.transport(...)` line naming the file.
+        let e = &errors(&[script("#{ ca: \"missing-ca.pem\" }")])[0];
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("missing-ca.pem"), "{e}");
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+        let e = &errors(&[script("#{ ca: \"junk.pem\" }")])[0];
+        assert!(e.message.contains("holds no PEM certificate"), "{e}");
+        let e = &errors(&[script("#{ cert: \"c.pem\", key: \"k.pem\" }")])[0];
+        assert!(e.message.contains("c.pem"), "{e}");
+        // A CA that reads: the pool gets a transport; skipping verification is a warning.
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+        let built = build(
+            &[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        let svc = &built.table.services()[0];
+        let t = svc.pool().unwrap().transport.as_ref().unwrap();
+        assert!(!t.insecure_skip_verify);
+        assert!(t.server_name.is_some());
+        assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+        let built = build(
+            &[script("#{ insecure_skip_verify: true }")],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(built
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("insecure_skip_verify") && w.line == 2));
+        // Another CA file's contents make another transport (pools never mix them).
+        let first = t.id.clone();
+        let other = rcgen::generate_simple_self_signed(vec!["ca2.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), other.cert.pem()).unwrap();
+        let built = build(
+            &[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        let again = &built.table.services()[0].pool().unwrap().transport;
+        assert_ne!(again.as_ref().unwrap().id, first);
+        // https:// servers without a transport still get one (system roots).
+        let built = build(
+            &[src("s/b.rhai", "route(\"r\").rule(path(\"/\")).to(service(\"s\").servers([\"https://a.test:443\", \"h2c://b:1\"]));")],
+            &Catalog::default(),
+            &["web".to_string()],
+            &Limits::default(),
+        )
+        .unwrap();
+        let pool = built.table.services()[0].pool().unwrap();
+        assert!(pool.transport.is_some());
+        assert_eq!(pool.servers[0].url(), "https://a.test:443");
+        assert_eq!(pool.servers[1].url(), "h2c://b:1");
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! Script functions that shape services: balancers (`round_robin`, `least_conn`, `p2c`,
 //! `random`, `consistent_hash`, `pick(fn)`), `sticky_cookie`, active and passive health checks,
-//! and the composite kinds `failover(...)` and `weighted(...)`.
+//! how TLS to `https://` servers is done (`.transport(#{ ca, server_name,
+//! insecure_skip_verify, cert, key })`), and the composite kinds `failover(...)` and
+//! `weighted(...)`.
 //!
 //! All of it only records into the service declaration; `build` compiles it. Options are
-//! validated here, so a bad value is a build error at the call site. Must never: do I/O.
+//! validated here, so a bad value is a build error at the call site; the files a transport names
+//! are only recorded (with the call's location) and read by the build. Must never: do I/O.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rhai::{Array, Dynamic, Engine, FnPtr, Map, NativeCallContext};
 
-use super::api::{Collector, ServiceDecl, ServiceDeclKind, ServiceHandle, ServiceRef};
+use super::api::{
+    Collector, ServiceDecl, ServiceDeclKind, ServiceHandle, ServiceRef, TransportDecl,
+};
 use super::hook::{HookRuntime, ScriptFn, ScriptPicker};
 use super::mw_api::{
     check_keys, err, header_name_of, opt_bool, opt_duration, opt_str, opt_u64, status_ranges,
@@ -153,6 +158,54 @@ fn health_check(ctx: &NativeCallContext, opts: &Map) -> RhaiResult<HealthCheck> 
     })
 }
 
+/// `.transport(#{ ca, server_name, insecure_skip_verify, cert, key })`, checked but not read.
+fn transport(c: &Collector, ctx: &NativeCallContext, opts: &Map) -> RhaiResult<TransportDecl> {
+    let what = "transport";
+    check_keys(
+        ctx,
+        what,
+        opts,
+        &["ca", "server_name", "insecure_skip_verify", "cert", "key"],
+    )?;
+    let file = |key: &str| -> RhaiResult<Option<String>> {
+        match opt_str(ctx, what, opts, key)? {
+            Some(f) if f.trim().is_empty() => err(ctx, format!("{what}: `{key}` names no file")),
+            f => Ok(f.map(|f| f.trim().to_string())),
+        }
+    };
+    let (ca, cert, key) = (file("ca")?, file("cert")?, file("key")?);
+    if cert.is_some() != key.is_some() {
+        return err(
+            ctx,
+            "transport: a client certificate needs both `cert` and `key`",
+        );
+    }
+    let insecure_skip_verify = opt_bool(ctx, what, opts, "insecure_skip_verify")?.unwrap_or(false);
+    if insecure_skip_verify && ca.is_some() {
+        return err(
+            ctx,
+            "transport: `ca` and `insecure_skip_verify` exclude each other (a CA is only used to verify)",
+        );
+    }
+    let server_name = opt_str(ctx, what, opts, "server_name")?;
+    if let Some(n) = &server_name {
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            return err(
+                ctx,
+                format!("transport: server_name {n:?} is not a DNS name or IP address"),
+            );
+        }
+    }
+    Ok(TransportDecl {
+        ca,
+        server_name,
+        insecure_skip_verify,
+        cert,
+        key,
+        at: c.location(ctx),
+    })
+}
+
 fn service_ref(ctx: &NativeCallContext, what: &str, v: &Dynamic) -> RhaiResult<ServiceRef> {
     if let Some(h) = v.clone().try_cast::<ServiceHandle>() {
         return Ok(ServiceRef::Handle(h));
@@ -279,6 +332,27 @@ pub fn register(
                 max_failures,
                 cooldown,
             });
+            Ok(s.clone())
+        },
+    );
+    let c = collector.clone();
+    engine.register_fn(
+        "transport",
+        move |ctx: NativeCallContext, s: &mut ServiceHandle, opts: Map| -> RhaiResult<ServiceHandle> {
+            let t = transport(&c, &ctx, &opts)?;
+            {
+                let mut d = s.decl();
+                if !matches!(d.kind, ServiceDeclKind::Servers) {
+                    return err(
+                        &ctx,
+                        format!(
+                            "service {:?} is a composite; set the transport of its member services instead",
+                            d.name
+                        ),
+                    );
+                }
+                d.transport = Some(t);
+            }
             Ok(s.clone())
         },
     );

@@ -547,7 +547,7 @@ fn malformed_labels_skip_only_their_container() {
         ),
         bad(
             "https",
-            json!({ "traefik.http.services.s6.loadbalancer.server.scheme": "https" }),
+            json!({ "traefik.http.services.s6.loadbalancer.server.scheme": "ftp" }),
         ),
         bad(
             "dashboard",

@@ -2,9 +2,13 @@
 """A gRPC server and client (PyPI grpcio, generic handlers on raw bytes: no protoc), for
 tests/it/grpc.rs.
 
-    grpc_pair.py server PORT          serves /echo.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,Slow}
+    grpc_pair.py server PORT          serves /echo.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,
+                                      Slow,Peer} for at most 120 s
     grpc_pair.py client TARGET [CA NAME]   calls each through TARGET (TLS when CA is given, with
                                             NAME as the server name), prints one JSON verdict
+    grpc_pair.py peers TARGET N       N concurrent Peer calls (one channel), prints the distinct
+                                      peers the server saw (the router's upstream connections)
+                                      and the failures, as JSON
 """
 
 import json
@@ -43,6 +47,9 @@ def serve(port):
         time.sleep(3)
         return req
 
+    def peer(req, ctx):
+        return ctx.peer().encode()
+
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, ident, ident),
@@ -50,6 +57,7 @@ def serve(port):
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident),
         "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
         "Slow": grpc.unary_unary_rpc_method_handler(slow, ident, ident),
+        "Peer": grpc.unary_unary_rpc_method_handler(peer, ident, ident),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SVC, handlers),))
@@ -86,8 +94,23 @@ def client(target, ca=None, name=None):
     print(json.dumps(out), flush=True)
 
 
+def peers(target, n):
+    ch = grpc.insecure_channel(target)
+    call = ch.unary_unary(f"/{SVC}/Peer", request_serializer=ident, response_deserializer=ident)
+    futs = [call.future(b"", timeout=10) for _ in range(n)]
+    seen, failed = set(), []
+    for f in futs:
+        try:
+            seen.add(f.result().decode())
+        except grpc.RpcError as e:
+            failed.append([e.code().name, e.details()])
+    print(json.dumps({"peers": sorted(seen), "failed": failed}), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "peers":
+        peers(sys.argv[2], int(sys.argv[3]))
     else:
         client(sys.argv[2], *(sys.argv[3:5] if len(sys.argv) > 4 else []))
