@@ -22,6 +22,7 @@ mod examples;
 mod forwarding;
 mod grpc;
 mod h2_attacks;
+mod https_upstream;
 mod hooks;
 mod metrics;
 mod middlewares;
