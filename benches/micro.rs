@@ -540,7 +540,11 @@ fn metrics(c: &mut Criterion) {
             m.request(
                 0,
                 Some(black_box(&route)),
-                &Method::GET,
+                &switchyard::metrics::RequestKind {
+                    method: &Method::GET,
+                    protocol: switchyard::metrics::Protocol::Http,
+                    version: http::Version::HTTP_11,
+                },
                 http::StatusCode::OK,
                 took,
             )

@@ -217,9 +217,16 @@ pub struct Entry {
     duration: Duration,
     /// The request came over TLS (`RequestScheme` https).
     tls: bool,
+    /// A gRPC response's `grpc-status` (`GrpcStatus`; "none" when it ended without one).
+    grpc_status: Option<String>,
 }
 
 impl Entry {
+    /// The `grpc-status` a gRPC response ended with (`None`: it had none).
+    pub fn grpc_status(&mut self, status: Option<u8>) {
+        self.grpc_status = Some(status.map_or_else(|| "none".into(), |s| s.to_string()));
+    }
+
     /// Marks the request as having come over TLS.
     pub fn over_tls(&mut self) {
         self.tls = true;
@@ -386,6 +393,7 @@ impl AccessLog {
             origin_size: None,
             user: None,
             tls: false,
+            grpc_status: None,
             status: 0,
             size: None,
             duration: Duration::ZERO,
@@ -394,14 +402,34 @@ impl AccessLog {
 
     /// The response head is ready: stamps status, size and duration, applies the filters and
     /// hands the entry to the writer (never blocks; a full queue counts a drop).
-    pub fn finish<B: http_body::Body>(&self, mut entry: Box<Entry>, resp: &Response<B>) {
+    pub fn finish<B: http_body::Body>(&self, entry: Box<Entry>, resp: &Response<B>) {
+        if let Some(entry) = self.complete(entry, resp) {
+            self.send(entry);
+        }
+    }
+
+    /// Fills in the response of `entry`; `None` when the filters drop it.
+    pub fn complete<B: http_body::Body>(
+        &self,
+        mut entry: Box<Entry>,
+        resp: &Response<B>,
+    ) -> Option<Box<Entry>> {
         entry.duration = entry.started.elapsed();
         let status = resp.status();
         if !self.filter.keeps(status.as_u16(), entry.duration) {
-            return;
+            return None;
         }
         entry.status = status.as_u16();
         entry.size = response_size(&entry.method, resp);
+        Some(entry)
+    }
+
+    /// Queues a completed entry for writing. A gRPC stream's entry is sent when its response
+    /// ends, its `Duration` then covering the whole stream.
+    pub fn send(&self, mut entry: Box<Entry>) {
+        if entry.grpc_status.is_some() {
+            entry.duration = entry.started.elapsed();
+        }
         if self.tx.try_send(Msg::Entry(entry)).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -665,6 +693,9 @@ fn json_fields(e: &Entry) -> Map<String, Value> {
         Value::from(e.request_size.unwrap_or(0)),
     );
     put("RequestCount", Value::from(e.count));
+    if let Some(g) = &e.grpc_status {
+        put("GrpcStatus", Value::from(g.as_str()));
+    }
     put("DownstreamStatus", Value::from(e.status));
     if let Some(n) = e.size {
         put("DownstreamContentSize", Value::from(n));

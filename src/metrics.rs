@@ -45,6 +45,94 @@ const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE", "OTHER",
 ];
 
+/// What a request carries: the `protocol` label, with Traefik's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Http = 0,
+    /// A websocket upgrade.
+    Websocket = 1,
+    /// `Accept: text/event-stream`.
+    Sse = 2,
+    /// `content-type: application/grpc…`.
+    Grpc = 3,
+    /// `content-type: application/grpc-web…`.
+    GrpcWeb = 4,
+}
+
+const PROTOCOLS: [&str; 5] = ["http", "websocket", "sse", "grpc", "grpc-web"];
+
+/// The `version` label values (HTTP/0.9 counts as 1.0, HTTP/3 as 2: neither reaches the router).
+const VERSIONS: [&str; 3] = ["1.0", "1.1", "2"];
+
+impl Protocol {
+    /// The protocol of a request head, as Traefik tells it.
+    pub fn of(headers: &http::HeaderMap) -> Protocol {
+        let has = |name: header::HeaderName, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let starts = |p: &str| {
+            content_type
+                .get(..p.len())
+                .is_some_and(|c| c.eq_ignore_ascii_case(p))
+        };
+        if starts("application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if starts("application/grpc") {
+            Protocol::Grpc
+        } else if has(header::UPGRADE, "websocket") {
+            Protocol::Websocket
+        } else if headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"))
+        {
+            Protocol::Sse
+        } else {
+            Protocol::Http
+        }
+    }
+
+    /// A gRPC or gRPC-Web request (the router's own errors are answered as gRPC statuses).
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Protocol::Grpc | Protocol::GrpcWeb)
+    }
+}
+
+/// The labels of one request beside its route: method, protocol and HTTP version.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestKind<'a> {
+    pub method: &'a Method,
+    pub protocol: Protocol,
+    pub version: http::Version,
+}
+
+impl RequestKind<'_> {
+    /// Index of (protocol, version) in `EntrySeries::by_kind`.
+    fn slot(&self) -> usize {
+        let v = match self.version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
+            http::Version::HTTP_11 => 1,
+            _ => 2,
+        };
+        self.protocol as usize * VERSIONS.len() + v
+    }
+}
+
+/// gRPC status codes 0..=16, and `GRPC_NONE` for a gRPC response that ended without one (a
+/// stream cut short).
+const GRPC_CODES: usize = 18;
+const GRPC_NONE: usize = 17;
+
 /// Why an exchange with a server failed (`kind` of `switchyard_upstream_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -145,17 +233,22 @@ impl CodeCounters {
     }
 }
 
+/// Code counters by method, for one (protocol, version).
+type ByMethod = [CodeCounters; METHODS.len()];
+
 /// One entrypoint's share of a route's request series.
 #[derive(Debug)]
 struct EntrySeries {
-    by_method: [CodeCounters; METHODS.len()],
+    /// By (protocol, version) (`RequestKind::slot`), allocated on first use: most routes see
+    /// one or two kinds.
+    by_kind: [OnceLock<Box<ByMethod>>; PROTOCOLS.len() * VERSIONS.len()],
     duration: Histogram,
 }
 
 impl EntrySeries {
     fn new() -> Self {
         EntrySeries {
-            by_method: Default::default(),
+            by_kind: Default::default(),
             duration: Histogram::new(REQUEST_BUCKETS),
         }
     }
@@ -166,21 +259,27 @@ impl EntrySeries {
 #[derive(Debug)]
 pub struct RequestSeries {
     entries: Box<[EntrySeries]>,
+    /// gRPC responses by `grpc-status` (index `GRPC_NONE`: none).
+    grpc: [AtomicU64; GRPC_CODES],
 }
 
 impl RequestSeries {
     fn new(entrypoints: usize) -> Self {
         RequestSeries {
             entries: (0..entrypoints).map(|_| EntrySeries::new()).collect(),
+            grpc: Default::default(),
         }
     }
 
-    fn observe(&self, entrypoint: usize, method: &Method, code: u16, took: Duration) {
+    fn observe(&self, entrypoint: usize, kind: &RequestKind<'_>, code: u16, took: Duration) {
         let Some(e) = self.entries.get(entrypoint) else {
             return;
         };
-        if let Some(c) = e.by_method.get(method_index(method)) {
-            c.add(code);
+        if let Some(slot) = e.by_kind.get(kind.slot()) {
+            let by_method = slot.get_or_init(Box::default);
+            if let Some(c) = by_method.get(method_index(kind.method)) {
+                c.add(code);
+            }
         }
         e.duration.observe(took);
     }
@@ -337,19 +436,32 @@ impl Metrics {
         &self,
         entrypoint: usize,
         route: Option<&Route>,
-        method: &Method,
+        kind: &RequestKind<'_>,
         status: StatusCode,
         took: Duration,
     ) {
-        let series = match route {
-            Some(r) => match handle(r) {
-                Some(h) => &h.requests,
-                // A table that was never attached (not served live): nothing to count.
-                None => return,
-            },
-            None => &self.unrouted,
-        };
-        series.observe(entrypoint, method, status.as_u16(), took);
+        if let Some(series) = self.series_of(route) {
+            series.observe(entrypoint, kind, status.as_u16(), took);
+        }
+    }
+
+    /// The series a request of `route` (or no route) counts in; `None` for a table that was
+    /// never attached (not served live): nothing to count.
+    fn series_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a RequestSeries> {
+        match route {
+            Some(r) => handle(r).map(|h| &*h.requests),
+            None => Some(&self.unrouted),
+        }
+    }
+
+    /// The `grpc-status` a gRPC response of `route` ended with (`None`: it ended without one).
+    pub fn grpc_status(&self, route: Option<&Route>, status: Option<u8>) {
+        if let Some(series) = self.series_of(route) {
+            let i = status.map_or(GRPC_NONE, usize::from).min(GRPC_NONE);
+            if let Some(c) = series.grpc.get(i) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// One hook run of `route` (`key`: `hook_key` of the hook).
@@ -431,7 +543,12 @@ impl Metrics {
         for ((route, _), series) in self.request_series() {
             let c = out.entry(route).or_default();
             for e in series.entries.iter() {
-                for codes in &e.by_method {
+                for codes in e
+                    .by_kind
+                    .iter()
+                    .filter_map(OnceLock::get)
+                    .flat_map(|b| b.iter())
+                {
                     for (code, n) in codes.each() {
                         c.requests += n;
                         match code {
@@ -476,26 +593,67 @@ impl Metrics {
         out.head(
             "switchyard_requests_total",
             "counter",
-            "Requests served, by entrypoint, route, service, status code and method.",
+            "Requests served, by entrypoint, route, service, status code, method, protocol \
+             (http, websocket, sse, grpc, grpc-web) and HTTP version (1.0, 1.1, 2).",
         );
+        let kinds = || {
+            PROTOCOLS
+                .iter()
+                .flat_map(|p| VERSIONS.iter().map(move |v| (*p, *v)))
+        };
         for ((route, service), s) in &all {
             for (ep, e) in self.entrypoints.iter().zip(s.entries.iter()) {
-                for (method, codes) in METHODS.iter().zip(e.by_method.iter()) {
-                    for (code, v) in codes.each() {
-                        let code = code.to_string();
-                        out.sample(
-                            "switchyard_requests_total",
-                            &[
-                                ("entrypoint", ep),
-                                ("route", route),
-                                ("service", service),
-                                ("code", &code),
-                                ("method", method),
-                            ],
-                            v as f64,
-                        );
+                for ((protocol, version), slot) in kinds().zip(e.by_kind.iter()) {
+                    let Some(by_method) = slot.get() else {
+                        continue;
+                    };
+                    for (method, codes) in METHODS.iter().zip(by_method.iter()) {
+                        for (code, v) in codes.each() {
+                            let code = code.to_string();
+                            out.sample(
+                                "switchyard_requests_total",
+                                &[
+                                    ("entrypoint", ep),
+                                    ("route", route),
+                                    ("service", service),
+                                    ("code", &code),
+                                    ("method", method),
+                                    ("protocol", protocol),
+                                    ("version", version),
+                                ],
+                                v as f64,
+                            );
+                        }
                     }
                 }
+            }
+        }
+        out.head(
+            "switchyard_grpc_responses_total",
+            "counter",
+            "gRPC responses by route, service and grpc_status (the code the server or the router \
+             answered; \"none\": the response ended without one).",
+        );
+        for ((route, service), s) in &all {
+            for (code, c) in s.grpc.iter().enumerate() {
+                let n = c.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let code = if code == GRPC_NONE {
+                    "none".to_string()
+                } else {
+                    code.to_string()
+                };
+                out.sample(
+                    "switchyard_grpc_responses_total",
+                    &[
+                        ("route", route),
+                        ("service", service),
+                        ("grpc_status", &code),
+                    ],
+                    n as f64,
+                );
             }
         }
         out.head(
@@ -929,15 +1087,63 @@ mod tests {
     }
 
     #[test]
+    fn protocol_of_a_request_head() {
+        let of = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            Protocol::of(&h)
+        };
+        assert_eq!(of(&[]), Protocol::Http);
+        assert_eq!(of(&[("content-type", "application/grpc")]), Protocol::Grpc);
+        assert_eq!(
+            of(&[("content-type", "Application/GRPC+proto")]),
+            Protocol::Grpc
+        );
+        assert_eq!(
+            of(&[("content-type", "application/grpc-web+proto")]),
+            Protocol::GrpcWeb
+        );
+        assert_eq!(
+            of(&[("connection", "Upgrade"), ("upgrade", "WebSocket")]),
+            Protocol::Websocket
+        );
+        assert_eq!(of(&[("accept", "text/event-stream")]), Protocol::Sse);
+        assert_eq!(of(&[("content-type", "application/json")]), Protocol::Http);
+        assert!(Protocol::GrpcWeb.is_grpc() && !Protocol::Sse.is_grpc());
+    }
+
+    #[test]
     fn exposition_of_a_fresh_registry() {
         let m = Metrics::new(&["web".to_string()]);
         m.request(
             0,
             None,
-            &Method::from_bytes(b"BREW").unwrap(),
+            &RequestKind {
+                method: &Method::from_bytes(b"BREW").unwrap(),
+                protocol: Protocol::Http,
+                version: http::Version::HTTP_11,
+            },
             StatusCode::NOT_FOUND,
             Duration::from_millis(2),
         );
+        m.request(
+            0,
+            None,
+            &RequestKind {
+                method: &Method::POST,
+                protocol: Protocol::Grpc,
+                version: http::Version::HTTP_2,
+            },
+            StatusCode::OK,
+            Duration::from_millis(1),
+        );
+        m.grpc_status(None, Some(12));
+        m.grpc_status(None, None);
         m.upstream_error("api", UpstreamErrorKind::Connect);
         m.retry("api");
         m.build(false);
@@ -946,7 +1152,7 @@ mod tests {
         assert_eq!(
             m.route_counts().get(""),
             Some(&RouteCounts {
-                requests: 1,
+                requests: 2,
                 client_errors: 1,
                 server_errors: 0
             })

@@ -36,7 +36,13 @@ pub struct ProxyBody {
     guard: Option<BusyGuard>,
     server: Option<InFlight>,
     held: Vec<Box<dyn Any + Send + Sync>>,
+    /// Called once when the body ends: with its trailers, or `None` (no trailers, or dropped
+    /// before the end). The log phase of gRPC responses, whose status is in the trailers.
+    on_end: Option<OnEnd>,
 }
+
+/// See `ProxyBody::on_end`.
+pub type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>) + Send + Sync>;
 
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +59,19 @@ impl ProxyBody {
             guard: None,
             server: None,
             held: Vec::new(),
+            on_end: None,
+        }
+    }
+
+    /// Calls `f` once when the body ends, with its trailers (`None`: it ended without, or was
+    /// dropped before its end).
+    pub fn on_end(&mut self, f: OnEnd) {
+        self.on_end = Some(f);
+    }
+
+    fn ended(&mut self, trailers: Option<&http::HeaderMap>) {
+        if let Some(f) = self.on_end.take() {
+            f(trailers);
         }
     }
 
@@ -94,6 +113,7 @@ impl ProxyBody {
         self.guard = self.guard.take().or_else(|| other.guard.take());
         self.server = self.server.take().or_else(|| other.server.take());
         self.held.append(&mut other.held);
+        self.on_end = self.on_end.take().or_else(|| other.on_end.take());
         self
     }
 
@@ -108,6 +128,12 @@ impl ProxyBody {
     }
 }
 
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.ended(None);
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -116,7 +142,7 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.kind {
+        let polled = match &mut self.kind {
             BodyKind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             BodyKind::Compressed(b) => Pin::new(b.as_mut()).poll_frame(cx),
             BodyKind::Full(b) => Poll::Ready(
@@ -124,7 +150,15 @@ impl Body for ProxyBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
+        };
+        if self.on_end.is_some() {
+            match &polled {
+                Poll::Ready(Some(Ok(f))) if f.is_trailers() => self.ended(f.trailers_ref()),
+                Poll::Ready(None | Some(Err(_))) => self.ended(None),
+                _ => {}
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -190,9 +190,11 @@ pub(super) struct RequestCtx {
     pub route: Option<Arc<Route>>,
     pub plan: Plan,
     pub observers: Observers,
-    /// A gRPC request (`content-type: application/grpc…`): the router's own errors are answered
-    /// the gRPC way (status 200, `grpc-status` in the headers).
-    pub grpc: bool,
+    /// What the request carries (`protocol` metrics label). For gRPC (`content-type:
+    /// application/grpc…`) the router's own errors are answered the gRPC way (status 200,
+    /// `grpc-status` in the headers) and the `grpc-status` the response ends with is counted.
+    pub protocol: crate::metrics::Protocol,
+    pub version: http::Version,
 }
 
 impl RequestCtx {
@@ -214,7 +216,8 @@ impl RequestCtx {
             route: None,
             plan,
             observers: Observers::default(),
-            grpc: false,
+            protocol: crate::metrics::Protocol::Http,
+            version: http::Version::HTTP_11,
         }
     }
 
@@ -230,20 +233,61 @@ impl RequestCtx {
         }
     }
 
-    /// The log phase for the response about to go out: metrics, recorder, access log.
-    pub fn finish(&mut self, proxy: &super::Proxy, resp: &Response<ProxyBody>) {
+    /// The log phase for the response about to go out: metrics, recorder, access log. A gRPC
+    /// response's status is counted and logged from its head (the router's own errors, a
+    /// server's trailers-only answer) or else when its body ends, from its trailers.
+    pub fn finish(&mut self, proxy: &super::Proxy, resp: &mut Response<ProxyBody>) {
+        let kind = crate::metrics::RequestKind {
+            method: &self.method,
+            protocol: self.protocol,
+            version: self.version,
+        };
         proxy.metrics.request(
             self.peer.ep,
             self.route.as_deref(),
-            &self.method,
+            &kind,
             resp.status(),
             self.started.elapsed(),
         );
         if let Some(rec) = self.observers.rec.take() {
             record::finish(*rec, resp.status(), &proxy.recorder);
         }
-        if let (Some(log), Some(entry)) = (&proxy.access_log, self.observers.alog.take()) {
-            log.finish(entry, resp);
+        let entry = match (&proxy.access_log, self.observers.alog.take()) {
+            (Some(log), Some(entry)) => log.complete(entry, resp),
+            _ => None,
+        };
+        if !self.protocol.is_grpc() {
+            if let (Some(log), Some(entry)) = (&proxy.access_log, entry) {
+                log.send(entry);
+            }
+            return;
+        }
+        let metrics = proxy.metrics.clone();
+        let route = self.route.clone();
+        let log = proxy.access_log.clone();
+        let mut entry = entry;
+        let done = move |status: Option<u8>| {
+            metrics.grpc_status(route.as_deref(), status);
+            if let (Some(log), Some(mut entry)) = (log, entry.take()) {
+                entry.grpc_status(status);
+                log.send(entry);
+            }
+        };
+        if let Some(v) = resp.headers().get("grpc-status") {
+            done(grpc_code(v));
+        } else {
+            resp.body_mut().on_end(Box::new(move |trailers| {
+                done(
+                    trailers
+                        .and_then(|t| t.get("grpc-status"))
+                        .and_then(grpc_code),
+                );
+            }));
         }
     }
+}
+
+/// A `grpc-status` value: a decimal code.
+fn grpc_code(v: &http::HeaderValue) -> Option<u8> {
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }

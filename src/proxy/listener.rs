@@ -312,11 +312,8 @@ impl Proxy {
             }
             ctx.observers.alog = Some(Box::new(entry));
         }
-        ctx.grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
+        ctx.protocol = crate::metrics::Protocol::of(req.headers());
+        ctx.version = req.version();
         let mut live = Live {
             tracker: info.tracker.clone(),
         };
@@ -331,7 +328,8 @@ impl Proxy {
                 }
                 .into_response()
             });
-        ctx.finish(self, &resp);
+        let mut resp = resp;
+        ctx.finish(self, &mut resp);
         resp.map(|b| b.guarded(guard))
     }
 }

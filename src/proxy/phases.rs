@@ -219,7 +219,7 @@ pub(super) fn failed(e: ProxyError, ctx: &RequestCtx) -> Response<ProxyBody> {
             tracing::warn!(%peer, %method, path, error = %e, "request failed")
         }
     }
-    if ctx.grpc {
+    if ctx.protocol.is_grpc() {
         return e.into_grpc_response();
     }
     e.into_response()

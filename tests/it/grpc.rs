@@ -68,6 +68,7 @@ async fn grpc_calls_pass_through_h2c_and_tls_with_trailers_and_grpc_errors() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
     let cert = ca.issue("grpc", &["grpc.test"], false);
+    let log_file = dir.path().join("access.log");
     let script = format!(
         "route(\"grpc\").rule(\"PathPrefix(`/echo.Echo/`)\").entrypoints([\"web\", \"websecure\"])\n\
          .to(service(\"echo\").servers([\"h2c://127.0.0.1:{port}\"]));\n"
@@ -78,6 +79,8 @@ async fn grpc_calls_pass_through_h2c_and_tls_with_trailers_and_grpc_errors() {
         cfg.tls.certificates = vec![pair(&cert)];
         // The `Slow` call answers after 3 s: past this, the router answers instead.
         cfg.settings.upstream_response_timeout = Duration::from_secs(1);
+        cfg.access_log.output = Some(switchyard::access_log::Output::File(log_file.clone()));
+        cfg.access_log.format = switchyard::access_log::Format::Json;
     })
     .await;
 
@@ -125,7 +128,49 @@ async fn grpc_calls_pass_through_h2c_and_tls_with_trailers_and_grpc_errors() {
             "{how}: the router's answer, not the client's own deadline: {v}"
         );
     }
+
+    // The statuses are counted, from trailers (OK after a stream), from a server's
+    // trailers-only answer (PERMISSION_DENIED 7) and from the router's own (DEADLINE_EXCEEDED 4).
+    let metrics = get(r.admin, "localhost", "/metrics").await.body;
+    let count = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |n| n.trim().parse::<f64>().unwrap_or(0.0) as u64)
+    };
+    let grpc = |code: &str| {
+        count(&format!(
+            "switchyard_grpc_responses_total{{route=\"grpc\",service=\"echo\",grpc_status=\"{code}\"}}"
+        ))
+    };
+    assert_eq!(grpc("0"), 8, "4 good calls per client:\n{metrics}");
+    assert_eq!(grpc("7"), 2, "{metrics}");
+    assert_eq!(grpc("4"), 2, "{metrics}");
+    assert_eq!(
+        count(
+            "switchyard_requests_total{entrypoint=\"web\",route=\"grpc\",service=\"echo\",\
+             code=\"200\",method=\"POST\",protocol=\"grpc\",version=\"2\"}"
+        ),
+        6,
+        "{metrics}"
+    );
+    // And logged: one line per call, with its status, once the call ended.
     r.shutdown().await;
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let statuses: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["RouterName"] == "grpc")
+        .map(|v| v["GrpcStatus"].as_str().unwrap_or("missing").to_string())
+        .collect();
+    assert_eq!(statuses.len(), 12, "{log}");
+    for (code, n) in [("0", 8), ("7", 2), ("4", 2)] {
+        assert_eq!(
+            statuses.iter().filter(|s| *s == code).count(),
+            n,
+            "GrpcStatus {code}: {statuses:?}"
+        );
+    }
 }
 
 /// One call through `addr` on a fresh HTTP/2 connection with prior knowledge: POST `path` with

@@ -179,7 +179,11 @@ async fn https_servers_are_verified_against_the_service_ca_with_its_server_name(
     .await;
     let reply = get(r.web, "app.test", "/ip").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(reply.body.starts_with("sni=- client=- path=/ip"), "{}", reply.body);
+    assert!(
+        reply.body.starts_with("sni=- client=- path=/ip"),
+        "{}",
+        reply.body
+    );
     r.shutdown().await;
 
     // The same backend addressed by IP with a certificate for api.internal only: refused.
@@ -190,7 +194,11 @@ async fn https_servers_are_verified_against_the_service_ca_with_its_server_name(
     .await;
     let before = by_name.seen();
     assert_eq!(get(r.web, "app.test", "/x").await.status, 502);
-    assert_eq!(by_name.seen(), before, "nothing was sent over an unverified connection");
+    assert_eq!(
+        by_name.seen(),
+        before,
+        "nothing was sent over an unverified connection"
+    );
     r.shutdown().await;
 }
 
@@ -247,7 +255,8 @@ async fn a_certificate_from_another_ca_is_refused_unless_verification_is_skipped
 async fn servers_that_require_a_client_certificate_get_the_transport_one() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
-    let backend = TlsBackend::start(&ca.issue("srv", &["api.internal"], false), Some(&ca.cert)).await;
+    let backend =
+        TlsBackend::start(&ca.issue("srv", &["api.internal"], false), Some(&ca.cert)).await;
     let server = format!("https://{}", backend.addr);
     let base = format!(
         "ca: \"{}\", server_name: \"api.internal\"",
@@ -289,7 +298,10 @@ async fn health_checks_speak_tls_and_fail_on_a_certificate_that_does_not_verify(
     let good = TlsBackend::start(&ours.issue("good", &["api.internal"], false), None).await;
     let bad = TlsBackend::start(&theirs.issue("bad", &["api.internal"], false), None).await;
     let r = router(
-        &[format!("https://{}", good.addr), format!("https://{}", bad.addr)],
+        &[
+            format!("https://{}", good.addr),
+            format!("https://{}", bad.addr),
+        ],
         &format!(
             ".transport(#{{ ca: \"{}\", server_name: \"api.internal\" }})\n\
              .health_check(#{{ path: \"/health\", interval: \"100ms\", timeout: \"1s\" }})",

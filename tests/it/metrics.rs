@@ -314,6 +314,8 @@ async fn a_known_request_mix_moves_the_metrics_by_exactly_that_much() {
                 ("service", service),
                 ("code", code),
                 ("method", method),
+                ("protocol", "http"),
+                ("version", "1.1"),
             ],
         )
     };
@@ -437,7 +439,9 @@ async fn a_known_request_mix_moves_the_metrics_by_exactly_that_much() {
                 ("route", "a"),
                 ("service", "a"),
                 ("code", "200"),
-                ("method", "GET")
+                ("method", "GET"),
+                ("protocol", "http"),
+                ("version", "1.1"),
             ]
         ),
         6.0,
