@@ -88,7 +88,7 @@ pub struct CommonArgs {
     /// `path.allow-encoded-slash`, `path.allow-encoded-backslash`, `path.allow-encoded-null`,
     /// `path.allow-above-root`, `tls` (terminate TLS), `tls.min-version`, `tls.max-version`,
     /// `tls.cipher-suites`, `tls.alpn`, `tls.client-auth` (none, require, verify-if-given),
-    /// `tls.client-ca`, `tls.strict-sni`, `h2c` (cleartext HTTP/2 with prior knowledge),
+    /// `tls.client-ca`, `tls.strict-sni`, `tls.default-certificate` (CERT:KEY for names no certificate lists), `h2c` (cleartext HTTP/2 with prior knowledge),
     /// `http2.max-concurrent-streams`, `http2.initial-stream-window`,
     /// `http2.initial-connection-window`, `http2.keep-alive-interval`, `redirect-to` (another entrypoint: every request is
     /// redirected there), `redirect-scheme` (default https), `redirect-permanent` (default true).

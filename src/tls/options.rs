@@ -42,6 +42,9 @@ pub struct TlsOptions {
     pub client_ca: Option<PathBuf>,
     /// Refuse handshakes for names no certificate lists.
     pub strict_sni: bool,
+    /// This entrypoint's certificate for handshakes no certificate names, instead of the
+    /// router's default (read when the entrypoint starts).
+    pub default_certificate: Option<super::CertFiles>,
 }
 
 impl Default for TlsOptions {
@@ -54,13 +57,14 @@ impl Default for TlsOptions {
             client_auth: ClientAuth::None,
             client_ca: None,
             strict_sni: false,
+            default_certificate: None,
         }
     }
 }
 
 /// The keys `TlsOptions::set` knows, for messages.
 pub const KEYS: &str = "tls.min-version, tls.max-version, tls.cipher-suites, tls.alpn, \
-                        tls.client-auth, tls.client-ca, tls.strict-sni";
+                        tls.client-auth, tls.client-ca, tls.strict-sni, tls.default-certificate";
 
 fn version(v: &str) -> Result<u8, String> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -146,6 +150,22 @@ impl TlsOptions {
             }
             "client-ca" => self.client_ca = Some(PathBuf::from(value.trim())),
             "strict-sni" => self.strict_sni = parse_bool("tls.strict-sni", value)?,
+            "default-certificate" => {
+                let (cert, key) = value
+                    .trim()
+                    .split_once(':')
+                    .filter(|(c, k)| !c.trim().is_empty() && !k.trim().is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "tls.default-certificate {value:?}: write CERT_FILE:KEY_FILE, \
+                             e.g. /certs/a.crt:/certs/a.key"
+                        )
+                    })?;
+                self.default_certificate = Some(super::CertFiles {
+                    cert: PathBuf::from(cert.trim()),
+                    key: PathBuf::from(key.trim()),
+                });
+            }
             _ => return Err(format!("unknown TLS option tls.{key} (known: {KEYS})")),
         }
         Ok(())
@@ -211,9 +231,18 @@ impl TlsOptions {
                 builder.with_client_cert_verifier(v)
             }
         };
+        let default = match &self.default_certificate {
+            None => None,
+            Some(files) => Some(
+                super::certs::load(files)
+                    .map_err(|e| format!("tls.default-certificate: {e}"))?
+                    .key,
+            ),
+        };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
             certs,
             strict: self.strict_sni,
+            default,
         }));
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         // Chosen only when a client offers it: ACME's TLS-ALPN-01 validation (RFC 8737).

@@ -150,6 +150,8 @@ pub struct SniResolver {
     pub certs: Arc<Certificates>,
     /// Refuse handshakes whose name no certificate lists (Traefik's `sniStrict`).
     pub strict: bool,
+    /// The entrypoint's own default certificate (`tls.default-certificate`), else the store's.
+    pub default: Option<Arc<CertifiedKey>>,
 }
 
 impl SniResolver {
@@ -167,7 +169,11 @@ impl SniResolver {
         match found {
             Some(k) => Some(k),
             None if self.strict => None,
-            None => Some(store.default.key.clone()),
+            None => Some(
+                self.default
+                    .clone()
+                    .unwrap_or_else(|| store.default.key.clone()),
+            ),
         }
     }
 }
@@ -223,15 +229,23 @@ mod tests {
         let lax = SniResolver {
             certs: certs.clone(),
             strict: false,
+            default: None,
         };
         let strict = SniResolver {
             certs: certs.clone(),
             strict: true,
+            default: None,
+        };
+        let own = cert(&["web.invalid"], "entrypoint default");
+        let with_own = SniResolver {
+            certs: certs.clone(),
+            strict: false,
+            default: Some(own.key.clone()),
         };
         let store = certs.load();
         let source_of = |k: Option<Arc<CertifiedKey>>| -> String {
             let Some(k) = k else { return "refused".into() };
-            let all = store.certs().iter().chain([store.default_cert()]);
+            let all = store.certs().iter().chain([store.default_cert(), &own]);
             all.into_iter()
                 .find(|c| Arc::ptr_eq(&c.key, &k))
                 .map(|c| c.source.clone())
@@ -255,6 +269,13 @@ mod tests {
         for (case, sni, want_lax, want_strict) in cases {
             assert_eq!(source_of(lax.choose(sni)), want_lax, "{case}, lax");
             assert_eq!(source_of(strict.choose(sni)), want_strict, "{case}, strict");
+            // An entrypoint's own default replaces the router's, and only it.
+            let want_own = if want_lax == "default" {
+                "entrypoint default"
+            } else {
+                want_lax
+            };
+            assert_eq!(source_of(with_own.choose(sni)), want_own, "{case}, own");
         }
     }
 

@@ -395,16 +395,20 @@ async fn https_by_sni_with_http2_and_traefik_route_semantics() {
 }
 
 #[tokio::test]
-async fn strict_sni_versions_and_h2c() {
+async fn strict_sni_entrypoint_defaults_versions_and_h2c() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
     let a = ca.issue("a", &["a.test"], false);
+    let fallback = ca.issue("fallback", &["fallback.internal"], false);
+    let own_default = format!("tls.default-certificate={fallback}");
     let r = TestRouter::start_with(&[("10-test.rhai", SCRIPT)], |cfg| {
         entrypoint(
             cfg,
             "websecure",
             &["tls.strict-sni=true", "tls.min-version=1.3"],
         );
+        entrypoint(cfg, "internal", &["tls", &own_default]);
+        entrypoint(cfg, "public", &["tls"]);
         web_options(cfg, &[("h2c", "true")]);
         cfg.tls.certificates = vec![pair(&a)];
     })
@@ -413,6 +417,19 @@ async fn strict_sni_versions_and_h2c() {
     assert!(served_cert(tls, "a.test").await.is_ok());
     let refused = served_cert(tls, "other.test").await;
     assert!(refused.is_err(), "strict SNI must refuse an unknown name");
+    // An entrypoint with its own default certificate serves it to unknown names; the other
+    // TLS entrypoint keeps the router's (self-signed) default; known names are the same on both.
+    let own = addr_of(&r, "internal");
+    let plain = addr_of(&r, "public");
+    let fallback_der = der_of(fallback.split(':').next().unwrap());
+    assert_eq!(served_cert(own, "other.test").await.unwrap(), fallback_der);
+    assert_eq!(
+        served_cert(own, "a.test").await.unwrap(),
+        der_of(a.split(':').next().unwrap())
+    );
+    let router_default = served_cert(plain, "other.test").await.unwrap();
+    assert_ne!(router_default, fallback_der);
+    assert_ne!(router_default, der_of(a.split(':').next().unwrap()));
     let mut v12 = https(&ca, "a.test", tls, "/secure");
     v12.splice(0..0, ["--tls-max".to_string(), "1.2".to_string()]);
     let c = curl(&refs(&v12)).await;
