@@ -107,7 +107,7 @@ impl Router {
         } else {
             let base = match control.origin() {
                 ScriptsOrigin::Dir(d) => d.clone(),
-                ScriptsOrigin::Embedded => PathBuf::from("."),
+                ScriptsOrigin::Embedded | ScriptsOrigin::Generated(_) => PathBuf::from("."),
             };
             let m = CertManager::new(
                 cfg.tls.certificates.clone(),
@@ -166,6 +166,10 @@ impl Router {
             ScriptsOrigin::Dir(d) => info!(scripts = %d.display(), "loading route scripts"),
             ScriptsOrigin::Embedded => {
                 info!("no scripts folder: using the embedded default scripts")
+            }
+            ScriptsOrigin::Generated(files) => {
+                let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+                info!(scripts = ?names, "using generated scripts")
             }
         }
         let c = control.clone();

@@ -79,7 +79,7 @@ fn load_and_build(cfg: &Config, warnings: &mut usize) -> Result<script::Built, V
     }
     let sources = match &cfg.scripts {
         ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
-        ScriptsOrigin::Embedded => script::embedded_default(),
+        fixed => fixed.fixed_sources().unwrap_or_default(),
     };
     if let (ScriptsOrigin::Dir(d), true) = (&cfg.scripts, sources.is_empty()) {
         warn(format!(

@@ -37,4 +37,5 @@ pub mod script;
 pub mod settings;
 pub mod table;
 pub mod tls;
+pub mod traefik;
 pub mod whoami;

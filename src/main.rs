@@ -23,6 +23,23 @@ struct Cli {
 enum Command {
     /// Run the router: serve the entrypoints, hot-reload the scripts folder.
     Run(Box<RunArgs>),
+    /// Run Traefik's own static configuration as switchyard: its flags (v1.7 to v3), else
+    /// traefik.yml/traefik.toml (--configfile or Traefik's default places), else TRAEFIK_*
+    /// variables. Also chosen when the first argument is a Traefik flag, so swapping the image
+    /// keeps a stack file's `command:`. See docs/traefik.md.
+    Traefik {
+        /// Print the equivalent `switchyard run` command line and route script, then exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Traefik's flags, as Traefik takes them (`--entrypoints.web.address=:80`,
+        /// `--providers.docker.exposedbydefault=false`, `--docker.swarmMode`, ...).
+        #[arg(
+            value_name = "TRAEFIK_FLAGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        flags: Vec<String>,
+    },
     /// Build the scripts as `run` would and print the route table; exit 1 on errors.
     Check {
         #[command(flatten)]
@@ -161,6 +178,31 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `switchyard traefik`: Traefik's static configuration translated, then printed or run.
+fn run_traefik(dry_run: bool, flags: Vec<String>) -> anyhow::Result<ExitCode> {
+    let dry_run = dry_run || flags.iter().any(|f| f == "--dry-run");
+    let flags: Vec<String> = flags.into_iter().filter(|f| f != "--dry-run").collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (settings, t) = switchyard::traefik::plan(&flags, &env).map_err(|errors| {
+        anyhow::anyhow!(
+            "Traefik configuration not accepted:\n  {}",
+            errors.join("\n  ")
+        )
+    })?;
+    if dry_run {
+        print!("{}", switchyard::traefik::dry_run(&settings, &t));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = switchyard::traefik::config(&t)?;
+    init_logging(&cfg.log_level, cfg.log_format)?;
+    tracing::info!(from = %settings.from, "running Traefik's static configuration");
+    for i in &t.ignored {
+        tracing::info!("Traefik option accepted without effect: --{i}");
+    }
+    runtime()?.block_on(switchyard::app::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The main runtime: control loop, admin API, signals (proxy workers have their own).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -170,10 +212,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    // `--entrypoint.NAME.KEY=VALUE` flags have names clap cannot know in advance.
-    let cli = Cli::parse_from(config::expand_entrypoint_flags(
-        std::env::args_os().collect(),
-    ));
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A Traefik command line (`command: --api --docker` in a stack file) runs as Traefik's.
+    let first = args.get(1).and_then(|a| a.to_str());
+    if first.is_some_and(switchyard::traefik::is_traefik_flag) {
+        args.insert(1, "traefik".into());
+    }
+    // `--entrypoint.NAME.KEY=VALUE` flags have names clap cannot know in advance (Traefik's
+    // own flags are read as they come).
+    let cli = if args.get(1).is_some_and(|a| a == "traefik") {
+        Cli::parse_from(args)
+    } else {
+        Cli::parse_from(config::expand_entrypoint_flags(args))
+    };
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -191,6 +242,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(switchyard::app::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Traefik { dry_run, flags } => run_traefik(dry_run, flags),
         Command::Check {
             common,
             format,

@@ -277,7 +277,8 @@ impl Control {
                 let sources = script::load_dir(dir).ok()?;
                 sources.into_iter().find(|s| s.name == name).map(|s| s.text)
             }
-            ScriptsOrigin::Embedded => script::embedded_default()
+            fixed => fixed
+                .fixed_sources()?
                 .into_iter()
                 .find(|s| s.name == name)
                 .map(|s| s.text),
@@ -287,7 +288,7 @@ impl Control {
     fn load(&self) -> Result<Vec<ScriptSource>, ScriptError> {
         match &self.origin {
             ScriptsOrigin::Dir(dir) => script::load_dir(dir),
-            ScriptsOrigin::Embedded => Ok(script::embedded_default()),
+            fixed => Ok(fixed.fixed_sources().unwrap_or_default()),
         }
     }
 

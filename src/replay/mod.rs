@@ -95,7 +95,7 @@ impl Session {
     pub fn scripts_dir(&self) -> Option<PathBuf> {
         match &self.scripts {
             ScriptsOrigin::Dir(d) => Some(d.clone()),
-            ScriptsOrigin::Embedded => None,
+            ScriptsOrigin::Embedded | ScriptsOrigin::Generated(_) => None,
         }
     }
 
@@ -118,7 +118,7 @@ fn build(
 ) -> Result<script::Built, Vec<ScriptError>> {
     let sources: Vec<ScriptSource> = match scripts {
         ScriptsOrigin::Dir(d) => script::load_dir(d).map_err(|e| vec![e])?,
-        ScriptsOrigin::Embedded => script::embedded_default(),
+        fixed => fixed.fixed_sources().unwrap_or_default(),
     };
     script::build_with(&sources, catalog, env, &Limits::default(), None)
 }

@@ -420,7 +420,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>, scripts_given: bool, format: Format
     let dir = match (dir, &cfg.scripts) {
         (Some(d), _) => d.to_path_buf(),
         (None, ScriptsOrigin::Dir(d)) => d.clone(),
-        (None, ScriptsOrigin::Embedded) => {
+        (None, ScriptsOrigin::Embedded | ScriptsOrigin::Generated(_)) => {
             eprintln!(
                 "error: no scripts folder (the embedded default scripts are in use): pass DIR or --scripts DIR"
             );
@@ -467,6 +467,7 @@ pub fn run(cfg: &Config, dir: Option<&Path>, scripts_given: bool, format: Format
     let scripts = match &cfg.scripts {
         ScriptsOrigin::Dir(d) => format!("the scripts in {}", shown(d)),
         ScriptsOrigin::Embedded => "the embedded default scripts".to_string(),
+        ScriptsOrigin::Generated(_) => "the generated scripts".to_string(),
     };
     if format == Format::Json {
         print_json(&serde_json::json!({ "type": "scripts", "scripts": scripts }));

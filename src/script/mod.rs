@@ -33,6 +33,28 @@ pub enum ScriptsOrigin {
     Dir(std::path::PathBuf),
     /// The default scripts compiled into the binary (no folder to watch).
     Embedded,
+    /// Scripts made at start (`switchyard traefik`: from Traefik's static configuration), as
+    /// (name, text); no folder to watch.
+    Generated(Vec<(String, String)>),
+}
+
+impl ScriptsOrigin {
+    /// The scripts when they are not in a folder (embedded or generated).
+    pub fn fixed_sources(&self) -> Option<Vec<ScriptSource>> {
+        match self {
+            ScriptsOrigin::Dir(_) => None,
+            ScriptsOrigin::Embedded => Some(embedded_default()),
+            ScriptsOrigin::Generated(files) => Some(
+                files
+                    .iter()
+                    .map(|(name, text)| ScriptSource {
+                        name: name.clone(),
+                        text: text.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The default scripts folder, embedded so `run` works even where no `scripts/` exists.
