@@ -40,4 +40,5 @@ mod swarm_stacks;
 mod tidy;
 mod tls;
 mod traefik_labels;
+mod traefik_static;
 mod websocket;
