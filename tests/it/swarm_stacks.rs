@@ -549,3 +549,42 @@ async fn swarm_socat_routes_with_the_api_on_tcp_and_with_tls_client_certificates
         );
     }
 }
+
+#[tokio::test]
+async fn traefik_stack_runs_with_traefiks_own_command_line_and_labels() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let stack = container_name("traefik").replace('-', "");
+    let _s = deploy(rig, "traefik-swarm/stack.yml", &stack, &ports.vars());
+    let web = loopback(ports.web);
+    wait_listening(web, Duration::from_secs(60));
+    let host = "whoami.docker.localhost";
+    until_servers(web, host, &names("whoami", 4), Duration::from_secs(60)).await;
+    let counts = spread(web, host, "/", &[], 40).await;
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10; 4],
+        "{counts:?}"
+    );
+    // `--docker.exposedbydefault=false`: only the labelled service is routed, so an unknown
+    // host is a 404 (Traefik's, no welcome page).
+    assert_eq!(get(web, "other.localhost", "/").await.status, 404);
+    // `--api`: Traefik 1's API on its `traefik` entrypoint, the admin listener here, which
+    // shows the script made from the command line.
+    let admin = loopback(ports.admin);
+    wait_listening(admin, Duration::from_secs(30));
+    let scripts = get(admin, "localhost", "/api/scripts").await.body;
+    assert!(scripts.contains("traefik/10-traefik.rhai"), "{scripts}");
+    let routes = get(admin, "localhost", "/api/routes").await.json();
+    let listed: Vec<&str> = routes["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains("whoami"), "{listed:?}");
+}
