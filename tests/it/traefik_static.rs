@@ -224,7 +224,11 @@ fn dry_run_prints_what_switchyard_itself_accepts() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     if let Ok(Some(status)) = p.try_wait() {
-        assert_ne!(status.code(), Some(2), "{words:?} is not a valid command line");
+        assert_ne!(
+            status.code(),
+            Some(2),
+            "{words:?} is not a valid command line"
+        );
     }
     let _ = p.kill();
     let _ = p.wait();
@@ -257,4 +261,28 @@ fn refused_keys_stop_the_start_naming_each() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("traefik.toml:2:"), "{err}");
+}
+
+#[test]
+fn the_dry_run_shown_in_docs_is_what_the_binary_prints() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/traefik.md"))
+            .unwrap();
+    let command = doc
+        .lines()
+        .find(|l| l.starts_with("switchyard traefik --dry-run"))
+        .expect("docs/traefik.md shows a --dry-run command");
+    let shown: String = doc
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/traefik.md shows the output in a ```text block")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = switchyard(dir.path())
+        .args(command.split_whitespace().skip(1))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), shown);
 }
