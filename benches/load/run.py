@@ -800,8 +800,7 @@ def run_h2load(h2load, port, path, conns, duration, server_pid=None, sample_rss=
     """HTTP/2 over TLS with h2load: `conns` connections, H2_STREAMS concurrent streams each,
     as many h2load threads as wrk gets (`--wrk-threads`), pinned and sampled the same way."""
     argv = on_wrk_cpu([h2load, f"-t{WRK_THREADS}", f"-c{conns}", f"-m{H2_STREAMS}",
-                       f"-D{duration}", "-H", f"Host: {BENCH_HOST}",
-                       f"https://{HOST}:{port}{path}"])
+                       f"-D{duration}", f"https://{HOST}:{port}{path}"])
     out, extra, cpu0 = run_load_tool("h2load", argv, duration, server_pid, sample_rss)
     r = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": None, "socket_errors": 0,
          "non_2xx": 0, "connections": conns, "streams_per_connection": H2_STREAMS}
@@ -836,7 +835,14 @@ def finish_run(r, out, server_pid, cpu0):
         r["cpu_us_per_req"] = (cpu_seconds(server_pid) - cpu0) * 1e6 / r["requests"]
         # the same as CPU seconds per 1000 requests (the pinned table's unit)
         r["cpu_s_per_1k_req"] = r["cpu_us_per_req"] / 1000
-    if r["rps"] is None:
+    failed = (r.get("socket_errors") or 0) + (r.get("non_2xx") or 0)
+    done = (r.get("requests") or 0) + failed
+    if r["rps"] is not None and failed > 0.01 * max(done, 1):
+        # A rate made mostly of failures is no throughput figure (h2load counts failed
+        # requests in its req/s): the run is reported as failed.
+        r["rps"] = None
+        r["error"] = f"{failed} of {done} requests failed\n{tail(out, 5)}"
+    if r["rps"] is None and not r.get("error"):
         r["error"] = tail(out, 5)
     return r
 
