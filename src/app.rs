@@ -172,6 +172,11 @@ impl Router {
                 info!(scripts = ?names, "using generated scripts")
             }
         }
+        if let Some(p) = &cfg.dynamic_config {
+            let c = providers::traefik_file::load(p).map_err(anyhow::Error::msg)?;
+            info!(path = %p.display(), files = c.entries.len(), "Traefik dynamic configuration");
+            control.set_catalog(providers::traefik_file::PROVIDER, Arc::new(c));
+        }
         let c = control.clone();
         let built = tokio::task::spawn_blocking(move || c.rebuild(true))
             .await
@@ -204,6 +209,11 @@ impl Router {
         });
         if let Some(p) = &cfg.catalog {
             let w = providers::file::watch(p, reports.clone())
+                .with_context(|| format!("cannot watch {}", p.display()))?;
+            watchers.push(w);
+        }
+        if let Some(p) = &cfg.dynamic_config {
+            let w = providers::traefik_file::watch(p, reports.clone())
                 .with_context(|| format!("cannot watch {}", p.display()))?;
             watchers.push(w);
         }

@@ -87,7 +87,10 @@ fn load_and_build(cfg: &Config, warnings: &mut usize) -> Result<script::Built, V
             d.display()
         ));
     }
-    let no_catalog = cfg.catalog.is_none() && cfg.docker.is_none() && cfg.swarm.is_none();
+    let no_catalog = cfg.catalog.is_none()
+        && cfg.dynamic_config.is_none()
+        && cfg.docker.is_none()
+        && cfg.swarm.is_none();
     if let Some(src) = sources.iter().find(|s| reads_catalog(&s.text)) {
         if no_catalog {
             warn(format!(

@@ -75,6 +75,10 @@ pub struct CommonArgs {
     /// JSON catalog of services, visible to scripts as `catalog`.
     #[arg(long, env = "SWITCHYARD_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
+    /// Traefik dynamic configuration (its file provider): a YAML/TOML file or a folder of them,
+    /// watched; read by the `traefik` stdlib module like labels (`name@file`).
+    #[arg(long, env = "SWITCHYARD_DYNAMIC_CONFIG", value_name = "PATH")]
+    pub dynamic_config: Option<PathBuf>,
     /// An entrypoint (repeatable; env: comma-separated) [default: web=0.0.0.0:8080].
     #[arg(
         long = "entrypoint",
@@ -936,6 +940,7 @@ fn resolve_access_log(
 pub struct FileConfig {
     pub scripts: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
+    pub dynamic_config: Option<PathBuf>,
     pub admin: Option<String>,
     pub admin_users: Option<Vec<String>>,
     pub trusted_ips: Option<Vec<String>>,
@@ -1146,6 +1151,8 @@ pub fn expand_entrypoint_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
 pub struct Config {
     pub scripts: ScriptsOrigin,
     pub catalog: Option<PathBuf>,
+    /// Traefik dynamic configuration files (a file or a folder).
+    pub dynamic_config: Option<PathBuf>,
     pub entrypoints: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
     /// htpasswd lines guarding the admin API (empty: no auth).
@@ -1489,6 +1496,10 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         workers,
         scripts,
         catalog: common.catalog.clone().or(file.catalog.clone()),
+        dynamic_config: common
+            .dynamic_config
+            .clone()
+            .or(file.dynamic_config.clone()),
         entrypoints,
         admin,
         admin_users,

@@ -11,6 +11,7 @@ mod engine;
 pub mod file;
 pub mod labels;
 pub mod swarm;
+pub mod traefik_file;
 mod watch;
 
 use crate::catalog::Catalog;
@@ -44,6 +45,12 @@ pub fn snapshot_now(cfg: &Config) -> anyhow::Result<Catalog> {
     }
     if let Some(p) = &cfg.catalog {
         add("file", Catalog::load(p)?);
+    }
+    if let Some(p) = &cfg.dynamic_config {
+        add(
+            traefik_file::PROVIDER,
+            traefik_file::load(p).map_err(anyhow::Error::msg)?,
+        );
     }
     if let Some(s) = &cfg.swarm {
         add(

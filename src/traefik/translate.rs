@@ -66,6 +66,8 @@ struct State {
     timeouts: BTreeMap<&'static str, String>,
     acme: BTreeMap<String, BTreeMap<String, String>>,
     rule_syntax: Option<String>,
+    /// `providers.file.filename|directory`.
+    dynamic_config: Option<String>,
     /// Traefik 1 entrypoint certificates (cert, key) by index.
     certificates: BTreeMap<(String, usize), (String, String)>,
     ignored: Vec<String>,
@@ -600,7 +602,18 @@ impl State {
         match kind {
             "docker" | "swarm" => {}
             "file" => {
-                return Err("the file provider is not built yet: declare routes in scripts".into())
+                return match opt {
+                    "filename" | "directory" => {
+                        if let Some(prev) = self.dynamic_config.replace(v.to_string()) {
+                            if prev != v {
+                                return Err("give filename or directory, not both".into());
+                            }
+                        }
+                        Ok(())
+                    }
+                    "watch" | "" | "debugloggeneratedtemplate" => Ok(()),
+                    _ => Err("unknown file provider option (filename, directory, watch)".into()),
+                }
             }
             other => {
                 return Err(format!(
@@ -811,6 +824,9 @@ impl State {
             if flag == "--swarm" {
                 opt("refresh", &p.refresh);
             }
+        }
+        if let Some(d) = &self.dynamic_config {
+            args.push(format!("--dynamic-config={d}"));
         }
         if let Some(l) = &self.log_level {
             args.push(format!("--log-level={l}"));
@@ -1164,6 +1180,7 @@ mod tests {
     #[test]
     fn refused_keys_name_themselves_and_ignored_ones_say_why() {
         let errs = run("--providers.file.directory=/etc/traefik/dynamic \
+             --providers.file.filename=/etc/traefik/dynamic.yml \
              --entrypoints.web.address=:80 --entrypoints.dns.address=:53/udp \
              --entrypoints.web.proxyProtocol.trustedIPs=10.0.0.1 \
              --certificatesresolvers.le.acme.dnschallenge.provider=ovh \
@@ -1176,7 +1193,7 @@ mod tests {
             "--entrypoints.web.proxyprotocol.trustedips: PROXY protocol",
             "--metrics.datadog: only Prometheus",
             "--nonsense: unknown Traefik option",
-            "--providers.file.directory: the file provider",
+            "--providers.file.filename: give filename or directory, not both",
             "entrypoint web redirects to unknown entrypoint \"nowhere\"",
         ];
         assert_eq!(errs.len(), want.len(), "{errs:#?}");

@@ -39,6 +39,7 @@ mod swarm_provider;
 mod swarm_stacks;
 mod tidy;
 mod tls;
+mod traefik_file;
 mod traefik_labels;
 mod traefik_static;
 mod websocket;

@@ -85,6 +85,7 @@ pub fn test_config(dir: &Path) -> Config {
     Config {
         scripts: ScriptsOrigin::Dir(dir.to_path_buf()),
         catalog: None,
+        dynamic_config: None,
         entrypoints: vec![("web".into(), "127.0.0.1:0".parse().unwrap())],
         admin: Some("127.0.0.1:0".parse().unwrap()),
         admin_users: Vec::new(),
