@@ -851,3 +851,44 @@ async fn labels_route_real_requests_and_sticky_cookies_stick() {
     assert!(old.body.contains("GET /page "), "{}", old.body);
     r.shutdown().await;
 }
+
+#[test]
+fn label_values_name_routers_services_and_middlewares_case_insensitively() {
+    // Traefik reads `…routers.Router1.service=Service1` whatever the case of either side.
+    let cases = [
+        ("Service1", "Auth", "Chain1"),
+        ("SERVICE1", "AUTH@docker", "chain1@docker"),
+        ("service1", "auth", "CHAIN1"),
+    ];
+    for (service, mw, chain) in cases {
+        let out = build_labels(vec![container(
+            "app",
+            "app_1",
+            "docker",
+            "10.0.6.2",
+            &["10.0.6.2:80"],
+            json!({
+                "traefik.http.routers.Router1.rule": "Host(`a.example.com`)",
+                "traefik.http.routers.Router1.service": service,
+                "traefik.http.routers.Router1.middlewares": format!("{mw},{chain}"),
+                "traefik.http.services.Service1.loadbalancer.server.port": "8080",
+                "traefik.http.middlewares.Auth.basicauth.users": "test:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/",
+                "traefik.http.middlewares.Chain1.chain.middlewares": "Auth",
+                "traefik.http.middlewares.Err.errors.status": "500-599",
+                "traefik.http.middlewares.Err.errors.service": service,
+            }),
+        )]);
+        assert!(
+            out.warnings.is_empty(),
+            "{service} {mw} {chain}: {:?}",
+            out.warnings
+        );
+        let r = out.route("router1@docker");
+        assert_eq!(r["rule"], "Host(`a.example.com`)", "{service}");
+        assert_eq!(
+            r["middlewares"].as_array().map(Vec::len),
+            Some(2),
+            "{service} {mw} {chain}: {r:#}"
+        );
+    }
+}
