@@ -69,6 +69,22 @@ pub fn constraints(cfg: &SwarmConfig) -> Result<Option<Constraint>, ConstraintEr
     }
 }
 
+/// The network a service's labels ask for: `traefik.swarm.network` or `traefik.docker.network`;
+/// both set to different networks is an error naming them (Traefik refuses it too).
+fn wanted_network(labels: &BTreeMap<String, String>, who: &str) -> Result<Option<String>, String> {
+    let found: Vec<(&str, &str)> = LABELS_NETWORK
+        .iter()
+        .filter_map(|k| label_ci(labels, k))
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [(a, av), (b, bv)] if av.trim() != bv.trim() => Err(format!(
+            "{who}: labels {a}={av:?} and {b}={bv:?} name different networks; set one"
+        )),
+        [(_, v), ..] => Ok(Some(v.trim().to_string())),
+    }
+}
+
 /// `10.0.1.5/24` → `10.0.1.5`.
 fn strip_prefix_len(addr: &str) -> &str {
     addr.split('/').next().unwrap_or(addr)
@@ -231,6 +247,7 @@ impl<'a> ServiceView<'a> {
             name = short_id(&id).to_string();
         }
         let (attached, host_net) = attached_networks(svc, networks);
+        let wanted = wanted_network(&labels, &who)?.or_else(|| cfg.network.clone());
         let mut view = ServiceView {
             templated: labels.values().any(|v| v.contains("{{")),
             port: 0,
@@ -250,10 +267,7 @@ impl<'a> ServiceView<'a> {
                 .filter_map(|n| n.name.clone())
                 .collect(),
             stack: labels.get(LABEL_STACK).cloned(),
-            wanted: LABELS_NETWORK
-                .iter()
-                .find_map(|k| label_ci(&labels, k).map(|(_, v)| v.to_string()))
-                .or_else(|| cfg.network.clone()),
+            wanted,
             id,
             sname,
             who,
@@ -870,6 +884,40 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)]
+    fn network_labels_table() {
+        let rows: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
+            (&[], Ok(None)),
+            (&[("traefik.swarm.network", "back")], Ok(Some("back"))),
+            (&[("Traefik.Docker.Network", "front")], Ok(Some("front"))),
+            (
+                &[
+                    ("traefik.swarm.network", "back"),
+                    ("traefik.docker.network", "back"),
+                ],
+                Ok(Some("back")),
+            ),
+            (
+                &[
+                    ("traefik.swarm.network", "back"),
+                    ("traefik.docker.network", "front"),
+                ],
+                Err("labels traefik.swarm.network=\"back\" and traefik.docker.network=\"front\" name different networks"),
+            ),
+        ];
+        for (labels, want) in rows {
+            let l: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            match (wanted_network(&l, "svc"), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got.as_deref(), *w, "{labels:?}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+                (got, w) => panic!("{labels:?}: {got:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn network_choice_table() {
         let nets = networks();
         let rows: &[(
