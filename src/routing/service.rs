@@ -217,6 +217,27 @@ pub fn sticky_id(secret: &str, authority: &str) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The sticky cookie name Traefik gives a service: `name` with every character not allowed in
+/// a cookie name (RFC 2616 token) replaced by `_`, or, when `name` is empty, `_` and the first
+/// five hex digits of SHA-1 over `_TRAEFIK_BACKEND_<service>` — so a browser holding a Traefik
+/// cookie keeps its name across the move.
+pub fn traefik_cookie_name(name: &str, service: &str) -> String {
+    if name.is_empty() {
+        let digest = sha1::Sha1::digest(format!("_TRAEFIK_BACKEND_{service}").as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        return format!("_{}", hex.get(..5).unwrap_or(&hex));
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "!#$%&'*+-.^`|~".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
     Strict,
@@ -602,6 +623,17 @@ mod tests {
             .filter_map(|_| svc.pick(&req, Instant::now()).unwrap())
             .map(|p| p.at.service.name.clone())
             .collect()
+    }
+
+    #[test]
+    fn cookie_names_as_traefik_makes_them() {
+        assert_eq!(traefik_cookie_name("my cookie;x", "s"), "my_cookie_x");
+        assert_eq!(traefik_cookie_name("Ok-Name.1~", "s"), "Ok-Name.1~");
+        assert_eq!(traefik_cookie_name("é", "s"), "_");
+        // Traefik's generated name: "_" + hex(sha1("_TRAEFIK_BACKEND_" + service))[..5].
+        // (Python: "_" + hashlib.sha1(b"_TRAEFIK_BACKEND_whoami@docker").hexdigest()[:5])
+        assert_eq!(traefik_cookie_name("", "whoami@docker"), "_633ff");
+        assert_ne!(traefik_cookie_name("", "other@docker"), "_633ff");
     }
 
     #[test]

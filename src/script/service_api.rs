@@ -272,6 +272,9 @@ pub fn register(
     engine.register_fn("pick", move |f: FnPtr| {
         Balance::Picker(Arc::new(ScriptPicker(ScriptFn::new(f, h.clone()))))
     });
+    engine.register_fn("traefik_cookie_name", |name: &str, service: &str| {
+        crate::routing::service::traefik_cookie_name(name, service)
+    });
     engine.register_fn("sticky_cookie", |ctx: NativeCallContext, name: &str| {
         sticky(&ctx, name, &Map::new())
     });

@@ -892,3 +892,36 @@ fn label_values_name_routers_services_and_middlewares_case_insensitively() {
         );
     }
 }
+
+#[test]
+fn sticky_cookie_names_are_traefiks() {
+    let svc = |name: &str| {
+        let mut labels = json!({
+            "traefik.http.routers.whoami.rule": "Host(`w.example.com`)",
+            "traefik.http.services.whoami.loadbalancer.server.port": "80",
+            "traefik.http.services.whoami.loadbalancer.sticky.cookie": "true",
+        });
+        if !name.is_empty() {
+            labels["traefik.http.services.whoami.loadbalancer.sticky.cookie.name"] = json!(name);
+        }
+        let out = build_labels(vec![container(
+            "whoami",
+            "whoami_1",
+            "docker",
+            "10.0.7.2",
+            &["10.0.7.2:80"],
+            labels,
+        )]);
+        assert!(out.warnings.is_empty(), "{name}: {:?}", out.warnings);
+        out.service("whoami@docker")["sticky_cookie"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Invalid characters become `_` (Traefik's sanitizeName), never an error.
+    assert_eq!(svc("my cookie;v=1"), "my_cookie_v_1");
+    assert_eq!(svc("session.id"), "session.id");
+    // No name: Traefik's generated one for service whoami@docker
+    // ("_" + sha1("_TRAEFIK_BACKEND_whoami@docker") in hex, 6 characters).
+    assert_eq!(svc(""), "_633ff");
+}
