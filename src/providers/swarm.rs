@@ -883,7 +883,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::type_complexity)]
     fn network_labels_table() {
         let rows: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
             (&[], Ok(None)),
@@ -918,6 +917,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn network_choice_table() {
         let nets = networks();
         let rows: &[(
