@@ -884,7 +884,8 @@ mod tests {
 
     #[test]
     fn network_labels_table() {
-        let rows: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], Result<Option<&'a str>, &'a str>);
+        let rows: &[Row] = &[
             (&[], Ok(None)),
             (&[("traefik.swarm.network", "back")], Ok(Some("back"))),
             (&[("Traefik.Docker.Network", "front")], Ok(Some("front"))),
