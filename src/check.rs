@@ -31,19 +31,34 @@ pub fn check(cfg: &Config, format: Format, strict: bool) -> i32 {
             // Warnings (e.g. a container skipped for a malformed label) go to stderr in both
             // formats, so JSON on stdout stays the route table.
             for w in &built.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", warning_text(w));
             }
             warnings += built.warnings.len();
             let info = TableInfo::of(&built.table);
             match format {
                 Format::Text => print!("{}", info.to_text()),
-                Format::Json => match serde_json::to_string_pretty(&info) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("cannot encode the route table: {e}");
-                        return 1;
+                Format::Json => {
+                    let mut v = match serde_json::to_value(&info) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!("cannot encode the route table: {e}");
+                            return 1;
+                        }
+                    };
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert(
+                            "warnings".into(),
+                            built.warnings.iter().map(warning_json).collect(),
+                        );
                     }
-                },
+                    match serde_json::to_string_pretty(&v) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => {
+                            eprintln!("cannot encode the route table: {e}");
+                            return 1;
+                        }
+                    }
+                }
             }
             if strict && warnings > 0 {
                 eprintln!(
@@ -63,6 +78,68 @@ pub fn check(cfg: &Config, format: Format, strict: bool) -> i32 {
             1
         }
     }
+}
+
+/// Whether a warning was raised by a shipped module (the label translation): its position is
+/// the module's, not the user's, so it is not shown; the message names the container and label.
+fn from_stdlib(w: &ScriptError) -> bool {
+    w.file.starts_with("stdlib/")
+}
+
+/// A warning as `check` prints it.
+fn warning_text(w: &ScriptError) -> String {
+    if from_stdlib(w) {
+        w.message.clone()
+    } else {
+        w.to_string()
+    }
+}
+
+/// The text between `start` and the next `"` after it in `msg`.
+fn quoted_after(msg: &str, start: &str) -> Option<String> {
+    let rest = &msg[msg.find(start)? + start.len()..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// A warning for `check --format json`: the message, where it points (a user script's
+/// file:line:col; none for the label translation), and what it is about — the container,
+/// catalog entry, Swarm service or dynamic configuration file (`subject`) and the `label`.
+fn warning_json(w: &ScriptError) -> serde_json::Value {
+    let mut v = serde_json::Map::new();
+    v.insert("message".into(), w.message.clone().into());
+    if !from_stdlib(w) {
+        v.insert("file".into(), w.file.clone().into());
+        v.insert("line".into(), w.line.into());
+        v.insert("column".into(), w.column.into());
+    }
+    let subject = [
+        ("container \"", "container"),
+        ("entry \"", "entry"),
+        ("file \"", "file"),
+    ]
+    .iter()
+    .find_map(|(start, kind)| quoted_after(&w.message, start).map(|n| (kind, n)))
+    .or_else(|| {
+        let rest = &w.message[w.message.find("swarm service ")? + "swarm service ".len()..];
+        let name = rest.split([' ', ':']).next()?;
+        Some((&"swarm service", name.to_string()))
+    });
+    if let Some((kind, name)) = subject {
+        v.insert(
+            "subject".into(),
+            serde_json::json!({ "kind": kind, "name": name }),
+        );
+    }
+    if let Some(at) = w.message.find("label ") {
+        let label = w.message[at + 6..]
+            .split([':', ' ', ';'])
+            .next()
+            .unwrap_or_default();
+        if label.starts_with("traefik.") || label.starts_with("Traefik.") {
+            v.insert("label".into(), label.into());
+        }
+    }
+    serde_json::Value::Object(v)
 }
 
 /// Loads the catalog and scripts and builds them; every failure is a `ScriptError` so both

@@ -270,6 +270,44 @@ fn check_bad_rule_string_points_at_the_rule_call() {
     assert_eq!(v["errors"][0]["column"], call_col, "{v}");
 }
 
+#[test]
+fn check_json_lists_label_warnings_by_container_and_label() {
+    let dir = script_dir(&[(
+        "10-traefik.rhai",
+        "import \"traefik\" as t;\nt::routes(catalog);\n",
+    )]);
+    std::fs::write(
+        dir.path().join("catalog.json"),
+        r#"[{"name":"bad","provider":"docker","servers":["10.0.0.1:80"],
+             "labels":{"traefik.http.services.s.loadbalancer.server.port":"x"},
+             "container":{"id":"c1","name":"shop_bad_1","state":"running"}},
+            {"name":"good","provider":"docker","servers":["10.0.0.2:80"],"labels":{}}]"#,
+    )
+    .unwrap();
+    let catalog = dir.path().join("catalog.json");
+    let (code, out, err) = check(
+        dir.path(),
+        &["--format", "json", "--catalog", catalog.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["routes"].as_array().map(Vec::len), Some(1), "{v}");
+    let w = &v["warnings"][0];
+    assert_eq!(w["subject"]["kind"], "container", "{v}");
+    assert_eq!(w["subject"]["name"], "shop_bad_1", "{v}");
+    assert_eq!(
+        w["label"], "traefik.http.services.s.loadbalancer.server.port",
+        "{v}"
+    );
+    assert!(w.get("file").is_none(), "no stdlib position: {w}");
+    // The text form names the container and label, not a line of the shipped module.
+    assert!(
+        err.contains("warning: traefik: container \"shop_bad_1\": label traefik.http.services.s"),
+        "{err}"
+    );
+    assert!(!err.contains("stdlib/"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // run
 
