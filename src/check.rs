@@ -304,8 +304,21 @@ fn located(
 }
 
 /// `switchyard catalog`: what the providers see now, as the JSON array `--catalog` reads.
-pub fn print_catalog(cfg: &Config) -> i32 {
-    match crate::providers::snapshot_now(cfg) {
+pub fn print_catalog(cfg: &Config, from_inspect: Option<&std::path::Path>) -> i32 {
+    let found = match from_inspect {
+        None => crate::providers::snapshot_now(cfg),
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+            .and_then(|text| {
+                let docker = cfg
+                    .docker
+                    .clone()
+                    .unwrap_or_else(crate::config::DockerConfig::offline);
+                crate::providers::docker::from_inspect(&text, &docker)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+            }),
+    };
+    match found {
         Ok(catalog) => {
             for p in &catalog.problems {
                 eprintln!("warning: {p}");

@@ -480,6 +480,21 @@ pub struct DockerConfig {
     pub allow_empty_services: bool,
 }
 
+impl DockerConfig {
+    /// The defaults, for reading `docker inspect` output without an engine.
+    pub fn offline() -> DockerConfig {
+        DockerConfig {
+            endpoint: String::new(),
+            tls: None,
+            network: None,
+            exposed_by_default: true,
+            constraints: None,
+            host_address: "127.0.0.1".into(),
+            allow_empty_services: false,
+        }
+    }
+}
+
 /// The Swarm provider's settings, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmConfig {

@@ -58,6 +58,10 @@ enum Command {
     Catalog {
         #[command(flatten)]
         common: CommonArgs,
+        /// Translate containers from `docker inspect` output (a JSON file) instead of asking an
+        /// engine: what switchyard makes of them, with the --docker.* settings given.
+        #[arg(long, value_name = "FILE")]
+        from_inspect: Option<std::path::PathBuf>,
     },
     /// Decide recorded requests with the scripts, offline: route, middlewares, the request as it
     /// would leave, or the router's answer. With --compare, only the requests a candidate
@@ -256,14 +260,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Catalog { common } => {
+        Command::Catalog {
+            common,
+            from_inspect,
+        } => {
             let cfg = config::resolve(&common, None)?;
             init_logging("warn", cfg.log_format)?;
-            Ok(if switchyard::check::print_catalog(&cfg) == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if switchyard::check::print_catalog(&cfg, from_inspect.as_deref()) == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Command::Replay {
             common,

@@ -141,6 +141,20 @@ async fn snapshot_with(
     Ok(catalog_of(&containers, cfg, constraint, &peers))
 }
 
+/// What the provider makes of containers described by `docker inspect` output (a JSON array),
+/// with no engine: the same translation as a live snapshot (`cfg`'s exposure, constraints,
+/// network and host address; network peers only among the given containers).
+pub fn from_inspect(json: &str, cfg: &DockerConfig) -> Result<Catalog, String> {
+    let containers: Vec<ContainerInspectResponse> = serde_json::from_str(json)
+        .map_err(|e| format!("not `docker inspect` output (a JSON array of containers): {e}"))?;
+    let constraint = constraints(cfg).map_err(|e| format!("--docker.constraints: {e}"))?;
+    let mut peers = HashMap::new();
+    for c in &containers {
+        add_peer(&mut peers, c);
+    }
+    Ok(catalog_of(&containers, cfg, constraint.as_ref(), &peers))
+}
+
 /// An API failure while doing `what`, as a `DockerError::Api` naming the endpoint.
 fn api_error(cfg: &DockerConfig, what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let endpoint = cfg.endpoint.clone();

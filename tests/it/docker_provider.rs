@@ -608,3 +608,50 @@ async fn catalog_command_snapshots_containers_for_offline_checks() {
     );
     rig.rm(&name);
 }
+
+/// `switchyard catalog --from-inspect`: `docker inspect` output, translated with no engine,
+/// gives the entry the live provider gives for the same container.
+#[test]
+fn catalog_from_docker_inspect_output_matches_the_live_provider() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("inspect");
+    let name = container_name("inspect-app");
+    let port = free_port();
+    run_app(
+        rig,
+        &tag,
+        &name,
+        port,
+        "Host(`inspect.docker.test`)",
+        &[],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inspect.json");
+    std::fs::write(&file, rig.docker_ok(&["inspect", &name])).unwrap();
+    let catalog = |args: &[String]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("catalog")
+            .args(args)
+            .env_remove("SWITCHYARD_DOCKER")
+            .env("DOCKER_HOST", "unix:///nonexistent.sock")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let live = catalog(&[
+        "--docker".into(),
+        format!("--docker.endpoint={}", rig.endpoint()),
+        format!("--docker.constraints=Label(`switchyard.test`, `{tag}`)"),
+    ]);
+    let offline = catalog(&["--from-inspect".into(), file.display().to_string()]);
+    rig.rm(&name);
+    assert_eq!(live.as_array().map(Vec::len), Some(1), "{live:#}");
+    assert_eq!(offline, live);
+    assert_eq!(
+        offline[0]["labels"]["traefik.http.routers.app.rule"],
+        "Host(`inspect.docker.test`)"
+    );
+}
