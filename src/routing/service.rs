@@ -205,16 +205,44 @@ impl rustls::client::ResolvesClientCert for ClientCert {
     }
 }
 
-/// The opaque sticky-cookie value for a server: 16 hex digits of SHA-256 over the secret and
-/// the address. Deterministic, so every router instance agrees.
-pub fn sticky_id(secret: &str, authority: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"switchyard-sticky\0");
-    h.update(secret.as_bytes());
-    h.update(b"\0");
-    h.update(authority.as_bytes());
-    let digest = h.finalize();
+/// The opaque sticky-cookie value for a server. Without a secret it is Traefik's: the first 16
+/// hex digits of SHA-256 over the server's URL (`http://10.0.0.2:80`), so a browser holding a
+/// Traefik cookie stays on its server after the move and a mixed fleet agrees. With a secret,
+/// 16 hex digits of SHA-256 over the secret and the address (the value cannot be computed from
+/// the address alone). Deterministic, so every router instance agrees.
+pub fn sticky_id(secret: &str, scheme: Scheme, authority: &str) -> String {
+    let digest = if secret.is_empty() {
+        Sha256::digest(format!("{}://{authority}", scheme.as_str()).as_bytes())
+    } else {
+        let mut h = Sha256::new();
+        h.update(b"switchyard-sticky\0");
+        h.update(secret.as_bytes());
+        h.update(b"\0");
+        h.update(authority.as_bytes());
+        h.finalize()
+    };
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// FNV-1 (64-bit) of `input` in hex, as Traefik wrote older sticky cookie values.
+fn fnv64_hex(input: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in input.bytes() {
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        h ^= u64::from(b);
+    }
+    format!("{h:x}")
+}
+
+/// Whether `value` is a cookie value older Traefik versions gave `server`: its raw URL, the
+/// FNV-64 hash of it, or that hash hashed again (what Traefik still honours).
+fn legacy_traefik_value(server: &Server, value: &str) -> bool {
+    let url = format!("{}://{}", server.scheme.as_str(), server.authority);
+    if value == url {
+        return true;
+    }
+    let once = fnv64_hex(&url);
+    value == once || value == fnv64_hex(&once)
 }
 
 /// The sticky cookie name Traefik gives a service: `name` with every character not allowed in
@@ -504,7 +532,23 @@ impl Service {
         };
         if let Some(sticky) = &pool.sticky {
             if let Some(value) = cookie_value(req, &sticky.name) {
-                if let Some(i) = pool.servers.iter().position(|s| s.sticky_id == value) {
+                let found = pool
+                    .servers
+                    .iter()
+                    .position(|s| s.sticky_id == value)
+                    .or_else(|| {
+                        // A cookie a Traefik instance set (no secret: the values are Traefik's).
+                        sticky
+                            .secret
+                            .is_empty()
+                            .then(|| {
+                                pool.servers
+                                    .iter()
+                                    .position(|s| legacy_traefik_value(s, &value))
+                            })
+                            .flatten()
+                    });
+                if let Some(i) = found {
                     if usable(i) {
                         return Ok(Some(Pick {
                             at: Picked {
@@ -672,14 +716,41 @@ mod tests {
     }
 
     #[test]
-    fn sticky_ids_are_opaque_and_stable() {
-        let a = sticky_id("", "127.0.0.1:9001");
-        assert_eq!(a, sticky_id("", "127.0.0.1:9001"));
+    fn sticky_ids_are_opaque_stable_and_traefiks_without_a_secret() {
+        let id = |secret: &str, a: &str| sticky_id(secret, Scheme::Http, a);
+        let a = id("", "127.0.0.1:9001");
+        assert_eq!(a, id("", "127.0.0.1:9001"));
         assert_eq!(a.len(), 16);
         assert!(!a.contains("127"));
-        assert_ne!(a, sticky_id("", "127.0.0.1:9002"));
-        assert_ne!(a, sticky_id("s3cret", "127.0.0.1:9001"));
+        assert_ne!(a, id("", "127.0.0.1:9002"));
+        assert_ne!(a, id("s3cret", "127.0.0.1:9001"));
+        // Traefik 3's value: sha256("http://10.0.0.2:80") in hex, first 16 digits
+        // (Python: hashlib.sha256(b"http://10.0.0.2:80").hexdigest()[:16]).
+        assert_eq!(id("", "10.0.0.2:80"), TRAEFIK_VALUE);
     }
+
+    /// `hashlib.sha256(b"http://10.0.0.2:80").hexdigest()[:16]`.
+    const TRAEFIK_VALUE: &str = "e0c6f0ca44f87f06";
+
+    #[test]
+    fn cookies_older_traefik_versions_set_are_honoured() {
+        let server = Server {
+            authority: "10.0.0.2:80".parse().unwrap(),
+            weight: 1,
+            sticky_id: String::new(),
+            scheme: Scheme::Http,
+        };
+        // Go: fnv.New64() over "http://10.0.0.2:80", strconv.FormatUint(sum, 16); and again
+        // (computed independently with a Python FNV-1 implementation).
+        assert!(legacy_traefik_value(&server, "http://10.0.0.2:80"));
+        assert!(legacy_traefik_value(&server, FNV_ONCE));
+        assert!(legacy_traefik_value(&server, FNV_TWICE));
+        assert!(!legacy_traefik_value(&server, "http://10.0.0.3:80"));
+        assert!(!legacy_traefik_value(&server, "0123456789abcdef"));
+    }
+
+    const FNV_ONCE: &str = "4c6738eb2f66e70e";
+    const FNV_TWICE: &str = "e12bce2575fc1822";
 
     #[test]
     fn set_cookie_carries_the_options() {

@@ -532,7 +532,7 @@ impl Services<'_> {
             .map(|s| Server {
                 authority: s.authority.clone(),
                 weight: s.weight,
-                sticky_id: sticky_id(secret, s.authority.as_str()),
+                sticky_id: sticky_id(secret, s.scheme, s.authority.as_str()),
                 scheme: s.scheme,
             })
             .collect();

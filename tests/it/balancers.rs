@@ -780,3 +780,37 @@ async fn weighted_services_split_traffic_by_weight() {
     );
     r.shutdown().await;
 }
+
+/// A browser holding the cookie Traefik set (no secret) stays on the same server after the
+/// move: Traefik 3's value (SHA-256 of the server URL), and the older raw-URL form.
+#[tokio::test]
+async fn cookies_set_by_traefik_keep_clients_on_their_server() {
+    use sha2::Digest as _;
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let script = format!(
+        "route(\"r\").rule(host(\"s.test\")).to(service(\"s\").servers([\"{}\", \"{}\", \"{}\"])\n\
+         .balance(sticky_cookie(\"srv\")));\n",
+        a.addr, b.addr, c.addr
+    );
+    let r = TestRouter::start(&script).await;
+    for backend in [&a, &b, &c] {
+        let url = format!("http://{}", backend.addr);
+        let hex: String = sha2::Sha256::digest(url.as_bytes())
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        for value in [hex[..16].to_string(), url.clone()] {
+            for _ in 0..4 {
+                let cookie = format!("srv={value}");
+                let (status, name) = hit(r.web, "s.test", &[("cookie", &cookie)]).await;
+                assert_eq!(status, 200);
+                assert_eq!(name, backend.name, "cookie {value}");
+            }
+        }
+    }
+    r.shutdown().await;
+}
