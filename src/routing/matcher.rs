@@ -93,6 +93,78 @@ pub fn normalize_host(raw: &str) -> String {
     trimmed.to_ascii_lowercase()
 }
 
+/// A regex as Go's `regexp` reads it, in Rust's syntax: a `{` that does not start a repetition
+/// (`{2}`, `{2,}`, `{2,5}`) is a literal brace in Go and an error in Rust, so it is escaped.
+/// Escaped characters and character classes pass unchanged.
+pub fn go_syntax(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let rest = |i: usize| chars.get(i..).unwrap_or(&[]);
+    let mut out = String::with_capacity(source.len());
+    let mut class = false;
+    let mut i = 0;
+    while let Some(&c) = chars.get(i) {
+        i += 1;
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(&n) = chars.get(i) {
+                    out.push(n);
+                    i += 1;
+                }
+            }
+            '[' if !class => {
+                class = true;
+                out.push(c);
+                // `[^]a]`, `[]a]`: a `]` right after the opening is a member.
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i) == Some(&']') {
+                    out.push(']');
+                    i += 1;
+                }
+            }
+            ']' if class => {
+                class = false;
+                out.push(c);
+            }
+            '{' if !class && is_repetition(rest(i)) => {
+                // The whole repetition, through its `}`.
+                out.push(c);
+                while let Some(&n) = chars.get(i) {
+                    out.push(n);
+                    i += 1;
+                    if n == '}' {
+                        break;
+                    }
+                }
+            }
+            '{' | '}' if !class => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `rest` (after a `{`) is `N}`, `N,}` or `N,M}`.
+fn is_repetition(rest: &[char]) -> bool {
+    let Some(end) = rest.iter().position(|&c| c == '}') else {
+        return false;
+    };
+    let inner: String = rest.iter().take(end).collect();
+    let (min, max) = match inner.split_once(',') {
+        Some((a, b)) => (a, Some(b)),
+        None => (inner.as_str(), None),
+    };
+    !min.is_empty()
+        && min.chars().all(|c| c.is_ascii_digit())
+        && max.is_none_or(|m| m.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// A regex together with the source text it was compiled from (for display).
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -101,9 +173,11 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `source` as written (unanchored, like Go's `regexp.MatchString`).
+    /// Compiles `source` as written (unanchored, like Go's `regexp.MatchString`), read with Go's
+    /// rules where Rust's differ (`go_syntax`).
     pub fn new(source: &str) -> Result<Self, String> {
-        let regex = Regex::new(source).map_err(|e| format!("invalid regex {source:?}: {e}"))?;
+        let regex =
+            Regex::new(&go_syntax(source)).map_err(|e| format!("invalid regex {source:?}: {e}"))?;
         Ok(Pattern {
             source: source.to_string(),
             regex,
@@ -112,7 +186,7 @@ impl Pattern {
 
     /// Compiles `source` anchored at both ends (`^(?:…)$`) but displays the source as written.
     pub fn anchored(source: &str) -> Result<Self, String> {
-        let regex = Regex::new(&format!("^(?:{source})$"))
+        let regex = Regex::new(&format!("^(?:{})$", go_syntax(source)))
             .map_err(|e| format!("invalid regex {source:?}: {e}"))?;
         Ok(Pattern {
             source: source.to_string(),
@@ -122,7 +196,7 @@ impl Pattern {
 
     /// Compiles `source` case-insensitively; used for host regexes.
     pub fn case_insensitive(source: &str) -> Result<Self, String> {
-        let regex = regex::RegexBuilder::new(source)
+        let regex = regex::RegexBuilder::new(&go_syntax(source))
             .case_insensitive(true)
             .build()
             .map_err(|e| format!("invalid regex {source:?}: {e}"))?;
@@ -442,6 +516,26 @@ mod tests {
             headers,
             client_ip: "10.1.2.3".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn regexes_read_braces_as_go_does() {
+        for (go, rust) in [
+            ("^/a{2}$", "^/a{2}$"),
+            ("^/a{2,}b{1,3}$", "^/a{2,}b{1,3}$"),
+            ("^/{id}$", "^/\\{id\\}$"),
+            ("^/x{$", "^/x\\{$"),
+            ("^/x}$", "^/x\\}$"),
+            ("^/[{}]$", "^/[{}]$"),
+            ("^/[]{]$", "^/[]{]$"),
+            ("^/\\{a\\}$", "^/\\{a\\}$"),
+        ] {
+            assert_eq!(go_syntax(go), rust, "{go}");
+            assert!(Pattern::new(go).is_ok(), "{go}");
+        }
+        let p = Pattern::new("^/users/{id}$").unwrap();
+        assert!(p.is_match("/users/{id}"));
+        assert!(!p.is_match("/users/7"));
     }
 
     #[test]

@@ -630,7 +630,9 @@ impl<'a> Parser<'a> {
             (Func::Host, [a]) => self.host(func, a),
             (Func::HostRegexp, [a]) => {
                 self.ascii_only(func, a)?;
-                let p = Pattern::case_insensitive(&a.value);
+                // As Traefik 3: the regex as written against the lower-cased host, so an
+                // upper-case letter in it never matches.
+                let p = Pattern::new(&a.value);
                 Ok(Matcher::HostRegex(self.pattern(func, a, p)?))
             }
             (Func::Path | Func::PathPrefix, [a]) => {
@@ -910,6 +912,10 @@ impl<'a> Parser<'a> {
     }
 
     fn host(&self, func: Func, a: &Arg<'a>) -> Result<Matcher, RuleError> {
+        // Traefik 3: `Host(`*`)` matches every request, any host or none.
+        if a.value.trim() == "*" {
+            return Ok(Matcher::Always);
+        }
         self.ascii_only(func, a)?;
         HostPattern::parse(&a.value)
             .map(Matcher::Host)
@@ -1754,7 +1760,20 @@ mod tests {
         check(
             "HostRegexp(`^API\\.example\\.com$`)",
             V3,
+            &[(Req::new("api.example.com", "/"), false)],
+        );
+        check(
+            "HostRegexp(`^api\\.example\\.com$`)",
+            V3,
             &[(Req::new("api.example.com", "/"), true)],
+        );
+        check(
+            "Host(`*`)",
+            V3,
+            &[
+                (Req::new("api.example.com", "/"), true),
+                (Req::new("", "/x"), true),
+            ],
         );
         check(
             "PathRegexp(`^/products/(shoes|socks)/[0-9]+$`)",
