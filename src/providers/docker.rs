@@ -748,12 +748,7 @@ mod tests {
     fn cfg() -> DockerConfig {
         DockerConfig {
             endpoint: "unix:///nowhere.sock".into(),
-            tls: None,
-            network: None,
-            exposed_by_default: true,
-            constraints: None,
-            host_address: "127.0.0.1".into(),
-            allow_empty_services: false,
+            ..DockerConfig::offline()
         }
     }
 

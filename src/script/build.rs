@@ -1057,28 +1057,25 @@ mod tests {
         assert!(e.message.contains("holds no PEM certificate"), "{e}");
         let e = &errors(&[script("#{ cert: \"c.pem\", key: \"k.pem\" }")])[0];
         assert!(e.message.contains("c.pem"), "{e}");
+        let ok = |sources: &[ScriptSource]| {
+            build(
+                sources,
+                &Catalog::default(),
+                &["web".to_string()],
+                &Limits::default(),
+            )
+            .unwrap()
+        };
         // A CA that reads: the pool gets a transport; skipping verification is a warning.
         let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
-        let built = build(
-            &[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")],
-            &Catalog::default(),
-            &["web".to_string()],
-            &Limits::default(),
-        )
-        .unwrap();
+        let built = ok(&[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")]);
         let svc = &built.table.services()[0];
         let t = svc.pool().unwrap().transport.as_ref().unwrap();
         assert!(!t.insecure_skip_verify);
         assert!(t.server_name.is_some());
         assert!(built.warnings.is_empty(), "{:?}", built.warnings);
-        let built = build(
-            &[script("#{ insecure_skip_verify: true }")],
-            &Catalog::default(),
-            &["web".to_string()],
-            &Limits::default(),
-        )
-        .unwrap();
+        let built = ok(&[script("#{ insecure_skip_verify: true }")]);
         assert!(built
             .warnings
             .iter()
@@ -1087,13 +1084,7 @@ mod tests {
         let first = t.id.clone();
         let other = rcgen::generate_simple_self_signed(vec!["ca2.test".to_string()]).unwrap();
         std::fs::write(dir.path().join("ca.pem"), other.cert.pem()).unwrap();
-        let built = build(
-            &[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")],
-            &Catalog::default(),
-            &["web".to_string()],
-            &Limits::default(),
-        )
-        .unwrap();
+        let built = ok(&[script("#{ ca: \"ca.pem\", server_name: \"api.internal\" }")]);
         let again = &built.table.services()[0].pool().unwrap().transport;
         assert_ne!(again.as_ref().unwrap().id, first);
         // https:// servers without a transport still get one (system roots).

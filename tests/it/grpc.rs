@@ -48,6 +48,11 @@ async fn grpc_client(target: &str, tls: Option<(&str, &str)>) -> serde_json::Val
     if let Some((ca, name)) = tls {
         cmd.args([ca, name]);
     }
+    verdict(cmd).await
+}
+
+/// Runs a `grpc_pair.py` client command (at most 40 s) and parses the JSON verdict it prints.
+async fn verdict(mut cmd: tokio::process::Command) -> serde_json::Value {
     let out = tokio::time::timeout(Duration::from_secs(40), cmd.kill_on_drop(true).output())
         .await
         .expect("the gRPC client took longer than 40 s")
@@ -297,24 +302,9 @@ async fn router_errors_reach_grpc_clients_as_grpc_statuses() {
 
 /// Runs `grpc_pair.py peers TARGET N`, bounded: the distinct peers the server saw and failures.
 async fn peers(target: &str, n: usize) -> serde_json::Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(40),
-        tokio::process::Command::new(tools_python())
-            .arg(script())
-            .args(["peers", target, &n.to_string()])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the gRPC client took longer than 40 s")
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "no verdict ({e}): {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let mut cmd = tokio::process::Command::new(tools_python());
+    cmd.arg(script()).args(["peers", target, &n.to_string()]);
+    verdict(cmd).await
 }
 
 #[tokio::test]

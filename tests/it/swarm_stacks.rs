@@ -197,6 +197,20 @@ async fn until_servers(
     }
 }
 
+/// Waits until the router on `web` serves `whoami.docker.localhost` from the four `whoami-N`
+/// replicas, then checks round robin: 40 requests, 10 each.
+async fn four_whoami_in_round_robin(web: SocketAddr) {
+    wait_listening(web, Duration::from_secs(60));
+    let host = "whoami.docker.localhost";
+    until_servers(web, host, &names("whoami", 4), Duration::from_secs(60)).await;
+    let counts = spread(web, host, "/", &[], 40).await;
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10; 4],
+        "{counts:?}"
+    );
+}
+
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -279,16 +293,7 @@ async fn swarm_global_publishes_its_admin_api_and_balances_four_replicas() {
     let stack = container_name("global").replace('-', "");
     let _s = deploy(rig, "swarm-global/stack.yml", &stack, &ports.vars());
     let web = loopback(ports.web);
-    wait_listening(web, Duration::from_secs(60));
-    let host = "whoami.docker.localhost";
-    until_servers(web, host, &names("whoami", 4), Duration::from_secs(60)).await;
-    // Round robin: 40 requests, 10 each.
-    let counts = spread(web, host, "/", &[], 40).await;
-    assert_eq!(
-        counts.values().copied().collect::<Vec<_>>(),
-        vec![10; 4],
-        "{counts:?}"
-    );
+    four_whoami_in_round_robin(web).await;
 
     // The admin API through the router itself (`service=api@internal` label on the router).
     let api = poll_get(
@@ -560,15 +565,7 @@ async fn traefik_stack_runs_with_traefiks_own_command_line_and_labels() {
     let stack = container_name("traefik").replace('-', "");
     let _s = deploy(rig, "traefik-swarm/stack.yml", &stack, &ports.vars());
     let web = loopback(ports.web);
-    wait_listening(web, Duration::from_secs(60));
-    let host = "whoami.docker.localhost";
-    until_servers(web, host, &names("whoami", 4), Duration::from_secs(60)).await;
-    let counts = spread(web, host, "/", &[], 40).await;
-    assert_eq!(
-        counts.values().copied().collect::<Vec<_>>(),
-        vec![10; 4],
-        "{counts:?}"
-    );
+    four_whoami_in_round_robin(web).await;
     // `--docker.exposedbydefault=false`: only the labelled service is routed, so an unknown
     // host is a 404 (Traefik's, no welcome page).
     assert_eq!(get(web, "other.localhost", "/").await.status, 404);
