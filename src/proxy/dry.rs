@@ -260,7 +260,13 @@ impl Exchange<()> for Dry<'_> {
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
             headers: header_diff(&self.dr.headers, &headers),
-            sticky_cookie: pick.set_cookie.as_ref().map(text),
+            sticky_cookie: (!pick.set_cookies.is_empty()).then(|| {
+                pick.set_cookies
+                    .iter()
+                    .map(text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
         };
         Ok(None)
     }

@@ -184,7 +184,7 @@ impl Proxy {
                             route,
                             server,
                             downstream_upgrade.take(),
-                            pick.set_cookie,
+                            pick.set_cookies,
                             in_flight,
                             plan,
                         )
@@ -337,7 +337,7 @@ impl Proxy {
         route: &Route,
         server: &Server,
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        set_cookie: Option<HeaderValue>,
+        set_cookies: Vec<HeaderValue>,
         in_flight: crate::balance::InFlight,
         plan: &pipeline::Plan,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -354,7 +354,7 @@ impl Proxy {
             let (mut parts, _) = resp.into_parts();
             // A client that opens its session with a websocket (socket.io's websocket-only
             // transport) is pinned by the handshake answer.
-            if let Some(c) = set_cookie {
+            for c in set_cookies {
                 parts.headers.append(header::SET_COOKIE, c);
             }
             tokio::spawn(tunnel(
@@ -368,7 +368,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         forward::clean_response(&mut parts.headers);
-        if let Some(c) = set_cookie {
+        for c in set_cookies {
             parts.headers.append(header::SET_COOKIE, c);
         }
         let body = match plan.buffering.as_ref().and_then(|b| b.max_response_body) {

@@ -360,16 +360,54 @@ pub enum ServiceKind {
     Weighted {
         children: Vec<(Arc<Service>, u32)>,
         wrr: SmoothWrr,
+        /// Traefik's `weighted.sticky`: a client holding the cookie stays on its member
+        /// service (a canary stays a canary for that client).
+        sticky: Option<WeightedSticky>,
     },
 }
 
+/// A weighted service's sticky cookie, with each member's cookie value.
+#[derive(Debug)]
+pub struct WeightedSticky {
+    pub cookie: StickyCookie,
+    /// `member_sticky_id` of each child, in `children` order.
+    pub ids: Vec<String>,
+}
+
+/// The cookie value naming a member service of a weighted one: Traefik's without a secret
+/// (the first 16 hex digits of SHA-256 over the service name), salted with one.
+pub fn member_sticky_id(secret: &str, service: &str) -> String {
+    let digest = if secret.is_empty() {
+        Sha256::digest(service.as_bytes())
+    } else {
+        let mut h = Sha256::new();
+        h.update(b"switchyard-sticky-member\0");
+        h.update(secret.as_bytes());
+        h.update(b"\0");
+        h.update(service.as_bytes());
+        h.finalize()
+    };
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 impl ServiceKind {
-    /// A weighted composite over `children` (service, weight).
-    pub fn weighted(children: Vec<(Arc<Service>, u32)>) -> ServiceKind {
+    /// A weighted composite over `children` (service, weight), sticky by `cookie` if given.
+    pub fn weighted(
+        children: Vec<(Arc<Service>, u32)>,
+        cookie: Option<StickyCookie>,
+    ) -> ServiceKind {
         let weights: Vec<u32> = children.iter().map(|(_, w)| *w).collect();
+        let sticky = cookie.map(|cookie| WeightedSticky {
+            ids: children
+                .iter()
+                .map(|(c, _)| member_sticky_id(&cookie.secret, &c.name))
+                .collect(),
+            cookie,
+        });
         ServiceKind::Weighted {
             wrr: SmoothWrr::new(&weights),
             children,
+            sticky,
         }
     }
 }
@@ -406,7 +444,8 @@ impl<'a> Picked<'a> {
 #[derive(Debug, Clone)]
 pub struct Pick<'a> {
     pub at: Picked<'a>,
-    pub set_cookie: Option<HeaderValue>,
+    /// Sticky cookies to set: the pool's, and a weighted service's for its member.
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 impl Service {
@@ -503,19 +542,38 @@ impl Service {
                 }
                 fallback.pick(req, now)
             }
-            ServiceKind::Weighted { children, wrr } => {
+            ServiceKind::Weighted {
+                children,
+                wrr,
+                sticky,
+            } => {
                 let usable = |i: usize| {
                     children
                         .get(i)
                         .is_some_and(|(c, w)| *w > 0 && c.available(now))
                 };
-                let Some(i) = wrr.pick(&usable) else {
+                // A client holding a member's cookie stays on that member while it can serve.
+                let held = sticky.as_ref().and_then(|st| {
+                    let value = cookie_value(req, &st.cookie.name)?;
+                    st.ids.iter().position(|id| *id == value)
+                });
+                let (i, fresh) = match held.filter(|&i| usable(i)) {
+                    Some(i) => (i, false),
+                    None => match wrr.pick(&usable) {
+                        Some(i) => (i, true),
+                        None => return Ok(None),
+                    },
+                };
+                let Some((child, _)) = children.get(i) else {
                     return Ok(None);
                 };
-                match children.get(i) {
-                    Some((child, _)) => child.pick(req, now),
-                    None => Ok(None),
+                let mut pick = child.pick(req, now)?;
+                if let (Some(p), Some(st), true) = (pick.as_mut(), sticky, fresh) {
+                    if let Some(c) = st.ids.get(i).and_then(|id| st.cookie.set_cookie(id)) {
+                        p.set_cookies.push(c);
+                    }
                 }
+                Ok(pick)
             }
         }
     }
@@ -556,7 +614,7 @@ impl Service {
                                 pool,
                                 index: i,
                             },
-                            set_cookie: None,
+                            set_cookies: Vec::new(),
                         }));
                     }
                 }
@@ -596,7 +654,7 @@ impl Service {
                 pool,
                 index,
             },
-            set_cookie,
+            set_cookies: set_cookie.into_iter().collect(),
         }))
     }
 }
@@ -647,7 +705,7 @@ mod tests {
     fn weighted(children: Vec<(Arc<Service>, u32)>) -> Service {
         Service {
             name: "split".into(),
-            kind: ServiceKind::weighted(children),
+            kind: ServiceKind::weighted(children, None),
             pass_host_header: true,
             declared_at: Location::default(),
         }

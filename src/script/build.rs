@@ -616,7 +616,7 @@ impl Services<'_> {
                         .iter()
                         .map(|(r, w)| self.resolve(r).map(|s| (s, *w)))
                         .collect::<Option<Vec<_>>>()
-                        .map(ServiceKind::weighted),
+                        .map(|children| ServiceKind::weighted(children, d.sticky.clone())),
                 };
                 match kind {
                     Some(kind) => {

@@ -287,11 +287,18 @@ pub fn register(
         |ctx: NativeCallContext, s: &mut ServiceHandle, b: Balance| -> RhaiResult<ServiceHandle> {
             {
                 let mut d = s.decl();
+                if let (ServiceDeclKind::Weighted(_), Balance::Sticky(c)) = (&d.kind, &b) {
+                    // Traefik's `weighted.sticky`: a client stays on the member it was given.
+                    d.sticky = Some(c.clone());
+                    drop(d);
+                    return Ok(s.clone());
+                }
                 if !matches!(d.kind, ServiceDeclKind::Servers) {
                     return err(
                         &ctx,
                         format!(
-                            "service {:?} is a composite; balance its member services instead",
+                            "service {:?} is a composite; balance its member services instead \
+                             (a weighted service takes only sticky_cookie(...))",
                             d.name
                         ),
                     );

@@ -814,3 +814,61 @@ async fn cookies_set_by_traefik_keep_clients_on_their_server() {
     }
     r.shutdown().await;
 }
+
+/// A sticky canary (Traefik's `weighted.sticky`): a client given the canary keeps it for every
+/// request, one given the stable version keeps that; new clients are still split by weight.
+#[tokio::test]
+async fn sticky_weighted_services_keep_each_client_on_its_member() {
+    let v1 = Backend::start("v1").await;
+    let v2a = Backend::start("v2a").await;
+    let v2b = Backend::start("v2b").await;
+    let script = format!(
+        r#"
+        let v1 = service("v1").servers(["{a}"]);
+        let v2 = service("v2").servers(["{b}", "{c}"]).balance(sticky_cookie("srv"));
+        route("canary").rule(host("canary.test"))
+            .to(weighted("canary", [[v1, 3], [v2, 1]]).balance(sticky_cookie("member")));
+        "#,
+        a = v1.addr,
+        b = v2a.addr,
+        c = v2b.addr,
+    );
+    let r = TestRouter::start(&script).await;
+    // New clients: by weight, each answer carrying the member cookie.
+    let mut cookies: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for _ in 0..8 {
+        let reply = get(r.web, "canary.test", "/").await;
+        assert_eq!(reply.status, 200);
+        let set: Vec<String> = reply
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .map(String::from)
+            .collect();
+        assert!(set.iter().any(|c| c.starts_with("member=")), "{set:?}");
+        cookies
+            .entry(reply.backend().unwrap_or("-").to_string())
+            .or_insert(set);
+    }
+    let members: Vec<&String> = cookies.keys().collect();
+    assert!(
+        cookies.contains_key("v1") && (cookies.contains_key("v2a") || cookies.contains_key("v2b")),
+        "8 new clients at 3:1 reach both members: {members:?}"
+    );
+    // A client holding the canary's cookies stays on the canary and on its server there; one
+    // holding the stable member's stays on stable.
+    for (backend, set) in &cookies {
+        let header = set.join("; ");
+        for _ in 0..20 {
+            let reply = send(r.web, "GET", "canary.test", "/", &[("cookie", &header)], "").await;
+            assert_eq!(reply.backend(), Some(backend.as_str()), "cookie {header}");
+            assert!(
+                reply.headers.get("set-cookie").is_none(),
+                "no new cookie for a client that keeps its member"
+            );
+        }
+    }
+    r.shutdown().await;
+}
