@@ -853,16 +853,38 @@ fn render_servers(out: &mut Text, table: &RouteTable) {
                 svc.name.clone(),
                 server.authority.as_str().to_string(),
                 state.available(now),
+                state.responses(),
             ));
         }
     }
-    rows.sort();
-    for (service, server, up) in rows {
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    for (service, server, up, _) in &rows {
         out.sample(
             "switchyard_server_up",
-            &[("service", &service), ("server", &server)],
-            if up { 1.0 } else { 0.0 },
+            &[("service", service), ("server", server)],
+            if *up { 1.0 } else { 0.0 },
         );
+    }
+    out.head(
+        "switchyard_server_responses_total",
+        "counter",
+        "Responses each server sent, by service, server and status class (the leaf service of \
+         a weighted or failover one: compare a canary with the stable version).",
+    );
+    for (service, server, _, counts) in &rows {
+        for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(counts) {
+            if *n > 0 {
+                out.sample(
+                    "switchyard_server_responses_total",
+                    &[
+                        ("service", service),
+                        ("server", server),
+                        ("code_class", class),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub struct ServerState {
     /// Nanos since the epoch at which the passive ejection ends; 0 = not ejected.
     ejected_until: AtomicU64,
     in_flight: AtomicU32,
+    /// Responses this server sent, by status class (1xx … 5xx): per-member metrics, so a
+    /// canary's error rate can be compared with the stable version's.
+    responses: [AtomicU64; 5],
 }
 
 impl ServerState {
@@ -57,6 +60,7 @@ impl ServerState {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            responses: Default::default(),
         })
     }
 
@@ -87,6 +91,25 @@ impl ServerState {
     /// A success resets the consecutive-failure count.
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a response head the server sent, by class.
+    pub fn count_response(&self, status: u16) {
+        if let Some(c) = usize::from(status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses counted so far, by class (index 0: 1xx … 4: 5xx).
+    pub fn responses(&self) -> [u64; 5] {
+        std::array::from_fn(|i| {
+            self.responses
+                .get(i)
+                .map_or(0, |c| c.load(Ordering::Relaxed))
+        })
     }
 
     /// Counts a failure; at `policy.max_failures` consecutive failures the server is ejected

@@ -175,6 +175,7 @@ impl Proxy {
                 Ok(resp) => {
                     ctx.observers.origin(resp.status(), resp.headers());
                     state.record_success();
+                    state.count_response(resp.status().as_u16());
                     plan.record(Some(resp.status().as_u16()), started.elapsed());
                     debug!(route = %route.name, service = %pick.at.service.name, server = server.authority.as_str(), status = resp.status().as_u16(), "forwarded");
                     return self

@@ -772,6 +772,20 @@ async fn weighted_services_split_traffic_by_weight() {
     let counts = tally(r.web, "canary.test", 1000).await;
     assert!((890..=910).contains(&count(&counts, "v1")), "{counts:?}");
     assert!((90..=110).contains(&count(&counts, "v2")), "{counts:?}");
+    // Each member's servers are counted apart: the canary's answers can be compared.
+    let metrics = get(r.admin, "localhost", "/metrics").await.body;
+    for (svc, b) in [("v1", &v1), ("v2", &v2)] {
+        let series = format!(
+            "switchyard_server_responses_total{{service=\"{svc}\",server=\"{}\",code_class=\"2xx\"}} ",
+            b.addr
+        );
+        let n: usize = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series}in\n{metrics}")) as usize;
+        assert_eq!(n, count(&counts, svc), "{svc}");
+    }
     let canary = service_info(&r, "canary").await;
     assert_eq!(canary["balancer"], "weighted", "{canary}");
     assert_eq!(
