@@ -242,8 +242,11 @@ fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
         ServiceKind::Failover { primary, fallback } => {
             info.children = vec![(primary.name.clone(), 1), (fallback.name.clone(), 0)];
         }
-        ServiceKind::Weighted { children, .. } => {
+        ServiceKind::Weighted {
+            children, sticky, ..
+        } => {
             info.children = children.iter().map(|(c, w)| (c.name.clone(), *w)).collect();
+            info.sticky_cookie = sticky.as_ref().map(|s| s.cookie.name.clone());
         }
     }
     info

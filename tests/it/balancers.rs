@@ -866,6 +866,8 @@ async fn sticky_weighted_services_keep_each_client_on_its_member() {
             .entry(reply.backend().unwrap_or("-").to_string())
             .or_insert(set);
     }
+    let info = service_info(&r, "canary").await;
+    assert_eq!(info["sticky_cookie"], "member", "{info}");
     let members: Vec<&String> = cookies.keys().collect();
     assert!(
         cookies.contains_key("v1") && (cookies.contains_key("v2a") || cookies.contains_key("v2b")),
