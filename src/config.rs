@@ -90,7 +90,7 @@ pub struct CommonArgs {
     /// An entrypoint option, also written `--entrypoint.NAME.KEY=VALUE` (repeatable; env:
     /// comma-separated). Keys: `max-connections`, `path.sanitize`, `path.merge-slashes`,
     /// `path.allow-encoded-slash`, `path.allow-encoded-backslash`, `path.allow-encoded-null`,
-    /// `path.allow-above-root`, `tls` (terminate TLS), `tls.min-version`, `tls.max-version`,
+    /// `path.allow-above-root`, `tls` (terminate TLS; `auto`: TLS and cleartext on one port, by the client's first byte), `tls.min-version`, `tls.max-version`,
     /// `tls.cipher-suites`, `tls.alpn`, `tls.client-auth` (none, require, verify-if-given),
     /// `tls.client-ca`, `tls.strict-sni`, `tls.default-certificate` (CERT:KEY for names no certificate lists), `h2c` (cleartext HTTP/2 with prior knowledge),
     /// `http2.max-concurrent-streams`, `http2.initial-stream-window`,
@@ -1061,7 +1061,9 @@ pub fn apply_entrypoint_option(
         "path.allow-encoded-null" => p.allow_encoded_null = flag(value)?,
         "path.allow-above-root" => p.allow_above_root = flag(value)?,
         "tls" => {
-            opts.tls = flag(value)?.then(|| opts.tls.take().unwrap_or_default());
+            let auto = value.trim().eq_ignore_ascii_case("auto");
+            opts.tls_optional = auto;
+            opts.tls = (auto || flag(value)?).then(|| opts.tls.take().unwrap_or_default());
         }
         "h2c" => opts.h2c = flag(value)?,
         "http2.initial-stream-window" | "http2.initial-connection-window" => {

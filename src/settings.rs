@@ -40,6 +40,9 @@ pub struct EntrypointOptions {
     pub max_connections: usize,
     /// TLS termination (`tls`, `tls.*` keys): `None` serves cleartext.
     pub tls: Option<TlsOptions>,
+    /// `tls=auto`: TLS and cleartext on the same port, told apart by the client's first byte
+    /// (a TLS record starts with 0x16), as every Traefik entrypoint does.
+    pub tls_optional: bool,
     /// Cleartext HTTP/2 with prior knowledge beside HTTP/1.1 (`h2c`).
     pub h2c: bool,
     /// Streams one HTTP/2 connection may have open at once (`http2.max-concurrent-streams`).
@@ -82,6 +85,7 @@ impl Default for EntrypointOptions {
             path: PathOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
+            tls_optional: false,
             h2c: false,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             h2_stream_window: None,

@@ -86,7 +86,12 @@ impl Peer {
         let ip = canonical_ip(addr.ip());
         Peer {
             path: settings.path_options(&entrypoint),
-            tls: settings.is_tls(&entrypoint).then(TlsInfo::default),
+            // A `tls=auto` entrypoint's requests are cleartext until a handshake says otherwise.
+            tls: (settings.is_tls(&entrypoint)
+                && !settings
+                    .entrypoint(&entrypoint)
+                    .is_some_and(|o| o.tls_optional))
+            .then(TlsInfo::default),
             redirect: settings
                 .entrypoint(&entrypoint)
                 .and_then(|o| o.redirect.as_ref())

@@ -47,6 +47,8 @@ struct Wire {
     entrypoint: Arc<str>,
     ep: usize,
     tls: Option<TlsAcceptor>,
+    /// `tls=auto`: a client whose first byte does not start a TLS record speaks cleartext.
+    tls_optional: bool,
     h2c: bool,
     h2_max_concurrent_streams: u32,
     h2_stream_window: Option<u32>,
@@ -89,6 +91,7 @@ impl Proxy {
             entrypoint: entrypoint.clone(),
             ep,
             tls,
+            tls_optional: options.tls_optional,
             h2c: options.h2c,
             h2_max_concurrent_streams: options.h2_max_concurrent_streams,
             h2_stream_window: options.h2_stream_window,
@@ -149,7 +152,21 @@ impl Proxy {
         let activity = Activity::new();
         let mut peer = Peer::new(wire.entrypoint.clone(), addr, &self.settings, wire.ep);
         let io = TrackedIo::new(stream, activity.clone());
-        let Some(acceptor) = &wire.tls else {
+        let cleartext = match &wire.tls {
+            None => true,
+            Some(_) if wire.tls_optional => {
+                match starts_tls(&io, self.settings.header_read_timeout).await {
+                    Some(tls) => !tls,
+                    None => return,
+                }
+            }
+            Some(_) => false,
+        };
+        let acceptor = match &wire.tls {
+            Some(a) if !cleartext => Some(a),
+            _ => None,
+        };
+        let Some(acceptor) = acceptor else {
             let version = if wire.h2c {
                 match sniff_h2_preface(&io, self.settings.header_read_timeout).await {
                     Some(v) => v,
@@ -337,6 +354,17 @@ impl Proxy {
 /// Whether a cleartext client opens with the HTTP/2 preface (prior knowledge) or speaks
 /// HTTP/1.1, told from the bytes it sent without consuming them; `None` when it sent nothing
 /// in time or left.
+/// Whether the client opens with a TLS handshake record (first byte 0x16), told without
+/// consuming it; `None` when it sent nothing in time or left.
+async fn starts_tls(io: &TrackedIo<tokio::net::TcpStream>, wait: Duration) -> Option<bool> {
+    let mut first = [0u8; 1];
+    let n = tokio::time::timeout(wait, io.get_ref().peek(&mut first))
+        .await
+        .ok()?
+        .ok()?;
+    (n == 1).then_some(first == [0x16])
+}
+
 async fn sniff_h2_preface(
     io: &TrackedIo<tokio::net::TcpStream>,
     wait: Duration,

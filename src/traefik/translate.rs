@@ -780,6 +780,12 @@ impl State {
             // Traefik's default: `http` on :80.
             self.entry("http").address = Some("0.0.0.0:80".into());
         }
+        // Every Traefik entrypoint serves TLS (for routers with tls) and cleartext on its one
+        // port, and h2c with prior knowledge.
+        for ep in self.entrypoints.values_mut() {
+            ep.options.insert("tls".into(), "auto".into());
+            ep.options.insert("h2c".into(), "true".into());
+        }
         let names: Vec<String> = self.entrypoints.keys().cloned().collect();
         for (name, ep) in &self.entrypoints {
             let Some(addr) = &ep.address else {
@@ -1050,25 +1056,25 @@ mod tests {
             // Traefik 1 on one host, then in Swarm mode (the seeds' stack files).
             (
                 "--docker --docker.watch",
-                "--entrypoint=http=0.0.0.0:80 --admin=off --docker",
+                "--entrypoint=http=0.0.0.0:80 --entrypoint.http.h2c=true --entrypoint.http.tls=auto --admin=off --docker",
             ),
             (
                 "--api --docker --docker.swarmMode --docker.exposedbydefault=false",
-                "--entrypoint=http=0.0.0.0:80 --admin=0.0.0.0:8080 --swarm --swarm.exposed-by-default=false",
+                "--entrypoint=http=0.0.0.0:80 --entrypoint.http.h2c=true --entrypoint.http.tls=auto --admin=0.0.0.0:8080 --swarm --swarm.exposed-by-default=false",
             ),
             (
                 "--docker --docker.swarmmode --docker.watch --web --loglevel=DEBUG",
-                "--entrypoint=http=0.0.0.0:80 --admin=0.0.0.0:8080 --swarm --log-level=debug",
+                "--entrypoint=http=0.0.0.0:80 --entrypoint.http.h2c=true --entrypoint.http.tls=auto --admin=0.0.0.0:8080 --swarm --log-level=debug",
             ),
             (
                 "--docker --docker.endpoint=tcp://socat:2375 --docker.watch --docker.swarmMode",
-                "--entrypoint=http=0.0.0.0:80 --admin=off --swarm --swarm.endpoint=tcp://socat:2375",
+                "--entrypoint=http=0.0.0.0:80 --entrypoint.http.h2c=true --entrypoint.http.tls=auto --admin=off --swarm --swarm.endpoint=tcp://socat:2375",
             ),
             // Traefik 2/3 (the fourth article's stack).
             (
                 "--api.insecure=true --providers.docker --accesslog --log.level=DEBUG \
                  --entrypoints.web.address=:80",
-                "--entrypoint=web=0.0.0.0:80 --admin=0.0.0.0:8080 --docker --log-level=debug --access-log=-",
+                "--entrypoint=web=0.0.0.0:80 --entrypoint.web.h2c=true --entrypoint.web.tls=auto --admin=0.0.0.0:8080 --docker --log-level=debug --access-log=-",
             ),
         ];
         for (flags, want) in cases {
@@ -1100,10 +1106,13 @@ mod tests {
             t.args,
             [
                 "--entrypoint=web=127.0.0.1:8000",
+                "--entrypoint.web.h2c=true",
                 "--entrypoint.web.redirect-scheme=https",
                 "--entrypoint.web.redirect-to=websecure",
+                "--entrypoint.web.tls=auto",
                 "--entrypoint=websecure=0.0.0.0:8443",
-                "--entrypoint.websecure.tls=true",
+                "--entrypoint.websecure.h2c=true",
+                "--entrypoint.websecure.tls=auto",
                 "--admin=127.0.0.1:9000",
                 "--swarm",
                 "--swarm.endpoint=tcp://127.0.0.1:2375",
@@ -1148,9 +1157,12 @@ mod tests {
             t.args,
             [
                 "--entrypoint=http=0.0.0.0:80",
+                "--entrypoint.http.h2c=true",
                 "--entrypoint.http.redirect-to=https",
+                "--entrypoint.http.tls=auto",
                 "--entrypoint=https=0.0.0.0:443",
-                "--entrypoint.https.tls=true",
+                "--entrypoint.https.h2c=true",
+                "--entrypoint.https.tls=auto",
                 "--admin=0.0.0.0:8080",
                 "--docker",
             ]
@@ -1167,7 +1179,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             t.args.join(" "),
-            "--entrypoint=http=0.0.0.0:80 --admin=off --swarm --swarm.exposed-by-default=false --swarm.network=proxy"
+            "--entrypoint=http=0.0.0.0:80 --entrypoint.http.h2c=true --entrypoint.http.tls=auto --admin=off --swarm --swarm.exposed-by-default=false --swarm.network=proxy"
         );
         assert!(t.script.contains("rule_syntax: \"v2\""), "{}", t.script);
         assert!(

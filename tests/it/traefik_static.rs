@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{free_port, wait_listening};
+use crate::support::Backend;
 use crate::support::*;
 
 /// The binary in `cwd`, with no `SWITCHYARD_*` or `TRAEFIK_*` variable inherited, and `HOME`
@@ -93,6 +94,61 @@ async fn a_traefik_command_line_runs_as_is() {
     // No provider, no routes: every request is Traefik's 404 (no welcome page).
     let r = get(web_addr, "app.test", "/").await;
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test]
+async fn traefik_entrypoints_serve_tls_cleartext_and_h2c_on_one_port() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = free_port();
+    // Traefik's file provider: one cleartext router and one TLS router for the same host.
+    std::fs::write(
+        dir.path().join("dynamic.yml"),
+        format!(
+            "http:\n  routers:\n    plain:\n      rule: Host(`app.test`)\n      service: app\n    secure:\n      rule: Host(`app.test`)\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: http://{}\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let mut cmd = switchyard(dir.path());
+    cmd.args([
+        format!("--entrypoints.web.address=127.0.0.1:{web}"),
+        "--providers.file.filename=dynamic.yml".into(),
+    ]);
+    let mut p = start(cmd);
+    wait_up(&mut p, web);
+    tools_python(); // curl comes with the test tools
+                    // curl as a child the runtime awaits: the backend runs on this test's runtime.
+    let curl = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version} %{scheme}",
+        ])
+        .args(args);
+        async move {
+            let out = cmd.output().await.expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let resolve = format!("app.test:{web}:127.0.0.1");
+    let plain = format!("http://app.test:{web}/");
+    let secure = format!("https://app.test:{web}/");
+    assert_eq!(curl(&["--resolve", &resolve, &plain]).await, "200 1.1 HTTP");
+    assert_eq!(
+        curl(&["--resolve", &resolve, "-k", &secure]).await,
+        "200 2 HTTPS",
+        "TLS (ALPN h2) on the same port, the self-signed default certificate"
+    );
+    assert_eq!(
+        curl(&["--resolve", &resolve, "--http2-prior-knowledge", &plain]).await,
+        "200 2 HTTP"
+    );
 }
 
 #[test]
