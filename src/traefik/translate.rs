@@ -1231,4 +1231,42 @@ mod tests {
         );
         assert!(t.args.contains(&"--admin=0.0.0.0:8080".to_string()));
     }
+
+    /// The command lines of Traefik's own user guides (docs/content/user-guides/docker-compose:
+    /// basic-example, acme-http, acme-tls), as written there.
+    #[test]
+    fn traefiks_user_guide_command_lines() {
+        let basic = "--api.insecure=true --providers.docker=true \
+             --providers.docker.exposedbydefault=false --entryPoints.web.address=:80";
+        assert!(args(basic).contains("--docker --docker.exposed-by-default=false"));
+        let http = "--api.insecure=true --providers.docker=true \
+             --providers.docker.exposedbydefault=false --entryPoints.web.address=:80 \
+             --entryPoints.websecure.address=:443 \
+             --certificatesresolvers.myresolver.acme.httpchallenge=true \
+             --certificatesresolvers.myresolver.acme.httpchallenge.entrypoint=web \
+             --certificatesresolvers.myresolver.acme.email=postmaster@example.com \
+             --certificatesresolvers.myresolver.acme.storage=/letsencrypt/acme.json";
+        let a = args(http);
+        for want in [
+            "--entrypoint=websecure=0.0.0.0:443",
+            "--entrypoint.websecure.tls=auto",
+            "--admin=0.0.0.0:8080",
+            "--acme.myresolver.email=postmaster@example.com",
+            "--acme.myresolver.http-challenge=web",
+            "--acme.myresolver.storage=/letsencrypt/acme.json",
+        ] {
+            assert!(a.contains(want), "{want} missing from {a}");
+        }
+        let tls = "--api.insecure=true --providers.docker=true \
+             --providers.docker.exposedbydefault=false --entryPoints.websecure.address=:443 \
+             --certificatesresolvers.myresolver.acme.tlschallenge=true \
+             --certificatesresolvers.myresolver.acme.email=postmaster@example.com \
+             --certificatesresolvers.myresolver.acme.storage=/letsencrypt/acme.json";
+        let a = args(tls);
+        assert!(a.contains("--acme.myresolver.tls-challenge=true"), "{a}");
+        assert!(
+            !a.contains("--entrypoint=http="),
+            "no default entrypoint: {a}"
+        );
+    }
 }
