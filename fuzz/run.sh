@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS=(canonical_path host rule recording tls_config)
+TARGETS=(canonical_path host rule recording tls_config traefik_config)
 
 usage() {
     echo "usage: bash fuzz/run.sh TARGET|all SECONDS   (targets: ${TARGETS[*]})" >&2
