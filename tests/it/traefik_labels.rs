@@ -925,3 +925,53 @@ fn sticky_cookie_names_are_traefiks() {
     // ("_" + sha1("_TRAEFIK_BACKEND_whoami@docker") in hex, 6 characters).
     assert_eq!(svc(""), "_633ff");
 }
+
+#[test]
+fn a_default_rule_that_cannot_be_made_drops_only_the_router() {
+    // The template names a label this container lacks: its default router cannot be made, but
+    // its service stays for the router another container declares.
+    let script = "import \"traefik\" as t;\n\
+                  t::routes(catalog, #{ default_rule: \"Host(`{{ index .Labels \\\"alias\\\" }}`)\" });\n";
+    let out = build_with_script(
+        script,
+        vec![
+            container("api", "api_1", "docker", "10.0.8.2", &["10.0.8.2:80"], json!({})),
+            container(
+                "front",
+                "front_1",
+                "docker",
+                "10.0.8.3",
+                &["10.0.8.3:80"],
+                json!({
+                    "traefik.http.routers.front.rule": "Host(`front.example.com`)",
+                    "traefik.http.routers.front.service": "api@docker",
+                }),
+            ),
+        ],
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("api_1") && w.contains("no default router, the service stays")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(!out.has_route("api@docker"));
+    assert_eq!(out.route("front@docker")["target"]["service"], "api@docker");
+}
+
+#[test]
+fn v1_domain_label_makes_the_default_rule() {
+    let out = build_labels(vec![container(
+        "My_App",
+        "My_App",
+        "docker",
+        "10.0.9.2",
+        &["10.0.9.2:80"],
+        json!({ "traefik.port": "80", "traefik.domain": "docker.example.com" }),
+    )]);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let routes = out.table["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["rule"], "Host(`my-app.docker.example.com`)");
+}
