@@ -430,6 +430,15 @@ engine_args!(
             value_name = "BOOL"
         )]
         pub allow_empty_services: Option<bool>,
+        /// Reach a container at the host address and port its server port is published on
+        /// (`-p 127.0.0.1:8080:80`) instead of its network address, when that binding names
+        /// one IP (Traefik's `useBindPortIP`) [default: false].
+        #[arg(
+            long = "docker.use-bind-port-ip",
+            env = "SWITCHYARD_DOCKER_USE_BIND_PORT_IP",
+            value_name = "BOOL"
+        )]
+        pub use_bind_port_ip: Option<bool>,
     }
 );
 
@@ -478,6 +487,8 @@ pub struct DockerConfig {
     /// What host-networked containers' servers are addressed as.
     pub host_address: String,
     pub allow_empty_services: bool,
+    /// Servers at their published `host_ip:host_port` when the binding names one IP.
+    pub use_bind_port_ip: bool,
 }
 
 impl DockerConfig {
@@ -491,6 +502,7 @@ impl DockerConfig {
             constraints: None,
             host_address: "127.0.0.1".into(),
             allow_empty_services: false,
+            use_bind_port_ip: false,
         }
     }
 }
@@ -520,6 +532,7 @@ layered!(DockerArgs {
     constraints,
     host_address,
     allow_empty_services,
+    use_bind_port_ip,
 });
 
 layered!(SwarmArgs {
@@ -598,6 +611,7 @@ fn resolve_docker(
         constraints: a.constraints,
         host_address: resolve_host_address("docker", a.host_address)?,
         allow_empty_services: a.allow_empty_services.unwrap_or(false),
+        use_bind_port_ip: a.use_bind_port_ip.unwrap_or(false),
     }))
 }
 

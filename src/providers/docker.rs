@@ -359,10 +359,13 @@ fn entry_with(
         detail.compose_project.as_deref(),
         detail.compose_service.as_deref(),
     );
-    let servers = if ready {
-        servers_of(&detail, &who, &name, port)
-    } else {
-        Vec::new()
+    let bound = port
+        .filter(|_| cfg.use_bind_port_ip)
+        .and_then(|p| bind_port_server(&detail, p));
+    let servers = match (ready, bound) {
+        (false, _) => Vec::new(),
+        (true, Some(b)) => vec![b],
+        (true, None) => servers_of(&detail, &who, &name, port),
     };
     Ok(Some(CatalogEntry {
         name,
@@ -484,6 +487,15 @@ impl RunState {
             && !self.paused
             && !matches!(self.health.as_deref(), Some("unhealthy") | Some("starting"))
     }
+}
+
+/// `useBindPortIP`: the published `host_ip:host_port` of `port` when its binding names one IP
+/// (not `0.0.0.0` or `::`); `None` falls back to the network address, as Traefik does.
+fn bind_port_server(d: &ContainerDetail, port: u16) -> Option<String> {
+    d.host_ports.get(&port)?.iter().find_map(|a| {
+        let addr: std::net::SocketAddr = a.parse().ok()?;
+        (!addr.ip().is_unspecified()).then(|| a.clone())
+    })
 }
 
 /// The servers of a ready container: `address:port`, or none (logged) when either is missing.
@@ -1423,6 +1435,28 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(servers_of(&d, "c", "svc", *port), *want, "{case}");
+        }
+    }
+
+    #[test]
+    fn bind_port_table() {
+        let rows: &[(&[&str], Option<&str>)] = &[
+            (&["127.0.0.1:8080"], Some("127.0.0.1:8080")),
+            (&["0.0.0.0:8080"], None),
+            (&["[::]:8080"], None),
+            (
+                &["0.0.0.0:8080", "192.168.1.5:9090"],
+                Some("192.168.1.5:9090"),
+            ),
+            (&["[::1]:8080"], Some("[::1]:8080")),
+            (&[], None),
+        ];
+        for (bound, want) in rows {
+            let mut d = ContainerDetail::default();
+            d.host_ports
+                .insert(80, bound.iter().map(|s| s.to_string()).collect());
+            assert_eq!(bind_port_server(&d, 80).as_deref(), *want, "{bound:?}");
+            assert_eq!(bind_port_server(&d, 81), None);
         }
     }
 

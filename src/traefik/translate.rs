@@ -35,6 +35,7 @@ struct Provider {
     tls: [Option<String>; 3],
     allow_empty: Option<String>,
     default_rule: Option<String>,
+    use_bind_port_ip: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -829,6 +830,8 @@ impl State {
             opt("allow-empty-services", &p.allow_empty);
             if flag == "--swarm" {
                 opt("refresh", &p.refresh);
+            } else {
+                opt("use-bind-port-ip", &p.use_bind_port_ip);
             }
         }
         if let Some(d) = &self.dynamic_config {
@@ -1010,13 +1013,8 @@ fn engine_option(p: &mut Provider, opt: &str, v: &str) -> Result<(), String> {
         "tls.key" => p.tls[2] = Some(v),
         "allowemptyservices" => p.allow_empty = Some(v),
         "usebindportip" => {
-            if truthy(&v)? {
-                return Err(
-                    "useBindPortIP is not built yet: servers use the container's \
-                            network address"
-                        .into(),
-                );
-            }
+            truthy(&v)?;
+            p.use_bind_port_ip = Some(v);
         }
         "tls.insecureskipverify" => {
             if truthy(&v)? {

@@ -308,6 +308,52 @@ fn check_json_lists_label_warnings_by_container_and_label() {
     assert!(!err.contains("stdlib/"), "{err}");
 }
 
+/// `docker inspect` output of a container on a bridge network with its port published on
+/// 127.0.0.1:18080 (the shape the engine prints, trimmed to what the provider reads).
+const BRIDGED_INSPECT: &str = r#"[{
+  "Id": "3f2a9c1d2e4b",
+  "Name": "/shop-web-1",
+  "State": { "Status": "running", "Running": true, "Paused": false },
+  "Config": {
+    "Labels": {
+      "traefik.http.routers.web.rule": "Host(`shop.test`)",
+      "com.docker.compose.project": "shop",
+      "com.docker.compose.service": "web"
+    },
+    "ExposedPorts": { "80/tcp": {} }
+  },
+  "HostConfig": { "NetworkMode": "bridge" },
+  "NetworkSettings": {
+    "Ports": { "80/tcp": [ { "HostIp": "127.0.0.1", "HostPort": "18080" } ] },
+    "Networks": { "bridge": { "IPAddress": "172.17.0.5" } }
+  }
+}]"#;
+
+#[test]
+fn catalog_from_inspect_and_use_bind_port_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inspect.json");
+    std::fs::write(&file, BRIDGED_INSPECT).unwrap();
+    let servers = |extra: &[&str]| -> serde_json::Value {
+        let out = switchyard(dir.path())
+            .arg("catalog")
+            .arg("--from-inspect")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["servers"].clone()
+    };
+    // The network address by default; the published 127.0.0.1 binding with useBindPortIP.
+    assert_eq!(servers(&[]), serde_json::json!(["172.17.0.5:80"]));
+    assert_eq!(
+        servers(&["--docker", "--docker.use-bind-port-ip=true"]),
+        serde_json::json!(["127.0.0.1:18080"])
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // run
 

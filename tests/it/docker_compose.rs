@@ -55,6 +55,7 @@ async fn the_readme_compose_example_routes_verbatim() {
         constraints: Some(format!("Label(`com.docker.compose.project`, `{project}`)")),
         host_address: "127.0.0.1".to_string(),
         allow_empty_services: false,
+        use_bind_port_ip: false,
     };
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let r = TestRouter::start_with(&[], move |cfg| {

@@ -32,6 +32,7 @@ fn docker_config(endpoint: &str, tag: &str) -> DockerConfig {
         constraints: Some(format!("Label(`switchyard.test`, `{tag}`)")),
         host_address: "127.0.0.1".to_string(),
         allow_empty_services: false,
+        use_bind_port_ip: false,
     }
 }
 

@@ -935,7 +935,14 @@ fn a_default_rule_that_cannot_be_made_drops_only_the_router() {
     let out = build_with_script(
         script,
         vec![
-            container("api", "api_1", "docker", "10.0.8.2", &["10.0.8.2:80"], json!({})),
+            container(
+                "api",
+                "api_1",
+                "docker",
+                "10.0.8.2",
+                &["10.0.8.2:80"],
+                json!({}),
+            ),
             container(
                 "front",
                 "front_1",
