@@ -424,8 +424,26 @@ fn entry_name(cname: &str, id: &str, project: Option<&str>, service: Option<&str
 
 /// The server port: what the port labels ask for (`port_from_labels`; a malformed one is an
 /// error naming it), else the lowest exposed TCP port (a published port by its container port).
+///
+/// Services whose port labels disagree on a container that exposes no port still get a base
+/// server (the lowest labelled port): the `traefik` module gives each service its own port on
+/// the container's address, as Traefik does.
 fn server_port(labels: &BTreeMap<String, String>, ports: &[u16]) -> Result<Option<u16>, String> {
-    Ok(port_from_labels(labels)?.or(ports.first().copied()))
+    Ok(port_from_labels(labels)?
+        .or(ports.first().copied())
+        .or_else(|| lowest_service_port(labels)))
+}
+
+/// The lowest `traefik.http.services.<s>.loadbalancer.server.port` that is a port number.
+fn lowest_service_port(labels: &BTreeMap<String, String>) -> Option<u16> {
+    labels
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port")
+        })
+        .filter_map(|(_, v)| v.trim().parse::<u16>().ok().filter(|p| *p != 0))
+        .min()
 }
 
 /// What the catalog shows of a container: identity, compose labels, state, networks, ports and
@@ -1346,6 +1364,14 @@ mod tests {
         PortCase {
             case: "two services disagreeing: lowest exposed",
             labels: &[(SVC_A, "9090"), (SVC_B, "9091")],
+            ..PORT_ROW
+        },
+        PortCase {
+            case: "two services disagreeing, nothing exposed: the lowest label (each service keeps its own)",
+            labels: &[(SVC_A, "9091"), (SVC_B, "9090")],
+            exposed: &[],
+            ports: &[],
+            want: Ok(Some(9090)),
             ..PORT_ROW
         },
         PortCase {

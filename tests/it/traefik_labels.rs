@@ -982,3 +982,27 @@ fn v1_domain_label_makes_the_default_rule() {
     assert_eq!(routes.len(), 1, "{routes:?}");
     assert_eq!(routes[0]["rule"], "Host(`my-app.docker.example.com`)");
 }
+
+#[test]
+fn services_with_different_ports_on_one_container_each_keep_theirs() {
+    // A container exposing no port, two services on two ports (the provider gives the entry
+    // the lowest labelled port as its base server).
+    let out = build_labels(vec![container(
+        "multi",
+        "multi_1",
+        "docker",
+        "10.0.10.2",
+        &["10.0.10.2:9090"],
+        json!({
+            "traefik.http.routers.api.rule": "Host(`api.example.com`)",
+            "traefik.http.routers.api.service": "api",
+            "traefik.http.services.api.loadbalancer.server.port": "9090",
+            "traefik.http.routers.admin.rule": "Host(`admin.example.com`)",
+            "traefik.http.routers.admin.service": "admin",
+            "traefik.http.services.admin.loadbalancer.server.port": "9091",
+        }),
+    )]);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    assert_eq!(out.servers("api@docker"), vec!["10.0.10.2:9090"]);
+    assert_eq!(out.servers("admin@docker"), vec!["10.0.10.2:9091"]);
+}
