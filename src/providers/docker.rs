@@ -231,7 +231,9 @@ fn catalog_of(
     let mut problems = Vec::new();
     for c in containers {
         match entry_with(c, cfg, constraint, peers) {
-            Ok(Some(e)) if e.servers.is_empty() && !cfg.allow_empty_services => {
+            Ok(Some(e))
+                if e.servers.is_empty() && !cfg.allow_empty_services && !allows_non_running(&e) =>
+            {
                 debug!(container = %e.name, "no servers: left out (allow_empty_services is off)")
             }
             Ok(Some(e)) => entries.push(e),
@@ -505,6 +507,15 @@ impl RunState {
             && !self.paused
             && !matches!(self.health.as_deref(), Some("unhealthy") | Some("starting"))
     }
+}
+
+/// Traefik 3.7's `traefik.docker.allownonrunning=true`: keep this container's routers while it
+/// is not running, with a service without servers (503), as `--docker.allow-empty-services`
+/// does for every container.
+fn allows_non_running(e: &CatalogEntry) -> bool {
+    label_ci(&e.labels, "traefik.docker.allownonrunning")
+        .and_then(|(_, v)| parse_go_bool(v.trim()))
+        .unwrap_or(false)
 }
 
 /// `useBindPortIP`: the published `host_ip:host_port` of `port` when its binding names one IP
@@ -1532,6 +1543,16 @@ mod tests {
                 "no servers: kept with allow_empty_services",
                 vec![plain("x", &[], &[])],
                 true,
+                &["x"],
+                0,
+            ),
+            (
+                "no servers: kept with traefik.docker.allownonrunning",
+                vec![
+                    plain("x", &[("traefik.docker.allownonrunning", "true")], &[]),
+                    plain("y", &[("traefik.docker.allownonrunning", "false")], &[]),
+                ],
+                false,
                 &["x"],
                 0,
             ),
