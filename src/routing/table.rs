@@ -178,6 +178,18 @@ impl<M> Default for RouteTable<M> {
     }
 }
 
+/// Where a route stands among others of the same priority: routes scripts name themselves
+/// first, then Traefik's provider precedence for routes named `name@provider` (Swarm, then
+/// Docker, then files), then by name.
+fn provider_rank(name: &str) -> u8 {
+    match name.rsplit_once('@').map(|(_, p)| p) {
+        Some("swarm") => 1,
+        Some("docker") => 2,
+        Some("file") => 3,
+        _ => 0,
+    }
+}
+
 impl<M> RouteTable<M> {
     /// Builds a table for the given entrypoint names. Routes are sorted here; callers need not.
     pub fn new(
@@ -188,6 +200,7 @@ impl<M> RouteTable<M> {
         routes.sort_by(|a, b| {
             b.priority
                 .cmp(&a.priority)
+                .then_with(|| provider_rank(&a.name).cmp(&provider_rank(&b.name)))
                 .then_with(|| a.name.cmp(&b.name))
         });
         let routes: Vec<Arc<Route<M>>> = routes.into_iter().map(Arc::new).collect();
@@ -450,6 +463,21 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
         };
         assert!(table.lookup("other", &req).unwrap().is_none());
+    }
+
+    #[test]
+    fn ties_follow_traefiks_provider_precedence() {
+        let eps = vec!["web".to_string()];
+        let at = |names: &[&str]| {
+            let routes = names.iter().map(|n| route(n, host("x.com"), 5)).collect();
+            let table = RouteTable::new(routes, vec![], &eps);
+            find(&table, "x.com", "/")
+        };
+        // Swarm over Docker over files (Traefik's default precedence); scripts' own routes first.
+        assert_eq!(at(&["a@file", "z@docker"]).as_deref(), Some("z@docker"));
+        assert_eq!(at(&["a@docker", "z@swarm"]).as_deref(), Some("z@swarm"));
+        assert_eq!(at(&["a@swarm", "z"]).as_deref(), Some("z"));
+        assert_eq!(at(&["b@file", "a@file"]).as_deref(), Some("a@file"));
     }
 
     #[test]
