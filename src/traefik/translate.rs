@@ -601,6 +601,27 @@ impl State {
     fn provider(&mut self, rest: &str, v: &str) -> Result<(), String> {
         let (kind, opt) = rest.split_once('.').unwrap_or((rest, ""));
         match kind {
+            "precedence" => {
+                // Ties between providers: switchyard applies Traefik's default order.
+                let ours: Vec<String> = v
+                    .split(',')
+                    .map(|p| p.trim().to_ascii_lowercase())
+                    .filter(|p| ["swarm", "docker", "file"].contains(&p.as_str()))
+                    .collect();
+                let default: Vec<&str> = ["swarm", "docker", "file"]
+                    .into_iter()
+                    .filter(|p| ours.iter().any(|o| o == p))
+                    .collect();
+                return if ours == default {
+                    self.ignored.push(
+                        "providers.precedence: the default order (swarm, docker, file) applies"
+                            .to_string(),
+                    );
+                    Ok(())
+                } else {
+                    Err("only Traefik's default precedence (swarm, docker, file) is built".into())
+                };
+            }
             "docker" | "swarm" => {}
             "file" => {
                 return match opt {
@@ -1266,5 +1287,15 @@ mod tests {
             !a.contains("--entrypoint=http="),
             "no default entrypoint: {a}"
         );
+    }
+
+    #[test]
+    fn provider_precedence_is_accepted_only_in_the_order_that_is_built() {
+        let t = run("--providers.docker --providers.precedence=gateway,swarm,docker,file").unwrap();
+        assert!(t
+            .ignored
+            .iter()
+            .any(|i| i.starts_with("providers.precedence")));
+        assert!(run("--providers.docker --providers.precedence=file,docker").is_err());
     }
 }
