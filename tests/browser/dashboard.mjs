@@ -46,6 +46,11 @@ try {
   await page.goto(`${base}/`, { waitUntil: "load", timeout: WAIT });
   if (!page.url().endsWith("/dashboard/")) throw new Error(`/ should land on /dashboard/, got ${page.url()}`);
 
+  step("a favicon (inline, nothing fetched elsewhere) and the uptime as a duration");
+  const icon = await page.locator('link[rel="icon"]').getAttribute("href");
+  if (!icon || !icon.startsWith("data:image/svg+xml")) throw new Error(`favicon: ${icon}`);
+  await page.waitForFunction(() => /· up (\d+[dhms])( \d+[dhms])?$/.test(document.getElementById("version").textContent), null, { timeout: WAIT });
+
   step("the routes of the known script are listed");
   const names = page.locator('[data-testid="routes"] tbody tr[data-route]');
   await page.waitForFunction(() => document.querySelectorAll('tr[data-route]').length === 3, null, { timeout: WAIT });

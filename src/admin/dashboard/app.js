@@ -27,8 +27,22 @@ function card(label, value, title) {
   return `<div class="card" title="${esc(title || "")}"><b>${esc(value)}</b><span>${esc(label)}</span></div>`;
 }
 
+/// Seconds as the largest two units: "45s", "12m 5s", "3h 20m", "2d 4h".
+function duration(s) {
+  const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+  const parts = [];
+  for (const [u, n] of units) {
+    if (s >= n || (u === "s" && parts.length === 0)) {
+      parts.push(`${Math.floor(s / n)}${u}`);
+      s %= n;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
 function renderOverview(o) {
-  $("version").textContent = `v${o.version} (${o.commit}) · up ${o.uptime_seconds}s`;
+  $("version").textContent = `v${o.version} (${o.commit}) · up ${duration(o.uptime_seconds)}`;
   const b = o.last_build;
   const build = $("build");
   build.textContent = b.ok ? `build #${b.attempt} ok` : `build #${b.attempt} failed: ${b.errors} error(s)`;
