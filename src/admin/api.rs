@@ -475,6 +475,13 @@ pub fn overview(state: &AdminState) -> Value {
             "catalog_entries": state.control.catalog().entries.len(),
             "catalog_problems": problems,
             "provider_errors": provider_errors.len(),
+            // Requests no route took (404, bad Host) since start.
+            "unmatched_requests": state
+                .control
+                .metrics()
+                .route_counts()
+                .get("")
+                .map_or(0, |c| c.requests),
         },
         "provider_errors": provider_errors,
         "entrypoints": state.entrypoints.iter().map(|(n, a)| json!({"name": n, "address": a.to_string()})).collect::<Vec<_>>(),

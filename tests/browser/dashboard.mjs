@@ -86,6 +86,14 @@ try {
   }
   await page.screenshot({ path: path.join(shots, "1-routes.png"), fullPage: true });
 
+  step("requests no route takes are counted on the overview");
+  const unmatchedBefore = Number(await page.locator('[data-testid="unmatched"] b').innerText());
+  for (let i = 0; i < 3; i++) {
+    const status = await hit("nothing-here.test");
+    if (status !== 404) throw new Error(`nothing-here.test answered ${status}`);
+  }
+  await page.waitForFunction((n) => Number(document.querySelector('[data-testid="unmatched"] b').textContent) >= n + 3, unmatchedBefore, { timeout: WAIT });
+
   step("a broken save shows the error in its source");
   const good = fs.readFileSync(scriptFile, "utf8");
   fs.writeFileSync(scriptFile, good + '\nroute("broken").rule(host("b.test")).to(;\n');

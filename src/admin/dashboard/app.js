@@ -54,6 +54,7 @@ function renderOverview(o) {
     card("entrypoints", c.entrypoints) + card("scripts", c.scripts) +
     card("catalog entries", c.catalog_entries) + card("script errors", b.errors) +
     card("warnings", b.warnings + c.catalog_problems) +
+    `<div class="card${c.unmatched_requests ? " warn" : ""}" data-testid="unmatched" title="requests no route took (404, bad Host) since start"><b>${esc(c.unmatched_requests)}</b><span>unmatched requests</span></div>` +
     (o.provider_errors.length ? `<div class="card bad" data-testid="provider-errors" title="${esc(o.provider_errors.map((p) => `${p.provider}: ${p.error}`).join("\n"))}"><b>${o.provider_errors.length}</b><span>provider down: ${esc(o.provider_errors.map((p) => p.provider).join(", "))}</span></div>` : "");
   const sel = $("ex-entrypoint");
   if (sel.options.length !== o.entrypoints.length) {
