@@ -26,7 +26,8 @@ use tracing::{debug, warn};
 use super::constraints::{Constraint, ConstraintError};
 use super::engine::Wake;
 use super::labels::{
-    join_host_port, label_ci, normalize, parse_go_bool, port_from_labels, short_id,
+    is_service_port_label, join_host_port, label_ci, normalize, parse_go_bool, port_from_labels,
+    short_id,
 };
 use crate::catalog::ProviderSender;
 use crate::catalog::{Catalog, CatalogEntry, ContainerDetail};
@@ -440,10 +441,7 @@ fn server_port(labels: &BTreeMap<String, String>, ports: &[u16]) -> Result<Optio
 fn lowest_service_port(labels: &BTreeMap<String, String>) -> Option<u16> {
     labels
         .iter()
-        .filter(|(k, _)| {
-            let k = k.to_ascii_lowercase();
-            k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port")
-        })
+        .filter(|(k, _)| is_service_port_label(k))
         .filter_map(|(_, v)| v.trim().parse::<u16>().ok().filter(|p| *p != 0))
         .min()
 }

@@ -40,14 +40,9 @@ pub fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>
     let mut v1 = None;
     let mut services = BTreeSet::new();
     for (k, v) in labels {
-        let lower = k.to_ascii_lowercase();
-        if lower == LABEL_PORT_V1 {
+        if k.eq_ignore_ascii_case(LABEL_PORT_V1) {
             v1 = Some(parse(k, v)?);
-        } else if lower
-            .strip_prefix("traefik.http.services.")
-            .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
-            .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
-        {
+        } else if is_service_port_label(k) {
             services.insert(parse(k, v)?);
         }
     }
@@ -59,6 +54,14 @@ pub fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>
         (Some(p), None) => Some(p),
         _ => None,
     })
+}
+
+/// Whether `key` is `traefik.http.services.<s>.loadbalancer.server.port` (any case).
+pub fn is_service_port_label(key: &str) -> bool {
+    key.to_ascii_lowercase()
+        .strip_prefix("traefik.http.services.")
+        .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
+        .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
 }
 
 /// Go's `strconv.ParseBool`, which Traefik uses for `traefik.enable`.

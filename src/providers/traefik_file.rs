@@ -82,7 +82,7 @@ pub fn expand_templates(
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+    crate::traefik::source::line_col(text, offset).0
 }
 
 /// `env "NAME"` or `env "NAME" | default "x"`.

@@ -211,14 +211,26 @@ impl rustls::client::ResolvesClientCert for ClientCert {
 /// 16 hex digits of SHA-256 over the secret and the address (the value cannot be computed from
 /// the address alone). Deterministic, so every router instance agrees.
 pub fn sticky_id(secret: &str, scheme: Scheme, authority: &str) -> String {
+    sticky_hash(
+        b"switchyard-sticky",
+        secret,
+        &format!("{}://{authority}", scheme.as_str()),
+        authority,
+    )
+}
+
+/// 16 hex digits of SHA-256: over `plain` without a secret (Traefik's value), else over `tag`,
+/// the secret and `salted`.
+fn sticky_hash(tag: &[u8], secret: &str, plain: &str, salted: &str) -> String {
     let digest = if secret.is_empty() {
-        Sha256::digest(format!("{}://{authority}", scheme.as_str()).as_bytes())
+        Sha256::digest(plain.as_bytes())
     } else {
         let mut h = Sha256::new();
-        h.update(b"switchyard-sticky\0");
+        h.update(tag);
+        h.update(b"\0");
         h.update(secret.as_bytes());
         h.update(b"\0");
-        h.update(authority.as_bytes());
+        h.update(salted.as_bytes());
         h.finalize()
     };
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -377,17 +389,7 @@ pub struct WeightedSticky {
 /// The cookie value naming a member service of a weighted one: Traefik's without a secret
 /// (the first 16 hex digits of SHA-256 over the service name), salted with one.
 pub fn member_sticky_id(secret: &str, service: &str) -> String {
-    let digest = if secret.is_empty() {
-        Sha256::digest(service.as_bytes())
-    } else {
-        let mut h = Sha256::new();
-        h.update(b"switchyard-sticky-member\0");
-        h.update(secret.as_bytes());
-        h.update(b"\0");
-        h.update(service.as_bytes());
-        h.finalize()
-    };
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    sticky_hash(b"switchyard-sticky-member", secret, service, service)
 }
 
 impl ServiceKind {

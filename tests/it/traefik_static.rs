@@ -117,36 +117,33 @@ async fn traefik_entrypoints_serve_tls_cleartext_and_h2c_on_one_port() {
     ]);
     let mut p = start(cmd);
     wait_up(&mut p, web);
-    tools_python(); // curl comes with the test tools
-                    // curl as a child the runtime awaits: the backend runs on this test's runtime.
-    let curl = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{http_version} %{scheme}",
-        ])
-        .args(args);
-        async move {
-            let out = cmd.output().await.expect("curl");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
+    // tls::curl runs curl as a child the runtime awaits: the backend runs on this runtime.
+    let curl = |args: &'static [&'static str], url: String, resolve: String| async move {
+        let mut all: Vec<&str> = vec!["--resolve", &resolve, "-o", "/dev/null"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let c = crate::tls::curl(&all).await;
+        let scheme = if url.starts_with("https") {
+            "HTTPS"
+        } else {
+            "HTTP"
+        };
+        format!("{} {} {scheme}", c.status, c.version)
     };
     let resolve = format!("app.test:{web}:127.0.0.1");
     let plain = format!("http://app.test:{web}/");
     let secure = format!("https://app.test:{web}/");
-    assert_eq!(curl(&["--resolve", &resolve, &plain]).await, "200 1.1 HTTP");
     assert_eq!(
-        curl(&["--resolve", &resolve, "-k", &secure]).await,
+        curl(&[], plain.clone(), resolve.clone()).await,
+        "200 1.1 HTTP"
+    );
+    assert_eq!(
+        curl(&["-k"], secure, resolve.clone()).await,
         "200 2 HTTPS",
         "TLS (ALPN h2) on the same port, the self-signed default certificate"
     );
     assert_eq!(
-        curl(&["--resolve", &resolve, "--http2-prior-knowledge", &plain]).await,
+        curl(&["--http2-prior-knowledge"], plain, resolve).await,
         "200 2 HTTP"
     );
 }
