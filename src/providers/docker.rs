@@ -170,13 +170,28 @@ fn api_error(cfg: &DockerConfig, what: &str) -> impl FnOnce(bollard::errors::Err
 /// The ids of the listed containers (all of them with `allow_empty_services`), at most
 /// `MAX_CONTAINERS` (warned when there are more).
 async fn container_ids(docker: &Docker, cfg: &DockerConfig) -> Result<Vec<String>, DockerError> {
-    let list = docker
+    // Every container is listed; ones not running are kept only where their routes stay
+    // (`--docker.allow-empty-services`, or their own `traefik.docker.allownonrunning` label).
+    let list: Vec<_> = docker
         .list_containers(Some(ListContainersOptions {
-            all: cfg.allow_empty_services,
+            all: true,
             ..Default::default()
         }))
         .await
-        .map_err(api_error(cfg, "listing containers"))?;
+        .map_err(api_error(cfg, "listing containers"))?
+        .into_iter()
+        .filter(|c| {
+            use bollard::models::ContainerSummaryStateEnum as S;
+            cfg.allow_empty_services
+                || matches!(c.state, Some(S::RUNNING | S::PAUSED | S::RESTARTING))
+                || c.labels.as_ref().is_some_and(|l| {
+                    l.iter().any(|(k, v)| {
+                        k.eq_ignore_ascii_case(LABEL_ALLOW_NON_RUNNING)
+                            && parse_go_bool(v.trim()) == Some(true)
+                    })
+                })
+        })
+        .collect();
     if list.len() > MAX_CONTAINERS {
         warn!(
             containers = list.len(),
@@ -507,11 +522,13 @@ impl RunState {
     }
 }
 
+const LABEL_ALLOW_NON_RUNNING: &str = "traefik.docker.allownonrunning";
+
 /// Traefik 3.7's `traefik.docker.allownonrunning=true`: keep this container's routers while it
 /// is not running, with a service without servers (503), as `--docker.allow-empty-services`
 /// does for every container.
 fn allows_non_running(e: &CatalogEntry) -> bool {
-    label_ci(&e.labels, "traefik.docker.allownonrunning")
+    label_ci(&e.labels, LABEL_ALLOW_NON_RUNNING)
         .and_then(|(_, v)| parse_go_bool(v.trim()))
         .unwrap_or(false)
 }

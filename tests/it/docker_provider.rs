@@ -656,3 +656,51 @@ fn catalog_from_docker_inspect_output_matches_the_live_provider() {
         "Host(`inspect.docker.test`)"
     );
 }
+
+/// `traefik.docker.allownonrunning=true`: a stopped container keeps its route, answering 503
+/// (no server) instead of 404, while a container without the label drops out.
+#[tokio::test]
+async fn allownonrunning_keeps_a_stopped_containers_route() {
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let tag = container_name("nonrun");
+    let r = router_for(rig, &tag).await;
+    let (kept, plain) = (
+        container_name("nonrun-kept"),
+        container_name("nonrun-plain"),
+    );
+    let (kept_host, plain_host) = (
+        format!("{kept}.docker.test"),
+        format!("{plain}.docker.test"),
+    );
+    // Two containers, each with its own router and service (one name declared differently by
+    // two containers would be dropped, as in Traefik).
+    for (name, host, router, allow) in [
+        (&kept, &kept_host, "kept", "true"),
+        (&plain, &plain_host, "plain", "false"),
+    ] {
+        let port = free_port();
+        let (rule, port_text) = (format!("Host(`{host}`)"), port.to_string());
+        let (rule_key, port_key) = (
+            format!("traefik.http.routers.{router}.rule"),
+            format!("traefik.http.services.{router}.loadbalancer.server.port"),
+        );
+        let labels = owned(
+            &tag,
+            &[
+                (rule_key.as_str(), rule.as_str()),
+                (port_key.as_str(), port_text.as_str()),
+                ("traefik.docker.allownonrunning", allow),
+            ],
+        );
+        rig.run_httpd(name, port, &labels, &[]);
+    }
+    until(&r, &kept_host, "/", |rep| rep.status == 200).await;
+    until(&r, &plain_host, "/", |rep| rep.status == 200).await;
+    rig.docker_ok(&["stop", "-t", "1", &kept, &plain]);
+    until(&r, &kept_host, "/", |rep| rep.status == 503).await;
+    until(&r, &plain_host, "/", |rep| rep.status == 404).await;
+    rig.rm(&kept);
+    rig.rm(&plain);
+    r.shutdown().await;
+}
