@@ -315,7 +315,19 @@ pub fn hook_key<T: ?Sized>(hook: &Arc<T>) -> usize {
 struct ServiceCounters {
     errors: [AtomicU64; 3],
     retries: AtomicU64,
+    /// Copies sent to this service as a mirror, by `MIRROR_OUTCOMES` index.
+    mirrored: [AtomicU64; 6],
 }
+
+/// The `outcome` label of `switchyard_mirror_requests_total`.
+const MIRROR_OUTCOMES: [&str; 6] = [
+    "sent",
+    "error",
+    "timeout",
+    "no_server",
+    "too_large",
+    "dropped",
+];
 
 #[derive(Debug, Default)]
 struct Builds {
@@ -490,6 +502,15 @@ impl Metrics {
 
     pub fn retry(&self, service: &str) {
         self.service(service).retries.fetch_add(1, Relaxed);
+    }
+
+    /// A copy for the mirror `service` ended with `outcome` (one of `MIRROR_OUTCOMES`).
+    pub fn mirror(&self, service: &str, outcome: &str) {
+        if let Some(i) = MIRROR_OUTCOMES.iter().position(|o| *o == outcome) {
+            if let Some(c) = self.service(service).mirrored.get(i) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// A downstream connection opened on `entrypoint`; the guard closes it when dropped.
@@ -744,6 +765,23 @@ impl Metrics {
                     &[("service", service)],
                     n as f64,
                 );
+            }
+        }
+        out.head(
+            "switchyard_mirror_requests_total",
+            "counter",
+            "Copies of requests sent to mirror services, by mirror service and outcome (sent, error, timeout, no_server, too_large, dropped).",
+        );
+        for (service, c) in &all {
+            for (outcome, n) in MIRROR_OUTCOMES.iter().zip(c.mirrored.iter()) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    out.sample(
+                        "switchyard_mirror_requests_total",
+                        &[("service", service), ("outcome", outcome)],
+                        n as f64,
+                    );
+                }
             }
         }
     }

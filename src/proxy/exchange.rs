@@ -25,7 +25,7 @@ use super::ctx::RequestCtx;
 use super::error::{ProxyError, Side};
 use super::phases::Exchange;
 use super::upstream::{self, Failure, UpBody, UpstreamBody};
-use super::{forward, pipeline, record, subrequest, Proxy, Tracker};
+use super::{forward, mirror, pipeline, record, subrequest, Proxy, Tracker};
 use crate::routing::service::{Scheme, Transport};
 use crate::routing::{RequestView, Server, Service};
 use crate::table::Route;
@@ -112,6 +112,32 @@ impl Proxy {
         } else {
             attempts = 1;
         }
+        // Mirroring: the head as it is now, and the body read ahead when copies carry it.
+        let mut mirror_body = None;
+        let original = (!websocket && svc.mirrors_any()).then(|| {
+            Arc::new(mirror::Original {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                host: ctx.host.clone(),
+                client_ip: ctx.peer.addr.ip(),
+            })
+        });
+        if let (Some(_), Some(limit)) = (&original, svc.mirror_body_limit()) {
+            mirror_body = Some(match (&replay, body.take()) {
+                (Some(b), rest) => {
+                    body = rest;
+                    mirror::MirrorBody::Known(b.clone().unwrap_or_default())
+                }
+                (None, None) => mirror::MirrorBody::Known(Bytes::new()),
+                (None, Some(b)) => {
+                    let (m, b) =
+                        mirror::read_ahead(b, content_length(&parts.headers), limit).await?;
+                    body = Some(b);
+                    m
+                }
+            });
+        }
         let mut last_error = None;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -178,6 +204,16 @@ impl Proxy {
                     state.count_response(resp.status().as_u16());
                     plan.record(Some(resp.status().as_u16()), started.elapsed());
                     debug!(route = %route.name, service = %pick.at.service.name, server = server.authority.as_str(), status = resp.status().as_u16(), "forwarded");
+                    if let (Some(original), false) = (&original, pick.mirrors.is_empty()) {
+                        mirror::send_copies(
+                            &self.client,
+                            original,
+                            mirror_body.as_ref(),
+                            pick.mirrors,
+                            self.settings.upstream_response_timeout,
+                            &self.metrics,
+                        );
+                    }
                     return self
                         .finish(
                             resp,

@@ -11,12 +11,13 @@
 //! dry.rs       Dry: pick ─► the request as it would leave (replay, REPL, test, explain)
 //! ctx.rs       RequestCtx (one per request) and the observers fed by the log phase
 //! subrequest.rs  forward_auth and error pages: requests the router sends for a request
+//! mirror.rs    copies of a request for mirroring services, sent after the main answer
 //! ```
 //!
 //! Invariants: every decision is made on the request `canonicalize` made (the one the server
 //! receives); each request reads exactly one table snapshot (`ArcSwap::load_full`) and keeps it
 //! until it finishes, so a reload never changes a request mid-way; bodies stream through and are
-//! never buffered whole; every failure becomes a response in `error` (no panics, no hangs).
+//! buffered only where a route asks (buffering, retry, mirroring, each with a size limit); every failure becomes a response in `error` (no panics, no hangs).
 
 pub mod body;
 pub mod compress;
@@ -28,6 +29,7 @@ mod exchange;
 pub mod forward;
 pub mod health;
 mod listener;
+mod mirror;
 mod phases;
 mod pipeline;
 mod record;

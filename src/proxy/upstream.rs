@@ -127,6 +127,9 @@ pub enum UpBody {
     Tapped(Incoming, Arc<BodyTap>, ClientFault),
     /// Held in memory (empty bodies, buffered or replayable ones, auth and error-page requests).
     Full(Option<Bytes>),
+    /// Bytes already read from the client (looking for a body small enough to mirror), then
+    /// the rest of its stream.
+    Prefixed(Option<Bytes>, Box<UpBody>),
 }
 
 impl UpBody {
@@ -141,6 +144,7 @@ impl UpBody {
             UpBody::Incoming(b, f) | UpBody::Tapped(b, _, f) if !b.is_end_stream() => {
                 Some(f.clone())
             }
+            UpBody::Prefixed(_, rest) => rest.progress(),
             _ => None,
         }
     }
@@ -198,6 +202,10 @@ impl Body for UpBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
+            UpBody::Prefixed(prefix, rest) => match prefix.take().filter(|b| !b.is_empty()) {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
         }
     }
 
@@ -219,6 +227,9 @@ impl Body for UpBody {
                 end
             }
             UpBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            UpBody::Prefixed(prefix, rest) => {
+                prefix.as_ref().is_none_or(Bytes::is_empty) && rest.is_end_stream()
+            }
         }
     }
 
@@ -226,6 +237,16 @@ impl Body for UpBody {
         match self {
             UpBody::Incoming(b, _) | UpBody::Tapped(b, _, _) => b.size_hint(),
             UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            UpBody::Prefixed(prefix, rest) => {
+                let n = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(n));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(n));
+                }
+                hint
+            }
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct ServiceInfo {
     /// Composite services: the services they choose between, with weights.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<(String, u32)>,
+    /// Mirroring services: each mirror and the percentage of requests copied to it (`children`
+    /// holds the main service).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<(String, u32)>,
     pub declared_at: String,
 }
 
@@ -197,6 +201,9 @@ impl TableInfo {
             for (child, weight) in &s.children {
                 out.push_str(&format!("  member {child}  weight {weight}\n"));
             }
+            for (mirror, percent) in &s.mirrors {
+                out.push_str(&format!("  mirror {mirror}  {percent}% of requests\n"));
+            }
         }
         out.push_str(&format!(
             "{} routes, {} services\n",
@@ -216,6 +223,7 @@ fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
         sticky_cookie: None,
         health_check: None,
         children: Vec::new(),
+        mirrors: Vec::new(),
         declared_at: s.declared_at.to_string(),
     };
     match &s.kind {
@@ -247,6 +255,14 @@ fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
         } => {
             info.children = children.iter().map(|(c, w)| (c.name.clone(), *w)).collect();
             info.sticky_cookie = sticky.as_ref().map(|s| s.cookie.name.clone());
+        }
+        ServiceKind::Mirror(m) => {
+            info.children = vec![(m.main.name.clone(), 1)];
+            info.mirrors = m
+                .mirrors
+                .iter()
+                .map(|(c, p)| (c.name.clone(), *p))
+                .collect();
         }
     }
     info

@@ -1,5 +1,6 @@
 //! Services as compiled into a route table: a pool of servers behind a balancer, or a composite
-//! (failover between two services, weighted split over several), and how one request picks its
+//! (failover between two services, weighted split over several, mirroring: a main service plus
+//! copies for mirrors, chosen by Traefik's counting rule), and how one request picks its
 //! server — sticky cookie first, then the balancer (or a script `pick` hook), skipping servers
 //! that are unhealthy or ejected. Also how the router speaks to a server: its `Scheme` (`http`,
 //! `https`, `h2c`, from the server URL) and, for `https://` servers, the pool's `Transport` (the
@@ -376,6 +377,74 @@ pub enum ServiceKind {
         /// service (a canary stays a canary for that client).
         sticky: Option<WeightedSticky>,
     },
+    /// Traefik's `mirroring`: every request goes to `main`; a share of them is also copied to
+    /// each mirror, whose answers are thrown away.
+    Mirror(Box<Mirroring>),
+}
+
+/// Requests bigger than this are not copied to mirrors unless a mirroring service sets its own
+/// `max_body_size` (Traefik's default is unlimited; here a copy is held in memory per mirror).
+pub const MIRROR_BODY_LIMIT: u64 = 16 << 20;
+
+/// A mirroring service: its main service, its mirrors and how much of each request is copied.
+#[derive(Debug)]
+pub struct Mirroring {
+    pub main: Arc<Service>,
+    /// Each mirror and the percentage (0..=100) of requests it receives.
+    pub mirrors: Vec<(Arc<Service>, u32)>,
+    /// Copy the request body (Traefik's `mirrorBody`, default true); false sends copies without
+    /// one.
+    pub body: bool,
+    /// Requests with a larger body go to `main` only.
+    pub max_body: u64,
+    /// Requests seen, then copies sent per mirror: Traefik's rule, a mirror gets a copy while
+    /// `sent * 100 < seen * percent`, so 10% is exactly every tenth request.
+    counts: std::sync::Mutex<(u64, Vec<u64>)>,
+}
+
+impl Mirroring {
+    pub fn new(
+        main: Arc<Service>,
+        mirrors: Vec<(Arc<Service>, u32)>,
+        body: bool,
+        max_body: u64,
+    ) -> Self {
+        let counts = std::sync::Mutex::new((0, vec![0; mirrors.len()]));
+        Mirroring {
+            main,
+            mirrors,
+            body,
+            max_body,
+            counts,
+        }
+    }
+
+    /// The mirrors that get a copy of this request (counting it).
+    fn active(&self) -> Vec<Arc<Service>> {
+        let Ok(mut counts) = self.counts.lock() else {
+            return Vec::new();
+        };
+        let (seen, sent) = &mut *counts;
+        *seen += 1;
+        let mut out = Vec::new();
+        for ((svc, percent), n) in self.mirrors.iter().zip(sent.iter_mut()) {
+            if *n * 100 < *seen * u64::from(*percent) {
+                *n += 1;
+                out.push(svc.clone());
+            }
+        }
+        out
+    }
+}
+
+/// One copy of a request that a mirroring service asked for.
+#[derive(Debug, Clone)]
+pub struct MirrorCopy {
+    pub service: Arc<Service>,
+    /// Whether the copy carries the body.
+    pub body: bool,
+    /// A body bigger than this sends no copy.
+    pub max_body: u64,
 }
 
 /// A weighted service's sticky cookie, with each member's cookie value.
@@ -384,6 +453,13 @@ pub struct WeightedSticky {
     pub cookie: StickyCookie,
     /// `member_sticky_id` of each child, in `children` order.
     pub ids: Vec<String>,
+}
+
+fn max_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The cookie value naming a member service of a weighted one: Traefik's without a secret
@@ -448,6 +524,8 @@ pub struct Pick<'a> {
     pub at: Picked<'a>,
     /// Sticky cookies to set: the pool's, and a weighted service's for its member.
     pub set_cookies: Vec<HeaderValue>,
+    /// Copies of the request for mirrors, when mirroring services were on the way.
+    pub mirrors: Vec<MirrorCopy>,
 }
 
 impl Service {
@@ -496,6 +574,38 @@ impl Service {
             ServiceKind::Weighted { children, .. } => {
                 children.iter().any(|(c, w)| *w > 0 && c.available(now))
             }
+            ServiceKind::Mirror(m) => m.main.available(now),
+        }
+    }
+
+    /// The body size the mirroring services under this one may copy (the largest of theirs
+    /// that copy bodies), or `None` when none does: what a request's body is read up to before
+    /// it is sent.
+    pub fn mirror_body_limit(&self) -> Option<u64> {
+        match &self.kind {
+            ServiceKind::Servers(_) => None,
+            ServiceKind::Failover { primary, fallback } => {
+                max_some(primary.mirror_body_limit(), fallback.mirror_body_limit())
+            }
+            ServiceKind::Weighted { children, .. } => children
+                .iter()
+                .map(|(c, _)| c.mirror_body_limit())
+                .fold(None, max_some),
+            ServiceKind::Mirror(m) => {
+                max_some(m.body.then_some(m.max_body), m.main.mirror_body_limit())
+            }
+        }
+    }
+
+    /// Whether a mirroring service is somewhere under this one.
+    pub fn mirrors_any(&self) -> bool {
+        match &self.kind {
+            ServiceKind::Servers(_) => false,
+            ServiceKind::Failover { primary, fallback } => {
+                primary.mirrors_any() || fallback.mirrors_any()
+            }
+            ServiceKind::Weighted { children, .. } => children.iter().any(|(c, _)| c.mirrors_any()),
+            ServiceKind::Mirror(_) => true,
         }
     }
 
@@ -512,6 +622,7 @@ impl Service {
                 .iter()
                 .flat_map(|(c, _)| c.server_addresses())
                 .collect(),
+            ServiceKind::Mirror(m) => m.main.server_addresses(),
         }
     }
 
@@ -524,6 +635,7 @@ impl Service {
             },
             ServiceKind::Failover { .. } => "failover".to_string(),
             ServiceKind::Weighted { .. } => "weighted".to_string(),
+            ServiceKind::Mirror(_) => "mirroring".to_string(),
         }
     }
 
@@ -577,6 +689,18 @@ impl Service {
                 }
                 Ok(pick)
             }
+            ServiceKind::Mirror(m) => {
+                let mut pick = m.main.pick(req, now)?;
+                if let Some(p) = pick.as_mut() {
+                    p.mirrors
+                        .extend(m.active().into_iter().map(|service| MirrorCopy {
+                            service,
+                            body: m.body,
+                            max_body: m.max_body,
+                        }));
+                }
+                Ok(pick)
+            }
         }
     }
 
@@ -617,6 +741,7 @@ impl Service {
                                 index: i,
                             },
                             set_cookies: Vec::new(),
+                            mirrors: Vec::new(),
                         }));
                     }
                 }
@@ -657,6 +782,7 @@ impl Service {
                 index,
             },
             set_cookies: set_cookie.into_iter().collect(),
+            mirrors: Vec::new(),
         }))
     }
 }

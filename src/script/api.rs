@@ -115,6 +115,13 @@ pub enum ServiceDeclKind {
         fallback: ServiceRef,
     },
     Weighted(Vec<(ServiceRef, u32)>),
+    /// `mirror(name, main, [[service, percent], ...], #{ mirror_body, max_body_size })`.
+    Mirror {
+        main: ServiceRef,
+        mirrors: Vec<(ServiceRef, u32)>,
+        body: bool,
+        max_body: u64,
+    },
 }
 
 #[derive(Debug, Clone)]

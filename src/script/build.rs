@@ -28,6 +28,7 @@ use super::{engine_with_limits, Limits, STDLIB};
 use crate::balance::{Balancer, ServerState};
 use crate::catalog::Catalog;
 use crate::middleware::Middleware;
+use crate::routing::service::Mirroring;
 use crate::routing::service::{sticky_id, Scheme, Transport, Verify};
 use crate::routing::{parse_rule, Location, Pool, Server, Service, ServiceKind, Target};
 use crate::table::{Route, RouteTable};
@@ -617,6 +618,20 @@ impl Services<'_> {
                         .map(|(r, w)| self.resolve(r).map(|s| (s, *w)))
                         .collect::<Option<Vec<_>>>()
                         .map(|children| ServiceKind::weighted(children, d.sticky.clone())),
+                    ServiceDeclKind::Mirror {
+                        main,
+                        mirrors,
+                        body,
+                        max_body,
+                    } => self.resolve(main).and_then(|main| {
+                        let mirrors = mirrors
+                            .iter()
+                            .map(|(r, p)| self.resolve(r).map(|s| (s, *p)))
+                            .collect::<Option<Vec<_>>>()?;
+                        Some(ServiceKind::Mirror(Box::new(Mirroring::new(
+                            main, mirrors, *body, *max_body,
+                        ))))
+                    }),
                 };
                 match kind {
                     Some(kind) => {
@@ -643,6 +658,11 @@ impl Services<'_> {
                             vec![primary.name(), fallback.name()]
                         }
                         ServiceDeclKind::Weighted(m) => m.iter().map(|(r, _)| r.name()).collect(),
+                        ServiceDeclKind::Mirror { main, mirrors, .. } => {
+                            std::iter::once(main.name())
+                                .chain(mirrors.iter().map(|(r, _)| r.name()))
+                                .collect()
+                        }
                     };
                     let missing: Vec<String> = names
                         .into_iter()

@@ -236,6 +236,55 @@ fn composite(
     Ok(handle)
 }
 
+/// `mirror(name, main, [[service, percent], ...], #{ mirror_body, max_body_size })`: Traefik's
+/// mirroring service.
+fn mirror(
+    c: &Collector,
+    ctx: &NativeCallContext,
+    name: &str,
+    main: &Dynamic,
+    members: Array,
+    opts: &Map,
+) -> RhaiResult<ServiceHandle> {
+    let what = "mirror";
+    check_keys(ctx, what, opts, &["mirror_body", "max_body_size"])?;
+    let main = service_ref(ctx, "mirror main service", main)?;
+    let mut mirrors = Vec::new();
+    for m in members {
+        let pair = m.try_cast::<Array>().filter(|p| p.len() == 2);
+        let (Some(svc), Some(pct)) = pair
+            .as_ref()
+            .map_or((None, None), |p| (p.first(), p.get(1)))
+        else {
+            return err(ctx, "mirror: mirrors are [service, percent] pairs");
+        };
+        let svc = service_ref(ctx, "mirror", svc)?;
+        let Some(pct) = pct
+            .as_int()
+            .ok()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p <= 100)
+        else {
+            return err(ctx, "mirror: a percentage is an integer in 0..=100");
+        };
+        mirrors.push((svc, pct));
+    }
+    let body = opt_bool(ctx, what, opts, "mirror_body")?.unwrap_or(true);
+    let max_body = opt_u64(ctx, what, opts, "max_body_size")?
+        .unwrap_or(crate::routing::service::MIRROR_BODY_LIMIT);
+    composite(
+        c,
+        ctx,
+        name,
+        ServiceDeclKind::Mirror {
+            main,
+            mirrors,
+            body,
+            max_body,
+        },
+    )
+}
+
 pub fn register(
     engine: &mut Engine,
     collector: &Arc<Collector>,
@@ -379,6 +428,29 @@ pub fn register(
                 fallback: service_ref(&ctx, "failover fallback", &fallback)?,
             };
             composite(&c, &ctx, name, kind)
+        },
+    );
+    let c = collector.clone();
+    engine.register_fn(
+        "mirror",
+        move |ctx: NativeCallContext,
+              name: &str,
+              main: Dynamic,
+              mirrors: Array|
+              -> RhaiResult<ServiceHandle> {
+            mirror(&c, &ctx, name, &main, mirrors, &Map::new())
+        },
+    );
+    let c = collector.clone();
+    engine.register_fn(
+        "mirror",
+        move |ctx: NativeCallContext,
+              name: &str,
+              main: Dynamic,
+              mirrors: Array,
+              opts: Map|
+              -> RhaiResult<ServiceHandle> {
+            mirror(&c, &ctx, name, &main, mirrors, &opts)
         },
     );
     let c = collector.clone();

@@ -26,6 +26,7 @@ mod hooks;
 mod https_upstream;
 mod metrics;
 mod middlewares;
+mod mirroring;
 mod mw_access;
 mod mw_upstream;
 mod recording;

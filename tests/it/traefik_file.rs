@@ -89,3 +89,128 @@ async fn dynamic_configuration_files_route_like_traefiks_file_provider() {
     assert_eq!(get(r.web, "app.test", "/").await.backend(), Some("other"));
     r.shutdown().await;
 }
+
+/// Traefik's composite services from a file: `weighted` (with its sticky cookie), `mirroring`
+/// and `failover`, each naming services of the same file or, with `@file`, written as Traefik
+/// users write them.
+#[tokio::test]
+async fn weighted_mirroring_and_failover_services_from_a_file() {
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let shadow =
+        crate::attacks::backend::RawBackend::start(crate::attacks::backend::Role::App).await;
+    let dead = dead_addr().await;
+    let dynamic = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dynamic.path().join("services.yml"),
+        format!(
+            r#"http:
+  routers:
+    canary:
+      rule: "Host(`canary.test`)"
+      service: split
+    shadowed:
+      rule: "Host(`shadow.test`)"
+      service: Copied
+    backup:
+      rule: "Host(`backup.test`)"
+      service: backup@file
+  services:
+    stable:
+      loadBalancer:
+        servers: [{{ url: "http://{stable}" }}]
+    canary:
+      loadBalancer:
+        servers: [{{ url: "http://{canary}" }}]
+    shadow:
+      loadBalancer:
+        servers: [{{ url: "http://{shadow}" }}]
+    gone:
+      loadBalancer:
+        servers: [{{ url: "http://{dead}" }}]
+        healthCheck: {{ path: /health, interval: 100ms, timeout: 100ms }}
+    split:
+      weighted:
+        services:
+          - name: stable
+            weight: 3
+          - name: canary@file
+            weight: 1
+        sticky:
+          cookie:
+            name: lane
+    copied:
+      mirroring:
+        service: stable
+        maxBodySize: -1
+        mirrors:
+          - name: shadow
+            percent: 100
+    backup:
+      failover:
+        service: gone
+        fallback: canary
+"#,
+            stable = stable.addr,
+            canary = canary.addr,
+            shadow = shadow.addr,
+        ),
+    )
+    .unwrap();
+    let path = dynamic.path().to_path_buf();
+    let r = TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], |cfg| {
+        cfg.dynamic_config = Some(path);
+    })
+    .await;
+
+    // Weighted 3:1, and a client holding the cookie stays on its member.
+    let mut lanes = std::collections::BTreeMap::new();
+    let mut cookie = None;
+    for _ in 0..8 {
+        let reply = get(r.web, "canary.test", "/").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        *lanes
+            .entry(reply.backend().unwrap().to_string())
+            .or_insert(0) += 1;
+        if reply.backend() == Some("canary") {
+            cookie = reply.header("set-cookie").map(str::to_string);
+        }
+    }
+    assert_eq!(lanes.get("stable"), Some(&6), "{lanes:?}");
+    assert_eq!(lanes.get("canary"), Some(&2), "{lanes:?}");
+    let cookie = cookie.expect("the weighted service set its sticky cookie");
+    assert!(cookie.starts_with("lane="), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    for _ in 0..6 {
+        let reply = send(r.web, "GET", "canary.test", "/", &[("cookie", &pair)], "").await;
+        assert_eq!(
+            reply.backend(),
+            Some("canary"),
+            "a canary client stays a canary"
+        );
+    }
+
+    // Mirroring: the client gets `stable`, the shadow gets a copy with the body.
+    let reply = send(r.web, "POST", "shadow.test", "/orders", &[], "one order").await;
+    assert_eq!(reply.backend(), Some("stable"), "{}", reply.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while shadow.since(0).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no copy reached the mirror"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = &shadow.since(0)[0];
+    assert_eq!(copy.line(), "POST /orders");
+    assert_eq!(copy.body, b"one order");
+
+    // Failover: as in Traefik, the primary's health check tells it is down; then the fallback
+    // answers.
+    let reply = poll_get(r.web, "backup.test", "/", Duration::from_secs(10), |x| {
+        x.backend() == Some("canary")
+    })
+    .await;
+    assert_eq!(reply.status, 200);
+    r.shutdown().await;
+}

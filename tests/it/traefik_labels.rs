@@ -1006,3 +1006,119 @@ fn services_with_different_ports_on_one_container_each_keep_theirs() {
     assert_eq!(out.servers("api@docker"), vec!["10.0.10.2:9090"]);
     assert_eq!(out.servers("admin@docker"), vec!["10.0.10.2:9091"]);
 }
+
+/// `weighted`, `mirroring` and `failover` services in labels: a canary split across two
+/// containers' services, a mirror and a failover; a service that is two kinds at once, a member
+/// that does not exist and a percentage out of range are each that container's or router's
+/// error, with the label named.
+#[test]
+fn weighted_mirroring_and_failover_services_in_labels() {
+    let out = build_labels(vec![
+        container(
+            "stable",
+            "stable_1",
+            "docker",
+            "10.0.9.1",
+            &["10.0.9.1:80"],
+            json!({
+                "traefik.http.services.stable.loadbalancer.server.port": "80",
+                "traefik.http.routers.shop.rule": "Host(`shop.example.com`)",
+                "traefik.http.routers.shop.service": "split",
+                "traefik.http.services.split.weighted.services[0].name": "stable",
+                "traefik.http.services.split.weighted.services[0].weight": "9",
+                "traefik.http.services.split.weighted.services[1].name": "Canary@docker",
+                "traefik.http.services.split.weighted.services[1].weight": "1",
+                "traefik.http.services.split.weighted.sticky.cookie.name": "lane",
+                "traefik.http.routers.copy.rule": "Host(`copy.example.com`)",
+                "traefik.http.routers.copy.service": "copied",
+                "traefik.http.services.copied.mirroring.service": "stable",
+                "traefik.http.services.copied.mirroring.mirrors[0].name": "canary",
+                "traefik.http.services.copied.mirroring.mirrors[0].percent": "20",
+                "traefik.http.services.copied.mirroring.mirrorbody": "false",
+                "traefik.http.routers.safe.rule": "Host(`safe.example.com`)",
+                "traefik.http.routers.safe.service": "safe",
+                "traefik.http.services.safe.failover.service": "canary",
+                "traefik.http.services.safe.failover.fallback": "stable",
+            }),
+        ),
+        container(
+            "canary",
+            "canary_1",
+            "docker",
+            "10.0.9.2",
+            &["10.0.9.2:80"],
+            json!({ "traefik.http.services.canary.loadbalancer.server.port": "80" }),
+        ),
+        container(
+            "both",
+            "both_1",
+            "docker",
+            "10.0.9.3",
+            &["10.0.9.3:80"],
+            json!({
+                "traefik.http.services.both.loadbalancer.server.port": "80",
+                "traefik.http.services.both.weighted.services[0].name": "stable",
+            }),
+        ),
+        container(
+            "lost",
+            "lost_1",
+            "docker",
+            "10.0.9.4",
+            &["10.0.9.4:80"],
+            json!({
+                "traefik.http.routers.lost.rule": "Host(`lost.example.com`)",
+                "traefik.http.routers.lost.service": "lost",
+                "traefik.http.services.lost.mirroring.service": "stable",
+                "traefik.http.services.lost.mirroring.mirrors[0].name": "nowhere",
+                "traefik.http.services.lost.mirroring.mirrors[0].percent": "10",
+            }),
+        ),
+        container(
+            "over",
+            "over_1",
+            "docker",
+            "10.0.9.5",
+            &["10.0.9.5:80"],
+            json!({
+                "traefik.http.services.over.mirroring.service": "stable",
+                "traefik.http.services.over.mirroring.mirrors[0].name": "canary",
+                "traefik.http.services.over.mirroring.mirrors[0].percent": "150",
+            }),
+        ),
+    ]);
+    let split = out.service("split@docker");
+    assert_eq!(split["balancer"], "weighted");
+    assert_eq!(
+        split["children"],
+        json!([["stable@docker", 9], ["canary@docker", 1]]),
+        "{split:#}"
+    );
+    assert_eq!(split["sticky_cookie"], "lane");
+    assert_eq!(
+        out.route("shop@docker")["target"]["service"],
+        "split@docker"
+    );
+    let copied = out.service("copied@docker");
+    assert_eq!(copied["balancer"], "mirroring");
+    assert_eq!(copied["children"], json!([["stable@docker", 1]]));
+    assert_eq!(copied["mirrors"], json!([["canary@docker", 20]]));
+    let safe = out.service("safe@docker");
+    assert_eq!(safe["balancer"], "failover");
+    assert_eq!(
+        safe["children"],
+        json!([["canary@docker", 1], ["stable@docker", 0]])
+    );
+    out.warning(&[
+        "both_1",
+        "traefik.http.services.both.",
+        "one of loadbalancer, weighted, mirroring or failover",
+    ]);
+    out.warning(&["service lost", "unknown or dropped services", "nowhere"]);
+    assert!(!out.has_route("lost@docker"));
+    out.warning(&[
+        "over_1",
+        "traefik.http.services.over.mirroring.mirrors[0].percent",
+        "not in 0..=100",
+    ]);
+}

@@ -12,7 +12,7 @@
 //!
 //! Only 127.0.0.1 is ever contacted; every read, write and loop is bounded.
 
-mod backend;
+pub mod backend;
 mod judge;
 mod nginx;
 mod selftest;
