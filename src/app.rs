@@ -1,8 +1,10 @@
 //! Wiring for `switchyard run`: binds entrypoints, starts the control loop, the proxy and the
 //! admin API, and shuts them down in order.
 //!
-//! Owns the process lifecycle: SIGHUP reloads scripts; SIGINT/SIGTERM stop accepting, let
-//! in-flight requests finish up to the grace period, then return. `Router::start` takes already
+//! Owns the process lifecycle: SIGHUP reloads scripts — and, when the static configuration can
+//! be read again (`run_reloading`), applies a changed one by starting a new router on the kept
+//! sockets of unchanged entrypoints and stopping the old one gracefully; SIGINT/SIGTERM stop
+//! accepting, let in-flight requests finish up to the grace period, then return. `Router::start` takes already
 //! bound listeners so tests can run a router on port 0.
 
 use std::net::SocketAddr;
@@ -506,23 +508,171 @@ pub fn bind(cfg: &Config) -> anyhow::Result<(Vec<ListenerSet>, Option<std::net::
     Ok((sets, admin))
 }
 
-/// `switchyard run`: serve until SIGINT or SIGTERM; reload on SIGHUP.
+/// `switchyard run`: serve until SIGINT or SIGTERM; reload the scripts on SIGHUP.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    run_reloading(cfg, None).await
+}
+
+/// How the static configuration is read again: the function that reads it (the `--config` file
+/// and the command line, or Traefik's static configuration) and the file to watch, if any.
+pub struct StaticReload {
+    pub read: Box<dyn Fn() -> anyhow::Result<Config> + Send>,
+    pub watch: Option<PathBuf>,
+}
+
+/// How often the static configuration file is checked for changes.
+const STATIC_POLL: Duration = Duration::from_secs(1);
+
+/// `run`, with the static configuration read again on SIGHUP and when its file changes. The
+/// same configuration only reloads the scripts; a different one starts a new router beside the
+/// running one — unchanged entrypoints (same address) keep their listening sockets, so no
+/// connection is refused, new ones are bound, removed ones closed — and then stops the old router
+/// gracefully (its requests finish within the grace period). A configuration that cannot be read,
+/// an address that cannot be bound or scripts that do not build under it leave the running
+/// router as it is, with the error in the log.
+pub async fn run_reloading(cfg: Config, reload: Option<StaticReload>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal that arrives during the first build is queued, not fatal.
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let (sets, admin) = bind(&cfg)?;
-    let router = Router::start(&cfg, sets, admin).await?;
+    let mut live = Listeners::keep(&cfg, &sets, admin.as_ref())?;
+    let mut router = Router::start(&cfg, sets, admin).await?;
+    let mut cfg = cfg;
+    let watched = reload.as_ref().and_then(|r| r.watch.clone());
+    let mut stamp = watched.as_deref().and_then(file_stamp);
+    let mut poll = tokio::time::interval(STATIC_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = hup.recv() => { info!("SIGHUP: reloading scripts"); router.reload(); }
+        let changed_file = tokio::select! {
+            _ = hup.recv() => false,
+            _ = poll.tick(), if watched.is_some() => {
+                let now = watched.as_deref().and_then(file_stamp);
+                if now == stamp { continue; }
+                stamp = now;
+                true
+            }
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+        };
+        let Some(r) = &reload else {
+            info!("SIGHUP: reloading scripts");
+            router.reload();
+            continue;
+        };
+        let next = match (r.read)() {
+            Ok(next) => next,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "static configuration not reloaded; the running one stays");
+                continue;
+            }
+        };
+        if format!("{next:?}") == format!("{cfg:?}") {
+            if !changed_file {
+                info!("SIGHUP: static configuration unchanged; reloading scripts");
+                router.reload();
+            }
+            continue;
+        }
+        info!("static configuration changed: starting a router on it beside the running one");
+        match restart(&next, &live).await {
+            Ok((new_router, new_live)) => {
+                let old = std::mem::replace(&mut router, new_router);
+                live = new_live;
+                let grace = cfg.grace_period;
+                cfg = next;
+                info!(entrypoints = ?router.entrypoints, "static configuration applied; the previous router stops");
+                tokio::spawn(old.shutdown(grace));
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "static configuration not applied; the running router stays");
+            }
         }
     }
     router.shutdown(cfg.grace_period).await;
     info!("stopped");
     Ok(())
+}
+
+/// A file's modification time and length, to notice a save.
+fn file_stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Duplicates of the running router's listening sockets, by configured address, so a router on a
+/// new static configuration can take over an unchanged entrypoint without closing its port.
+struct Listeners {
+    /// (configured address, one socket per worker).
+    entrypoints: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+    admin: Option<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Listeners {
+    fn keep(
+        cfg: &Config,
+        sets: &[ListenerSet],
+        admin: Option<&std::net::TcpListener>,
+    ) -> anyhow::Result<Listeners> {
+        let mut entrypoints = Vec::new();
+        for (i, (_, addr)) in cfg.entrypoints.iter().enumerate() {
+            let mut socks = Vec::new();
+            for set in sets {
+                if let Some((_, l)) = set.get(i) {
+                    socks.push(l.try_clone().context("duplicating a listening socket")?);
+                }
+            }
+            entrypoints.push((*addr, socks));
+        }
+        let admin = match (cfg.admin, admin) {
+            (Some(a), Some(l)) => Some((a, l.try_clone().context("duplicating the admin socket")?)),
+            _ => None,
+        };
+        Ok(Listeners { entrypoints, admin })
+    }
+}
+
+/// Starts a router on `next`, reusing the sockets of `live` whose address is unchanged.
+async fn restart(next: &Config, live: &Listeners) -> anyhow::Result<(Router, Listeners)> {
+    let workers = next.workers.max(1);
+    let mut sets: Vec<ListenerSet> = (0..workers).map(|_| Vec::new()).collect();
+    for (name, addr) in &next.entrypoints {
+        let kept = live
+            .entrypoints
+            .iter()
+            .find(|(a, socks)| a == addr && !socks.is_empty());
+        match kept {
+            Some((_, socks)) => {
+                for (i, set) in sets.iter_mut().enumerate() {
+                    let l = socks[i % socks.len()]
+                        .try_clone()
+                        .context("duplicating a listening socket")?;
+                    set.push((name.clone(), l));
+                }
+            }
+            None => {
+                let fresh = bind_entrypoints(&[(name.clone(), *addr)], workers)?;
+                for (set, mut one) in sets.iter_mut().zip(fresh) {
+                    set.append(&mut one);
+                }
+            }
+        }
+    }
+    let admin = match (next.admin, &live.admin) {
+        (Some(a), Some((was, l))) if a == *was => {
+            Some(l.try_clone().context("duplicating the admin socket")?)
+        }
+        (Some(a), _) => Some(
+            std::net::TcpListener::bind(a)
+                .with_context(|| format!("cannot listen on {a} for the admin API"))?,
+        ),
+        (None, _) => None,
+    };
+    let kept = Listeners::keep(next, &sets, admin.as_ref())?;
+    // The new scripts must build: a router that would serve an empty table is not started.
+    let mut strict = next.clone();
+    strict.require_valid_start = true;
+    let router = Router::start(&strict, sets, admin).await?;
+    Ok((router, kept))
 }

@@ -203,7 +203,22 @@ fn run_traefik(dry_run: bool, flags: Vec<String>) -> anyhow::Result<ExitCode> {
     for i in &t.ignored {
         tracing::info!("Traefik option accepted without effect: --{i}");
     }
-    runtime()?.block_on(switchyard::app::run(cfg))?;
+    // SIGHUP and saves of Traefik's configuration file read it (and the environment) again.
+    let watch = Some(std::path::PathBuf::from(&settings.from)).filter(|p| p.is_file());
+    let reload = switchyard::app::StaticReload {
+        watch,
+        read: Box::new(move || {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let (_, t) = switchyard::traefik::plan(&flags, &env).map_err(|errors| {
+                anyhow::anyhow!(
+                    "Traefik configuration not accepted:\n  {}",
+                    errors.join("\n  ")
+                )
+            })?;
+            switchyard::traefik::config(&t)
+        }),
+    };
+    runtime()?.block_on(switchyard::app::run_reloading(cfg, Some(reload)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -243,7 +258,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let cfg = config::resolve(&args.common, Some(&args))?;
             init_logging(&cfg.log_level, cfg.log_format)?;
-            runtime()?.block_on(switchyard::app::run(cfg))?;
+            // SIGHUP and saves of `--config` read the static configuration again.
+            let reload = switchyard::app::StaticReload {
+                watch: args.common.config.clone(),
+                read: Box::new(move || config::resolve(&args.common, Some(&args))),
+            };
+            runtime()?.block_on(switchyard::app::run_reloading(cfg, Some(reload)))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Traefik { dry_run, flags } => run_traefik(dry_run, flags),
