@@ -644,10 +644,8 @@ async fn restart(next: &Config, live: &Listeners) -> anyhow::Result<(Router, Lis
             .find(|(a, socks)| a == addr && !socks.is_empty());
         match kept {
             Some((_, socks)) => {
-                for (i, set) in sets.iter_mut().enumerate() {
-                    let l = socks[i % socks.len()]
-                        .try_clone()
-                        .context("duplicating a listening socket")?;
+                for (set, sock) in sets.iter_mut().zip(socks.iter().cycle()) {
+                    let l = sock.try_clone().context("duplicating a listening socket")?;
                     set.push((name.clone(), l));
                 }
             }
