@@ -64,6 +64,11 @@ impl HostPattern {
                 "invalid host {raw:?}: `*` is only allowed as the first label"
             ));
         }
+        // An IPv6 literal matches the request's `[v6]` or `[v6]:port` host, written with or
+        // without brackets (Traefik matches `Host(`::1`)` for `[::1]:8080`).
+        if !host.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Ok(HostPattern::Exact(format!("[{host}]")));
+        }
         Ok(HostPattern::Exact(host))
     }
 
@@ -474,6 +479,8 @@ impl fmt::Display for Matcher {
             }
             // v3's one-argument Query means "empty value"; "any value" is spelled as a regexp.
             Matcher::Query(k, None) => write!(f, "QueryRegexp({}, `.*`)", quote(k)),
+            // Traefik 3 refuses an empty argument: the empty value is the one-argument form.
+            Matcher::Query(k, Some(v)) if v.is_empty() => write!(f, "Query({})", quote(k)),
             Matcher::Query(k, Some(v)) => write!(f, "Query({}, {})", quote(k), quote(v)),
             Matcher::QueryRegex(k, p) => {
                 write!(f, "QueryRegexp({}, {})", quote(k), quote(&p.source))

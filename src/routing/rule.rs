@@ -25,8 +25,7 @@
 //! except `Headers`, `HeadersRegexp` and `Query`, whose pairs must all match. Deliberate
 //! differences: newlines are plain whitespace, host regexes ignore case (request hosts are
 //! lowercase anyway), `Host(`*.x.com`)` is a wildcard in both syntaxes, methods, header names
-//! and IPs are validated, `Query(`k`, ``)` is accepted as the two-argument form of `Query(`k`)`,
-//! and a v2 query value is checked against every value of its key, not only the first.
+//! and IPs are validated, and a v2 query value is checked against every value of its key, not only the first.
 //!
 //! Invariants: a returned error's `column` is 1-based, counted in chars, and lies within
 //! `1..=chars + 1`; parentheses and `!` nest at most 64 levels (`MAX_DEPTH`) and a rule holds
@@ -620,9 +619,13 @@ impl<'a> Parser<'a> {
             return Err(self.err(pos, msg));
         }
         for (i, a) in args.iter().enumerate() {
-            // `Query(`k`, ``)` is accepted as the two-argument spelling of `Query(`k`)`.
-            if a.value.is_empty() && !(func == Func::Query && i == 1) {
-                return Err(self.err(a.pos, format!("empty argument to {name}")));
+            if a.value.is_empty() {
+                let mut msg = format!("empty argument to {name}");
+                // As Traefik 3, which refuses it too: the empty value has its own spelling.
+                if func == Func::Query && i == 1 {
+                    msg.push_str(" (Query(`k`) matches `?k` and `?k=`)");
+                }
+                return Err(self.err(a.pos, msg));
             }
         }
         self.reserve_leaves(1, name_pos)?;
@@ -1337,10 +1340,13 @@ mod tests {
         ("Header(`Content-Type`, `application/yaml`)", V3, K("Header(`content-type`, `application/yaml`)")),
         ("HeaderRegexp(`X-Version`, `^v[0-9]+$`)", V3, K("HeaderRegexp(`x-version`, `^v[0-9]+$`)")),
         ("Query(`mobile`, `true`)", V3, K("Query(`mobile`, `true`)")),
-        ("Query(`mobile`)", V3, K("Query(`mobile`, ``)")),
-        ("Query(`mobile`, ``)", V3, K("Query(`mobile`, ``)")),
+        ("Query(`mobile`)", V3, K("Query(`mobile`)")),
+        ("Host(`::1`)", V3, K("Host(`[::1]`)")),
+        ("Host(`[::1]`)", V3, K("Host(`[::1]`)")),
+        ("Host(`[2001:DB8::1]`)", V3, K("Host(`[2001:db8::1]`)")),
+        ("Query(`mobile`, ``)", V3, E(17, "empty argument to Query (Query(`k`) matches `?k` and `?k=`)")),
         ("QueryRegexp(`mobile`, `^(true|yes)$`)", V3, K("QueryRegexp(`mobile`, `^(true|yes)$`)")),
-        ("QueryRegexp(`mobile`)", V3, K("Query(`mobile`, ``)")),
+        ("QueryRegexp(`mobile`)", V3, K("Query(`mobile`)")),
         ("ClientIP(`10.0.0.0/8`)", V3, K("ClientIP(`10.0.0.0/8`)")),
         ("ClientIP(`10.76.105.11`)", V3, K("ClientIP(`10.76.105.11/32`)")),
         ("ClientIP(`::1`)", V3, K("ClientIP(`::1/128`)")),

@@ -285,3 +285,20 @@ async fn several_workers_share_the_entrypoints() {
     }
     r.shutdown().await;
 }
+
+/// An IPv6 literal in `Host` matches `[v6]` and `[v6]:port` request hosts, written with or
+/// without brackets, as Traefik's `Host(`::1`)` does.
+#[tokio::test]
+async fn host_rules_match_ipv6_literals() {
+    let r = TestRouter::start(
+        "route(\"v6\").rule(\"Host(`::1`) || Host(`[2001:DB8::5]`)\").to(respond(200, \"v6\"));\n",
+    )
+    .await;
+    for host in ["[::1]:8080", "[::1]", "[2001:db8::5]:80"] {
+        let reply = get(r.web, host, "/").await;
+        assert_eq!(reply.status, 200, "{host}");
+        assert_eq!(reply.body, "v6", "{host}");
+    }
+    assert_eq!(get(r.web, "[::2]:8080", "/").await.status, 404);
+    r.shutdown().await;
+}
