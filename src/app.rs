@@ -570,7 +570,10 @@ pub async fn run_reloading(cfg: Config, reload: Option<StaticReload>) -> anyhow:
         };
         if format!("{next:?}") == format!("{cfg:?}") {
             if !changed_file {
-                info!("SIGHUP: static configuration unchanged; reloading scripts");
+                info!(
+                    static_configuration = "unchanged",
+                    "SIGHUP: reloading scripts"
+                );
                 router.reload();
             }
             continue;
