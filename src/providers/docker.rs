@@ -642,18 +642,19 @@ fn network_mode(c: &ContainerInspectResponse) -> &str {
         .unwrap_or_default()
 }
 
-/// Network name → IPv4 address, only networks where the container has one.
+/// Network name → address: the IPv4 one, else (an IPv6-only network) the global IPv6 one, as
+/// Traefik reads them; only networks where the container has either.
 fn networks_of(c: &ContainerInspectResponse) -> BTreeMap<String, String> {
+    let some = |ip: &Option<String>| ip.as_ref().filter(|ip| !ip.is_empty()).cloned();
     c.network_settings
         .as_ref()
         .and_then(|n| n.networks.as_ref())
         .map(|nets| {
             nets.iter()
                 .filter_map(|(name, ep)| {
-                    ep.ip_address
-                        .as_ref()
-                        .filter(|ip| !ip.is_empty())
-                        .map(|ip| (name.clone(), ip.clone()))
+                    some(&ep.ip_address)
+                        .or_else(|| some(&ep.global_ipv6_address))
+                        .map(|ip| (name.clone(), ip))
                 })
                 .collect()
         })
@@ -970,9 +971,18 @@ mod tests {
                         .map(|(n, ip)| {
                             (
                                 n.to_string(),
-                                EndpointSettings {
-                                    ip_address: Some(ip.to_string()),
-                                    ..Default::default()
+                                // An IPv6 address stands for an IPv6-only network.
+                                if ip.contains(':') {
+                                    EndpointSettings {
+                                        ip_address: Some(String::new()),
+                                        global_ipv6_address: Some(ip.to_string()),
+                                        ..Default::default()
+                                    }
+                                } else {
+                                    EndpointSettings {
+                                        ip_address: Some(ip.to_string()),
+                                        ..Default::default()
+                                    }
                                 },
                             )
                         })
@@ -1097,6 +1107,13 @@ mod tests {
             mode: "host",
             label: Some("front"),
             want: Some("127.0.0.1"),
+            ..ROW
+        },
+        AddressCase {
+            case: "an IPv6-only network: its global IPv6 address",
+            mode: "v6net",
+            nets: &[("v6net", "2001:db8::7")],
+            want: Some("2001:db8::7"),
             ..ROW
         },
         AddressCase {
