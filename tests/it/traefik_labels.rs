@@ -1122,3 +1122,51 @@ fn weighted_mirroring_and_failover_services_in_labels() {
         "not in 0..=100",
     ]);
 }
+
+/// Traefik 1.7 segment labels: one frontend and backend per `traefik.<segment>.*` group, named
+/// as Traefik 1.7 names them, each segment's own labels over the container's others.
+#[test]
+fn v1_segment_labels_make_one_route_and_service_each() {
+    let out = build_labels(vec![container(
+        "app",
+        "app_1",
+        "docker",
+        "10.0.4.2",
+        &["10.0.4.2:80"],
+        json!({
+            "traefik.frontend.entryPoints": "web",
+            "traefik.backend.loadbalancer.stickiness": "true",
+            "traefik.site.port": "80",
+            "traefik.site.frontend.rule": "Host:www.example.com",
+            "traefik.Admin.port": "8080",
+            "traefik.Admin.backend": "console",
+            "traefik.Admin.frontend.rule": "Host:admin.example.com;PathPrefixStrip:/ui",
+            "traefik.Admin.frontend.priority": "7",
+            "traefik.Admin.frontend.auth.basic.users": "alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+        }),
+    )]);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    assert_eq!(
+        out.route_names(),
+        ["admin-app-console@docker", "site-app-site@docker"]
+    );
+    let site = out.route("site-app-site@docker");
+    assert_eq!(site["rule"], "Host(`www.example.com`)");
+    assert_eq!(site["target"]["service"], "app-site@docker");
+    assert_eq!(site["entrypoints"], json!(["web"]), "the container's label");
+    assert_eq!(out.servers("app-site@docker"), vec!["10.0.4.2:80"]);
+    let admin = out.route("admin-app-console@docker");
+    assert_eq!(
+        admin["rule"],
+        "Host(`admin.example.com`) && PathPrefix(`/ui`)"
+    );
+    assert_eq!(admin["priority"], 7);
+    assert_eq!(admin["entrypoints"], json!(["web"]));
+    let mws = admin["middlewares"].to_string();
+    assert!(
+        mws.contains("basic_auth") && mws.contains("strip_prefix"),
+        "{mws}"
+    );
+    assert_eq!(out.servers("app-console@docker"), vec!["10.0.4.2:8080"]);
+    assert!(out.service("app-console@docker")["sticky_cookie"].is_string());
+}
