@@ -99,10 +99,24 @@ impl CertManager {
     pub fn prepare(
         &self,
         declared: &[(CertFiles, Location)],
+        default: Option<&(CertFiles, Location)>,
     ) -> Result<Prepared, Vec<ScriptError>> {
         let mut certs = Vec::new();
         let mut errors = Vec::new();
         let mut files = Vec::new();
+        // A script's default certificate replaces the router's (the config's or self-signed).
+        let mut default_cert = self.default.clone();
+        if let Some((f, at)) = default {
+            let f = CertFiles {
+                cert: self.base.join(&f.cert),
+                key: self.base.join(&f.key),
+            };
+            files.extend([f.cert.clone(), f.key.clone()]);
+            match crate::tls::certs::load(&f) {
+                Ok(c) => default_cert = c,
+                Err(e) => errors.push(ScriptError::at(at, format!("default certificate: {e}"))),
+            }
+        }
         let config = self.config.iter().map(|f| (f.clone(), None));
         let scripts = declared.iter().map(|(f, at)| {
             let f = CertFiles {
@@ -141,7 +155,7 @@ impl CertManager {
         files.sort();
         files.dedup();
         Ok(Prepared {
-            store: CertStore::new(certs, self.default.clone()),
+            store: CertStore::new(certs, default_cert),
             files,
         })
     }

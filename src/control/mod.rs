@@ -331,10 +331,12 @@ impl Control {
         // already sees the new status.
         // Certificates a build names must load before its table goes live.
         let (result, prepared) = match (result, self.certs.get()) {
-            (Ok(built), Some(certs)) => match certs.prepare(&built.certificates) {
-                Ok(p) => (Ok(built), Some((certs, p))),
-                Err(errors) => (Err(errors), None),
-            },
+            (Ok(built), Some(certs)) => {
+                match certs.prepare(&built.certificates, built.default_certificate.as_ref()) {
+                    Ok(p) => (Ok(built), Some((certs, p))),
+                    Err(errors) => (Err(errors), None),
+                }
+            }
             (r, _) => (r, None),
         };
         match result {

@@ -194,6 +194,8 @@ struct CollectorState {
     warnings: Vec<(Location, String)>,
     /// `tls_certificate(cert, key)` calls: files the router reads (never the script engine).
     certificates: Vec<(crate::tls::CertFiles, Location)>,
+    /// `tls_default_certificate(cert, key)`: the last call wins.
+    default_certificate: Option<(crate::tls::CertFiles, Location)>,
 }
 
 /// Everything the scripts of one build declared.
@@ -204,6 +206,7 @@ pub struct Declarations {
     pub implicit: HashMap<String, ServiceHandle>,
     pub warnings: Vec<(Location, String)>,
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
+    pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
 }
 
 /// Records declarations during one build.
@@ -227,6 +230,7 @@ impl Collector {
             implicit: std::mem::take(&mut st.implicit),
             warnings: std::mem::take(&mut st.warnings),
             certificates: std::mem::take(&mut st.certificates),
+            default_certificate: st.default_certificate.take(),
         }
     }
 
@@ -625,6 +629,28 @@ pub fn register_builders(
                 key: key.trim().into(),
             };
             lock(&c.state).certificates.push((files, at));
+            Ok(())
+        },
+    );
+    // The certificate for names no other certificate lists (Traefik's
+    // `tls.stores.default.defaultCertificate`), instead of the router's self-signed one.
+    let c = collector.clone();
+    engine.register_fn(
+        "tls_default_certificate",
+        move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
+            c.check_open(&ctx, "tls_default_certificate")?;
+            if cert.trim().is_empty() || key.trim().is_empty() {
+                return runtime_error(
+                    &ctx,
+                    "tls_default_certificate(cert_file, key_file) needs both files",
+                );
+            }
+            let at = c.location(&ctx);
+            let files = crate::tls::CertFiles {
+                cert: cert.trim().into(),
+                key: key.trim().into(),
+            };
+            lock(&c.state).default_certificate = Some((files, at));
             Ok(())
         },
     );

@@ -89,6 +89,8 @@ pub struct Built {
     pub duration: std::time::Duration,
     /// `tls_certificate(cert, key)` calls, for the router to read.
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
+    /// `tls_default_certificate(cert, key)`, for the router to read.
+    pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
 }
 
 /// What the running router offers scripts besides the catalog.
@@ -204,6 +206,7 @@ pub fn build_with(
     }
 
     let certificates = std::mem::take(&mut decls.certificates);
+    let default_certificate = decls.default_certificate.take();
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
         Some(src) => e.with_source(&src.text),
         None => e,
@@ -237,6 +240,7 @@ pub fn build_with(
     Ok(Built {
         table,
         certificates,
+        default_certificate,
         warnings,
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),

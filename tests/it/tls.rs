@@ -237,7 +237,7 @@ pub(crate) async fn served_cert(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, 
 }
 
 /// The DER of the certificate in a PEM file.
-fn der_of(pem_file: &str) -> Vec<u8> {
+pub(crate) fn der_of(pem_file: &str) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_file(pem_file).unwrap().to_vec()
 }

@@ -214,3 +214,55 @@ async fn weighted_mirroring_and_failover_services_from_a_file() {
     assert_eq!(reply.status, 200);
     r.shutdown().await;
 }
+
+/// `tls.certificates` and `tls.stores.default.defaultCertificate` from a file: the listed names
+/// get their certificate, every other name the store's default instead of the router's
+/// self-signed one; a default certificate that cannot be read is a build error at the line
+/// that declared it, and the last good certificates keep serving.
+#[tokio::test]
+async fn a_files_default_certificate_serves_unlisted_names() {
+    use crate::tls::{addr_of, der_of, entrypoint, served_cert, Ca};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let a = ca.issue("a", &["a.test"], false);
+    let fallback = ca.issue("fallback", &["fallback.internal"], false);
+    let (a_cert, a_key) = a.split_once(':').unwrap();
+    let (f_cert, f_key) = fallback.split_once(':').unwrap();
+    let dynamic = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dynamic.path().join("tls.yml"),
+        format!(
+            "tls:\n  certificates:\n    - certFile: {a_cert}\n      keyFile: {a_key}\n  stores:\n    default:\n      defaultCertificate:\n        certFile: {f_cert}\n        keyFile: {f_key}\n"
+        ),
+    )
+    .unwrap();
+    let path = dynamic.path().to_path_buf();
+    let r = TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], |cfg| {
+        entrypoint(cfg, "websecure", &["tls"]);
+        cfg.dynamic_config = Some(path);
+    })
+    .await;
+    let tls = addr_of(&r, "websecure");
+    assert_eq!(served_cert(tls, "a.test").await.unwrap(), der_of(a_cert));
+    assert_eq!(
+        served_cert(tls, "unlisted.test").await.unwrap(),
+        der_of(f_cert),
+        "names no certificate lists get the store's default"
+    );
+
+    let bad = r
+        .write_script(
+            "20-default.rhai",
+            "tls_default_certificate(\"missing.crt\", \"missing.key\");\n",
+        )
+        .await;
+    assert!(!bad.ok, "{bad:?}");
+    let e = &bad.errors[0];
+    assert!(e.file.ends_with("20-default.rhai") && e.line == 1, "{e:?}");
+    assert!(e.message.contains("default certificate"), "{e:?}");
+    assert_eq!(
+        served_cert(tls, "unlisted.test").await.unwrap(),
+        der_of(f_cert)
+    );
+    r.shutdown().await;
+}
