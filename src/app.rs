@@ -141,10 +141,14 @@ impl Router {
                     .map(crate::acme::shared::read_key_file)
                     .transpose()
                     .map_err(anyhow::Error::msg)?;
-                let s = crate::acme::shared::SharedStore::connect(url, key)
-                    .await
-                    .map_err(anyhow::Error::msg)
-                    .context("the shared store")?;
+                let s = crate::acme::shared::SharedStore::connect(
+                    url,
+                    key,
+                    cfg.tls.store_ca_file.as_deref(),
+                )
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("the shared store")?;
                 Some(Arc::new(s))
             }
             _ => None,

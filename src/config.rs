@@ -159,7 +159,8 @@ pub struct TlsArgs {
     #[serde(default, deserialize_with = "cert_pair")]
     pub default_certificate: Option<String>,
     /// A store the certificate resolvers of every router replica share (account,
-    /// certificates, challenge answers, order locks): `redis://[user:password@]host:port/db`.
+    /// certificates, challenge answers, order locks): `redis://[user:password@]host:port/db`,
+    /// or `rediss://…` for TLS to Redis.
     #[arg(
         id = "store",
         long = "store",
@@ -176,6 +177,15 @@ pub struct TlsArgs {
         value_name = "FILE"
     )]
     pub store_key_file: Option<PathBuf>,
+    /// PEM file of the CA certificates a `rediss://` store is checked against
+    /// [default: the system's roots].
+    #[arg(
+        id = "store.ca-file",
+        long = "store.ca-file",
+        env = "SWITCHYARD_STORE_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub store_ca_file: Option<PathBuf>,
 }
 
 /// A certificate pair in the TOML file: `"cert:key"` or `{ cert = "…", key = "…" }`.
@@ -214,6 +224,8 @@ pub struct TlsConfig {
     /// The shared store's URL (`redis://…`).
     pub store: Option<String>,
     pub store_key_file: Option<PathBuf>,
+    /// CA certificates for a `rediss://` store (system roots when absent).
+    pub store_ca_file: Option<PathBuf>,
 }
 
 /// `CERT:KEY` as files.
@@ -300,17 +312,20 @@ fn resolve_tls(args: &TlsArgs, file: Option<&TlsArgs>) -> anyhow::Result<TlsConf
             .map(|s| parse_cert_pair(s, "--tls.default-certificate"))
             .transpose()?,
         store: match args.store.clone().or_else(|| f.store.clone()) {
-            Some(u) if u.starts_with("redis://") => Some(u),
-            Some(u) if u.starts_with("rediss://") => {
-                bail!("--store {u:?}: TLS to Redis (rediss://) is not supported yet; use redis:// on a private network")
-            }
-            Some(u) => bail!("--store {u:?}: write redis://[user:password@]host:port/db"),
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => Some(u),
+            Some(u) => bail!(
+                "--store {u:?}: write redis://[user:password@]host:port/db (rediss:// for TLS)"
+            ),
             None => None,
         },
         store_key_file: args
             .store_key_file
             .clone()
             .or_else(|| f.store_key_file.clone()),
+        store_ca_file: args
+            .store_ca_file
+            .clone()
+            .or_else(|| f.store_ca_file.clone()),
     })
 }
 

@@ -84,10 +84,55 @@ pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
     })
 }
 
+/// `url` without the password of its user part (`redis://user:***@host/0`), for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            let name = user.split(':').next().unwrap_or_default();
+            if user.contains(':') {
+                format!("{scheme}://{name}:***@{host}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 impl SharedStore {
-    /// Connects (the connection manager reconnects by itself after an outage).
-    pub async fn connect(url: &str, key: Option<[u8; 32]>) -> Result<SharedStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("store {url}: {e}"))?;
+    /// Connects (the connection manager reconnects by itself after an outage); a `rediss://` URL
+    /// speaks TLS, checked against `ca_file` or the system's roots. Messages show the URL
+    /// without its password.
+    pub async fn connect(
+        url: &str,
+        key: Option<[u8; 32]>,
+        ca_file: Option<&Path>,
+    ) -> Result<SharedStore, String> {
+        let shown = redact(url);
+        // The redis client builds its rustls config from the process default provider.
+        crate::tls::install();
+        let url = url.to_string();
+        let client = match ca_file {
+            // `rediss://` checked against the given CA; without one, the system's roots.
+            Some(ca) if url.starts_with("rediss://") => {
+                let root = std::fs::read(ca)
+                    .map_err(|e| format!("store {shown}: --store.ca-file {}: {e}", ca.display()))?;
+                redis::Client::build_with_tls(
+                    url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root),
+                    },
+                )
+            }
+            _ => redis::Client::open(url.as_str()),
+        }
+        .map_err(|e| format!("store {shown}: {e}"))?;
+        let url = shown;
+        let url = url.as_str();
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(3))
             .set_response_timeout(Duration::from_secs(3))

@@ -172,8 +172,14 @@ async fn router_at(
             e.1 = format!("{ip}:{}", ports.1).parse().unwrap();
         }
         if let Some((url, key)) = store {
+            // `rediss://…#ca=FILE`: a TLS store and the CA it is checked against.
+            let (url, ca) = match url.split_once("#ca=") {
+                Some((u, ca)) => (u.to_string(), Some(PathBuf::from(ca))),
+                None => (url, None),
+            };
             cfg.tls.store = Some(url);
             cfg.tls.store_key_file = Some(key);
+            cfg.tls.store_ca_file = ca;
         }
         let mut r = switchyard::acme::ResolverConfig::new("le");
         for (k, v) in &resolver {
@@ -456,6 +462,36 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// Redis speaking TLS only (`--port 0`), with `cert`/`key` (`CERT:KEY` from `Ca::issue`).
+    fn start_tls(port: u16, pair: &str) -> Redis {
+        let (cert, key) = pair.split_once(':').unwrap();
+        let port = port.to_string();
+        Redis::start_with(
+            0,
+            &[
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-auth-clients",
+                "no",
+            ],
+        )
+        .on(port.parse().unwrap())
+    }
+
+    fn on(mut self, port: u16) -> Redis {
+        self.port = port;
+        wait_listening(format!("127.0.0.1:{port}").parse().unwrap(), "redis-server");
+        self
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         tools_python();
         let child = tokio::process::Command::new("redis-server")
             .args([
@@ -468,12 +504,15 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("starting redis-server (tests/tools/setup.sh installs it)");
-        wait_listening(format!("127.0.0.1:{port}").parse().unwrap(), "redis-server");
+        if port != 0 {
+            wait_listening(format!("127.0.0.1:{port}").parse().unwrap(), "redis-server");
+        }
         Redis {
             child: Some(child),
             port,
@@ -577,4 +616,91 @@ async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() 
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// `rediss://`: the shared store over TLS, checked against `--store.ca-file`. A replica orders
+/// through it and the certificate lands sealed in Redis; a replica given the wrong CA refuses
+/// to start, naming the store without its password.
+#[tokio::test]
+async fn the_shared_store_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its own folder: Pebble's listener CA is made in `dir`.
+    let ca_dir = dir.path().join("redis-ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let ca = Ca::new(&ca_dir);
+    let pair = ca.issue("redis", &["127.0.0.1"], false);
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start_at(dir.path(), ports.0, ports.1, "127.0.0.1");
+    let redis = Redis::start_tls(free_port(), &pair);
+    let key = dir.path().join("store.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let store = Some((format!("{url}#ca={}", ca.cert.display()), key.clone()));
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("http-challenge", "web".to_string()),
+        ("retry-base", "1s".to_string()),
+    ];
+    let r = router_at(
+        "127.0.0.1",
+        &routes(&["s.acme.test"]),
+        ports,
+        &settings,
+        store,
+    )
+    .await;
+    served_issuer(addr_of(&r, "websecure"), "s.acme.test", |i| {
+        i.contains("Pebble")
+    })
+    .await;
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&ca.cert)
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "HGETALL",
+            "switchyard:acme:le:certs",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("s.acme.test") && dump.contains("sealed:"),
+        "{dump}"
+    );
+    r.shutdown().await;
+
+    // Another CA: the TLS handshake with Redis fails and the router does not start.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Ca::new(&other_dir);
+    let mut cfg = crate::support::test_config(dir.path());
+    cfg.tls.store = Some(format!("rediss://user:hunter2@127.0.0.1:{}/0", redis.port));
+    cfg.tls.store_ca_file = Some(other.cert.clone());
+    entrypoint(&mut cfg, "websecure", &["tls"]);
+    let mut resolver = switchyard::acme::ResolverConfig::new("le");
+    for (k, v) in &settings {
+        resolver.set(k, v).unwrap();
+    }
+    cfg.acme = vec![resolver];
+    let (sets, admin) = switchyard::app::bind(&cfg).unwrap();
+    let err = match switchyard::app::Router::start(&cfg, sets, admin).await {
+        Ok(_) => panic!("a router started on a store it cannot verify"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("shared store") && err.contains("user:***@"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2"),
+        "the password is never shown: {err}"
+    );
 }
