@@ -153,9 +153,11 @@ impl Router {
             }
             _ => None,
         };
+        let mut alpn_sharing = None;
         if let Some(m) = &certs {
             if let Some(s) = &shared {
                 m.certificates().set_remote(s.clone());
+                alpn_sharing = Some((m.certificates(), s.clone()));
             }
             for r in &cfg.acme {
                 let resolver =
@@ -231,6 +233,10 @@ impl Router {
                 Duration::from_millis(100),
             )),
         ];
+        // With a shared store, TLS-ALPN-01 answers other replicas published are served here.
+        if let Some((certs, store)) = alpn_sharing {
+            tasks.push(tokio::spawn(crate::acme::run_alpn_sharing(certs, store)));
+        }
         if let Some(d) = &cfg.docker {
             tasks.push(tokio::spawn(providers::docker::run(
                 d.clone(),

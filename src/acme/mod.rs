@@ -28,7 +28,7 @@ use instant_acme::{
     RetryPolicy,
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{KeyType, ResolverConfig};
 
@@ -483,7 +483,14 @@ impl Resolver {
             let key_auth = challenge.key_authorization();
             match kind {
                 ChallengeType::TlsAlpn01 => {
-                    answered.alpn(name, alpn_certificate(name, key_auth.digest().as_ref())?)
+                    let digest = key_auth.digest();
+                    answered.alpn(name, alpn_certificate(name, digest.as_ref())?);
+                    if let Some(s) = &self.shared {
+                        // Every replica answers: they read the store every `ALPN_POLL`, so
+                        // the CA is told to validate only once they all had the time to.
+                        s.put_alpn(name, digest.as_ref()).await?;
+                        tokio::time::sleep(ALPN_POLL + ALPN_POLL / 2).await;
+                    }
                 }
                 _ => {
                     answered.http(&challenge.token, key_auth.as_str());
@@ -574,6 +581,45 @@ impl Drop for Answered<'_> {
         }
         for n in &self.names {
             self.certs.challenges.alpn.remove(n);
+        }
+        if let Some(s) = self.shared.clone() {
+            let names = std::mem::take(&mut self.names);
+            tokio::spawn(async move {
+                for n in names {
+                    s.drop_alpn(&n).await;
+                }
+            });
+        }
+    }
+}
+
+/// How often a replica with a shared store reads the TLS-ALPN-01 answers others published.
+pub const ALPN_POLL: Duration = Duration::from_secs(1);
+
+/// Keeps `certs`' remote TLS-ALPN-01 certificates equal to the answers in `shared`: one read of
+/// the store every `ALPN_POLL` (a hash, empty but while an order runs somewhere), a
+/// certificate made once per published answer.
+pub async fn run_alpn_sharing(certs: Arc<Certificates>, shared: Arc<shared::SharedStore>) {
+    let mut tick = tokio::time::interval(ALPN_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(answers) = shared.alpn_answers().await else {
+            continue;
+        };
+        let remote = &certs.challenges.alpn_remote;
+        remote.retain(|name, (digest, _)| answers.get(name) == Some(digest));
+        for (name, digest) in answers {
+            if remote.contains_key(&name) {
+                continue;
+            }
+            match alpn_certificate(&name, &digest) {
+                Ok(key) => {
+                    debug!(%name, "TLS-ALPN-01 answer from the shared store");
+                    remote.insert(name, (digest, key));
+                }
+                Err(e) => warn!(%name, error = %e, "a TLS-ALPN-01 answer in the store is unusable"),
+            }
         }
     }
 }

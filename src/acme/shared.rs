@@ -1,17 +1,21 @@
-//! The shared store (`--store redis://…`): what every router replica's certificate resolvers
-//! share — the ACME account, the certificates (private keys encrypted with `--store.key-file`),
-//! HTTP-01 challenge answers and a per-name order lock — kept in Redis.
+//! The shared store (`--store redis://…` or `rediss://…`): what every router replica's
+//! certificate resolvers share — the ACME account, the certificates (private keys encrypted
+//! with `--store.key-file`), HTTP-01 and TLS-ALPN-01 challenge answers and a per-name order
+//! lock — kept in Redis.
 //!
 //! Keys (all under `switchyard:acme:RESOLVER:`): `account` (the account credentials, JSON),
 //! `certs` (a hash: name → `{certificate, key}` JSON, the key sealed), `lock:NAME` (the order
 //! lock: a random token, `SET NX PX`, renewed while the order runs, released only by its owner),
-//! and `switchyard:acme:challenge:TOKEN` (an HTTP-01 key authorization, with a TTL).
+//! `switchyard:acme:alpn` (a hash: name → expiry and the TLS-ALPN-01 key authorization digest,
+//! read by every replica each second) and `switchyard:acme:challenge:TOKEN` (an HTTP-01 key
+//! authorization, with a TTL).
 //!
 //! Invariants: a store outage never fails a request or drops a certificate held in memory: reads
 //! fail soft (logged once per outage) and orders wait; only the lock's owner releases or renews
 //! it (a Lua compare-and-delete); private keys never reach Redis unsealed when a key file is
 //! given.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -82,6 +86,23 @@ pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
             path.display()
         )
     })
+}
+
+/// Where TLS-ALPN-01 answers live: a hash, name → `expiry (Unix seconds):sha256 hex`.
+const ALPN_KEY: &str = "switchyard:acme:alpn";
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn bytes_of_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 /// `url` without the password of its user part (`redis://user:***@host/0`), for messages.
@@ -359,6 +380,57 @@ impl SharedStore {
     pub async fn drop_challenge(&self, token: &str) {
         let mut c = self.conn.clone();
         let _: Result<(), _> = c.del(format!("switchyard:acme:challenge:{token}")).await;
+    }
+
+    /// Publishes a TLS-ALPN-01 answer (the key authorization's SHA-256) for `name`, so the
+    /// replica the CA reaches can answer the handshake; it expires with the challenge.
+    pub async fn put_alpn(&self, name: &str, digest: &[u8]) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        let ttl = i64::try_from(CHALLENGE_TTL.as_secs()).unwrap_or(i64::MAX);
+        let until = crate::tls::certs::now().saturating_add(ttl);
+        let value = format!("{until}:{}", hex_of(digest));
+        let _: () = c
+            .hset(ALPN_KEY, name, value)
+            .await
+            .map_err(|e| self.failed("write", e))?;
+        Ok(())
+    }
+
+    /// Removes a TLS-ALPN-01 answer.
+    pub async fn drop_alpn(&self, name: &str) {
+        let mut c = self.conn.clone();
+        let _: Result<(), _> = c.hdel(ALPN_KEY, name).await;
+    }
+
+    /// The TLS-ALPN-01 answers every replica published and that have not expired: name →
+    /// digest. `None` when the store cannot be read.
+    pub async fn alpn_answers(&self) -> Option<BTreeMap<String, Vec<u8>>> {
+        let mut c = self.conn.clone();
+        let all: BTreeMap<String, String> = match c.hgetall(ALPN_KEY).await {
+            Ok(v) => {
+                self.ok();
+                v
+            }
+            Err(e) => {
+                self.failed("read", e);
+                return None;
+            }
+        };
+        let now = crate::tls::certs::now();
+        let mut out = BTreeMap::new();
+        for (name, value) in all {
+            let parsed = value
+                .split_once(':')
+                .and_then(|(until, hex)| Some((until.parse::<i64>().ok()?, bytes_of_hex(hex)?)));
+            match parsed {
+                Some((until, digest)) if until > now => {
+                    out.insert(name, digest);
+                }
+                // Expired or unreadable: an order that died without cleaning up.
+                _ => self.drop_alpn(&name).await,
+            }
+        }
+        Some(out)
     }
 
     /// An HTTP-01 answer another replica published.

@@ -102,6 +102,9 @@ pub trait RemoteChallenges: Send + Sync + std::fmt::Debug {
 pub struct Challenges {
     pub http: dashmap::DashMap<String, String>,
     pub alpn: dashmap::DashMap<String, Arc<CertifiedKey>>,
+    /// TLS-ALPN-01 certificates made from answers other replicas published in the shared
+    /// store (refreshed by `acme::run_alpn_sharing`), with the digest each was made from.
+    pub alpn_remote: dashmap::DashMap<String, (Vec<u8>, Arc<CertifiedKey>)>,
 }
 
 /// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
@@ -186,12 +189,17 @@ impl ResolvesServerCert for SniResolver {
             .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
         if acme {
             let name = hello.server_name()?.to_ascii_lowercase();
-            return self
-                .certs
-                .challenges
+            let challenges = &self.certs.challenges;
+            return challenges
                 .alpn
                 .get(&name)
-                .map(|c| c.value().clone());
+                .map(|c| c.value().clone())
+                .or_else(|| {
+                    challenges
+                        .alpn_remote
+                        .get(&name)
+                        .map(|c| c.value().1.clone())
+                });
         }
         let chosen = self.choose(hello.server_name());
         if chosen.is_none() {

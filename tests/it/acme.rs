@@ -704,3 +704,74 @@ async fn the_shared_store_over_tls() {
         "the password is never shown: {err}"
     );
 }
+
+/// TLS-ALPN-01 through the shared store: Pebble's DNS sends the CA to replica B, which has no
+/// route for the name and orders nothing; replica A orders it with TLS-ALPN-01 and B answers
+/// the validation handshake from the answer A published, so the order succeeds.
+#[tokio::test]
+async fn tls_alpn_answers_are_shared_between_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start_at(dir.path(), ports.0, ports.1, "127.0.0.3");
+    let redis = Redis::start(free_port());
+    let key = dir.path().join("store.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let store = Some((format!("redis://127.0.0.1:{}/0", redis.port), key));
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("tls-challenge", "true".to_string()),
+        ("retry-base", "1s".to_string()),
+    ];
+    let other = "route(\"x\").rule(\"Host(`x.test`)\").to(respond(200, \"x\"));\n";
+    let b = router_at("127.0.0.3", other, ports, &settings, store.clone()).await;
+    let a = router_at(
+        "127.0.0.2",
+        &routes(&["t.acme.test"]),
+        ports,
+        &settings,
+        store,
+    )
+    .await;
+    let issuer = served_issuer(addr_of(&a, "websecure"), "t.acme.test", |i| {
+        i.contains("Pebble")
+    })
+    .await;
+    assert!(issuer.contains("Pebble"));
+    let v: serde_json::Value =
+        serde_json::from_str(&get(a.admin, "localhost", "/api/certificates").await.body).unwrap();
+    let n = &v["resolvers"][0]["names"][0];
+    assert_eq!(n["name"], "t.acme.test", "{v:#}");
+    assert!(
+        n["last_error"].is_null(),
+        "the first order succeeded: {v:#}"
+    );
+    // The answer is taken down with the order.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tokio::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "HLEN",
+                "switchyard:acme:alpn",
+            ])
+            .output()
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the TLS-ALPN answer stayed in the store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
