@@ -65,6 +65,9 @@ pub enum Outcome {
         headers: HeaderDiff,
         #[serde(skip_serializing_if = "Option::is_none")]
         sticky_cookie: Option<String>,
+        /// Mirror services that get a copy (`mirror(...)`); their answers are dropped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mirrors: Vec<String>,
     },
     /// Answered by the router: a handler, a middleware (redirect, auth, limit, hook) or an
     /// error (no route, no server, bad request).
@@ -100,6 +103,17 @@ impl Decision {
     pub fn summary(&self) -> String {
         let route = self.route.as_deref().unwrap_or("(no route)");
         match &self.outcome {
+            Outcome::Forward {
+                service,
+                server,
+                method,
+                path,
+                mirrors,
+                ..
+            } if !mirrors.is_empty() => format!(
+                "{route} → {service} @ {server}  {method} {path}  (copied to {})",
+                mirrors.join(", ")
+            ),
             Outcome::Forward {
                 service,
                 server,
@@ -267,6 +281,11 @@ impl Exchange<()> for Dry<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
+            mirrors: pick
+                .mirrors
+                .iter()
+                .map(|m| m.service.name.clone())
+                .collect(),
         };
         Ok(None)
     }

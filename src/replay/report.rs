@@ -106,11 +106,15 @@ pub fn decision_text(d: &Decision, explain: bool) -> String {
             path,
             headers,
             sticky_cookie,
+            mirrors,
         } => {
             let _ = writeln!(out, "  forward {service} @ {server}  {method} {path}");
             diff_text(&mut out, headers);
             if let Some(c) = sticky_cookie {
                 let _ = writeln!(out, "  cookie  {c}");
+            }
+            if !mirrors.is_empty() {
+                let _ = writeln!(out, "  mirror  {}", mirrors.join(", "));
             }
         }
         Outcome::Answer {
@@ -211,6 +215,7 @@ pub fn changed(a: &Decision, b: &Decision, servers: bool) -> bool {
                 path: p1,
                 headers: d1,
                 sticky_cookie: c1,
+                mirrors: x1,
             },
             Outcome::Forward {
                 service: s2,
@@ -219,13 +224,16 @@ pub fn changed(a: &Decision, b: &Decision, servers: bool) -> bool {
                 path: p2,
                 headers: d2,
                 sticky_cookie: c2,
+                mirrors: x2,
             },
         ) => {
             s1 != s2
                 || m1 != m2
                 || p1 != p2
                 || d1 != d2
-                || (servers && (h1 != h2 || c1.is_some() != c2.is_some()))
+                // Which requests a mirror copies depends on a counter, like the server a
+                // balancer picks: compared only with the servers.
+                || (servers && (h1 != h2 || c1.is_some() != c2.is_some() || x1 != x2))
         }
         (x, y) => x != y,
     }
@@ -489,6 +497,7 @@ mod tests {
                 path: "/".into(),
                 headers: HeaderDiff::default(),
                 sticky_cookie: None,
+                mirrors: Vec::new(),
             },
         }
     }

@@ -576,6 +576,7 @@ mod tests {
                 path: path.into(),
                 headers: diff,
                 sticky_cookie: None,
+                mirrors: Vec::new(),
             },
         }
     }

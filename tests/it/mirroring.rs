@@ -224,3 +224,53 @@ fn mirror_declarations_are_checked() {
         assert_eq!(errs[0].line, 2, "{decl}: {errs:?}");
     }
 }
+
+/// `POST /api/explain` and replays show which mirrors a request is copied to; an explain runs on
+/// a fresh build, so it never shifts which live requests get copied.
+#[tokio::test]
+async fn explain_shows_the_copies_and_leaves_the_live_share_alone() {
+    let main = RawBackend::start(Role::App).await;
+    let shadow = RawBackend::start(Role::App).await;
+    let script = format!(
+        r#"
+let main = service("main").servers(["{}"]);
+let shadow = service("shadow").servers(["{}"]);
+route("app").rule(host("app.test")).to(mirror("mirrored", main, [[shadow, 50]]));
+"#,
+        main.addr, shadow.addr
+    );
+    let r = TestRouter::start(&script).await;
+    for _ in 0..3 {
+        let reply = send(
+            r.admin,
+            "POST",
+            "localhost",
+            "/api/explain",
+            &[],
+            r#"{"url": "http://app.test/x"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            v["decision"]["outcome"]["mirrors"],
+            serde_json::json!(["shadow"]),
+            "{v:#}"
+        );
+        assert!(
+            v["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("copied to shadow"),
+            "{v:#}"
+        );
+    }
+    // 50%, Traefik's count: the first live request is copied, the second not, the third is.
+    for path in ["/1", "/2", "/3"] {
+        assert_eq!(get(r.web, "app.test", path).await.status, 200);
+    }
+    let copies = wait_seen(&shadow, 2, "shadow").await;
+    let targets: Vec<&str> = copies.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(targets, ["/1", "/3"]);
+    r.shutdown().await;
+}
