@@ -279,13 +279,17 @@ fn resolve_acme(
         let (name, key) = target.split_once('.').with_context(err)?;
         set(name, key, value)?;
     }
-    let eps: Vec<(String, bool)> = entrypoints
+    let eps: Vec<(String, bool, bool)> = entrypoints
         .iter()
-        .map(|(n, _)| (n.clone(), options.get(n).is_some_and(|o| o.tls.is_some())))
+        .map(|(n, _)| {
+            let o = options.get(n);
+            let tls = o.is_some_and(|o| o.tls.is_some());
+            (n.clone(), tls, !tls || o.is_some_and(|o| o.tls_optional))
+        })
         .collect();
     let resolvers: Vec<_> = resolvers.into_values().collect();
     for r in &resolvers {
-        r.check(&eps).map_err(anyhow::Error::msg)?;
+        r.check_modes(&eps).map_err(anyhow::Error::msg)?;
     }
     Ok(resolvers)
 }

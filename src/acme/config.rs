@@ -117,6 +117,16 @@ impl ResolverConfig {
 
     /// Checks the resolver against the entrypoints: `(name, is TLS)`.
     pub fn check(&self, entrypoints: &[(String, bool)]) -> Result<(), String> {
+        let modes: Vec<(String, bool, bool)> = entrypoints
+            .iter()
+            .map(|(n, tls)| (n.clone(), *tls, !*tls))
+            .collect();
+        self.check_modes(&modes)
+    }
+
+    /// Checks the resolver against the entrypoints: `(name, serves TLS, serves cleartext)`
+    /// (both for `tls=auto`, as every entrypoint in Traefik mode).
+    pub fn check_modes(&self, entrypoints: &[(String, bool, bool)]) -> Result<(), String> {
         let who = format!("certificate resolver {:?}", self.name);
         if self.http_challenge.is_none() && !self.tls_challenge {
             return Err(format!(
@@ -124,9 +134,9 @@ impl ResolverConfig {
             ));
         }
         if let Some(ep) = &self.http_challenge {
-            match entrypoints.iter().find(|(n, _)| n == ep) {
+            match entrypoints.iter().find(|(n, _, _)| n == ep) {
                 None => return Err(format!("{who}: http-challenge names no entrypoint {ep:?}")),
-                Some((_, true)) => {
+                Some((_, _, false)) => {
                     return Err(format!(
                         "{who}: http-challenge entrypoint {ep:?} terminates TLS; HTTP-01 is answered on a cleartext one (port 80)"
                     ))
@@ -134,12 +144,12 @@ impl ResolverConfig {
                 Some(_) => {}
             }
         }
-        if self.tls_challenge && !entrypoints.iter().any(|(_, tls)| *tls) {
+        if self.tls_challenge && !entrypoints.iter().any(|(_, tls, _)| *tls) {
             return Err(format!(
                 "{who}: tls-challenge needs a TLS entrypoint (port 443)"
             ));
         }
-        if !entrypoints.iter().any(|(_, tls)| *tls) {
+        if !entrypoints.iter().any(|(_, tls, _)| *tls) {
             return Err(format!(
                 "{who}: no entrypoint terminates TLS, so its certificates would serve nothing"
             ));

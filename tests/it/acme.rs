@@ -775,3 +775,74 @@ async fn tls_alpn_answers_are_shared_between_replicas() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Traefik's own ACME flags through traefik mode, as the articles' stacks write them: a
+/// `certificatesresolvers` resolver with an HTTP-01 challenge on `web`, a file-provider router
+/// naming it with `tls.certresolver`; Pebble issues the certificate the router then serves.
+#[tokio::test]
+async fn traefik_acme_flags_get_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(dir.path(), ports.0, ports.1);
+    let backend = Backend::start("app").await;
+    let dynamic = dir.path().join("dynamic.yml");
+    std::fs::write(
+        &dynamic,
+        format!(
+            "http:\n  routers:\n    app:\n      rule: \"Host(`e.acme.test`)\"\n      entryPoints: [websecure]\n      service: app\n      tls:\n        certResolver: le\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://{}\"\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let flags: Vec<String> = [
+        format!("--entrypoints.web.address=127.0.0.1:{}", ports.0),
+        format!("--entrypoints.websecure.address=127.0.0.1:{}", ports.1),
+        "--api.insecure=true".to_string(),
+        "--entrypoints.traefik.address=127.0.0.1:0".to_string(),
+        format!("--providers.file.filename={}", dynamic.display()),
+        "--certificatesresolvers.le.acme.email=ops@example.com".to_string(),
+        format!(
+            "--certificatesresolvers.le.acme.caserver={}",
+            pebble.directory
+        ),
+        format!(
+            "--certificatesresolvers.le.acme.cacertificates={}",
+            pebble.listener_ca.display()
+        ),
+        format!(
+            "--certificatesresolvers.le.acme.storage={}",
+            dir.path().join("acme.json").display()
+        ),
+        "--certificatesresolvers.le.acme.httpchallenge.entrypoint=web".to_string(),
+    ]
+    .into();
+    let (_, t) = switchyard::traefik::plan(&flags, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    let cfg = switchyard::traefik::config(&t).unwrap();
+    let (sets, admin) = switchyard::app::bind(&cfg).unwrap();
+    let router = switchyard::app::Router::start(&cfg, sets, admin)
+        .await
+        .unwrap();
+    let tls = router
+        .entrypoints
+        .iter()
+        .find(|(n, _)| n == "websecure")
+        .map(|(_, a)| *a)
+        .unwrap();
+    let issuer = served_issuer(tls, "e.acme.test", |i| i.contains("Pebble")).await;
+    assert!(issuer.contains("Pebble"), "{issuer}");
+    let c = curl(&[
+        "-k",
+        "--resolve",
+        &format!("e.acme.test:{}:127.0.0.1", tls.port()),
+        &format!("https://e.acme.test:{}/", tls.port()),
+    ])
+    .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    assert!(
+        c.body.contains("app"),
+        "the router's service answered: {c:?}"
+    );
+    let stored = std::fs::read_to_string(dir.path().join("acme.json")).unwrap();
+    assert!(stored.contains("e.acme.test"), "the storage file holds it");
+    router.shutdown(Duration::from_secs(2)).await;
+}
