@@ -616,19 +616,8 @@ pub fn register_builders(
     engine.register_fn(
         "tls_certificate",
         move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
-            c.check_open(&ctx, "tls_certificate")?;
-            if cert.trim().is_empty() || key.trim().is_empty() {
-                return runtime_error(
-                    &ctx,
-                    "tls_certificate(cert_file, key_file) needs both files",
-                );
-            }
-            let at = c.location(&ctx);
-            let files = crate::tls::CertFiles {
-                cert: cert.trim().into(),
-                key: key.trim().into(),
-            };
-            lock(&c.state).certificates.push((files, at));
+            let pair = cert_pair(&c, &ctx, "tls_certificate", cert, key)?;
+            lock(&c.state).certificates.push(pair);
             Ok(())
         },
     );
@@ -638,19 +627,8 @@ pub fn register_builders(
     engine.register_fn(
         "tls_default_certificate",
         move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
-            c.check_open(&ctx, "tls_default_certificate")?;
-            if cert.trim().is_empty() || key.trim().is_empty() {
-                return runtime_error(
-                    &ctx,
-                    "tls_default_certificate(cert_file, key_file) needs both files",
-                );
-            }
-            let at = c.location(&ctx);
-            let files = crate::tls::CertFiles {
-                cert: cert.trim().into(),
-                key: key.trim().into(),
-            };
-            lock(&c.state).default_certificate = Some((files, at));
+            let pair = cert_pair(&c, &ctx, "tls_default_certificate", cert, key)?;
+            lock(&c.state).default_certificate = Some(pair);
             Ok(())
         },
     );
@@ -1115,6 +1093,25 @@ fn route_tls(ctx: &NativeCallContext, m: &Map) -> RhaiResult<crate::routing::Rou
         }
     }
     Ok(tls)
+}
+
+/// The files of a `tls_certificate`-like call and where it was made.
+fn cert_pair(
+    c: &Collector,
+    ctx: &NativeCallContext,
+    what: &str,
+    cert: &str,
+    key: &str,
+) -> RhaiResult<(crate::tls::CertFiles, Location)> {
+    c.check_open(ctx, what)?;
+    if cert.trim().is_empty() || key.trim().is_empty() {
+        return runtime_error(ctx, format!("{what}(cert_file, key_file) needs both files"));
+    }
+    let files = crate::tls::CertFiles {
+        cert: cert.trim().into(),
+        key: key.trim().into(),
+    };
+    Ok((files, c.location(ctx)))
 }
 
 #[cfg(test)]

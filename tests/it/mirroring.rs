@@ -39,8 +39,8 @@ async fn metric(admin: std::net::SocketAddr, line: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_mirror_gets_its_share_of_requests_with_their_bodies() {
+/// `app.test` → `main`, every other request copied to `shadow`: both raw backends and the router.
+async fn half_mirrored() -> (RawBackend, RawBackend, TestRouter) {
     let main = RawBackend::start(Role::App).await;
     let shadow = RawBackend::start(Role::App).await;
     let script = format!(
@@ -52,6 +52,12 @@ route("app").rule(host("app.test")).to(mirror("mirrored", main, [[shadow, 50]]))
         main.addr, shadow.addr
     );
     let r = TestRouter::start(&script).await;
+    (main, shadow, r)
+}
+
+#[tokio::test]
+async fn a_mirror_gets_its_share_of_requests_with_their_bodies() {
+    let (main, shadow, r) = half_mirrored().await;
     for i in 0..10 {
         let body = format!("order-{i}");
         let reply = send(
@@ -229,17 +235,7 @@ fn mirror_declarations_are_checked() {
 /// a fresh build, so it never shifts which live requests get copied.
 #[tokio::test]
 async fn explain_shows_the_copies_and_leaves_the_live_share_alone() {
-    let main = RawBackend::start(Role::App).await;
-    let shadow = RawBackend::start(Role::App).await;
-    let script = format!(
-        r#"
-let main = service("main").servers(["{}"]);
-let shadow = service("shadow").servers(["{}"]);
-route("app").rule(host("app.test")).to(mirror("mirrored", main, [[shadow, 50]]));
-"#,
-        main.addr, shadow.addr
-    );
-    let r = TestRouter::start(&script).await;
+    let (_main, shadow, r) = half_mirrored().await;
     for _ in 0..3 {
         let reply = send(
             r.admin,
