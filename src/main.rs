@@ -183,16 +183,27 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 /// `switchyard traefik`: Traefik's static configuration translated, then printed or run.
-fn run_traefik(dry_run: bool, flags: Vec<String>) -> anyhow::Result<ExitCode> {
-    let dry_run = dry_run || flags.iter().any(|f| f == "--dry-run");
-    let flags: Vec<String> = flags.into_iter().filter(|f| f != "--dry-run").collect();
+/// Traefik's static configuration from `flags` (its command line), the environment and its
+/// files, translated.
+fn traefik_plan(
+    flags: &[String],
+) -> anyhow::Result<(
+    switchyard::traefik::source::Settings,
+    switchyard::traefik::Translation,
+)> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let (settings, t) = switchyard::traefik::plan(&flags, &env).map_err(|errors| {
+    switchyard::traefik::plan(flags, &env).map_err(|errors| {
         anyhow::anyhow!(
             "Traefik configuration not accepted:\n  {}",
             errors.join("\n  ")
         )
-    })?;
+    })
+}
+
+fn run_traefik(dry_run: bool, flags: Vec<String>) -> anyhow::Result<ExitCode> {
+    let dry_run = dry_run || flags.iter().any(|f| f == "--dry-run");
+    let flags: Vec<String> = flags.into_iter().filter(|f| f != "--dry-run").collect();
+    let (settings, t) = traefik_plan(&flags)?;
     if dry_run {
         print!("{}", switchyard::traefik::dry_run(&settings, &t));
         return Ok(ExitCode::SUCCESS);
@@ -208,13 +219,7 @@ fn run_traefik(dry_run: bool, flags: Vec<String>) -> anyhow::Result<ExitCode> {
     let reload = switchyard::app::StaticReload {
         watch,
         read: Box::new(move || {
-            let env: Vec<(String, String)> = std::env::vars().collect();
-            let (_, t) = switchyard::traefik::plan(&flags, &env).map_err(|errors| {
-                anyhow::anyhow!(
-                    "Traefik configuration not accepted:\n  {}",
-                    errors.join("\n  ")
-                )
-            })?;
+            let (_, t) = traefik_plan(&flags)?;
             switchyard::traefik::config(&t)
         }),
     };

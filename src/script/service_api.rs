@@ -433,11 +433,7 @@ pub fn register(
     let c = collector.clone();
     engine.register_fn(
         "mirror",
-        move |ctx: NativeCallContext,
-              name: &str,
-              main: Dynamic,
-              mirrors: Array|
-              -> RhaiResult<ServiceHandle> {
+        move |ctx: NativeCallContext, name: &str, main: Dynamic, mirrors: Array| {
             mirror(&c, &ctx, name, &main, mirrors, &Map::new())
         },
     );
