@@ -576,11 +576,14 @@ async fn traefik_stack_runs_with_traefiks_own_command_line_and_labels() {
     let scripts = get(admin, "localhost", "/api/scripts").await.body;
     assert!(scripts.contains("traefik/10-traefik.rhai"), "{scripts}");
     let routes = get(admin, "localhost", "/api/routes").await.json();
+    // Other tests' labelled services share the Swarm: count only this stack's routes (the
+    // router and the unlabelled services of the stack must not be among them).
     let listed: Vec<&str> = routes["routes"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["name"].as_str())
+        .filter(|n| n.starts_with(stack.as_str()))
         .collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(listed[0].contains("whoami"), "{listed:?}");
