@@ -168,6 +168,13 @@ impl Router {
                 m.add_source(resolver.clone());
                 resolvers.push(resolver);
             }
+            if let Some(issuer) =
+                crate::acme::on_demand::OnDemandIssuer::new(&resolvers, m.certificates())
+            {
+                let issuer = Arc::new(issuer);
+                m.certificates().set_on_demand(issuer.clone());
+                control.set_on_demand(issuer);
+            }
             control.set_resolvers(resolvers.clone());
         }
         match control.origin() {

@@ -120,7 +120,9 @@ pub struct CommonArgs {
     /// Encrypt], `ca-certificate` (roots for a private CA), `http-challenge` (a cleartext
     /// entrypoint), `tls-challenge` (true), `storage` (JSON file) [default: acme-NAME.json],
     /// `key-type` (EC256, EC384), `renew-when-left` (percent of lifetime) [default: 33%],
-    /// `retry-base` (first wait after a failure) [default: 1m].
+    /// `retry-base` (first wait after a failure) [default: 1m], `on-demand` (true: order at the
+    /// first handshake for a name the scripts' `on_demand(...)` allows), `on-demand-limit`
+    /// (COUNT/DURATION) [default: 10/1m].
     #[arg(
         long = "acme",
         env = "SWITCHYARD_ACME",

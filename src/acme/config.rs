@@ -36,6 +36,11 @@ pub struct ResolverConfig {
     pub renew_when_left: f64,
     /// The first wait after a failed order; doubled after each failure, up to an hour.
     pub retry_base: Duration,
+    /// Order a certificate at the first handshake for a name no route lists, when the scripts'
+    /// `on_demand(...)` predicate allows it.
+    pub on_demand: bool,
+    /// At most this many on-demand orders per window.
+    pub on_demand_limit: (u32, Duration),
 }
 
 impl ResolverConfig {
@@ -51,6 +56,8 @@ impl ResolverConfig {
             key_type: KeyType::EcdsaP256,
             renew_when_left: 1.0 / 3.0,
             retry_base: Duration::from_secs(60),
+            on_demand: false,
+            on_demand_limit: (10, Duration::from_secs(60)),
         }
     }
 
@@ -71,12 +78,18 @@ impl ResolverConfig {
             "http-challenge" | "httpchallenge.entrypoint" => {
                 self.http_challenge = Some(v.to_string())
             }
-            "tls-challenge" | "tlschallenge" => {
-                self.tls_challenge = match v.to_ascii_lowercase().as_str() {
-                    "true" | "on" | "yes" | "1" => true,
-                    "false" | "off" | "no" | "0" => false,
-                    _ => return Err(format!("tls-challenge takes true or false, got {v:?}")),
+            "tls-challenge" | "tlschallenge" => self.tls_challenge = flag("tls-challenge", v)?,
+            "on-demand" => self.on_demand = flag("on-demand", v)?,
+            "on-demand-limit" => {
+                let bad = || format!("on-demand-limit takes COUNT/DURATION, e.g. 10/1m, got {v:?}");
+                let (n, per) = v.split_once('/').ok_or_else(bad)?;
+                let n: u32 = n.trim().parse().map_err(|_| bad())?;
+                let per = crate::duration::parse(per.trim(), crate::duration::Syntax::Standard)
+                    .map_err(|e| format!("on-demand-limit: {e}"))?;
+                if n == 0 || per.is_zero() {
+                    return Err(bad());
                 }
+                self.on_demand_limit = (n, per);
             }
             "storage" => self.storage = PathBuf::from(v),
             "key-type" | "keytype" => {
@@ -108,7 +121,7 @@ impl ResolverConfig {
                 return Err(format!(
                     "unknown certificate resolver option {key:?} (known: email, ca-server, \
                      ca-certificate, http-challenge, tls-challenge, storage, key-type, \
-                     renew-when-left, retry-base)"
+                     renew-when-left, retry-base, on-demand, on-demand-limit)"
                 ))
             }
         }
@@ -158,6 +171,15 @@ impl ResolverConfig {
     }
 }
 
+/// A true/false option.
+fn flag(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!("{key} takes true or false, got {v:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,17 +193,26 @@ mod tests {
             ("http-challenge", "web"),
             ("key-type", "EC384"),
             ("renew-when-left", "50%"),
+            ("on-demand", "true"),
+            ("on-demand-limit", "3/10m"),
         ] {
             r.set(k, v).unwrap();
         }
         assert_eq!(r.key_type, KeyType::EcdsaP384);
         assert!((r.renew_when_left - 0.5).abs() < 1e-9);
+        assert_eq!(
+            (r.on_demand, r.on_demand_limit),
+            (true, (3, Duration::from_secs(600)))
+        );
         let eps = vec![("web".to_string(), false), ("websecure".to_string(), true)];
         r.check(&eps).unwrap();
         let bad: &[(&str, &str, &str)] = &[
             ("key-type", "RSA2048", "RSA keys"),
             ("ca-server", "ftp://x", "not a URL"),
             ("renew-when-left", "95%", "1% to 90%"),
+            ("on-demand", "maybe", "true or false"),
+            ("on-demand-limit", "10", "COUNT/DURATION"),
+            ("on-demand-limit", "0/1m", "COUNT/DURATION"),
             ("dnschallenge", "x", "unknown certificate resolver option"),
         ];
         for (k, v, want) in bad {

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod import;
+pub mod on_demand;
 pub mod shared;
 mod storage;
 
@@ -80,6 +81,9 @@ pub struct NameStatus {
     pub next_attempt_in_seconds: Option<u64>,
     pub orders: u64,
     pub failures: u64,
+    /// Ordered at a handshake, not for a route.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// The certificate held for `name`: stored under it, or listing it among its names.
@@ -100,6 +104,8 @@ struct State {
     /// Per name: consecutive failures, the last error, not before when to try again.
     backoff: BTreeMap<String, (u32, String, Instant)>,
     orders: BTreeMap<String, (u64, u64)>,
+    /// Names ordered at a handshake (on-demand), kept and renewed like wanted ones.
+    on_demand: BTreeSet<String>,
 }
 
 /// One certificate resolver.
@@ -110,6 +116,10 @@ pub struct Resolver {
     account: tokio::sync::Mutex<Option<Account>>,
     /// The store shared with other replicas (`--store`), instead of the storage file.
     shared: Option<Arc<shared::SharedStore>>,
+    /// Wakes the ordering task for a name demanded at a handshake.
+    wake: tokio::sync::Notify,
+    /// The CA no longer knows the stored account (it was reset or deactivated): register anew.
+    account_gone: std::sync::atomic::AtomicBool,
 }
 
 /// How often a resolver on a shared store reads what other replicas obtained.
@@ -147,6 +157,9 @@ impl Resolver {
         };
         let mut state = State::default();
         for i in stored.issued {
+            if i.on_demand {
+                state.on_demand.insert(i.name.clone());
+            }
             state.issued.insert(i.name.clone(), i);
         }
         Ok(Resolver {
@@ -155,7 +168,25 @@ impl Resolver {
             state: Mutex::new(state),
             account: tokio::sync::Mutex::new(None),
             shared,
+            wake: tokio::sync::Notify::new(),
+            account_gone: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether `name` was already demanded at a handshake.
+    pub fn is_demanded(&self, name: &str) -> bool {
+        self.lock().on_demand.contains(name)
+    }
+
+    /// Orders `name` (and keeps it renewed) although no route lists it.
+    pub fn demand(&self, name: &str) {
+        self.lock().on_demand.insert(name.to_string());
+        self.wake.notify_one();
+    }
+
+    /// Whether `name`'s last order failed (and waits for its retry).
+    pub fn failed(&self, name: &str) -> bool {
+        self.lock().backoff.contains_key(name)
     }
 
     /// Reads what the shared store holds (other replicas' certificates); whether a certificate
@@ -175,6 +206,9 @@ impl Resolver {
                 .get(&i.name)
                 .is_none_or(|old| old.cert.not_after < i.cert.not_after);
             if newer {
+                if i.on_demand {
+                    st.on_demand.insert(i.name.clone());
+                }
                 st.backoff.remove(&i.name);
                 st.issued.insert(i.name.clone(), i);
                 changed = true;
@@ -191,7 +225,11 @@ impl Resolver {
     pub fn status(&self, wanted: &BTreeSet<String>) -> Vec<NameStatus> {
         let st = self.lock();
         let now = Instant::now();
-        let names: BTreeSet<&String> = wanted.iter().chain(st.issued.keys()).collect();
+        let names: BTreeSet<&String> = wanted
+            .iter()
+            .chain(st.issued.keys())
+            .chain(&st.on_demand)
+            .collect();
         names
             .into_iter()
             .map(|n| {
@@ -206,6 +244,7 @@ impl Resolver {
                         .map(|(_, _, at)| at.saturating_duration_since(now).as_secs()),
                     orders,
                     failures,
+                    on_demand: st.on_demand.contains(n) && !wanted.contains(n),
                 }
             })
             .collect()
@@ -247,11 +286,12 @@ impl Resolver {
             if self.refresh().await {
                 issued();
             }
-            let names = wanted
+            let mut names = wanted
                 .borrow_and_update()
                 .get(&self.cfg.name)
                 .cloned()
                 .unwrap_or_default();
+            names.extend(self.lock().on_demand.iter().cloned());
             let mut next = Duration::from_secs(3600);
             for name in &names {
                 if name.starts_with("*.") {
@@ -279,6 +319,7 @@ impl Resolver {
             }
             tokio::select! {
                 r = wanted.changed() => if r.is_err() { return },
+                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(next.max(Duration::from_millis(200))) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
@@ -318,7 +359,11 @@ impl Resolver {
             })
         });
         info!(resolver = %self.cfg.name, name, "ordering a certificate");
-        let result = self.order(name).await;
+        let on_demand = self.is_demanded(name);
+        let result = self
+            .order(name)
+            .await
+            .map(|i| storage::Issued { on_demand, ..i });
         if let Some(r) = renewer {
             r.abort();
         }
@@ -403,8 +448,13 @@ impl Resolver {
             Some(s) => s.load(&self.cfg.name).await?,
             None => storage::load(&self.cfg.storage)?,
         };
+        let gone = self
+            .account_gone
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
         let account = match stored.account {
-            Some(creds) if stored.ca_server.as_deref() == Some(self.cfg.ca_server.as_str()) => {
+            Some(creds)
+                if !gone && stored.ca_server.as_deref() == Some(self.cfg.ca_server.as_str()) =>
+            {
                 builder()?
                     .from_credentials(creds)
                     .await
@@ -451,10 +501,20 @@ impl Resolver {
     async fn order(&self, name: &str) -> Result<storage::Issued, String> {
         let account = self.account().await?;
         let ids = [Identifier::Dns(name.to_string())];
-        let mut order = account
-            .new_order(&NewOrder::new(&ids))
-            .await
-            .map_err(|e| format!("new order: {e}"))?;
+        let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+            Ok(o) => o,
+            Err(e) => {
+                let e = format!("new order: {e}");
+                if e.contains("accountDoesNotExist") {
+                    // The CA lost or closed the account: the next attempt registers a new one.
+                    warn!(resolver = %self.cfg.name, "the CA does not know the stored ACME account: registering a new one");
+                    *self.account.lock().await = None;
+                    self.account_gone
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         let mut answered = Answered::new(&self.certs, self.shared.clone());
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {

@@ -56,6 +56,8 @@ struct StoredCert {
     certificate: String,
     /// PEM, or `sealed:BASE64(nonce || ciphertext)`.
     key: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    on_demand: bool,
 }
 
 /// Reads a 32-byte key: raw bytes, or 64 hex digits, or base64 of 32 bytes (a trailing newline
@@ -277,8 +279,11 @@ impl SharedStore {
         for (name, json) in certs {
             let parsed = serde_json::from_str::<StoredCert>(&json)
                 .map_err(|e| e.to_string())
-                .and_then(|s| Ok((s.certificate, self.open(&s.key)?)))
-                .and_then(|(chain, key)| Issued::from_pem(&name, &chain, &key, resolver));
+                .and_then(|s| Ok((s.certificate, self.open(&s.key)?, s.on_demand)))
+                .and_then(|(chain, key, on_demand)| {
+                    let i = Issued::from_pem(&name, &chain, &key, resolver)?;
+                    Ok(Issued { on_demand, ..i })
+                });
             match parsed {
                 Ok(i) => stored.issued.push(i),
                 Err(e) => warn!(resolver, name, error = %e, "a stored certificate was skipped"),
@@ -312,6 +317,7 @@ impl SharedStore {
         let value = serde_json::to_string(&StoredCert {
             certificate: issued.certificate.clone(),
             key: self.seal(&issued.key)?,
+            on_demand: issued.on_demand,
         })
         .map_err(|e| e.to_string())?;
         let mut c = self.conn.clone();

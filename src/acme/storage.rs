@@ -29,6 +29,9 @@ pub struct Issued {
     pub certificate: String,
     /// Its private key (PEM).
     pub key: String,
+    /// Ordered at a handshake (on-demand), not for a route: renewed while it is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
     #[serde(skip)]
     pub cert: Cert,
 }
@@ -52,6 +55,7 @@ impl Issued {
             name: name.to_string(),
             certificate: chain.to_string(),
             key: key.to_string(),
+            on_demand: false,
             cert,
         })
     }
@@ -79,6 +83,8 @@ pub fn load(path: &Path) -> Result<Stored, String> {
         name: String,
         certificate: String,
         key: String,
+        #[serde(default)]
+        on_demand: bool,
     }
     let raw: Raw = serde_json::from_str(&text)
         .map_err(|e| format!("certificate storage {} is not valid: {e}", path.display()))?;
@@ -86,7 +92,10 @@ pub fn load(path: &Path) -> Result<Stored, String> {
         .certificates
         .into_iter()
         .filter_map(|r| match Issued::from_pem(&r.name, &r.certificate, &r.key, "stored") {
-            Ok(i) => Some(i),
+            Ok(i) => Some(Issued {
+                on_demand: r.on_demand,
+                ..i
+            }),
             Err(e) => {
                 tracing::warn!(storage = %path.display(), error = %e, "stored certificate dropped");
                 None

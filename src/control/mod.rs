@@ -102,6 +102,8 @@ pub struct Control {
     acme_wanted: watch::Sender<crate::acme::Wanted>,
     /// The certificate resolvers, for their status.
     resolvers: OnceLock<Vec<Arc<crate::acme::Resolver>>>,
+    /// Orders certificates at the handshake with the live build's `on_demand(...)` rules.
+    on_demand: OnceLock<Arc<crate::acme::on_demand::OnDemandIssuer>>,
 }
 
 impl Control {
@@ -131,7 +133,13 @@ impl Control {
             certs: OnceLock::new(),
             acme_wanted: watch::channel(crate::acme::Wanted::new()).0,
             resolvers: OnceLock::new(),
+            on_demand: OnceLock::new(),
         }
+    }
+
+    /// Gives each good build's `on_demand(...)` rules to `issuer`.
+    pub fn set_on_demand(&self, issuer: Arc<crate::acme::on_demand::OnDemandIssuer>) {
+        let _ = self.on_demand.set(issuer);
     }
 
     /// Records the certificate resolvers (their certificates reach the store as sources of the
@@ -319,6 +327,36 @@ impl Control {
         self.record(result, Some((sources, catalog)))
     }
 
+    /// Hands a good build's `on_demand(...)` rules to the on-demand issuer; with resolvers but
+    /// none ordering on demand, they are a warning of the build.
+    fn take_on_demand(&self, decls: &[script::api::OnDemandDecl], warnings: &mut Vec<ScriptError>) {
+        match self.on_demand.get() {
+            Some(issuer) => issuer.set_rules(
+                decls
+                    .iter()
+                    .map(|d| {
+                        let check = d.allow.clone();
+                        crate::acme::on_demand::OnDemandRule {
+                            resolver: d.resolver.clone(),
+                            allow: Arc::new(move |name: &str| check.allows(name)),
+                            at: d.at.to_string(),
+                        }
+                    })
+                    .collect(),
+            ),
+            None if self.resolvers.get().is_some() => {
+                warnings.extend(decls.iter().map(|d| {
+                    ScriptError::at(
+                        &d.at,
+                        "on_demand(...) orders nothing: no certificate resolver has on-demand=true"
+                            .to_string(),
+                    )
+                }))
+            }
+            None => {}
+        }
+    }
+
     fn record(
         &self,
         result: Result<script::Built, Vec<ScriptError>>,
@@ -344,6 +382,8 @@ impl Control {
                 if let Some((certs, p)) = prepared {
                     certs.apply(p);
                 }
+                let mut warnings = built.warnings.clone();
+                self.take_on_demand(&built.on_demand, &mut warnings);
                 let routes = built.table.routes().len();
                 self.metrics.attach(&built.table);
                 self.metrics.build(true);
@@ -364,7 +404,7 @@ impl Control {
                 status.files = built.files;
                 status.routes = routes;
                 status.errors.clear();
-                status.warnings = built.warnings.clone();
+                status.warnings = warnings;
                 if let Some((_, catalog)) = &inputs {
                     status
                         .warnings

@@ -16,7 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, debug_span, error, warn, Instrument};
 
 use super::body::ProxyBody;
@@ -41,12 +41,18 @@ enum HttpVersion {
     H2,
 }
 
+/// A TLS entrypoint's handshake settings and the certificates they choose from.
+struct TlsWire {
+    config: Arc<rustls::ServerConfig>,
+    certs: Arc<crate::tls::Certificates>,
+}
+
 /// What every connection of one entrypoint shares: its name and metrics index, its TLS
-/// acceptor (on a TLS entrypoint) and its HTTP/2 settings.
+/// settings (on a TLS entrypoint) and its HTTP/2 settings.
 struct Wire {
     entrypoint: Arc<str>,
     ep: usize,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsWire>,
     /// `tls=auto`: a client whose first byte does not start a TLS record speaks cleartext.
     tls_optional: bool,
     h2c: bool,
@@ -79,8 +85,11 @@ impl Proxy {
         let entrypoint: Arc<str> = name.into();
         let tls = match &options.tls {
             None => None,
-            Some(t) => match self.certificates().and_then(|c| t.server_config(c)) {
-                Ok(config) => Some(TlsAcceptor::from(config)),
+            Some(t) => match self
+                .certificates()
+                .and_then(|c| Ok((t.server_config(c.clone())?, c)))
+            {
+                Ok((config, certs)) => Some(TlsWire { config, certs }),
                 Err(e) => {
                     error!(entrypoint = %entrypoint, error = %e, "cannot serve TLS; the entrypoint stays closed");
                     return;
@@ -162,11 +171,11 @@ impl Proxy {
             }
             Some(_) => false,
         };
-        let acceptor = match &wire.tls {
-            Some(a) if !cleartext => Some(a),
+        let tls = match &wire.tls {
+            Some(t) if !cleartext => Some(t),
             _ => None,
         };
-        let Some(acceptor) = acceptor else {
+        let Some(tls) = tls else {
             let version = if wire.h2c {
                 match sniff_h2_preface(&io, self.settings.header_read_timeout).await {
                     Some(v) => v,
@@ -182,19 +191,37 @@ impl Proxy {
             };
             return self.serve_http(io, info, version, &wire, shutdown).await;
         };
-        // The handshake counts against the header-read timeout, as a request head would.
-        let accepted =
-            tokio::time::timeout(self.settings.header_read_timeout, acceptor.accept(io)).await;
-        let stream = match accepted {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        // The handshake counts against the header-read timeout, as a request head would; an
+        // on-demand certificate order in between has its own bound.
+        let handshake = async {
+            let hello = tokio::time::timeout(
+                self.settings.header_read_timeout,
+                LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io),
+            )
+            .await
+            .map_err(|_| "the ClientHello did not come within the header-read timeout".to_string())?
+            .map_err(|e| format!("reading the ClientHello: {e}"))?;
+            let acme = hello
+                .client_hello()
+                .alpn()
+                .is_some_and(|mut p| p.any(|p| p == crate::tls::store::ACME_TLS_ALPN));
+            let sni = hello.client_hello().server_name().map(str::to_string);
+            if let (Some(name), false) = (sni, acme) {
+                tls.certs.on_demand(&name).await;
+            }
+            tokio::time::timeout(
+                self.settings.header_read_timeout,
+                hello.into_stream(tls.config.clone()),
+            )
+            .await
+            .map_err(|_| "the TLS handshake did not finish within the header-read timeout".to_string())?
+            .map_err(|e| e.to_string())
+        };
+        let stream = match handshake.await {
+            Ok(s) => s,
+            Err(e) => {
                 self.metrics.tls_handshake(wire.ep, false);
                 debug!(peer = %addr, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.tls_handshake(wire.ep, false);
-                debug!(peer = %addr, "TLS handshake not done within the header-read timeout");
                 return;
             }
         };

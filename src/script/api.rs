@@ -196,6 +196,18 @@ struct CollectorState {
     certificates: Vec<(crate::tls::CertFiles, Location)>,
     /// `tls_default_certificate(cert, key)`: the last call wins.
     default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    /// `on_demand([resolver,] predicate)` calls.
+    on_demand: Vec<OnDemandDecl>,
+}
+
+/// `on_demand([resolver,] predicate)`: which names a resolver with `on-demand=true` may order
+/// at their first handshake.
+#[derive(Debug, Clone)]
+pub struct OnDemandDecl {
+    /// The resolver named, else any on-demand one.
+    pub resolver: Option<String>,
+    pub allow: Arc<super::hook::NameCheck>,
+    pub at: Location,
 }
 
 /// Everything the scripts of one build declared.
@@ -207,6 +219,7 @@ pub struct Declarations {
     pub warnings: Vec<(Location, String)>,
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    pub on_demand: Vec<OnDemandDecl>,
 }
 
 /// Records declarations during one build.
@@ -231,6 +244,7 @@ impl Collector {
             warnings: std::mem::take(&mut st.warnings),
             certificates: std::mem::take(&mut st.certificates),
             default_certificate: st.default_certificate.take(),
+            on_demand: std::mem::take(&mut st.on_demand),
         }
     }
 
@@ -632,6 +646,40 @@ pub fn register_builders(
             Ok(())
         },
     );
+    // On-demand certificates: a predicate over the handshake's name (run by the router at a
+    // handshake for a name no certificate lists, on the hook runtime of this build).
+    for named in [false, true] {
+        let (c, h) = (collector.clone(), hooks.clone());
+        let declare = move |ctx: &NativeCallContext, resolver: Option<&str>, f: FnPtr| {
+            c.check_open(ctx, "on_demand")?;
+            let at = c.location(ctx);
+            let resolver = match resolver.map(str::trim) {
+                Some("") => return runtime_error(ctx, "on_demand: the resolver name is empty"),
+                r => r.map(str::to_string),
+            };
+            lock(&c.state).on_demand.push(OnDemandDecl {
+                resolver,
+                allow: Arc::new(super::hook::NameCheck(ScriptFn::new(f, h.clone()))),
+                at,
+            });
+            Ok(())
+        };
+        if named {
+            engine.register_fn(
+                "on_demand",
+                move |ctx: NativeCallContext, resolver: &str, f: FnPtr| -> RhaiResult<()> {
+                    declare(&ctx, Some(resolver), f)
+                },
+            );
+        } else {
+            engine.register_fn(
+                "on_demand",
+                move |ctx: NativeCallContext, f: FnPtr| -> RhaiResult<()> {
+                    declare(&ctx, None, f)
+                },
+            );
+        }
+    }
     engine.register_fn("tls", |r: &mut RouteHandle, on: bool| {
         let mut d = r.decl();
         d.tls = on.then(Default::default);

@@ -91,6 +91,8 @@ pub struct Built {
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
     /// `tls_default_certificate(cert, key)`, for the router to read.
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    /// `on_demand(...)` predicates, for the certificate resolvers.
+    pub on_demand: Vec<super::api::OnDemandDecl>,
 }
 
 /// What the running router offers scripts besides the catalog.
@@ -207,6 +209,7 @@ pub fn build_with(
 
     let certificates = std::mem::take(&mut decls.certificates);
     let default_certificate = decls.default_certificate.take();
+    let on_demand = std::mem::take(&mut decls.on_demand);
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
         Some(src) => e.with_source(&src.text),
         None => e,
@@ -241,6 +244,7 @@ pub fn build_with(
         table,
         certificates,
         default_certificate,
+        on_demand,
         warnings,
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),

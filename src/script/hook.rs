@@ -574,6 +574,27 @@ impl fmt::Debug for ScriptFn {
     }
 }
 
+/// A script function deciding whether a name may get a certificate at its first handshake:
+/// `on_demand(|name| name.ends_with(".customers.example"))`.
+#[derive(Debug)]
+pub struct NameCheck(pub ScriptFn);
+
+impl NameCheck {
+    pub fn allows(&self, name: &str) -> Result<bool, String> {
+        let (rt, p) = self.0.prepared()?;
+        let out = self
+            .0
+            .invoke(rt, p, [Dynamic::from(ImmutableString::from(name))])
+            .map_err(|e| format!("on_demand({}): {e}", self.0.label()))?;
+        out.as_bool().map_err(|t| {
+            format!(
+                "on_demand({}) returned {t}, expected a bool",
+                self.0.label()
+            )
+        })
+    }
+}
+
 /// A script function used as a route matcher: `predicate(|req| req.header("x-beta") == "1")`.
 #[derive(Debug)]
 pub struct ScriptPredicate(pub ScriptFn);

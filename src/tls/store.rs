@@ -84,6 +84,18 @@ pub struct Certificates {
     pub challenges: Challenges,
     /// Where HTTP-01 answers other replicas published are found (the shared store).
     remote: std::sync::OnceLock<Arc<dyn RemoteChallenges>>,
+    /// Who orders certificates at the handshake for names no certificate lists (ACME on-demand).
+    on_demand: std::sync::OnceLock<Arc<dyn OnDemand>>,
+}
+
+/// Certificates obtained at the first handshake for a name (ACME on-demand).
+pub trait OnDemand: Send + Sync + std::fmt::Debug {
+    /// Gets a certificate for `name` (lowercase, no trailing dot) if the policy allows one now;
+    /// returns when it serves or cannot be had (refused, rate-limited, failed, too slow).
+    fn obtain<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 /// HTTP-01 answers published by other router replicas.
@@ -116,6 +128,7 @@ impl Certificates {
             store: ArcSwap::from_pointee(store),
             challenges: Challenges::default(),
             remote: std::sync::OnceLock::new(),
+            on_demand: std::sync::OnceLock::new(),
         })
     }
 
@@ -132,6 +145,23 @@ impl Certificates {
     /// Looks up HTTP-01 answers other replicas published, from now on.
     pub fn set_remote(&self, remote: Arc<dyn RemoteChallenges>) {
         let _ = self.remote.set(remote);
+    }
+
+    /// Orders certificates at the handshake from now on.
+    pub fn set_on_demand(&self, on_demand: Arc<dyn OnDemand>) {
+        let _ = self.on_demand.set(on_demand);
+    }
+
+    /// Before a handshake for `sni` chooses: when no certificate lists the name and on-demand
+    /// ordering is on, waits for the order (bounded by the orderer).
+    pub async fn on_demand(&self, sni: &str) {
+        let Some(od) = self.on_demand.get() else {
+            return;
+        };
+        let name = sni.trim_end_matches('.').to_ascii_lowercase();
+        if self.store.load().find(&name).is_none() {
+            od.obtain(&name).await;
+        }
     }
 
     /// The key authorization of an HTTP-01 challenge being answered, by token: this

@@ -32,9 +32,12 @@ struct Pebble {
     pebble: Option<tokio::process::Child>,
     /// The ACME directory URL.
     directory: String,
+    listen: SocketAddr,
     management: SocketAddr,
     /// The CA file the router trusts for Pebble's HTTPS listener.
     listener_ca: PathBuf,
+    config: PathBuf,
+    dns: u16,
 }
 
 impl Pebble {
@@ -44,6 +47,18 @@ impl Pebble {
 
     /// Pebble whose DNS answers every name with `ip`.
     fn start_at(dir: &Path, http_port: u16, tls_port: u16, ip: &str) -> Pebble {
+        Pebble::start_with(dir, http_port, tls_port, ip, None)
+    }
+
+    /// `start_at`, issuing certificates valid `validity` seconds when given (Pebble's default
+    /// is five years).
+    fn start_with(
+        dir: &Path,
+        http_port: u16,
+        tls_port: u16,
+        ip: &str,
+        validity: Option<u64>,
+    ) -> Pebble {
         // Installs pebble, pebble-challtestsrv and redis-server when missing (`cargo test` alone
         // sets up a fresh machine).
         tools_python();
@@ -80,26 +95,45 @@ impl Pebble {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let management: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.join("pebble.json");
+        let mut settings = serde_json::json!({
+            "listenAddress": listen.to_string(),
+            "managementListenAddress": management.to_string(),
+            "certificate": cert,
+            "privateKey": key,
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        });
+        if let Some(v) = validity {
+            settings["certificateValidityPeriod"] = v.into();
+        }
         std::fs::write(
             &config,
-            serde_json::json!({ "pebble": {
-                "listenAddress": listen.to_string(),
-                "managementListenAddress": management.to_string(),
-                "certificate": cert,
-                "privateKey": key,
-                "httpPort": http_port,
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-            }})
-            .to_string(),
+            serde_json::json!({ "pebble": settings }).to_string(),
         )
         .unwrap();
+        let mut p = Pebble {
+            _dns: dns_child,
+            pebble: None,
+            directory: format!("https://{listen}/dir"),
+            listen,
+            management,
+            listener_ca: ca.cert.clone(),
+            config,
+            dns,
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts Pebble (again, after `stop`: a new CA that knows no account and has a new root).
+    fn restart(&mut self) {
         let pebble = tokio::process::Command::new("pebble")
             .arg("-config")
-            .arg(&config)
+            .arg(&self.config)
             .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{dns}"))
+            .arg(format!("127.0.0.1:{}", self.dns))
             // No random validation delays, no rejected nonces: quick, deterministic runs.
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -108,14 +142,8 @@ impl Pebble {
             .kill_on_drop(true)
             .spawn()
             .expect("starting pebble");
-        wait_listening(listen, "pebble");
-        Pebble {
-            _dns: dns_child,
-            pebble: Some(pebble),
-            directory: format!("https://{listen}/dir"),
-            management,
-            listener_ca: ca.cert.clone(),
-        }
+        wait_listening(self.listen, "pebble");
+        self.pebble = Some(pebble);
     }
 
     /// Pebble's current root (PEM), from its management listener.
@@ -132,9 +160,10 @@ impl Pebble {
         path
     }
 
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         if let Some(mut p) = self.pebble.take() {
             let _ = p.start_kill();
+            let _ = p.wait().await;
         }
     }
 }
@@ -284,7 +313,7 @@ async fn http01_issues_serves_and_survives_a_restart_without_the_ca() {
     r.shutdown().await;
 
     // Without the CA, a restarted router serves the stored certificate at once.
-    pebble.stop();
+    pebble.stop().await;
     let r = router(&script, ports, &settings).await;
     let again = served_issuer(addr_of(&r, "websecure"), "a.acme.test", |i| {
         i.contains("Pebble")
@@ -845,4 +874,164 @@ async fn traefik_acme_flags_get_a_certificate() {
     let stored = std::fs::read_to_string(dir.path().join("acme.json")).unwrap();
     assert!(stored.contains("e.acme.test"), "the storage file holds it");
     router.shutdown(Duration::from_secs(2)).await;
+}
+
+/// `name`'s entry in the first resolver's `/api/certificates` list.
+async fn name_status(r: &TestRouter, name: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&get(r.admin, "localhost", "/api/certificates").await.body).unwrap();
+    v["resolvers"][0]["names"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+        .cloned()
+}
+
+/// On-demand certificates: a handshake for a name no route lists gets a certificate ordered
+/// there and then, when the script's predicate allows the name; the first client already
+/// verifies it against Pebble's root. Refused names and names over `on-demand-limit` get the
+/// default certificate and are never ordered.
+#[tokio::test]
+async fn on_demand_certificates_are_ordered_at_the_first_handshake_when_the_script_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(dir.path(), ports.0, ports.1);
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("http-challenge", "web".to_string()),
+        (
+            "storage",
+            dir.path().join("acme.json").display().to_string(),
+        ),
+        ("on-demand", "true".to_string()),
+        ("on-demand-limit", "2/1h".to_string()),
+    ];
+    let script = r#"
+fn may_issue(name) { name.ends_with(".ok.test") }
+on_demand(Fn("may_issue"));
+route("any").rule("PathPrefix(`/`)").entrypoints(["websecure"]).to(respond(200, "on demand\n"));
+"#;
+    let r = router(script, ports, &settings).await;
+    let tls = addr_of(&r, "websecure");
+    let root = pebble.root(dir.path()).await;
+    let https = |name: &str| {
+        (
+            format!("{name}:{}:{}", tls.port(), tls.ip()),
+            format!("https://{name}:{}/", tls.port()),
+        )
+    };
+
+    // The first request for a.ok.test verifies against Pebble's root: it waited for the order.
+    let (resolve, url) = https("a.ok.test");
+    let started = Instant::now();
+    let c = curl(&["--cacert", &root.display().to_string(), "--resolve", &resolve, &url]).await;
+    assert_eq!((c.status, c.body.as_str()), (200, "on demand"), "{c:?}");
+    eprintln!("on-demand: first handshake served in {:?}", started.elapsed());
+    let a = name_status(&r, "a.ok.test").await.expect("a.ok.test listed");
+    assert_eq!(
+        (a["on_demand"].as_bool(), a["orders"].as_u64()),
+        (Some(true), Some(1)),
+        "{a:#}"
+    );
+
+    // The predicate refuses b.bad.test: the default certificate, no order.
+    let issuer = |der: Vec<u8>| {
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        x.issuer().to_string()
+    };
+    let b = crate::tls::served_cert(tls, "b.bad.test").await.unwrap();
+    assert!(!issuer(b).contains("Pebble"));
+    assert!(name_status(&r, "b.bad.test").await.is_none());
+
+    // The limit is two orders an hour: c.ok.test is the second, d.ok.test waits.
+    served_issuer(tls, "c.ok.test", |i| i.contains("Pebble")).await;
+    let d = crate::tls::served_cert(tls, "d.ok.test").await.unwrap();
+    assert!(!issuer(d).contains("Pebble"));
+    assert!(name_status(&r, "d.ok.test").await.is_none());
+
+    // More handshakes for a held name order nothing more.
+    let c = curl(&["--cacert", &root.display().to_string(), "--resolve", &resolve, &url]).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let a = name_status(&r, "a.ok.test").await.unwrap();
+    assert_eq!(a["orders"].as_u64(), Some(1), "{a:#}");
+    r.shutdown().await;
+
+    // The certificates ordered on demand are kept as such and serve after a restart.
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("acme.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<(&str, bool)> = stored["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["on_demand"] == true))
+        .collect();
+    assert_eq!(names.len(), 2, "{stored:#}");
+    assert!(names.iter().all(|(_, od)| *od), "{names:?}");
+}
+
+/// Renewal and a CA outage: certificates valid 20 s are renewed when half their life is left.
+/// With the CA down, renewal fails with a reason shown while the held certificate keeps serving;
+/// the CA comes back as a new instance that forgot the account, and the resolver registers
+/// again and renews.
+#[tokio::test]
+async fn renewal_survives_a_ca_outage_and_a_ca_that_forgot_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let mut pebble = Pebble::start_with(dir.path(), ports.0, ports.1, "127.0.0.1", Some(20));
+    let settings = vec![
+        ("ca-server", pebble.directory.clone()),
+        ("ca-certificate", pebble.listener_ca.display().to_string()),
+        ("http-challenge", "web".to_string()),
+        (
+            "storage",
+            dir.path().join("acme.json").display().to_string(),
+        ),
+        ("renew-when-left", "50%".to_string()),
+        ("retry-base", "1s".to_string()),
+    ];
+    let r = router(&routes(&["r.renew.test"]), ports, &settings).await;
+    let tls = addr_of(&r, "websecure");
+    served_issuer(tls, "r.renew.test", |i| i.contains("Pebble")).await;
+    let first = crate::tls::served_cert(tls, "r.renew.test").await.unwrap();
+
+    pebble.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = name_status(&r, "r.renew.test").await.unwrap();
+        if s["last_error"].is_string() {
+            assert!(s["next_attempt_in_seconds"].is_u64(), "{s:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed renewal shown: {s:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        crate::tls::served_cert(tls, "r.renew.test").await.unwrap(),
+        first,
+        "the held certificate stops serving while the CA is down"
+    );
+
+    pebble.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = crate::tls::served_cert(tls, "r.renew.test").await.unwrap();
+        if now != first {
+            let (_, x) = x509_parser::parse_x509_certificate(&now).unwrap();
+            assert!(x.issuer().to_string().contains("Pebble"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed after the CA came back: {:#}",
+            name_status(&r, "r.renew.test").await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let s = name_status(&r, "r.renew.test").await.unwrap();
+    assert!(s["orders"].as_u64() >= Some(2), "{s:#}");
+    assert!(s["failures"].as_u64() >= Some(1), "{s:#}");
+    r.shutdown().await;
 }
