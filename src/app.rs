@@ -156,6 +156,7 @@ impl Router {
         let mut alpn_sharing = None;
         if let Some(m) = &certs {
             if let Some(s) = &shared {
+                control.set_shared_store(s.clone());
                 m.certificates().set_remote(s.clone());
                 alpn_sharing = Some((m.certificates(), s.clone()));
             }

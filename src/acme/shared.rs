@@ -41,6 +41,8 @@ pub struct SharedStore {
     key: Option<LessSafeKey>,
     /// Set while the store is unreachable (the outage is logged once).
     down: AtomicBool,
+    /// The error that started the outage in progress.
+    outage: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -182,21 +184,31 @@ impl SharedStore {
             url: url.to_string(),
             key,
             down: AtomicBool::new(false),
+            outage: std::sync::Mutex::new(None),
         })
     }
 
     /// Notes a failed call (logged once per outage) and passes the error on as text.
     fn failed(&self, what: &str, e: redis::RedisError) -> String {
+        let message = format!("store {what}: {e}");
         if !self.down.swap(true, Ordering::AcqRel) {
             warn!(store = %self.url, error = %e, "shared store unreachable ({what}); certificates keep serving from memory, orders wait");
+            *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
         }
-        format!("store {what}: {e}")
+        message
     }
 
     fn ok(&self) {
         if self.down.swap(false, Ordering::AcqRel) {
             info!(store = %self.url, "shared store reachable again");
+            *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+    }
+
+    /// The store's URL (without its password) and, during an outage, the error that began it.
+    pub fn state(&self) -> (String, Option<String>) {
+        let outage = self.outage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (self.url.clone(), outage)
     }
 
     /// Whether the last call failed.

@@ -484,6 +484,12 @@ pub fn overview(state: &AdminState) -> Value {
                 .map_or(0, |c| c.requests),
         },
         "provider_errors": provider_errors,
+        // The shared store (`--store`): reachable, or the error its outage began with.
+        "store": state.control.shared_store_state().map(|(url, outage)| json!({
+            "url": url,
+            "reachable": outage.is_none(),
+            "error": outage,
+        })),
         "entrypoints": state.entrypoints.iter().map(|(n, a)| json!({"name": n, "address": a.to_string()})).collect::<Vec<_>>(),
     })
 }

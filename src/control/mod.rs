@@ -104,6 +104,8 @@ pub struct Control {
     resolvers: OnceLock<Vec<Arc<crate::acme::Resolver>>>,
     /// Orders certificates at the handshake with the live build's `on_demand(...)` rules.
     on_demand: OnceLock<Arc<crate::acme::on_demand::OnDemandIssuer>>,
+    /// The store shared with other replicas (`--store`), for its state.
+    shared_store: OnceLock<Arc<crate::acme::shared::SharedStore>>,
 }
 
 impl Control {
@@ -134,7 +136,18 @@ impl Control {
             acme_wanted: watch::channel(crate::acme::Wanted::new()).0,
             resolvers: OnceLock::new(),
             on_demand: OnceLock::new(),
+            shared_store: OnceLock::new(),
         }
+    }
+
+    /// Records the shared store, whose state `/api/overview` shows.
+    pub fn set_shared_store(&self, store: Arc<crate::acme::shared::SharedStore>) {
+        let _ = self.shared_store.set(store);
+    }
+
+    /// The shared store's URL (no password) and the error of an outage in progress.
+    pub fn shared_store_state(&self) -> Option<(String, Option<String>)> {
+        self.shared_store.get().map(|s| s.state())
     }
 
     /// Gives each good build's `on_demand(...)` rules to `issuer`.

@@ -628,21 +628,49 @@ async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() 
         "{dump}"
     );
 
-    // Redis goes away: TLS requests on both replicas keep being served.
-    redis.stop().await;
-    for (r, tls) in [(&a, a_tls), (&b, b_tls)] {
-        for _ in 0..5 {
-            let c = curl(&[
-                "-k",
-                "--resolve",
-                &format!("r.acme.test:{}:{}", tls.port(), tls.ip()),
-                &format!("https://r.acme.test:{}/", tls.port()),
-            ])
-            .await;
-            assert_eq!((c.status, c.body.as_str()), (200, "r.acme.test"), "{c:?}");
+    // Redis goes away and comes back (empty): TLS requests on both replicas keep being served,
+    // and `/api/overview` shows the outage while it lasts.
+    let serve_all = || async {
+        for tls in [a_tls, b_tls] {
+            for _ in 0..5 {
+                let c = curl(&[
+                    "-k",
+                    "--resolve",
+                    &format!("r.acme.test:{}:{}", tls.port(), tls.ip()),
+                    &format!("https://r.acme.test:{}/", tls.port()),
+                ])
+                .await;
+                assert_eq!((c.status, c.body.as_str()), (200, "r.acme.test"), "{c:?}");
+            }
         }
-        let _ = r;
-    }
+    };
+    let store_shown = |reachable: bool| {
+        let (a, b) = (&a, &b);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for r in [a, b] {
+                loop {
+                    let v = get(r.admin, "localhost", "/api/overview").await.json();
+                    if v["store"]["reachable"] == reachable {
+                        assert!(!v["store"]["url"].as_str().unwrap().is_empty(), "{v:#}");
+                        assert_eq!(v["store"]["error"].is_string(), !reachable, "{v:#}");
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "store not shown as {reachable}: {v:#}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    store_shown(true).await;
+    let port = redis.port;
+    redis.stop().await;
+    serve_all().await;
+    store_shown(false).await;
+    serve_all().await;
+    let _redis = Redis::start(port);
+    store_shown(true).await;
+    serve_all().await;
     a.shutdown().await;
     b.shutdown().await;
 }
