@@ -132,8 +132,9 @@ impl Router {
         };
         // Certificate resolvers serve what their storage holds from the first build on.
         let mut resolvers = Vec::new();
-        let shared = match (&cfg.tls.store, cfg.acme.is_empty()) {
-            (Some(url), false) => {
+        // The shared store backs the resolvers and `rate_limit(#{ store })`.
+        let shared = match &cfg.tls.store {
+            Some(url) => {
                 let key = cfg
                     .tls
                     .store_key_file
@@ -151,12 +152,14 @@ impl Router {
                 .context("the shared store")?;
                 Some(Arc::new(s))
             }
-            _ => None,
+            None => None,
         };
+        if let Some(s) = &shared {
+            control.set_shared_store(s.clone());
+        }
         let mut alpn_sharing = None;
         if let Some(m) = &certs {
             if let Some(s) = &shared {
-                control.set_shared_store(s.clone());
                 m.certificates().set_remote(s.clone());
                 alpn_sharing = Some((m.certificates(), s.clone()));
             }
@@ -305,6 +308,9 @@ impl Router {
             let metrics = control.metrics();
             let settings = settings.clone();
             let certs = certs.as_ref().map(|m| m.certificates());
+            let shared_rate = shared
+                .clone()
+                .map(|s| s as Arc<dyn crate::middleware::limit::SharedRate>);
             let shutdown_rx = shutdown_rx.clone();
             let grace = cfg.grace_period;
             let handle = std::thread::Builder::new()
@@ -316,7 +322,7 @@ impl Router {
                         table,
                         store,
                         metrics,
-                        (settings, certs),
+                        (settings, certs, shared_rate),
                         logs,
                         shutdown_rx,
                         grace,
@@ -427,9 +433,10 @@ fn worker(
     table: Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
     store: Arc<crate::middleware::Store>,
     metrics: Arc<crate::metrics::Metrics>,
-    (settings, certs): (
+    (settings, certs, shared_rate): (
         crate::proxy::Settings,
         Option<Arc<crate::tls::Certificates>>,
+        Option<Arc<dyn crate::middleware::limit::SharedRate>>,
     ),
     (recorder, access_log): (Arc<Recorder>, Option<Arc<crate::access_log::AccessLog>>),
     mut shutdown: watch::Receiver<bool>,
@@ -450,6 +457,9 @@ fn worker(
             Proxy::with_observers(table, settings, store, recorder, metrics, access_log);
         if let Some(c) = certs {
             proxy = proxy.with_certificates(c);
+        }
+        if let Some(s) = shared_rate {
+            proxy = proxy.with_shared_rate(s);
         }
         let (tracker, drain) = Tracker::new();
         for (name, l) in set {

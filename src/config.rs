@@ -160,9 +160,9 @@ pub struct TlsArgs {
     )]
     #[serde(default, deserialize_with = "cert_pair")]
     pub default_certificate: Option<String>,
-    /// A store the certificate resolvers of every router replica share (account,
-    /// certificates, challenge answers, order locks): `redis://[user:password@]host:port/db`,
-    /// or `rediss://…` for TLS to Redis.
+    /// A store every router replica shares — the certificate resolvers' account, certificates,
+    /// challenge answers and order locks, and `rate_limit(#{ store })` buckets:
+    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS to Redis.
     #[arg(
         id = "store",
         long = "store",

@@ -97,7 +97,9 @@ impl OnDemandIssuer {
             match (rule.allow)(name) {
                 Ok(true) => return Some(resolver.clone()),
                 Ok(false) => {}
-                Err(e) => warn!(at = %rule.at, name, error = %e, "on-demand predicate failed: refused"),
+                Err(e) => {
+                    warn!(at = %rule.at, name, error = %e, "on-demand predicate failed: refused")
+                }
             }
         }
         None
@@ -171,9 +173,12 @@ pub fn orderable(name: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
-        && !labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use redis::aio::ConnectionManager;
@@ -43,6 +43,10 @@ pub struct SharedStore {
     down: AtomicBool,
     /// The error that started the outage in progress.
     outage: std::sync::Mutex<Option<String>>,
+    /// During an outage, when (ms after `since`) a request last tried the store for a rate
+    /// limit; the others go straight to their local limiter.
+    probed: AtomicU64,
+    since: Instant,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -94,6 +98,66 @@ pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
 
 /// Where TLS-ALPN-01 answers live: a hash, name → `expiry (Unix seconds):sha256 hex`.
 const ALPN_KEY: &str = "switchyard:acme:alpn";
+
+/// During a store outage, how often a rate-limit request tries the store again.
+const RATE_PROBE_MS: u64 = 1000;
+
+/// GCRA in one round trip, exactly as `middleware::limit::RateLimiter` counts: a bucket is the
+/// theoretical arrival time (µs, the store's clock, so replicas' clocks do not matter); the
+/// answer is 0 (taken) or the µs to wait.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tolerance then return math.max(1, math.floor(ahead - tolerance)) end
+local next = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.floor((next - now) / 1000) + 1)
+return 0
+";
+
+impl crate::middleware::limit::SharedRate for SharedStore {
+    fn take<'a>(
+        &'a self,
+        bucket: &'a str,
+        interval: Duration,
+        burst: u64,
+    ) -> crate::middleware::limit::SharedTake<'a> {
+        Box::pin(async move {
+            if !self.may_try() {
+                return Err("the shared store is unreachable".to_string());
+            }
+            // Keys are client addresses or header values: hashed, so any length or byte fits.
+            let digest = ring::digest::digest(&ring::digest::SHA256, bucket.as_bytes());
+            let mut key = String::from("switchyard:rl:");
+            for b in digest.as_ref().iter().take(16) {
+                use std::fmt::Write as _;
+                let _ = write!(key, "{b:02x}");
+            }
+            let micros = u64::try_from(interval.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut c = self.conn.clone();
+            static SCRIPT: std::sync::LazyLock<redis::Script> =
+                std::sync::LazyLock::new(|| redis::Script::new(GCRA));
+            let wait: u64 = SCRIPT
+                .key(key)
+                .arg(micros)
+                .arg(burst.max(1))
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.failed("rate limit", e))?;
+            self.ok();
+            Ok(match wait {
+                0 => Ok(()),
+                us => Err(Duration::from_micros(us).max(Duration::from_millis(1))),
+            })
+        })
+    }
+}
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -185,6 +249,8 @@ impl SharedStore {
             key,
             down: AtomicBool::new(false),
             outage: std::sync::Mutex::new(None),
+            probed: AtomicU64::new(0),
+            since: Instant::now(),
         })
     }
 
@@ -207,13 +273,32 @@ impl SharedStore {
 
     /// The store's URL (without its password) and, during an outage, the error that began it.
     pub fn state(&self) -> (String, Option<String>) {
-        let outage = self.outage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let outage = self
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         (self.url.clone(), outage)
     }
 
     /// Whether the last call failed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
+    }
+
+    /// Whether a rate-limit request may try the store: always while it is up, one request a
+    /// second during an outage (that one finds out when it is back).
+    fn may_try(&self) -> bool {
+        if !self.is_down() {
+            return true;
+        }
+        let now = self.since.elapsed().as_millis() as u64;
+        let last = self.probed.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= RATE_PROBE_MS
+            && self
+                .probed
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn seal(&self, pem: &str) -> Result<String, String> {

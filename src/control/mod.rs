@@ -357,15 +357,13 @@ impl Control {
                     })
                     .collect(),
             ),
-            None if self.resolvers.get().is_some() => {
-                warnings.extend(decls.iter().map(|d| {
-                    ScriptError::at(
-                        &d.at,
-                        "on_demand(...) orders nothing: no certificate resolver has on-demand=true"
-                            .to_string(),
-                    )
-                }))
-            }
+            None if self.resolvers.get().is_some() => warnings.extend(decls.iter().map(|d| {
+                ScriptError::at(
+                    &d.at,
+                    "on_demand(...) orders nothing: no certificate resolver has on-demand=true"
+                        .to_string(),
+                )
+            })),
             None => {}
         }
     }

@@ -30,6 +30,20 @@ pub const RATE_SHARDS: usize = 128;
 /// Keys a shard holds before its first sweep.
 const SHARD_SWEEP_AT: usize = MAX_RATE_KEYS / RATE_SHARDS;
 
+/// A rate limit kept where every router replica counts (the shared store): the same GCRA as
+/// `RateLimiter`, one round trip per request.
+pub trait SharedRate: Send + Sync + fmt::Debug {
+    /// Takes one token of `bucket` (refill `interval`, capacity `burst`): `Ok(Ok(()))` within the
+    /// limit, `Ok(Err(retry_after))` over it, `Err` when the store cannot answer now (the caller
+    /// falls back to its local limiter).
+    fn take<'a>(&'a self, bucket: &'a str, interval: Duration, burst: u64) -> SharedTake<'a>;
+}
+
+/// The answer of `SharedRate::take`.
+pub type SharedTake<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Result<(), Duration>, String>> + Send + 'a>,
+>;
+
 /// Token bucket rate limiter keyed by an arbitrary string (client IP, header value, ...).
 ///
 /// Implemented as GCRA (the token bucket expressed as a "theoretical arrival time" per key), so
@@ -100,6 +114,16 @@ impl RateLimiter {
         self.shards
             .get(i)
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Time one token takes to refill (`period / average`).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The bucket's capacity.
+    pub fn burst(&self) -> u64 {
+        self.burst
     }
 
     /// Takes one token for `key`; `Err(retry_after)` (>= 1 ms) when the bucket is empty.

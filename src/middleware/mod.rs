@@ -141,6 +141,9 @@ pub struct BasicAuthMw {
 pub struct RateLimitMw {
     pub limiter: limit::RateLimiter,
     pub key: LimitKey,
+    /// Counted in the shared store under this name (`store: true` or `store: "name"`), by
+    /// every replica together; the local `limiter` serves when there is no store or it is down.
+    pub shared: Option<String>,
 }
 
 #[derive(Debug)]
@@ -281,9 +284,14 @@ impl Middleware {
                     quoted_list(l.entries().iter().map(String::as_str))
                 )
             }
-            Middleware::RateLimit(r) => {
-                format!("rate_limit({} per {})", r.limiter.describe(), r.key)
-            }
+            Middleware::RateLimit(r) => match &r.shared {
+                None => format!("rate_limit({} per {})", r.limiter.describe(), r.key),
+                Some(name) => format!(
+                    "rate_limit({} per {}, store {name:?})",
+                    r.limiter.describe(),
+                    r.key
+                ),
+            },
             Middleware::InFlightLimit(l) => {
                 format!("in_flight_limit({} per {})", l.limiter.amount(), l.key)
             }

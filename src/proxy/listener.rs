@@ -214,7 +214,9 @@ impl Proxy {
                 hello.into_stream(tls.config.clone()),
             )
             .await
-            .map_err(|_| "the TLS handshake did not finish within the header-read timeout".to_string())?
+            .map_err(|_| {
+                "the TLS handshake did not finish within the header-read timeout".to_string()
+            })?
             .map_err(|e| e.to_string())
         };
         let stream = match handshake.await {

@@ -84,6 +84,8 @@ pub struct Proxy {
     access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The certificates TLS entrypoints serve (the control loop swaps them on reload).
     certs: OnceLock<Arc<crate::tls::Certificates>>,
+    /// Where `rate_limit(#{ store })` counts (`--store`), when there is a store.
+    shared_rate: OnceLock<Arc<dyn crate::middleware::limit::SharedRate>>,
 }
 
 impl Proxy {
@@ -137,7 +139,17 @@ impl Proxy {
             metrics,
             access_log,
             certs: OnceLock::new(),
+            shared_rate: OnceLock::new(),
         })
+    }
+
+    /// Counts shared rate limits in `store` (call before serving; later calls are ignored).
+    pub fn with_shared_rate(
+        self: Arc<Self>,
+        store: Arc<dyn crate::middleware::limit::SharedRate>,
+    ) -> Arc<Self> {
+        let _ = self.shared_rate.set(store);
+        self
     }
 
     /// Serves `certs` on TLS entrypoints (call before serving them; later calls are ignored).

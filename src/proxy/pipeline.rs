@@ -164,6 +164,27 @@ pub(super) fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyB
     answer(status, h, "")
 }
 
+/// The longest a request waits for the shared store's rate-limit answer before its local
+/// limiter decides.
+const SHARED_RATE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One token of a shared rate limit, from the store; the local limiter decides when the store
+/// cannot answer in time (an outage never fails or holds a request).
+async fn shared_take(
+    store: &dyn crate::middleware::limit::SharedRate,
+    name: &str,
+    key: &str,
+    local: &crate::middleware::limit::RateLimiter,
+    now: std::time::Instant,
+) -> Result<(), std::time::Duration> {
+    let bucket = format!("{name}\u{1f}{key}");
+    let asked = store.take(&bucket, local.interval(), local.burst());
+    match tokio::time::timeout(SHARED_RATE_WAIT, asked).await {
+        Ok(Ok(verdict)) => verdict,
+        _ => local.check(key, now),
+    }
+}
+
 /// Runs the request-side middlewares. `Ok(Some)` is a direct answer.
 pub(super) async fn request_phase<B>(
     proxy: &Proxy,
@@ -322,7 +343,14 @@ pub(super) async fn request_phase<B>(
             }
             Middleware::RateLimit(r) => {
                 let key = limit_key(&r.key, req.headers(), peer);
-                if let Err(wait) = r.limiter.check(&key, now) {
+                let verdict = match (&r.shared, proxy.shared_rate.get()) {
+                    // Dry runs count locally: they never reach the store.
+                    (Some(name), Some(store)) if !plan.is_dry() => {
+                        shared_take(store.as_ref(), name, &key, &r.limiter, now).await
+                    }
+                    _ => r.limiter.check(&key, now),
+                };
+                if let Err(wait) = verdict {
                     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                     plan.note(m, || {
                         format!("key {key:?} over the limit; answered 429 (retry after {secs}s)")

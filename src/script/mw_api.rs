@@ -580,7 +580,12 @@ fn register_limits(engine: &mut Engine) {
         "rate_limit",
         |ctx: NativeCallContext, opts: Map| -> RhaiResult<Middleware> {
             let what = "rate_limit";
-            check_keys(&ctx, what, &opts, &["average", "period", "burst", "by"])?;
+            check_keys(
+                &ctx,
+                what,
+                &opts,
+                &["average", "period", "burst", "by", "store"],
+            )?;
             let Some(average) = opt_u64(&ctx, what, &opts, "average")? else {
                 return err(
                     &ctx,
@@ -592,9 +597,30 @@ fn register_limits(engine: &mut Engine) {
             let burst = opt_u64(&ctx, what, &opts, "burst")?.unwrap_or(1);
             let limiter = RateLimiter::new(average, period, burst)
                 .or_else(|e| err(&ctx, format!("rate_limit: {e}")))?;
+            let key = limit_key(&ctx, what, &opts)?;
+            // Counted in the shared store (`--store`; `shared` is a Rhai keyword): `store: true`
+            // counts with every identical limit (same numbers and key); a name gives the limit
+            // a bucket of its own.
+            let shared =
+                match opts.get("store") {
+                    None => None,
+                    Some(v) if v.is_bool() => v
+                        .as_bool()
+                        .ok()
+                        .filter(|b| *b)
+                        .map(|_| format!("{average}/{}ms/{burst}/{key}", period.as_millis())),
+                    Some(v) => match v.clone().into_string() {
+                        Ok(name) if !name.trim().is_empty() => Some(name.trim().to_string()),
+                        _ => return err(
+                            &ctx,
+                            "rate_limit: `store` is true, false or a name for the shared bucket",
+                        ),
+                    },
+                };
             Ok(Middleware::RateLimit(Arc::new(RateLimitMw {
                 limiter,
-                key: limit_key(&ctx, what, &opts)?,
+                key,
+                shared,
             })))
         },
     );

@@ -484,13 +484,13 @@ async fn a_traefik_acme_json_is_imported_and_served_without_an_order() {
 }
 
 /// A redis-server on loopback, stopped on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<tokio::process::Child>,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Redis {
-    fn start(port: u16) -> Redis {
+    pub(crate) fn start(port: u16) -> Redis {
         Redis::start_with(port, &[])
     }
 
@@ -548,7 +548,7 @@ impl Redis {
         }
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
             let _ = c.wait().await;
@@ -656,7 +656,10 @@ async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() 
                         assert_eq!(v["store"]["error"].is_string(), !reachable, "{v:#}");
                         break;
                     }
-                    assert!(Instant::now() < deadline, "store not shown as {reachable}: {v:#}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "store not shown as {reachable}: {v:#}"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -953,10 +956,22 @@ route("any").rule("PathPrefix(`/`)").entrypoints(["websecure"]).to(respond(200, 
     // The first request for a.ok.test verifies against Pebble's root: it waited for the order.
     let (resolve, url) = https("a.ok.test");
     let started = Instant::now();
-    let c = curl(&["--cacert", &root.display().to_string(), "--resolve", &resolve, &url]).await;
+    let c = curl(&[
+        "--cacert",
+        &root.display().to_string(),
+        "--resolve",
+        &resolve,
+        &url,
+    ])
+    .await;
     assert_eq!((c.status, c.body.as_str()), (200, "on demand"), "{c:?}");
-    eprintln!("on-demand: first handshake served in {:?}", started.elapsed());
-    let a = name_status(&r, "a.ok.test").await.expect("a.ok.test listed");
+    eprintln!(
+        "on-demand: first handshake served in {:?}",
+        started.elapsed()
+    );
+    let a = name_status(&r, "a.ok.test")
+        .await
+        .expect("a.ok.test listed");
     assert_eq!(
         (a["on_demand"].as_bool(), a["orders"].as_u64()),
         (Some(true), Some(1)),
@@ -979,17 +994,23 @@ route("any").rule("PathPrefix(`/`)").entrypoints(["websecure"]).to(respond(200, 
     assert!(name_status(&r, "d.ok.test").await.is_none());
 
     // More handshakes for a held name order nothing more.
-    let c = curl(&["--cacert", &root.display().to_string(), "--resolve", &resolve, &url]).await;
+    let c = curl(&[
+        "--cacert",
+        &root.display().to_string(),
+        "--resolve",
+        &resolve,
+        &url,
+    ])
+    .await;
     assert_eq!(c.status, 200, "{c:?}");
     let a = name_status(&r, "a.ok.test").await.unwrap();
     assert_eq!(a["orders"].as_u64(), Some(1), "{a:#}");
     r.shutdown().await;
 
     // The certificates ordered on demand are kept as such and serve after a restart.
-    let stored: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("acme.json")).unwrap(),
-    )
-    .unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("acme.json")).unwrap())
+            .unwrap();
     let names: Vec<(&str, bool)> = stored["certificates"]
         .as_array()
         .unwrap()

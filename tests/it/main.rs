@@ -36,6 +36,7 @@ mod repl;
 mod replay;
 mod routing;
 mod script_tests;
+mod shared_limits;
 mod static_reload;
 mod swarm_provider;
 mod swarm_stacks;

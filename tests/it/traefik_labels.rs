@@ -1170,3 +1170,30 @@ fn v1_segment_labels_make_one_route_and_service_each() {
     assert_eq!(out.servers("app-console@docker"), vec!["10.0.4.2:8080"]);
     assert!(out.service("app-console@docker")["sticky_cookie"].is_string());
 }
+
+/// Traefik's Redis-backed rate limit (`ratelimit.redis.*`): counted in switchyard's shared
+/// store (`--store`), one bucket per middleware; without `redis.*` the limit stays local.
+#[test]
+fn a_redis_rate_limit_counts_in_the_shared_store() {
+    let out = build_labels(vec![container(
+        "rl",
+        "rl_1",
+        "docker",
+        "10.0.5.2",
+        &["10.0.5.2:80"],
+        json!({
+            "traefik.http.routers.rl.rule": "Host(`rl.example.com`)",
+            "traefik.http.routers.rl.middlewares": "everyone,mine",
+            "traefik.http.middlewares.everyone.ratelimit.average": "100",
+            "traefik.http.middlewares.everyone.ratelimit.redis.endpoints": "redis:6379",
+            "traefik.http.middlewares.everyone.ratelimit.redis.db": "2",
+            "traefik.http.middlewares.mine.ratelimit.average": "100",
+        }),
+    )]);
+    let mws = out.route("rl@docker")["middlewares"].clone();
+    assert!(
+        mws[0].as_str().unwrap().contains("store \"everyone"),
+        "{mws:#}"
+    );
+    assert!(!mws[1].as_str().unwrap().contains("store"), "{mws:#}");
+}
