@@ -5,6 +5,7 @@
 #   RUSTFLAGS="-C target-feature=+crt-static" \
 #     cargo build --release --target x86_64-unknown-linux-gnu --bin switchyard
 #   mkdir -p dist && cp target/x86_64-unknown-linux-gnu/release/switchyard dist/
+#   cp /etc/ssl/certs/ca-certificates.crt dist/
 #   docker build -t switchyard:latest .
 #
 # .dockerignore keeps the build context to dist/, scripts/ and stdlib/. The stdlib is also
@@ -13,6 +14,9 @@
 # with a TCP endpoint (`--swarm.endpoint tcp://manager:2375`, or https:// with --swarm.tls-*).
 FROM scratch
 COPY dist/switchyard /usr/local/bin/switchyard
+# The build machine's root certificates: Let's Encrypt's API and https:// servers are checked
+# against them.
+COPY dist/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY scripts /scripts
 COPY stdlib /usr/share/switchyard/stdlib
 WORKDIR /

@@ -42,6 +42,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 BUSYBOX_IMAGE=switchyard-test/busybox:latest
 SOCAT_IMAGE=switchyard-test/socat:latest
+REDIS_IMAGE=switchyard-test/redis:latest
 ROUTER_IMAGE=switchyard-test/switchyard:latest
 TLS_DIR=$RIG_DIR/tls
 # Derived from the state dir so two rigs (a CI clone beside a work tree) do not collide.
@@ -100,6 +101,7 @@ install_missing() {
     command -v docker-compose >/dev/null || pkgs+=(docker-compose)
     command -v socat >/dev/null || pkgs+=(socat)
     command -v openssl >/dev/null || pkgs+=(openssl)
+    command -v redis-server >/dev/null || pkgs+=(redis-server)
     ((${#pkgs[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
     log "installing ${pkgs[*]} with apt-get"
@@ -381,6 +383,28 @@ EOF
     rm -rf "$root"
 }
 
+# Debian's redis-server with the libraries it links, as an image (no registry: the swarm-global
+# ACME stack's Redis service). /data is its working directory.
+build_redis_image() {
+    local bin root lib
+    bin=$(readlink -f "$(command -v redis-server)") || die "no redis-server (apt-get install redis-server)"
+    root=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-redis.XXXXXX")
+    mkdir -p "$root/usr/bin" "$root/data" "$root/tmp" "$root/etc"
+    cp "$bin" "$root/usr/bin/redis-server"
+    for lib in $(ldd "$bin" | awk '/=>/ { print $3 } /^\t\// { print $1 }'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    echo 'root:x:0:0:root:/:/bin/false' >"$root/etc/passwd"
+    echo 'root:x:0:' >"$root/etc/group"
+    tar -C "$root" -c . | dk import \
+        --change 'ENV PATH=/usr/bin' \
+        --change 'WORKDIR /data' \
+        --change 'CMD ["redis-server"]' \
+        - "$REDIS_IMAGE" >/dev/null
+    rm -rf "$root"
+}
+
 cmd_image() {
     ping || die "rig not running (run: $0 start)"
     take_lock
@@ -392,6 +416,7 @@ cmd_image() {
     dk image inspect "$SOCAT_IMAGE" >/dev/null 2>&1 ||
         DOCKER_CLI="$(docker_bin) -H unix://$SOCK" bash "$REPO/examples/swarm-socat/socat-image.sh" \
             "$SOCAT_IMAGE" >/dev/null
+    dk image inspect "$REDIS_IMAGE" >/dev/null 2>&1 || build_redis_image
     echo "$BUSYBOX_IMAGE"
 }
 
@@ -433,6 +458,11 @@ cmd_router_image() {
     cp -r "$repo/scripts" "$repo/stdlib" "$ctx/"
     # Without debug info the image is a tenth of the size (vfs copies it for every container).
     strip -o "$ctx/dist/switchyard" "$bin" 2>/dev/null || cp "$bin" "$ctx/dist/switchyard"
+    if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+        cp /etc/ssl/certs/ca-certificates.crt "$ctx/dist/"
+    else
+        : >"$ctx/dist/ca-certificates.crt"
+    fi
     DOCKER_BUILDKIT=0 timeout 300 "$(docker_bin)" -H "unix://$SOCK" build -q --label "switchyard.binary=$sum" \
         -t "$ROUTER_IMAGE" "$ctx" >/dev/null || { rm -rf "$ctx"; die "docker build of the router image failed"; }
     rm -rf "$ctx"

@@ -27,21 +27,21 @@ fn wait_listening(addr: SocketAddr, what: &str) {
 
 /// Pebble and its DNS, for a router whose HTTP-01 answers come on `http_port` and TLS-ALPN-01
 /// on `tls_port`.
-struct Pebble {
+pub(crate) struct Pebble {
     _dns: tokio::process::Child,
     pebble: Option<tokio::process::Child>,
     /// The ACME directory URL.
-    directory: String,
+    pub(crate) directory: String,
     listen: SocketAddr,
     management: SocketAddr,
     /// The CA file the router trusts for Pebble's HTTPS listener.
-    listener_ca: PathBuf,
+    pub(crate) listener_ca: PathBuf,
     config: PathBuf,
     dns: u16,
 }
 
 impl Pebble {
-    fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+    pub(crate) fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
         Pebble::start_at(dir, http_port, tls_port, "127.0.0.1")
     }
 
@@ -147,7 +147,7 @@ impl Pebble {
     }
 
     /// Pebble's current root (PEM), from its management listener.
-    async fn root(&self, dir: &Path) -> PathBuf {
+    pub(crate) async fn root(&self, dir: &Path) -> PathBuf {
         let c = curl(&[
             "--cacert",
             &self.listener_ca.display().to_string(),
@@ -220,7 +220,7 @@ async fn router_at(
 }
 
 /// The issuer of the certificate served for `sni`, polled until `ok` holds (at most 60 s).
-async fn served_issuer(addr: SocketAddr, sni: &str, ok: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn served_issuer(addr: SocketAddr, sni: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(der) = crate::tls::served_cert(addr, sni).await {

@@ -588,3 +588,73 @@ async fn traefik_stack_runs_with_traefiks_own_command_line_and_labels() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(listed[0].contains("whoami"), "{listed:?}");
 }
+
+/// The global router with HTTPS (`swarm-global/stack-acme.yml`): its resolver orders the
+/// labelled service's name from the CA (Pebble here, trusted through `ACME_CA_ROOTS`), answers
+/// HTTP-01 on `web`, keeps the account and the sealed certificate in the stack's Redis (an
+/// image of Debian's redis-server), serves it on `websecure` and redirects `web` to it.
+#[tokio::test]
+async fn swarm_global_acme_stack_gets_its_certificate_through_redis() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let (websecure, redis_port) = (free_port(), free_port());
+    let pebble = crate::acme::Pebble::start(dir.path(), ports.web, websecure);
+    let key = dir.path().join("store-key");
+    std::fs::write(
+        &key,
+        "8899aabbccddeeff00112233445566778899aabbccddeeff0011223344556677\n",
+    )
+    .unwrap();
+    let host = "secure.acme.test";
+    let mut vars = ports.vars();
+    vars.extend([
+        ("BIND", "127.0.0.1".to_string()),
+        ("WEBSECURE_PORT", websecure.to_string()),
+        ("REDIS_PORT", redis_port.to_string()),
+        ("REDIS_IMAGE", "switchyard-test/redis:latest".to_string()),
+        ("APP_PORT", free_port().to_string()),
+        ("SECURE_HOST", host.to_string()),
+        ("ACME_CA_SERVER", pebble.directory.clone()),
+        ("ACME_CA_ROOTS", pebble.listener_ca.display().to_string()),
+        ("STORE_KEY_FILE", key.display().to_string()),
+    ]);
+    let stack = container_name("acme").replace('-', "");
+    let _s = deploy(rig, "swarm-global/stack-acme.yml", &stack, &vars);
+    let tls = loopback(websecure);
+    wait_listening(tls, Duration::from_secs(90));
+    crate::acme::served_issuer(tls, host, |i| i.contains("Pebble")).await;
+
+    // A client trusting only Pebble's root reaches the service over HTTPS.
+    let root = pebble.root(dir.path()).await;
+    let c = crate::tls::curl(&[
+        "--cacert",
+        &root.display().to_string(),
+        "--resolve",
+        &format!("{host}:{websecure}:127.0.0.1"),
+        &format!("https://{host}:{websecure}/"),
+    ])
+    .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    assert!(c.body.contains("secure"), "{c:?}");
+    // Port 80 sends the same host to HTTPS.
+    let r = get(loopback(ports.web), host, "/").await;
+    assert!(r.status.is_redirection(), "{}", r.status);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://{host}:{websecure}/").as_str())
+    );
+    // The account and the certificate live in the stack's Redis, the key sealed.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis_port.to_string(), "HGETALL", "switchyard:acme:le:certs"])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains(host) && dump.contains("sealed:") && !dump.contains("PRIVATE KEY"),
+        "{dump}"
+    );
+}
