@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use crate::routing::Location;
 use crate::script::ScriptError;
-use crate::tls::{Cert, CertFiles, CertSource, CertStore, Certificates};
+use crate::tls::store::{ChosenOptions, OptionsIndex};
+use crate::tls::{Cert, CertFiles, CertSource, CertStore, Certificates, TlsOptions};
 
 /// A file's modification time and length, `None` when it cannot be read.
 type Stamp = Option<(SystemTime, u64)>;
@@ -158,6 +159,42 @@ impl CertManager {
             store: CertStore::new(certs, default_cert),
             files,
         })
+    }
+
+    /// The handshake settings of a build's named TLS options (`declared`) and the names each
+    /// serves (`hosts`, from `script::build::options_by_host`); an unreadable client CA is an
+    /// error at the declaring line.
+    pub fn prepare_options(
+        &self,
+        declared: &[(String, TlsOptions, Location)],
+        hosts: &[(String, String)],
+    ) -> Result<OptionsIndex, Vec<ScriptError>> {
+        let mut configs = std::collections::HashMap::new();
+        let mut errors = Vec::new();
+        for (name, opts, at) in declared {
+            let mut o = opts.clone();
+            o.client_ca = o.client_ca.map(|ca| self.base.join(ca));
+            match o.server_config(self.live.clone()) {
+                Ok(config) => {
+                    let chosen = ChosenOptions {
+                        name: name.as_str().into(),
+                        config,
+                    };
+                    configs.insert(name.as_str(), chosen);
+                }
+                Err(e) => errors.push(ScriptError::at(at, format!("tls_options({name:?}): {e}"))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut index = OptionsIndex::new(configs.get("default").cloned());
+        for (host, name) in hosts {
+            if let Some(c) = configs.get(name.as_str()) {
+                index.insert(host, c.clone());
+            }
+        }
+        Ok(index)
     }
 
     /// Makes a prepared store live.

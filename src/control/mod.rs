@@ -381,7 +381,16 @@ impl Control {
         // Certificates a build names must load before its table goes live.
         let (result, prepared) = match (result, self.certs.get()) {
             (Ok(built), Some(certs)) => {
-                match certs.prepare(&built.certificates, built.default_certificate.as_ref()) {
+                let declared: Vec<&str> = built
+                    .tls_options
+                    .iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .collect();
+                let (hosts, _) = script::build::options_by_host(&built.table, &declared);
+                let p = certs
+                    .prepare(&built.certificates, built.default_certificate.as_ref())
+                    .and_then(|p| Ok((p, certs.prepare_options(&built.tls_options, &hosts)?)));
+                match p {
                     Ok(p) => (Ok(built), Some((certs, p))),
                     Err(errors) => (Err(errors), None),
                 }
@@ -390,8 +399,9 @@ impl Control {
         };
         match result {
             Ok(built) => {
-                if let Some((certs, p)) = prepared {
+                if let Some((certs, (p, options))) = prepared {
                     certs.apply(p);
+                    certs.certificates().set_options(options);
                 }
                 let mut warnings = built.warnings.clone();
                 self.take_on_demand(&built.on_demand, &mut warnings);

@@ -56,6 +56,8 @@ pub(super) struct TlsInfo {
     pub version: &'static str,
     /// The client's certificate chain (DER, leaf first), when it presented one.
     pub client_certs: Option<ClientChain>,
+    /// The named TLS options the handshake was set up with (`None`: the entrypoint's).
+    pub options: Option<Arc<str>>,
 }
 
 impl TlsInfo {
@@ -72,6 +74,7 @@ impl TlsInfo {
                 .peer_certificates()
                 .filter(|c| !c.is_empty())
                 .map(|c| ClientChain(Arc::new(c.iter().map(|c| c.to_vec()).collect()))),
+            options: None,
         }
     }
 }

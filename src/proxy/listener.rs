@@ -206,20 +206,25 @@ impl Proxy {
                 .alpn()
                 .is_some_and(|mut p| p.any(|p| p == crate::tls::store::ACME_TLS_ALPN));
             let sni = hello.client_hello().server_name().map(str::to_string);
-            if let (Some(name), false) = (sni, acme) {
-                tls.certs.on_demand(&name).await;
+            if let (Some(name), false) = (&sni, acme) {
+                tls.certs.on_demand(name).await;
             }
-            tokio::time::timeout(
-                self.settings.header_read_timeout,
-                hello.into_stream(tls.config.clone()),
-            )
-            .await
-            .map_err(|_| {
-                "the TLS handshake did not finish within the header-read timeout".to_string()
-            })?
-            .map_err(|e| e.to_string())
+            // Named TLS options (a route's `tls.options`) for this name, else the entrypoint's.
+            let chosen = tls.certs.options_for(sni.as_deref());
+            let config = chosen
+                .as_ref()
+                .map_or_else(|| tls.config.clone(), |c| c.config.clone());
+            let stream =
+                tokio::time::timeout(self.settings.header_read_timeout, hello.into_stream(config))
+                    .await
+                    .map_err(|_| {
+                        "the TLS handshake did not finish within the header-read timeout"
+                            .to_string()
+                    })?
+                    .map_err(|e| e.to_string())?;
+            Ok::<_, String>((stream, chosen.map(|c| c.name)))
         };
-        let stream = match handshake.await {
+        let (stream, options) = match handshake.await {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.tls_handshake(wire.ep, false);
@@ -239,7 +244,8 @@ impl Proxy {
         } else {
             HttpVersion::H1
         };
-        let tls = TlsInfo::of(conn);
+        let mut tls = TlsInfo::of(conn);
+        tls.options = options;
         debug!(version = tls.version, sni = ?tls.sni, ?version, client_cert = tls.client_certs.is_some(), "TLS handshake done");
         peer.tls = Some(tls);
         let info = Conn {

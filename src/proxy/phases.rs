@@ -60,6 +60,7 @@ impl Proxy {
     ) -> Option<Response<ProxyBody>> {
         let routed = match canonicalize(&mut req, &ctx.peer.path).and_then(|host| {
             fronting_check(&ctx.peer, &host)?;
+            self.options_check(&ctx.peer, &host)?;
             Ok(host)
         }) {
             Ok(host) => {
@@ -328,6 +329,30 @@ fn entrypoint_redirect<B, X: Exchange<B>>(
     let status = r.status(req.method());
     x.answered_by(&|| format!("entrypoint redirect {status} → {loc}"));
     Some(pipeline::redirect_to(status, &loc))
+}
+
+impl Proxy {
+    /// Refuses a request whose Host would have been served with other named TLS options than
+    /// those its connection was set up with (the SNI's): a route's `tls.options` (client
+    /// certificates, versions) must not be skipped by sending another Host over a connection
+    /// made for a laxer name, as Traefik answers 421.
+    fn options_check(&self, peer: &Peer, host: &str) -> Result<(), ProxyError> {
+        let (Some(tls), Some(certs)) = (&peer.tls, self.certs.get()) else {
+            return Ok(());
+        };
+        let index = certs.options();
+        if index.is_empty() || host.is_empty() {
+            return Ok(());
+        }
+        let want = index.find(Some(host)).map(|c| &c.name);
+        if want == tls.options.as_ref() {
+            return Ok(());
+        }
+        Err(ProxyError::Misdirected {
+            host: host.to_string(),
+            sni: tls.sni.clone().unwrap_or_default(),
+        })
+    }
 }
 
 /// Refuses a request whose Host is not the name its TLS connection was set up for, where the

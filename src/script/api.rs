@@ -198,6 +198,8 @@ struct CollectorState {
     default_certificate: Option<(crate::tls::CertFiles, Location)>,
     /// `on_demand([resolver,] predicate)` calls.
     on_demand: Vec<OnDemandDecl>,
+    /// `tls_options(name, #{...})`: named TLS options routes choose with `.tls(#{ options })`.
+    tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
 }
 
 /// `on_demand([resolver,] predicate)`: which names a resolver with `on-demand=true` may order
@@ -220,6 +222,7 @@ pub struct Declarations {
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
     pub on_demand: Vec<OnDemandDecl>,
+    pub tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
 }
 
 /// Records declarations during one build.
@@ -245,6 +248,7 @@ impl Collector {
             certificates: std::mem::take(&mut st.certificates),
             default_certificate: st.default_certificate.take(),
             on_demand: std::mem::take(&mut st.on_demand),
+            tls_options: std::mem::take(&mut st.tls_options),
         }
     }
 
@@ -643,6 +647,53 @@ pub fn register_builders(
         move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
             let pair = cert_pair(&c, &ctx, "tls_default_certificate", cert, key)?;
             lock(&c.state).default_certificate = Some(pair);
+            Ok(())
+        },
+    );
+    // Named TLS options (Traefik's `tls.options.NAME`): a route takes them with
+    // `.tls(#{ options: NAME })`; `default` serves every other name. The client CA file is read
+    // by the router after the build (relative paths from the scripts folder).
+    let c = collector.clone();
+    engine.register_fn(
+        "tls_options",
+        move |ctx: NativeCallContext, name: &str, opts: Map| -> RhaiResult<()> {
+            c.check_open(&ctx, "tls_options")?;
+            let name = name.trim();
+            if name.is_empty() || name.contains('@') {
+                return runtime_error(
+                    &ctx,
+                    format!("tls_options: {name:?} is not a name (no provider suffix)"),
+                );
+            }
+            let mut o = crate::tls::TlsOptions::default();
+            for (k, v) in &opts {
+                let key = k.replace('_', "-");
+                if !["min-version", "max-version", "cipher-suites", "alpn", "client-auth", "client-ca", "strict-sni"]
+                    .contains(&key.as_str())
+                {
+                    return runtime_error(
+                        &ctx,
+                        format!("tls_options: unknown key {k:?} (known: min_version, max_version, cipher_suites, alpn, client_auth, client_ca, strict_sni)"),
+                    );
+                }
+                let text = if v.is_array() {
+                    let items = v.clone().into_array().unwrap_or_default();
+                    strings(&ctx, &items, k)?.join(",")
+                } else {
+                    v.to_string()
+                };
+                o.set(&key, &text)
+                    .or_else(|e| runtime_error(&ctx, format!("tls_options({name:?}): {e}")))?;
+            }
+            o.check()
+                .or_else(|e| runtime_error(&ctx, format!("tls_options({name:?}): {e}")))?;
+            let at = c.location(&ctx);
+            let mut st = lock(&c.state);
+            if st.tls_options.iter().any(|(n, _, _)| n == name) {
+                drop(st);
+                return runtime_error(&ctx, format!("tls_options({name:?}) is declared twice"));
+            }
+            st.tls_options.push((name.to_string(), o, at));
             Ok(())
         },
     );

@@ -93,6 +93,8 @@ pub struct Built {
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
     /// `on_demand(...)` predicates, for the certificate resolvers.
     pub on_demand: Vec<super::api::OnDemandDecl>,
+    /// `tls_options(name, #{...})`, for the router to make handshake settings of.
+    pub tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
 }
 
 /// What the running router offers scripts besides the catalog.
@@ -210,6 +212,7 @@ pub fn build_with(
     let certificates = std::mem::take(&mut decls.certificates);
     let default_certificate = decls.default_certificate.take();
     let on_demand = std::mem::take(&mut decls.on_demand);
+    let tls_options = std::mem::take(&mut decls.tls_options);
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
         Some(src) => e.with_source(&src.text),
         None => e,
@@ -240,11 +243,15 @@ pub fn build_with(
     let mut warnings = warnings;
     warnings.extend(compile_warnings.into_iter().map(with_source));
     warnings.extend(tls_without_entrypoint(&table, &env.tls_entrypoints));
+    let declared: Vec<&str> = tls_options.iter().map(|(n, _, _)| n.as_str()).collect();
+    let (_, option_warnings) = options_by_host(&table, &declared);
+    warnings.extend(option_warnings.into_iter().map(with_source));
     Ok(Built {
         table,
         certificates,
         default_certificate,
         on_demand,
+        tls_options,
         warnings,
         files: sources.iter().map(|s| s.name.clone()).collect(),
         duration: started.elapsed(),
@@ -279,6 +286,69 @@ fn tls_without_entrypoint(table: &RouteTable, tls_entrypoints: &[String]) -> Vec
             )
         })
         .collect()
+}
+
+/// The names served with named TLS options: `(host, options name)` for each exact or wildcard
+/// host (`*.a.com`) of a route whose `.tls(#{ options })` names declared options (`declared`).
+/// A route naming undeclared options, or a host two routes give different options, is a warning
+/// and keeps its entrypoint's (or the `default`) options, as Traefik falls back to its default.
+pub fn options_by_host(
+    table: &RouteTable,
+    declared: &[&str],
+) -> (Vec<(String, String)>, Vec<ScriptError>) {
+    let mut chosen: std::collections::BTreeMap<String, (String, &crate::table::Route)> =
+        std::collections::BTreeMap::new();
+    let mut conflicted = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    for r in table.routes() {
+        let Some(name) = r.tls.as_ref().and_then(|t| t.options.as_deref()) else {
+            continue;
+        };
+        if name == "default" && !declared.contains(&"default") {
+            continue;
+        }
+        if !declared.contains(&name) {
+            warnings.push(ScriptError::at(
+                &r.declared_at,
+                format!(
+                    "route {}: TLS options {name:?} are not declared (tls_options({name:?}, \
+                     #{{...}})); its entrypoint's options apply",
+                    r.name
+                ),
+            ));
+            continue;
+        }
+        for h in r.rule.required_hosts().unwrap_or_default() {
+            let host = match h {
+                crate::routing::HostPattern::Exact(h) => h,
+                crate::routing::HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+            };
+            match chosen.get(&host) {
+                Some((other, by)) if other != name => {
+                    if conflicted.insert(host.clone()) {
+                        warnings.push(ScriptError::at(
+                            &r.declared_at,
+                            format!(
+                                "route {} gives {host} TLS options {name:?}, route {} gives it \
+                                 {other:?}: neither applies to {host}",
+                                r.name, by.name
+                            ),
+                        ));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    chosen.insert(host, (name.to_string(), r));
+                }
+            }
+        }
+    }
+    let hosts = chosen
+        .into_iter()
+        .filter(|(h, _)| !conflicted.contains(h))
+        .map(|(h, (n, _))| (h, n))
+        .collect();
+    (hosts, warnings)
 }
 
 /// Rhai definition files (`.d.rhai`) for the whole script API — builders, middlewares,

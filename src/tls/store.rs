@@ -76,6 +76,63 @@ impl CertStore {
     }
 }
 
+/// Named TLS options a handshake is set up with, chosen by its SNI name.
+#[derive(Clone)]
+pub struct ChosenOptions {
+    pub name: Arc<str>,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ChosenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChosenOptions({})", self.name)
+    }
+}
+
+/// Which named TLS options serve which names (Traefik's router `tls.options`): the exact and
+/// one-label wildcard hosts of the routes that name options, else the `default` options when
+/// declared, else (nothing found) the entrypoint's own options.
+#[derive(Debug, Default)]
+pub struct OptionsIndex {
+    exact: HashMap<String, ChosenOptions>,
+    /// `a.com` for routes on `*.a.com`.
+    wildcard: HashMap<String, ChosenOptions>,
+    default: Option<ChosenOptions>,
+}
+
+impl OptionsIndex {
+    pub fn new(default: Option<ChosenOptions>) -> OptionsIndex {
+        OptionsIndex {
+            default,
+            ..OptionsIndex::default()
+        }
+    }
+
+    /// Serves `host` (lowercase; `*.a.com` for a one-label wildcard) with `options`.
+    pub fn insert(&mut self, host: &str, options: ChosenOptions) {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.insert(parent.to_string(), options),
+            None => self.exact.insert(host.to_string(), options),
+        };
+    }
+
+    /// Whether nothing is named (every handshake takes its entrypoint's options).
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
+    }
+
+    /// The options for `name` (lowercase, no trailing dot; `None`: no SNI).
+    pub fn find(&self, name: Option<&str>) -> Option<&ChosenOptions> {
+        let found = name.and_then(|n| {
+            self.exact.get(n).or_else(|| {
+                n.split_once('.')
+                    .and_then(|(_, parent)| self.wildcard.get(parent))
+            })
+        });
+        found.or(self.default.as_ref())
+    }
+}
+
 /// The live certificates, shared by every TLS entrypoint and swapped whole, and the ACME
 /// challenge answers being served.
 #[derive(Debug)]
@@ -86,6 +143,8 @@ pub struct Certificates {
     remote: std::sync::OnceLock<Arc<dyn RemoteChallenges>>,
     /// Who orders certificates at the handshake for names no certificate lists (ACME on-demand).
     on_demand: std::sync::OnceLock<Arc<dyn OnDemand>>,
+    /// The named TLS options of the live build, by name served.
+    options: ArcSwap<OptionsIndex>,
 }
 
 /// Certificates obtained at the first handshake for a name (ACME on-demand).
@@ -129,6 +188,7 @@ impl Certificates {
             challenges: Challenges::default(),
             remote: std::sync::OnceLock::new(),
             on_demand: std::sync::OnceLock::new(),
+            options: ArcSwap::from_pointee(OptionsIndex::default()),
         })
     }
 
@@ -145,6 +205,26 @@ impl Certificates {
     /// Looks up HTTP-01 answers other replicas published, from now on.
     pub fn set_remote(&self, remote: Arc<dyn RemoteChallenges>) {
         let _ = self.remote.set(remote);
+    }
+
+    /// Replaces the named TLS options (with each good build).
+    pub fn set_options(&self, index: OptionsIndex) {
+        self.options.store(Arc::new(index));
+    }
+
+    /// The named options index now.
+    pub fn options(&self) -> Arc<OptionsIndex> {
+        self.options.load_full()
+    }
+
+    /// The named options a handshake for `sni` is set up with (`None`: its entrypoint's).
+    pub fn options_for(&self, sni: Option<&str>) -> Option<ChosenOptions> {
+        let index = self.options.load();
+        if index.is_empty() {
+            return None;
+        }
+        let name = sni.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        index.find(name.as_deref()).cloned()
     }
 
     /// Orders certificates at the handshake from now on.

@@ -220,7 +220,11 @@ async fn router_at(
 }
 
 /// The issuer of the certificate served for `sni`, polled until `ok` holds (at most 60 s).
-pub(crate) async fn served_issuer(addr: SocketAddr, sni: &str, ok: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn served_issuer(
+    addr: SocketAddr,
+    sni: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(der) = crate::tls::served_cert(addr, sni).await {

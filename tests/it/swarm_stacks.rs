@@ -649,7 +649,12 @@ async fn swarm_global_acme_stack_gets_its_certificate_through_redis() {
     );
     // The account and the certificate live in the stack's Redis, the key sealed.
     let out = std::process::Command::new("redis-cli")
-        .args(["-p", &redis_port.to_string(), "HGETALL", "switchyard:acme:le:certs"])
+        .args([
+            "-p",
+            &redis_port.to_string(),
+            "HGETALL",
+            "switchyard:acme:le:certs",
+        ])
         .output()
         .unwrap();
     let dump = String::from_utf8_lossy(&out.stdout);

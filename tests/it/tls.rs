@@ -726,3 +726,74 @@ route("app").rule("Host(`a.test`)").entrypoints(["websecure"])
     assert_eq!((c.status, c.body.as_str()), (200, "over tls"), "{c:?}");
     r.shutdown().await;
 }
+
+/// Named TLS options per route (Traefik's `tls.options`), chosen by the handshake's SNI name:
+/// `modern` (TLS 1.3 only) for a.test, `mtls` (client certificate required) for b.test, the
+/// entrypoint's own options for c.test. A request whose Host has other options than its
+/// connection's SNI is refused with 421, so a lax name cannot open a strict one's routes.
+#[tokio::test]
+async fn named_tls_options_are_chosen_by_sni_and_cannot_be_fronted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let abc = ca.issue("abc", &["a.test", "b.test", "c.test", "d.test"], false);
+    let client = ca.issue("client", &["client"], true);
+    let script = format!(
+        r#"
+tls_options("modern", #{{ min_version: "1.3" }});
+tls_options("mtls", #{{ client_auth: "require", client_ca: "{}" }});
+route("a").rule("Host(`a.test`)").tls(#{{ options: "modern" }}).to(respond(200, "a"));
+route("b").rule("Host(`b.test`)").tls(#{{ options: "mtls" }}).to(respond(200, "b"));
+route("c").rule("Host(`c.test`)").tls(true).to(respond(200, "c"));
+route("d").rule("Host(`d.test`)").tls(#{{ options: "nope" }}).to(respond(200, "d"));
+"#,
+        ca.cert.display()
+    );
+    let r = TestRouter::start_with(&[("10-test.rhai", &script)], |cfg| {
+        entrypoint(cfg, "websecure", &["tls"]);
+        cfg.tls.certificates = vec![pair(&abc)];
+    })
+    .await;
+    let tls = addr_of(&r, "websecure");
+    let tls12 = |name: &str| {
+        let mut v = https(&ca, name, tls, "/");
+        v.splice(0..0, ["--tls-max".to_string(), "1.2".to_string()]);
+        v
+    };
+    // modern: TLS 1.2 is refused for a.test, allowed for c.test (the entrypoint's options).
+    let c = curl(&refs(&tls12("a.test"))).await;
+    assert!(c.status == 0 && c.code != 0, "TLS 1.2 to a.test: {c:?}");
+    let c = curl(&refs(&https(&ca, "a.test", tls, "/"))).await;
+    assert_eq!((c.status, c.body.as_str()), (200, "a"), "{c:?}");
+    let c = curl(&refs(&tls12("c.test"))).await;
+    assert_eq!((c.status, c.body.as_str()), (200, "c"), "{c:?}");
+    // mtls: b.test needs a client certificate; c.test does not.
+    let c = curl(&refs(&https(&ca, "b.test", tls, "/"))).await;
+    assert!(
+        c.status == 0 && c.code != 0,
+        "b.test without a certificate: {c:?}"
+    );
+    let (cert, key) = client.split_once(':').unwrap();
+    let mut with_cert = https(&ca, "b.test", tls, "/");
+    with_cert.splice(0..0, ["--cert", cert, "--key", key].map(str::to_string));
+    let c = curl(&refs(&with_cert)).await;
+    assert_eq!((c.status, c.body.as_str()), (200, "b"), "{c:?}");
+    // Fronting: a connection made for c.test (no client certificate asked) cannot reach b.test.
+    let mut fronted = https(&ca, "c.test", tls, "/");
+    fronted.splice(0..0, ["-H".to_string(), "Host: b.test".to_string()]);
+    let c = curl(&refs(&fronted)).await;
+    assert_eq!(c.status, 421, "fronting b.test over c.test: {c:?}");
+    // ... nor a.test from a TLS 1.2 connection made for c.test.
+    let mut fronted = tls12("c.test");
+    fronted.splice(0..0, ["-H".to_string(), "Host: a.test".to_string()]);
+    let c = curl(&refs(&fronted)).await;
+    assert_eq!(c.status, 421, "fronting a.test over c.test: {c:?}");
+    // Undeclared options are a warning naming the route; the route serves with the defaults.
+    let c = curl(&refs(&tls12("d.test"))).await;
+    assert_eq!((c.status, c.body.as_str()), (200, "d"), "{c:?}");
+    let scripts = get(r.admin, "localhost", "/api/scripts").await.body;
+    assert!(
+        scripts.contains("TLS options \\\"nope\\\" are not declared"),
+        "{scripts}"
+    );
+    r.shutdown().await;
+}

@@ -266,3 +266,86 @@ async fn a_files_default_certificate_serves_unlisted_names() {
     );
     r.shutdown().await;
 }
+
+/// Traefik's `tls.options` from a file, named by a router (`tls.options: strict`, or
+/// `strict@file` from labels): the router's host gets them at the handshake (TLS 1.3 only, a
+/// client certificate required, Traefik's Go spellings); `default` options serve every other
+/// name; a field with no equivalent is warned about, naming it.
+#[tokio::test]
+async fn a_files_tls_options_apply_to_the_routers_that_name_them() {
+    use crate::tls::{addr_of, curl, entrypoint, https, pair, refs, Ca};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let certs = ca.issue("s", &["strict.test", "open.test"], false);
+    let client = ca.issue("client", &["client"], true);
+    let ca_file = ca.cert.display().to_string();
+    let dynamic = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dynamic.path().join("tls.yml"),
+        format!(
+            r#"
+http:
+  routers:
+    strict:
+      rule: Host(`strict.test`)
+      service: hello
+      tls:
+        options: strict
+    open:
+      rule: Host(`open.test`)
+      service: hello
+      tls: {{}}
+  services:
+    hello:
+      loadBalancer:
+        servers:
+          - url: http://127.0.0.1:9
+tls:
+  options:
+    default:
+      minVersion: VersionTLS12
+      curvePreferences: [CurveP521]
+    strict:
+      minVersion: VersionTLS13
+      cipherSuites: [TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256]
+      alpnProtocols: [h2, http/1.1, acme-tls/1]
+      clientAuth:
+        caFiles: [{ca_file}]
+        clientAuthType: RequireAndVerifyClientCert
+"#
+        ),
+    )
+    .unwrap();
+    let path = dynamic.path().to_path_buf();
+    let r = TestRouter::start_with(&[("10-traefik.rhai", SCRIPT)], |cfg| {
+        entrypoint(cfg, "websecure", &["tls"]);
+        cfg.tls.certificates = vec![pair(&certs)];
+        cfg.dynamic_config = Some(path);
+    })
+    .await;
+    let tls = addr_of(&r, "websecure");
+    // strict.test: no client certificate, no handshake.
+    let c = curl(&refs(&https(&ca, "strict.test", tls, "/"))).await;
+    assert!(c.status == 0 && c.code != 0, "{c:?}");
+    // With one, over TLS 1.3, the router answers (502: the service's server is down).
+    let (cert, key) = client.split_once(':').unwrap();
+    let mut with_cert = https(&ca, "strict.test", tls, "/");
+    with_cert.splice(0..0, ["--cert", cert, "--key", key].map(str::to_string));
+    let c = curl(&refs(&with_cert)).await;
+    assert_eq!(c.status, 502, "{c:?}");
+    // ... but not over TLS 1.2.
+    with_cert.splice(0..0, ["--tls-max", "1.2"].map(str::to_string));
+    let c = curl(&refs(&with_cert)).await;
+    assert!(c.status == 0 && c.code != 0, "{c:?}");
+    // open.test takes the default options: TLS 1.2 and no client certificate are fine.
+    let mut open = https(&ca, "open.test", tls, "/");
+    open.splice(0..0, ["--tls-max", "1.2"].map(str::to_string));
+    let c = curl(&refs(&open)).await;
+    assert_eq!(c.status, 502, "{c:?}");
+    let scripts = get(r.admin, "localhost", "/api/scripts").await.body;
+    assert!(
+        scripts.contains("curvepreferences is not applied"),
+        "{scripts}"
+    );
+    r.shutdown().await;
+}
