@@ -156,6 +156,10 @@ impl Router {
         };
         if let Some(s) = &shared {
             control.set_shared_store(s.clone());
+            // With Sentinel, a failover moves the connection to the new master.
+            tokio::spawn(crate::acme::shared::follow_sentinel_master(Arc::downgrade(
+                s,
+            )));
         }
         let mut alpn_sharing = None;
         if let Some(m) = &certs {

@@ -162,7 +162,9 @@ pub struct TlsArgs {
     pub default_certificate: Option<String>,
     /// A store every router replica shares — the certificate resolvers' account, certificates,
     /// challenge answers and order locks, and `rate_limit(#{ store })` buckets:
-    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS to Redis.
+    /// `redis://[user:password@]host:port/db`, `rediss://…` for TLS to Redis, or
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER/db` to follow the master
+    /// Redis Sentinel names.
     #[arg(
         id = "store",
         long = "store",
@@ -318,9 +320,17 @@ fn resolve_tls(args: &TlsArgs, file: Option<&TlsArgs>) -> anyhow::Result<TlsConf
             .map(|s| parse_cert_pair(s, "--tls.default-certificate"))
             .transpose()?,
         store: match args.store.clone().or_else(|| f.store.clone()) {
-            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => Some(u),
+            Some(u)
+                if u.starts_with("redis://")
+                    || u.starts_with("rediss://")
+                    || u.starts_with("redis+sentinel://") =>
+            {
+                Some(u)
+            }
             Some(u) => bail!(
-                "--store {u:?}: write redis://[user:password@]host:port/db (rediss:// for TLS)"
+                "--store {}: write redis://[user:password@]host:port/db (rediss:// for TLS, \
+                 redis+sentinel://host:port[,host:port]/MASTER/db for Sentinel)",
+                crate::acme::shared::redact(&u)
             ),
             None => None,
         },

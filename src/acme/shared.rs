@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -25,7 +26,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::storage::{Issued, Stored};
 
@@ -36,7 +37,10 @@ const CHALLENGE_TTL: Duration = Duration::from_secs(600);
 
 /// The Redis store.
 pub struct SharedStore {
-    conn: ConnectionManager,
+    /// The connection to Redis (with Sentinel: to the master it named last).
+    conn: arc_swap::ArcSwap<ConnectionManager>,
+    /// `redis+sentinel://`: the sentinels, asked every second which node is the master.
+    sentinel: Option<Sentinel>,
     url: String,
     key: Option<LessSafeKey>,
     /// Set while the store is unreachable (the outage is logged once).
@@ -64,6 +68,91 @@ struct StoredCert {
     key: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     on_demand: bool,
+}
+
+/// `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER[/DB]`: the sentinels and the
+/// master they watch.
+struct Sentinel {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    /// The master's address the connection goes to.
+    master_now: std::sync::Mutex<String>,
+}
+
+/// A parsed `redis+sentinel://` URL before the first connection.
+struct SentinelSetup {
+    client: redis::sentinel::SentinelClient,
+    master: String,
+}
+
+impl Sentinel {
+    fn parse(rest: &str) -> Result<SentinelSetup, String> {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest
+            .split_once('/')
+            .ok_or("write redis+sentinel://[user:password@]host:port[,host:port]/MASTER[/DB]")?;
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let name = parts
+            .next()
+            .ok_or("the master's name is missing (…/MASTER/DB)")?;
+        let db: i64 = match parts.next() {
+            Some(d) => d
+                .parse()
+                .map_err(|_| format!("database {d:?} is not a number"))?,
+            None => 0,
+        };
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("redis://{h}"))
+            .collect();
+        if sentinels.is_empty() {
+            return Err("no sentinel address".into());
+        }
+        let (username, password) = match auth.map(|a| a.split_once(':')) {
+            Some(Some((u, p))) => (
+                Some(u.to_string()).filter(|u| !u.is_empty()),
+                Some(p.to_string()),
+            ),
+            Some(None) => (None, auth.map(str::to_string)),
+            None => (None, None),
+        };
+        let node = redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: None,
+            redis_connection_info: Some(redis::RedisConnectionInfo {
+                db,
+                username,
+                password,
+                ..Default::default()
+            }),
+        };
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels,
+            name.to_string(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(SentinelSetup {
+            client,
+            master: String::new(),
+        })
+    }
+}
+
+/// With a Sentinel store, follows the master every second until the store is dropped.
+pub async fn follow_sentinel_master(store: std::sync::Weak<SharedStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(s) = store.upgrade() else { return };
+        if s.sentinel.is_none() {
+            return;
+        }
+        s.follow_master().await;
+    }
 }
 
 /// Reads a 32-byte key: raw bytes, or 64 hex digits, or base64 of 32 bytes (a trailing newline
@@ -140,7 +229,7 @@ impl crate::middleware::limit::SharedRate for SharedStore {
             let micros = u64::try_from(interval.as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1);
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             static SCRIPT: std::sync::LazyLock<redis::Script> =
                 std::sync::LazyLock::new(|| redis::Script::new(GCRA));
             let wait: u64 = SCRIPT
@@ -204,30 +293,24 @@ impl SharedStore {
         // The redis client builds its rustls config from the process default provider.
         crate::tls::install();
         let url = url.to_string();
-        let client = match ca_file {
-            // `rediss://` checked against the given CA; without one, the system's roots.
-            Some(ca) if url.starts_with("rediss://") => {
-                let root = std::fs::read(ca)
-                    .map_err(|e| format!("store {shown}: --store.ca-file {}: {e}", ca.display()))?;
-                redis::Client::build_with_tls(
-                    url.as_str(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root),
-                    },
-                )
-            }
-            _ => redis::Client::open(url.as_str()),
+        let mut sentinel = match url.strip_prefix("redis+sentinel://") {
+            Some(rest) => Some(Sentinel::parse(rest).map_err(|e| format!("store {shown}: {e}"))?),
+            None => None,
+        };
+        let client =
+            match (&mut sentinel, ca_file) {
+                (Some(s), _) => s.client.async_get_client().await.map_err(|e| {
+                    format!("store {shown}: asking the sentinels for the master: {e}")
+                }),
+                (None, ca_file) => Self::client(&url, ca_file, &shown),
+            }?;
+        if let Some(s) = &mut sentinel {
+            s.master = client.get_connection_info().addr.to_string();
+            info!(store = %shown, master = %s.master, "the sentinels name the master");
         }
-        .map_err(|e| format!("store {shown}: {e}"))?;
         let url = shown;
         let url = url.as_str();
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(3))
-            .set_response_timeout(Duration::from_secs(3))
-            .set_number_of_retries(2)
-            .set_max_delay(2000);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client, Self::manager_config())
             .await
             .map_err(|e| format!("store {url}: {e}"))?;
         let key = match key {
@@ -244,7 +327,11 @@ impl SharedStore {
         };
         info!(store = url, "shared store connected");
         Ok(SharedStore {
-            conn,
+            conn: arc_swap::ArcSwap::from_pointee(conn),
+            sentinel: sentinel.map(|s| Sentinel {
+                client: tokio::sync::Mutex::new(s.client),
+                master_now: std::sync::Mutex::new(s.master),
+            }),
             url: url.to_string(),
             key,
             down: AtomicBool::new(false),
@@ -252,6 +339,73 @@ impl SharedStore {
             probed: AtomicU64::new(0),
             since: Instant::now(),
         })
+    }
+
+    /// A client for a plain `redis://` or `rediss://` URL.
+    fn client(url: &str, ca_file: Option<&Path>, shown: &str) -> Result<redis::Client, String> {
+        match ca_file {
+            // `rediss://` checked against the given CA; without one, the system's roots.
+            Some(ca) if url.starts_with("rediss://") => {
+                let root = std::fs::read(ca)
+                    .map_err(|e| format!("store {shown}: --store.ca-file {}: {e}", ca.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root),
+                    },
+                )
+            }
+            _ => redis::Client::open(url),
+        }
+        .map_err(|e| format!("store {shown}: {e}"))
+    }
+
+    fn manager_config() -> redis::aio::ConnectionManagerConfig {
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(3))
+            .set_response_timeout(Duration::from_secs(3))
+            .set_number_of_retries(2)
+            .set_max_delay(2000)
+    }
+
+    /// The connection now.
+    fn conn(&self) -> ConnectionManager {
+        (**self.conn.load()).clone()
+    }
+
+    /// With Sentinel: asks the sentinels which node is the master and, when it moved (a
+    /// failover), connects to the new one. Without: nothing.
+    pub async fn follow_master(&self) {
+        let Some(s) = &self.sentinel else { return };
+        let mut client = s.client.lock().await;
+        let master = match client.async_get_client().await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(store = %self.url, error = %e, "the sentinels did not answer");
+                return;
+            }
+        };
+        let addr = master.get_connection_info().addr.to_string();
+        let mut current = s
+            .master_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if addr == current {
+            return;
+        }
+        match ConnectionManager::new_with_config(master, Self::manager_config()).await {
+            Ok(conn) => {
+                info!(store = %self.url, from = %current, to = %addr, "the sentinels name a new master: connected to it");
+                self.conn.store(Arc::new(conn));
+                current = addr;
+                *s.master_now.lock().unwrap_or_else(|e| e.into_inner()) = current;
+            }
+            Err(e) => {
+                debug!(store = %self.url, master = %addr, error = %e, "cannot reach the new master yet")
+            }
+        }
     }
 
     /// Notes a failed call (logged once per outage) and passes the error on as text.
@@ -351,7 +505,7 @@ impl SharedStore {
     /// The resolver's account and certificates (those that cannot serve are skipped).
     pub async fn load(&self, resolver: &str) -> Result<Stored, String> {
         let p = Self::prefix(resolver);
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let account: Option<String> = c
             .get(format!("{p}account"))
             .await
@@ -397,7 +551,7 @@ impl SharedStore {
         ca_server: &str,
     ) -> Result<(), String> {
         let json = serde_json::json!({ "credentials": credentials, "ca_server": ca_server });
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let _: () = c
             .set(
                 format!("{}account", Self::prefix(resolver)),
@@ -417,7 +571,7 @@ impl SharedStore {
             on_demand: issued.on_demand,
         })
         .map_err(|e| e.to_string())?;
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let _: () = c
             .hset(
                 format!("{}certs", Self::prefix(resolver)),
@@ -434,7 +588,7 @@ impl SharedStore {
     /// `None` when another replica holds it.
     pub async fn lock(&self, resolver: &str, name: &str) -> Result<Option<String>, String> {
         let token = format!("{:032x}", fastrand::u128(..));
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let set: Option<String> = redis::cmd("SET")
             .arg(format!("{}lock:{name}", Self::prefix(resolver)))
             .arg(&token)
@@ -455,7 +609,7 @@ impl SharedStore {
         } else {
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
         };
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let n: Result<i64, _> = redis::Script::new(script)
             .key(format!("{}lock:{name}", Self::prefix(resolver)))
             .arg(token)
@@ -467,7 +621,7 @@ impl SharedStore {
 
     /// Publishes an HTTP-01 answer for every replica.
     pub async fn put_challenge(&self, token: &str, key_auth: &str) -> Result<(), String> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let _: () = c
             .set_ex(
                 format!("switchyard:acme:challenge:{token}"),
@@ -481,14 +635,14 @@ impl SharedStore {
 
     /// Removes an HTTP-01 answer.
     pub async fn drop_challenge(&self, token: &str) {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let _: Result<(), _> = c.del(format!("switchyard:acme:challenge:{token}")).await;
     }
 
     /// Publishes a TLS-ALPN-01 answer (the key authorization's SHA-256) for `name`, so the
     /// replica the CA reaches can answer the handshake; it expires with the challenge.
     pub async fn put_alpn(&self, name: &str, digest: &[u8]) -> Result<(), String> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let ttl = i64::try_from(CHALLENGE_TTL.as_secs()).unwrap_or(i64::MAX);
         let until = crate::tls::certs::now().saturating_add(ttl);
         let value = format!("{until}:{}", hex_of(digest));
@@ -501,14 +655,14 @@ impl SharedStore {
 
     /// Removes a TLS-ALPN-01 answer.
     pub async fn drop_alpn(&self, name: &str) {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let _: Result<(), _> = c.hdel(ALPN_KEY, name).await;
     }
 
     /// The TLS-ALPN-01 answers every replica published and that have not expired: name →
     /// digest. `None` when the store cannot be read.
     pub async fn alpn_answers(&self) -> Option<BTreeMap<String, Vec<u8>>> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let all: BTreeMap<String, String> = match c.hgetall(ALPN_KEY).await {
             Ok(v) => {
                 self.ok();
@@ -538,7 +692,7 @@ impl SharedStore {
 
     /// An HTTP-01 answer another replica published.
     pub async fn challenge(&self, token: &str) -> Option<String> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         match c.get(format!("switchyard:acme:challenge:{token}")).await {
             Ok(v) => {
                 self.ok();

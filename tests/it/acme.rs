@@ -524,7 +524,7 @@ impl Redis {
         self
     }
 
-    fn start_with(port: u16, extra: &[&str]) -> Redis {
+    pub(crate) fn start_with(port: u16, extra: &[&str]) -> Redis {
         tools_python();
         let child = tokio::process::Command::new("redis-server")
             .args([
