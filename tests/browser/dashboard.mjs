@@ -1,7 +1,10 @@
 // Drives Debian's Chromium (headless) through the dashboard of a running router, as a user
 // would: the page loads and lists the routes of the known script, filters them, shows a route's
-// servers, shows a script error after a broken save and clears it after the fix, and explains a
-// request. Run by tests/it/dashboard.rs, which starts the router and passes:
+// servers, shows a script error after a broken save and clears it after the fix, explains a
+// request, lists the certificates of the router's TLS entrypoint (secure.test, declared by the
+// script, and the self-signed default), shows resolver names from a fixed API answer (no ACME
+// server here) and the empty state of a router without TLS, and stays 800 px wide at 800 px.
+// Run by tests/it/dashboard.rs, which starts the router and passes:
 //   DASHBOARD_URL  the admin listener's base URL     SCRIPT_FILE  the script the router watches
 //   SHOT_DIR       where screenshots go (test artifacts)   WEB_ADDR  the web entrypoint (host:port)
 // Every wait is bounded; any failure exits 1 with what was expected.
@@ -129,6 +132,90 @@ try {
   const summary = await page.locator('[data-testid="explain-summary"]').innerText();
   if (!summary.startsWith("GET www.test/index.html → www → www @")) throw new Error(`summary: ${summary}`);
   await page.screenshot({ path: path.join(shots, "3-explain.png"), fullPage: true });
+
+  step("the Certificates tab lists the served certificate and the default one");
+  await page.click('nav button[data-tab="certificates"]');
+  const certs = page.locator('[data-testid="certificates"]');
+  const served = certs.locator('tbody tr[data-cert="secure.test"]');
+  await served.waitFor({ timeout: WAIT });
+  const servedText = await served.innerText();
+  if (!servedText.includes("switchyard test CA") || !/\(in \d+ [dy]\)/.test(servedText) || !servedText.includes("secure.crt")) {
+    throw new Error(`served certificate row: ${servedText}`);
+  }
+  if (await served.locator('[data-testid="default-cert"]').count()) throw new Error("secure.test marked as the default certificate");
+  const markedDefault = certs.locator("tbody tr").filter({ has: page.locator('[data-testid="default-cert"]') });
+  if ((await markedDefault.count()) !== 1) throw new Error(`default markers: ${await markedDefault.count()}`);
+  const defText = await markedDefault.innerText();
+  if (!defText.includes("default") || !defText.includes("SWITCHYARD DEFAULT CERT") || !defText.includes("self-signed")) throw new Error(`default certificate row: ${defText}`);
+  await page.locator('[data-testid="no-resolvers"]').waitFor({ timeout: WAIT });
+  await page.screenshot({ path: path.join(shots, "4-certificates.png"), fullPage: true });
+
+  step("at 800 px wide no tab makes the page wider");
+  await page.setViewportSize({ width: 800, height: 900 });
+  const pageWidth = () => page.evaluate(() => document.documentElement.scrollWidth);
+  for (const tab of ["routes", "services", "scripts", "explain", "certificates"]) {
+    await page.click(`nav button[data-tab="${tab}"]`);
+    const w = await pageWidth();
+    if (w > 800) throw new Error(`${tab} tab at 800 px: the page is ${w} px wide`);
+  }
+
+  step("resolver names: expiry, last error, next attempt, on demand (a fixed API answer)");
+  const day = 86400e3;
+  const iso = (ms) => new Date(Date.now() + ms).toISOString().replace(/\.\d+Z$/, "Z");
+  const long = `${"l".repeat(60)}.${"o".repeat(60)}.example.com`;
+  let answer = {
+    certificates: [
+      { names: [long, "<b>x</b>.test"], subject: "CN=soon", issuer: "CN=Fixture CA", not_before: iso(-80 * day), not_after: iso(5 * day + 3600e3), source: "acme:le", default: false },
+      { names: [], subject: "CN=SWITCHYARD DEFAULT CERT", issuer: "CN=SWITCHYARD DEFAULT CERT", not_before: iso(-day), not_after: iso(300 * day), source: "self-signed", default: true },
+    ],
+    resolvers: [
+      { name: "le", names: [
+        { name: "ok.example.com", not_after: iso(60 * day + 3600e3), orders: 1, failures: 0 },
+        { name: "failing.example.com", last_error: "rateLimited: too many new orders", next_attempt_in_seconds: 42, orders: 3, failures: 2 },
+        { name: "gone.example.com", not_after: iso(-day), orders: 2, failures: 1, on_demand: true },
+      ] },
+      { name: "idle", names: [] },
+    ],
+  };
+  const certsApi = (u) => u.pathname === "/api/certificates";
+  await page.route(certsApi, (route) =>
+    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(answer) }));
+  const soon = certs.locator(`tbody tr[data-cert^="${long}"]`);
+  await soon.waitFor({ timeout: WAIT });
+  const soonExpiry = soon.locator('[data-testid="expiry"]');
+  if (!/\(in 5 d\)$/.test(await soonExpiry.innerText()) || !(await soonExpiry.getAttribute("class")).includes("status-warning")) {
+    throw new Error(`a certificate expiring in 5 days: ${await soonExpiry.innerText()} / ${await soonExpiry.getAttribute("class")}`);
+  }
+  if (!(await soon.innerText()).includes("<b>x</b>.test") || (await certs.locator("tbody b").count()) !== 0) throw new Error("a name was not shown as text");
+  const le = page.locator('[data-testid="resolver"][data-resolver="le"]');
+  const nameRow = (n) => le.locator(`tbody tr[data-name="${n}"]`);
+  const okExpiry = nameRow("ok.example.com").locator('[data-testid="expiry"]');
+  if (!/\(in 60 d\)$/.test(await okExpiry.innerText()) || /status-warning|down/.test(await okExpiry.getAttribute("class"))) {
+    throw new Error(`ok.example.com expiry: ${await okExpiry.innerText()} / ${await okExpiry.getAttribute("class")}`);
+  }
+  const lastError = nameRow("failing.example.com").locator('[data-testid="last-error"]');
+  if ((await lastError.innerText()) !== "rateLimited: too many new orders" || !(await lastError.getAttribute("class")).includes("down")) throw new Error(`last error: ${await lastError.innerText()}`);
+  const next = await nameRow("failing.example.com").locator('[data-testid="next-attempt"]').innerText();
+  if (next !== "in 42 s") throw new Error(`next attempt: ${next}`);
+  const failingCells = await nameRow("failing.example.com").locator("td").allInnerTexts();
+  if (failingCells[2] !== "3" || failingCells[3] !== "2") throw new Error(`orders, failures: ${failingCells}`);
+  const goneExpiry = nameRow("gone.example.com").locator('[data-testid="expiry"]');
+  if (!/\(expired\)$/.test(await goneExpiry.innerText()) || !(await goneExpiry.getAttribute("class")).includes("down")) throw new Error(`gone.example.com expiry: ${await goneExpiry.innerText()}`);
+  if ((await le.locator('[data-testid="on-demand"]').count()) !== 1 || (await nameRow("gone.example.com").locator('[data-testid="on-demand"]').count()) !== 1) {
+    throw new Error("the on-demand marker is not on gone.example.com alone");
+  }
+  const idle = await page.locator('[data-testid="resolver"][data-resolver="idle"]').innerText();
+  if (!idle.includes("no names")) throw new Error(`a resolver without names: ${idle}`);
+  if ((await pageWidth()) > 800) throw new Error(`a long certificate name widens the page to ${await pageWidth()} px`);
+  const box = await certs.evaluate((t) => ({ scroll: t.parentElement.scrollWidth, client: t.parentElement.clientWidth }));
+  if (box.scroll <= box.client) throw new Error(`the certificates table does not scroll in its box: ${JSON.stringify(box)}`);
+  await page.screenshot({ path: path.join(shots, "5-certificates-800px.png"), fullPage: true });
+
+  step("a router without TLS: the empty states");
+  answer = { certificates: [] };
+  await page.locator('[data-testid="no-certificates"]').waitFor({ timeout: WAIT });
+  await page.locator('[data-testid="no-resolvers"]').waitFor({ timeout: WAIT });
+  await page.unroute(certsApi);
 
   const foreign = requests.filter((u) => !u.startsWith(base));
   if (foreign.length) throw new Error(`the page fetched from elsewhere: ${foreign.join(", ")}`);

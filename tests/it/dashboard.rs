@@ -1,13 +1,16 @@
 //! The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core
 //! (`tests/browser/dashboard.mjs`) against a running router. `tests/browser/setup.sh` installs
 //! what is missing (apt, npm) on first use. Screenshots are kept in
-//! `target/test-artifacts/dashboard/`.
+//! `target/test-artifacts/dashboard/`. The router has a TLS entrypoint serving one certificate
+//! a script declares (made by the test CA of `tls.rs`) and its self-signed default, which the
+//! Certificates tab lists.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{get, servers, Backend, TestRouter};
+use crate::tls::{entrypoint, pair, Ca};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,16 +54,25 @@ async fn the_dashboard_in_a_real_browser() {
 
     let api = Backend::start("api-1").await;
     let www = Backend::start("www-1").await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    let secure = pair(&ca.issue("secure", &["secure.test"], false));
     let script = format!(
         r#"
+tls_certificate("{}", "{}");
 route("api").rule(host("api.test")).priority(30).to(service("api").servers({}));
 route("www").rule(host("www.test")).priority(20).to(service("www").servers({}));
 route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/", true));
 "#,
+        secure.cert.display(),
+        secure.key.display(),
         servers(&[&api]),
         servers(&[&www])
     );
-    let r = TestRouter::start_with(&[("10-routes.rhai", &script)], |_| {}).await;
+    let r = TestRouter::start_with(&[("10-routes.rhai", &script)], |cfg| {
+        entrypoint(cfg, "websecure", &["tls"]);
+    })
+    .await;
 
     // The page is served from the binary and names nothing outside it.
     let page = get(r.admin, "localhost", "/dashboard/").await;
@@ -113,5 +125,6 @@ route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/"
         shots.display()
     );
     assert!(shots.join("3-explain.png").exists());
+    assert!(shots.join("4-certificates.png").exists());
     r.shutdown().await;
 }

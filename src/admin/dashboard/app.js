@@ -1,9 +1,10 @@
 // The switchyard dashboard: reads only the JSON API of the admin listener and polls it every
-// second, so routes, servers, health and script errors follow reloads and containers live.
+// second, so routes, servers, health, script errors and certificates follow reloads and
+// containers live.
 "use strict";
 
 const POLL_MS = 1000;
-const state = { tab: "routes", routes: [], services: [], selected: null, prev: null, rates: {}, sources: {} };
+const state = { tab: "routes", routes: [], services: [], selected: null, prev: null, rates: {}, sources: {}, certsHtml: {} };
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -149,6 +150,53 @@ function renderServices() {
     <td>${(s.used_by || []).map(esc).join(", ")}</td></tr>`).join("");
 }
 
+// A time ahead as its largest unit: "in 42 s", "in 5 min", "in 3 h", "in 23 d", "in 5 y".
+function inTime(s) {
+  if (s < 60) return `in ${Math.max(0, Math.floor(s))} s`;
+  if (s < 3600) return `in ${Math.floor(s / 60)} min`;
+  if (s < 86400) return `in ${Math.floor(s / 3600)} h`;
+  if (s < 730 * 86400) return `in ${Math.floor(s / 86400)} d`;
+  return `in ${Math.floor(s / (365 * 86400))} y`;
+}
+
+const SOON_DAYS = 14;
+
+/// An expiry cell: the RFC 3339 time and how far off it is, marked when within SOON_DAYS or past.
+function expiryCell(notAfter) {
+  const at = Date.parse(notAfter || "");
+  if (Number.isNaN(at)) return `<td class="mono" data-testid="expiry">${esc(notAfter || "–")}</td>`;
+  const left = (at - Date.now()) / 1000;
+  const cls = left <= 0 ? "down" : left < SOON_DAYS * 86400 ? "status-warning" : "";
+  const title = left <= 0 ? "expired" : left < SOON_DAYS * 86400 ? `expires within ${SOON_DAYS} days` : "";
+  return `<td class="mono ${cls}" data-testid="expiry" title="${title}"><span class="nowrap">${esc(notAfter)}</span> <span class="hint nowrap">(${left <= 0 ? "expired" : inTime(left)})</span></td>`;
+}
+
+function renderCertificates(c) {
+  // A router without TLS entrypoints answers {"certificates": []} and no resolvers.
+  const certs = c.certificates || [];
+  const resolvers = c.resolvers || [];
+  const table = certs.map((x) => `<tr data-cert="${esc((x.names || []).join(","))}">
+    <td title="${esc(x.subject)}">${(x.names || []).length ? esc(x.names.join(", ")) : `<span class="hint">${esc(x.subject)}</span>`}${x.default ? ` <span class="tag" data-testid="default-cert" title="served when no certificate lists the name a client asks for">default</span>` : ""}</td>
+    <td>${esc(x.issuer)}</td>${expiryCell(x.not_after)}<td class="mono">${esc(x.source)}</td></tr>`).join("") ||
+    `<tr><td colspan="4" data-testid="no-certificates">no certificates: no entrypoint terminates TLS</td></tr>`;
+  const res = resolvers.map((r) => `<h3 class="sub">Resolver ${esc(r.name)}</h3>
+    <div class="scroll"><table data-testid="resolver" data-resolver="${esc(r.name)}">
+      <thead><tr><th>name</th><th>expires</th><th>orders</th><th>failures</th><th>last error</th><th>next attempt</th></tr></thead>
+      <tbody>${(r.names || []).map((n) => `<tr data-name="${esc(n.name)}">
+        <td><b>${esc(n.name)}</b>${n.on_demand ? ` <span class="tag" data-testid="on-demand" title="ordered at a handshake, not for a route">on demand</span>` : ""}</td>
+        ${n.not_after ? expiryCell(n.not_after) : `<td data-testid="expiry">none yet</td>`}
+        <td class="mono">${esc(n.orders)}</td><td class="mono">${esc(n.failures)}</td>
+        <td class="down" data-testid="last-error">${esc(n.last_error || "")}</td>
+        <td class="nowrap" data-testid="next-attempt">${typeof n.next_attempt_in_seconds === "number" ? inTime(n.next_attempt_in_seconds) : ""}</td></tr>`).join("") ||
+        `<tr><td colspan="6">no names: no route asks this resolver for a certificate</td></tr>`}</tbody>
+    </table></div>`).join("") ||
+    `<p class="hint" data-testid="no-resolvers">no certificate resolvers (<code>--acme.NAME.*</code>)</p>`;
+  // Redrawn only on a change, so a name or an error can be selected and copied.
+  if (state.certsHtml.table !== table) $("certificates-body").innerHTML = table;
+  if (state.certsHtml.res !== res) $("resolvers").innerHTML = res;
+  state.certsHtml = { table, res };
+}
+
 function sourceBlock(text, errors) {
   const lines = text.split("\n");
   const bad = new Map(errors.map((e) => [e.line, e]));
@@ -199,13 +247,14 @@ async function renderScripts(s) {
 
 async function poll() {
   try {
-    const [o, rt, sc] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/scripts")]);
+    const [o, rt, sc, ce] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/scripts"), api("/api/certificates")]);
     renderOverview(o);
     state.routes = rt.routes;
     state.services = rt.services;
     updateRates(rt.routes, Date.now());
     renderRoutes();
     renderServices();
+    renderCertificates(ce);
     await renderScripts(sc);
     $("live").className = "live";
     document.body.dataset.polled = String(Number(document.body.dataset.polled || 0) + 1);
