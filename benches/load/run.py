@@ -1270,6 +1270,8 @@ def main():
         if want_tls:
             TLS = make_tls_cert(tmp)
             tls_ports = {s: free_port() for s in PROXIES}
+            if args.baseline:
+                tls_ports["switchyard-base"] = free_port()
             if not tools.get("h2load") and "h2-small" in chosen:
                 result["unavailable"]["h2-small"] = {s: "h2load missing (nghttp2-client)"
                                                      for s in PROXIES}
@@ -1306,7 +1308,8 @@ def main():
                 facts["switchyard_base_workers"] = (f"--workers {workers}" if base_extra else
                                                     f"runtime default (one per allowed core, {workers})")
                 base, base_port, _, _ = start_switchyard(base_bin, tmp, backends, False, base_extra,
-                                                         name="switchyard-base")
+                                                         name="switchyard-base",
+                                                         tls_port=tls_ports.get("switchyard-base"))
                 ports["switchyard-base"], pids["switchyard-base"] = base_port, base.pid
                 facts["switchyard_base_binary"] = str(args.baseline)
             except Exception as e:

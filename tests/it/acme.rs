@@ -146,6 +146,16 @@ impl Pebble {
         self.pebble = Some(pebble);
     }
 
+    /// A resolver's settings for this CA (its directory, its listener's CA) plus `more`.
+    fn settings(&self, more: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+        let mut all = vec![
+            ("ca-server", self.directory.clone()),
+            ("ca-certificate", self.listener_ca.display().to_string()),
+        ];
+        all.extend(more);
+        all
+    }
+
     /// Pebble's current root (PEM), from its management listener.
     pub(crate) async fn root(&self, dir: &Path) -> PathBuf {
         let c = curl(&[
@@ -259,14 +269,12 @@ async fn http01_issues_serves_and_survives_a_restart_without_the_ca() {
     let ports = (free_port(), free_port());
     let mut pebble = Pebble::start(dir.path(), ports.0, ports.1);
     let storage = dir.path().join("acme-le.json");
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("http-challenge", "web".to_string()),
         ("storage", storage.display().to_string()),
         ("retry-base", "1s".to_string()),
         ("email", "ops@example.test".to_string()),
-    ];
+    ]);
     let script = routes(&["a.acme.test"]);
     let started = Instant::now();
     let r = router(&script, ports, &settings).await;
@@ -332,16 +340,14 @@ async fn tls_alpn01_issues_and_failures_back_off_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port());
     let pebble = Pebble::start(dir.path(), ports.0, ports.1);
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("tls-challenge", "true".to_string()),
         (
             "storage",
             dir.path().join("acme.json").display().to_string(),
         ),
         ("retry-base", "1s".to_string()),
-    ];
+    ]);
     let script = routes(&["b.acme.test"]);
     let r = router(&script, ports, &settings).await;
     let tls = addr_of(&r, "websecure");
@@ -487,6 +493,17 @@ async fn a_traefik_acme_json_is_imported_and_served_without_an_order() {
     r.shutdown().await;
 }
 
+/// `redis-cli -p PORT ARGS…`, its output trimmed.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A redis-server on loopback, stopped on drop.
 pub(crate) struct Redis {
     child: Option<tokio::process::Child>,
@@ -577,12 +594,10 @@ async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() 
     )
     .unwrap();
     let store = Some((format!("redis://127.0.0.1:{}/0", redis.port), key.clone()));
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("http-challenge", "web".to_string()),
         ("retry-base", "1s".to_string()),
-    ];
+    ]);
     let other = "route(\"x\").rule(\"Host(`x.test`)\").to(respond(200, \"x\"));\n";
     let b = router_at("127.0.0.3", other, ports, &settings, store.clone()).await;
     let script = routes(&["r.acme.test"]);
@@ -617,16 +632,7 @@ async fn two_replicas_share_one_redis_and_the_other_one_answers_the_challenge() 
     );
 
     // The key is sealed in Redis.
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "HGETALL",
-            "switchyard:acme:le:certs",
-        ])
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&out.stdout);
+    let dump = redis_cli(redis.port, &["HGETALL", "switchyard:acme:le:certs"]);
     assert!(
         dump.contains("sealed:") && !dump.contains("PRIVATE KEY"),
         "{dump}"
@@ -704,12 +710,10 @@ async fn the_shared_store_over_tls() {
     .unwrap();
     let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     let store = Some((format!("{url}#ca={}", ca.cert.display()), key.clone()));
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("http-challenge", "web".to_string()),
         ("retry-base", "1s".to_string()),
-    ];
+    ]);
     let r = router_at(
         "127.0.0.1",
         &routes(&["s.acme.test"]),
@@ -785,12 +789,10 @@ async fn tls_alpn_answers_are_shared_between_replicas() {
     )
     .unwrap();
     let store = Some((format!("redis://127.0.0.1:{}/0", redis.port), key));
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("tls-challenge", "true".to_string()),
         ("retry-base", "1s".to_string()),
-    ];
+    ]);
     let other = "route(\"x\").rule(\"Host(`x.test`)\").to(respond(200, \"x\"));\n";
     let b = router_at("127.0.0.3", other, ports, &settings, store.clone()).await;
     let a = router_at(
@@ -931,9 +933,7 @@ async fn on_demand_certificates_are_ordered_at_the_first_handshake_when_the_scri
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port());
     let pebble = Pebble::start(dir.path(), ports.0, ports.1);
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("http-challenge", "web".to_string()),
         (
             "storage",
@@ -941,7 +941,7 @@ async fn on_demand_certificates_are_ordered_at_the_first_handshake_when_the_scri
         ),
         ("on-demand", "true".to_string()),
         ("on-demand-limit", "2/1h".to_string()),
-    ];
+    ]);
     let script = r#"
 fn may_issue(name) { name.ends_with(".ok.test") }
 on_demand(Fn("may_issue"));
@@ -1034,9 +1034,7 @@ async fn renewal_survives_a_ca_outage_and_a_ca_that_forgot_the_account() {
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port());
     let mut pebble = Pebble::start_with(dir.path(), ports.0, ports.1, "127.0.0.1", Some(20));
-    let settings = vec![
-        ("ca-server", pebble.directory.clone()),
-        ("ca-certificate", pebble.listener_ca.display().to_string()),
+    let settings = pebble.settings(vec![
         ("http-challenge", "web".to_string()),
         (
             "storage",
@@ -1044,7 +1042,7 @@ async fn renewal_survives_a_ca_outage_and_a_ca_that_forgot_the_account() {
         ),
         ("renew-when-left", "50%".to_string()),
         ("retry-base", "1s".to_string()),
-    ];
+    ]);
     let r = router(&routes(&["r.renew.test"]), ports, &settings).await;
     let tls = addr_of(&r, "websecure");
     served_issuer(tls, "r.renew.test", |i| i.contains("Pebble")).await;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::acme::Redis;
+use crate::acme::{redis_cli as cli, Redis};
 use crate::support::docker::free_port;
 use crate::support::*;
 
@@ -67,17 +67,6 @@ route("limited").rule("Host(`limited.test`)")
     assert_eq!(v["store"]["reachable"], false, "{v:#}");
     a.shutdown().await;
     b.shutdown().await;
-}
-
-/// `redis-cli -p PORT ARGS…`, its output trimmed.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Statuses of `n` requests with `X-Key: key` (a bucket of its own per key).

@@ -648,16 +648,7 @@ async fn swarm_global_acme_stack_gets_its_certificate_through_redis() {
         Some(format!("https://{host}:{websecure}/").as_str())
     );
     // The account and the certificate live in the stack's Redis, the key sealed.
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis_port.to_string(),
-            "HGETALL",
-            "switchyard:acme:le:certs",
-        ])
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&out.stdout);
+    let dump = crate::acme::redis_cli(redis_port, &["HGETALL", "switchyard:acme:le:certs"]);
     assert!(
         dump.contains(host) && dump.contains("sealed:") && !dump.contains("PRIVATE KEY"),
         "{dump}"
