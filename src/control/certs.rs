@@ -97,10 +97,13 @@ impl CertManager {
 
     /// Loads the config's certificates and those a build declared; every failure is an error
     /// at the declaring script line (the config's at `config`).
+    /// `generated`: the name whose certificate from a source (ACME) becomes the default, once a
+    /// source holds one, unless `default` names files.
     pub fn prepare(
         &self,
         declared: &[(CertFiles, Location)],
         default: Option<&(CertFiles, Location)>,
+        generated: Option<&str>,
     ) -> Result<Prepared, Vec<ScriptError>> {
         let mut certs = Vec::new();
         let mut errors = Vec::new();
@@ -151,7 +154,16 @@ impl CertManager {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            certs.extend(s.certificates());
+            let from_source = s.certificates();
+            if let (None, Some(main)) = (default, generated) {
+                if let Some(c) = from_source
+                    .iter()
+                    .find(|c| c.names.iter().any(|n| n == main))
+                {
+                    default_cert = c.clone();
+                }
+            }
+            certs.extend(from_source);
         }
         files.sort();
         files.dedup();

@@ -388,7 +388,11 @@ impl Control {
                     .collect();
                 let (hosts, _) = script::build::options_by_host(&built.table, &declared);
                 let p = certs
-                    .prepare(&built.certificates, built.default_certificate.as_ref())
+                    .prepare(
+                        &built.certificates,
+                        built.default_certificate.as_ref(),
+                        built.default_generated.as_ref().map(|d| d.main.as_str()),
+                    )
                     .and_then(|p| Ok((p, certs.prepare_options(&built.tls_options, &hosts)?)));
                 match p {
                     Ok(p) => (Ok(built), Some((certs, p))),
@@ -405,12 +409,35 @@ impl Control {
                 }
                 let mut warnings = built.warnings.clone();
                 self.take_on_demand(&built.on_demand, &mut warnings);
+                let generated = built.default_generated.clone();
                 let routes = built.table.routes().len();
                 self.metrics.attach(&built.table);
                 self.metrics.build(true);
                 let table = Arc::new(built.table);
                 self.table.store(table.clone());
-                let wanted = crate::acme::wanted(&table);
+                let mut wanted = crate::acme::wanted(&table);
+                // A default certificate from a resolver is ordered like a route's names.
+                if let Some(d) = generated {
+                    let known = self
+                        .resolvers
+                        .get()
+                        .is_some_and(|rs| rs.iter().any(|r| r.cfg.name == d.resolver));
+                    if known {
+                        wanted
+                            .entry(d.resolver.clone())
+                            .or_default()
+                            .extend(std::iter::once(d.main).chain(d.sans));
+                    } else if self.resolvers.get().is_some() {
+                        warnings.push(ScriptError::at(
+                            &d.at,
+                            format!(
+                                "tls_default_certificate: no certificate resolver {:?} \
+                                 (--acme.{}.*); the default certificate stays as it is",
+                                d.resolver, d.resolver
+                            ),
+                        ));
+                    }
+                }
                 self.acme_wanted.send_if_modified(|w| {
                     let changed = *w != wanted;
                     *w = wanted;

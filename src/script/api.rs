@@ -196,10 +196,23 @@ struct CollectorState {
     certificates: Vec<(crate::tls::CertFiles, Location)>,
     /// `tls_default_certificate(cert, key)`: the last call wins.
     default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    /// `tls_default_certificate(#{ resolver, main, sans })`: the last call wins.
+    default_generated: Option<DefaultGenerated>,
     /// `on_demand([resolver,] predicate)` calls.
     on_demand: Vec<OnDemandDecl>,
     /// `tls_options(name, #{...})`: named TLS options routes choose with `.tls(#{ options })`.
     tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
+}
+
+/// `tls_default_certificate(#{ resolver, main, sans })`: the default certificate is the one a
+/// certificate resolver holds for `main` (Traefik's `tls.stores.default.defaultGeneratedCert`);
+/// the resolver orders `main` and `sans` as it does for routes.
+#[derive(Debug, Clone)]
+pub struct DefaultGenerated {
+    pub resolver: String,
+    pub main: String,
+    pub sans: Vec<String>,
+    pub at: Location,
 }
 
 /// `on_demand([resolver,] predicate)`: which names a resolver with `on-demand=true` may order
@@ -221,6 +234,7 @@ pub struct Declarations {
     pub warnings: Vec<(Location, String)>,
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    pub default_generated: Option<DefaultGenerated>,
     pub on_demand: Vec<OnDemandDecl>,
     pub tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
 }
@@ -247,6 +261,7 @@ impl Collector {
             warnings: std::mem::take(&mut st.warnings),
             certificates: std::mem::take(&mut st.certificates),
             default_certificate: st.default_certificate.take(),
+            default_generated: st.default_generated.take(),
             on_demand: std::mem::take(&mut st.on_demand),
             tls_options: std::mem::take(&mut st.tls_options),
         }
@@ -636,6 +651,59 @@ pub fn register_builders(
         move |ctx: NativeCallContext, cert: &str, key: &str| -> RhaiResult<()> {
             let pair = cert_pair(&c, &ctx, "tls_certificate", cert, key)?;
             lock(&c.state).certificates.push(pair);
+            Ok(())
+        },
+    );
+    // The default certificate from a certificate resolver (Traefik's
+    // `tls.stores.default.defaultGeneratedCert`).
+    let c = collector.clone();
+    engine.register_fn(
+        "tls_default_certificate",
+        move |ctx: NativeCallContext, opts: Map| -> RhaiResult<()> {
+            c.check_open(&ctx, "tls_default_certificate")?;
+            let what = "tls_default_certificate(#{ resolver, main, sans })";
+            let text = |k: &str| -> RhaiResult<Option<String>> {
+                match opts.get(k) {
+                    None => Ok(None),
+                    Some(v) => match v.clone().into_string() {
+                        Ok(t) if !t.trim().is_empty() => {
+                            Ok(Some(t.trim().trim_end_matches('.').to_ascii_lowercase()))
+                        }
+                        _ => {
+                            runtime_error(&ctx, format!("{what}: `{k}` must be a non-empty string"))
+                        }
+                    },
+                }
+            };
+            if let Some(k) = opts
+                .keys()
+                .find(|k| !["resolver", "main", "sans"].contains(&k.as_str()))
+            {
+                return runtime_error(&ctx, format!("{what}: unknown key {k:?}"));
+            }
+            let (Some(resolver), Some(main)) = (text("resolver")?, text("main")?) else {
+                return runtime_error(&ctx, format!("{what}: `resolver` and `main` are required"));
+            };
+            let sans = match opts.get("sans") {
+                None => Vec::new(),
+                Some(v) => {
+                    let items = v.clone().into_array().or_else(|_| {
+                        runtime_error(&ctx, format!("{what}: `sans` must be a list of names"))
+                    })?;
+                    strings(&ctx, &items, "sans")?
+                        .into_iter()
+                        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
+                        .filter(|n| !n.is_empty())
+                        .collect()
+                }
+            };
+            let at = c.location(&ctx);
+            lock(&c.state).default_generated = Some(DefaultGenerated {
+                resolver,
+                main,
+                sans,
+                at,
+            });
             Ok(())
         },
     );

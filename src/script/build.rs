@@ -91,6 +91,8 @@ pub struct Built {
     pub certificates: Vec<(crate::tls::CertFiles, Location)>,
     /// `tls_default_certificate(cert, key)`, for the router to read.
     pub default_certificate: Option<(crate::tls::CertFiles, Location)>,
+    /// `tls_default_certificate(#{ resolver, main, sans })`.
+    pub default_generated: Option<super::api::DefaultGenerated>,
     /// `on_demand(...)` predicates, for the certificate resolvers.
     pub on_demand: Vec<super::api::OnDemandDecl>,
     /// `tls_options(name, #{...})`, for the router to make handshake settings of.
@@ -211,6 +213,7 @@ pub fn build_with(
 
     let certificates = std::mem::take(&mut decls.certificates);
     let default_certificate = decls.default_certificate.take();
+    let default_generated = decls.default_generated.take();
     let on_demand = std::mem::take(&mut decls.on_demand);
     let tls_options = std::mem::take(&mut decls.tls_options);
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
@@ -250,6 +253,7 @@ pub fn build_with(
         table,
         certificates,
         default_certificate,
+        default_generated,
         on_demand,
         tls_options,
         warnings,

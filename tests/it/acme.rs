@@ -199,6 +199,18 @@ async fn router_at(
     resolver: &[(&str, String)],
     store: Option<(String, PathBuf)>,
 ) -> TestRouter {
+    router_with(ip, script, ports, resolver, store, None).await
+}
+
+/// `router_at`, reading Traefik dynamic configuration from `dynamic` when given.
+async fn router_with(
+    ip: &str,
+    script: &str,
+    ports: (u16, u16),
+    resolver: &[(&str, String)],
+    store: Option<(String, PathBuf)>,
+    dynamic: Option<PathBuf>,
+) -> TestRouter {
     let ip = ip.to_string();
     let resolver: Vec<(String, String)> = resolver
         .iter()
@@ -220,6 +232,7 @@ async fn router_at(
             cfg.tls.store_key_file = Some(key);
             cfg.tls.store_ca_file = ca;
         }
+        cfg.dynamic_config = dynamic;
         let mut r = switchyard::acme::ResolverConfig::new("le");
         for (k, v) in &resolver {
             r.set(k, v).unwrap();
@@ -1084,5 +1097,45 @@ async fn renewal_survives_a_ca_outage_and_a_ca_that_forgot_the_account() {
     let s = name_status(&r, "r.renew.test").await.unwrap();
     assert!(s["orders"].as_u64() >= Some(2), "{s:#}");
     assert!(s["failures"].as_u64() >= Some(1), "{s:#}");
+    r.shutdown().await;
+}
+
+/// Traefik's `tls.stores.default.defaultGeneratedCert` from a dynamic file (the script call
+/// `tls_default_certificate(#{ resolver, main, sans })`): the resolver orders the name although no
+/// router asks for it, and its certificate becomes the one served to names no certificate lists.
+#[tokio::test]
+async fn a_default_certificate_from_the_resolver() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(dir.path(), ports.0, ports.1);
+    let settings = pebble.settings(vec![
+        ("http-challenge", "web".to_string()),
+        (
+            "storage",
+            dir.path().join("acme.json").display().to_string(),
+        ),
+    ]);
+    let dynamic = dir.path().join("dynamic");
+    std::fs::create_dir(&dynamic).unwrap();
+    std::fs::write(
+        dynamic.join("tls.yml"),
+        "tls:\n  stores:\n    default:\n      defaultGeneratedCert:\n        resolver: le\n        domain:\n          main: default.acme.test\n",
+    )
+    .unwrap();
+    let script = "import \"traefik\" as traefik;\ntraefik::routes(catalog);\n";
+    let r = router_with("127.0.0.1", script, ports, &settings, None, Some(dynamic)).await;
+    let tls = addr_of(&r, "websecure");
+    // Before the order completes the router's self-signed default serves; then Pebble's.
+    served_issuer(tls, "anything.test", |i| i.contains("Pebble")).await;
+    let der = crate::tls::served_cert(tls, "no-route.test").await.unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans = x
+        .subject_alternative_name()
+        .unwrap()
+        .map(|s| format!("{:?}", s.value))
+        .unwrap_or_default();
+    assert!(sans.contains("default.acme.test"), "{sans}");
+    let s = name_status(&r, "default.acme.test").await.unwrap();
+    assert_eq!(s["orders"].as_u64(), Some(1), "{s:#}");
     r.shutdown().await;
 }
