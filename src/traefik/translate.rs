@@ -46,6 +46,9 @@ struct Entrypoint {
     /// `http.tls.*`: resolver, options, domains (as a Rhai map literal's fields).
     tls: BTreeMap<String, String>,
     domains: BTreeMap<usize, (String, String)>,
+    /// `http.middlewares` (v2/v3) and v1's `Compress:true` (`compress@internal`): applied to the
+    /// routers on this entrypoint, before their own.
+    middlewares: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -536,10 +539,13 @@ impl State {
                 }
             }
             o if o.starts_with("http.middlewares") => {
-                return Err(
-                    "entrypoint middlewares are not built: put the middlewares on the routers"
-                        .into(),
-                )
+                // A list (`a@file,b@docker`) or one item per index (`http.middlewares[0]`).
+                let names = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string);
+                self.entry(name).middlewares.extend(names);
             }
             o if o.starts_with("proxyprotocol") => {
                 return Err("PROXY protocol is not built yet (TCP routing issue)".into())
@@ -587,11 +593,14 @@ impl State {
                          --tls.certificate CERT:KEY in switchyard's own flags"
                     ))
                 }
-                "compress" => {
-                    return Err(format!(
-                        "entrypoint {name}: Compress: use the compress middleware on routers"
-                    ))
-                }
+                "compress" => match val.to_ascii_lowercase().as_str() {
+                    "true" | "" => self
+                        .entry(&name)
+                        .middlewares
+                        .push("compress@internal".into()),
+                    "false" => {}
+                    _ => return Err(format!("entrypoint {name}: Compress takes true or false")),
+                },
                 other => return Err(format!("entrypoint {name}: unknown field {other:?}")),
             }
         }
@@ -978,6 +987,18 @@ impl State {
             .collect();
         if !tls.is_empty() {
             opts.push(format!("entrypoint_tls: #{{ {} }}", tls.join(", ")));
+        }
+        let mws: Vec<String> = self
+            .entrypoints
+            .iter()
+            .filter(|(_, e)| !e.middlewares.is_empty())
+            .map(|(n, e)| {
+                let list: Vec<String> = e.middlewares.iter().map(|m| rhai_str(m)).collect();
+                format!("{}: [{}]", rhai_str(n), list.join(", "))
+            })
+            .collect();
+        if !mws.is_empty() {
+            opts.push(format!("entrypoint_middlewares: #{{ {} }}", mws.join(", ")));
         }
         let exposed = [&self.docker, &self.swarm]
             .iter()

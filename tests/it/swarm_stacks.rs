@@ -654,3 +654,68 @@ async fn swarm_global_acme_stack_gets_its_certificate_through_redis() {
         "{dump}"
     );
 }
+
+/// The "ARMing a Hybrid Docker Swarm" article's Traefik stack with only the image swapped
+/// (`examples/traefik-arm`): Traefik 1.7's command line as published, including
+/// `Compress:true` on `http` and a `TLS` entrypoint, global on the manager with the article's
+/// limits; the dashboard through the router by v1 labels, gzip on `http`, TLS on `https`, and
+/// the demo app round robin.
+#[tokio::test]
+async fn arm_article_stack_runs_with_traefiks_own_command_line() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let websecure = free_port();
+    let mut vars = ports.vars();
+    vars.push(("WEBSECURE_PORT", websecure.to_string()));
+    let stack = container_name("arm").replace('-', "");
+    let _s = deploy(rig, "traefik-arm/stack.yml", &stack, &vars);
+    let web = loopback(ports.web);
+    four_whoami_in_round_robin(web).await;
+    // The API through the router (v1 labels on the router's own service), compressed by the
+    // entrypoint's `Compress:true`.
+    let api = poll_get(
+        web,
+        "proxy.localhost",
+        "/api/routes",
+        Duration::from_secs(30),
+        |r| r.status == 200,
+    )
+    .await;
+    assert!(api.body.contains("whoami"), "{}", api.body);
+    let gz = send(
+        web,
+        "GET",
+        "proxy.localhost",
+        "/api/routes",
+        &[("accept-encoding", "gzip")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        gz.header("content-encoding"),
+        Some("gzip"),
+        "{:?}",
+        gz.headers
+    );
+    // The `https` entrypoint terminates TLS (the default certificate), but frontends without
+    // `traefik.frontend.entryPoints` are on Traefik 1.7's default entrypoint, `http`, only.
+    let c = crate::tls::curl(&[
+        "-k",
+        "--resolve",
+        &format!("whoami.docker.localhost:{websecure}:127.0.0.1"),
+        &format!("https://whoami.docker.localhost:{websecure}/"),
+    ])
+    .await;
+    assert_eq!((c.code, c.status), (0, 404), "{c:?}");
+    let spec = rig.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.Mode}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}}",
+        &format!("{stack}_reverse-proxy"),
+    ]);
+    assert_eq!(spec, r#"{"Global":{}} 500000000"#);
+}

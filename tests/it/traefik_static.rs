@@ -339,3 +339,65 @@ fn the_dry_run_shown_in_docs_is_what_the_binary_prints() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), shown);
 }
+
+/// Entrypoint middlewares: v2/v3 `entryPoints.web.http.middlewares` run before every router's
+/// own on that entrypoint (an auth middleware from a file guards a router that names none), and
+/// v1's `Compress:true` becomes a compress middleware on its entrypoint's routers.
+#[tokio::test]
+async fn entrypoint_middlewares_guard_every_router_on_the_entrypoint() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = free_port();
+    // test:test, as in Traefik's docs.
+    std::fs::write(
+        dir.path().join("dynamic.yml"),
+        format!(
+            "http:\n  middlewares:\n    auth:\n      basicAuth:\n        users: [\"test:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/\"]\n  routers:\n    app:\n      rule: Host(`app.test`)\n      service: app\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: http://{}\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let mut cmd = switchyard(dir.path());
+    cmd.args([
+        format!("--entrypoints.web.address=127.0.0.1:{web}"),
+        "--entrypoints.web.http.middlewares=auth@file".into(),
+        "--providers.file.filename=dynamic.yml".into(),
+    ]);
+    let mut p = start(cmd);
+    wait_up(&mut p, web);
+    let addr = format!("127.0.0.1:{web}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut r = get(addr, "app.test", "/").await;
+    while r.status == 404 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = get(addr, "app.test", "/").await;
+    }
+    assert_eq!(r.status, 401, "{}", r.body);
+    let ok = send(
+        addr,
+        "GET",
+        "app.test",
+        "/",
+        &[("authorization", "Basic dGVzdDp0ZXN0")],
+        "",
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    // v1: `Compress:true` on an entrypoint.
+    let out = switchyard(dir.path())
+        .args([
+            "traefik",
+            "--dry-run",
+            "--entryPoints=Name:http Address::80 Compress:true",
+            "--docker",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(r#"entrypoint_middlewares: #{ "http": ["compress@internal"] }"#),
+        "{text}"
+    );
+}
