@@ -12,13 +12,27 @@ use std::time::Duration;
 use switchyard::config::DockerConfig;
 use switchyard::script::ScriptsOrigin;
 
-use crate::support::docker::{container_name, DockerRig};
+use crate::support::docker::{container_name, free_port, DockerRig};
 use crate::support::*;
 
 fn compose(rig: &DockerRig, project: &str, args: &[&str]) {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/docker/compose.yml");
+    compose_file(rig, "docker/compose.yml", project, &[], args)
+}
+
+/// `docker-compose` of `examples/FILE` on the rig, with `vars` in its environment.
+fn compose_file(
+    rig: &DockerRig,
+    file: &str,
+    project: &str,
+    vars: &[(&str, String)],
+    args: &[&str],
+) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
     let out = Command::new("docker-compose")
         .env("DOCKER_HOST", rig.endpoint())
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .arg("-f")
         .arg(&file)
         .args(["-p", project])
@@ -71,4 +85,51 @@ async fn the_readme_compose_example_routes_verbatim() {
 
     r.shutdown().await;
     compose(rig, &project, &["down", "--timeout", "1"]);
+}
+
+/// Traefik's own quick start (`examples/traefik-quickstart/compose.yml`): the router container
+/// runs `--api.insecure=true --providers.docker` as Traefik would, and the docs' `whoami` label
+/// routes; the API answers on Traefik's `traefik` entrypoint. The rig is held alone: the
+/// quick start routes every container of the engine, as Traefik's does.
+#[tokio::test]
+async fn traefiks_quick_start_runs_with_only_the_image_swapped() {
+    let rig = DockerRig::shared();
+    let _only = rig.exclusive_use();
+    let image = rig.router_image();
+    let (web, admin, app) = (free_port(), free_port(), free_port());
+    let vars = [
+        ("SWITCHYARD_IMAGE", image.to_string()),
+        ("DOCKER_SOCKET", rig.socket.display().to_string()),
+        ("WEB_PORT", web.to_string()),
+        ("ADMIN_PORT", admin.to_string()),
+        ("APP_PORT", app.to_string()),
+    ];
+    let project = container_name("quick").replace('-', "");
+    compose_file(
+        rig,
+        "traefik-quickstart/compose.yml",
+        &project,
+        &vars,
+        &["up", "-d"],
+    );
+    let web: std::net::SocketAddr = format!("127.0.0.1:{web}").parse().unwrap();
+    let served = poll_get(
+        web,
+        "whoami.docker.localhost",
+        "/",
+        Duration::from_secs(60),
+        |r| r.status == 200,
+    )
+    .await;
+    assert!(served.body.contains("GET / HTTP/1.1"), "{}", served.body);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let routes = get(admin, "localhost", "/api/routes").await;
+    assert!(routes.body.contains("whoami@docker"), "{}", routes.body);
+    compose_file(
+        rig,
+        "traefik-quickstart/compose.yml",
+        &project,
+        &vars,
+        &["down", "--timeout", "1"],
+    );
 }
