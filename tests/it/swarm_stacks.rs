@@ -719,3 +719,24 @@ async fn arm_article_stack_runs_with_traefiks_own_command_line() {
     ]);
     assert_eq!(spec, r#"{"Global":{}} 500000000"#);
 }
+
+/// Traefik 3's Swarm provider set up as its documentation does (`traefik-swarm/stack-v3.yml`):
+/// `--providers.swarm`, `exposedByDefault=false`, `--api.insecure=true` and v3 labels, with
+/// only the image swapped; round robin over four replicas, and the API on the `traefik`
+/// entrypoint lists the router.
+#[tokio::test]
+async fn traefik_3_swarm_provider_stack_runs_as_documented() {
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let ports = Ports::new();
+    let stack = container_name("tv3").replace('-', "");
+    let _s = deploy(rig, "traefik-swarm/stack-v3.yml", &stack, &ports.vars());
+    let web = loopback(ports.web);
+    four_whoami_in_round_robin(web).await;
+    let admin = loopback(ports.admin);
+    wait_listening(admin, Duration::from_secs(30));
+    let routes = get(admin, "localhost", "/api/routes").await.body;
+    assert!(routes.contains("whoami@swarm"), "{routes}");
+}
