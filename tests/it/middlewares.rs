@@ -25,6 +25,10 @@ async fn path_middlewares_rewrite_what_the_backend_sees() {
     let api = get(r.web, "x", "/svc/api?q=1").await.json();
     assert_eq!(api["url"], "/api?q=1");
     assert_eq!(api["headers"]["x-forwarded-prefix"][0], "/svc");
+    // The prefix matches the decoded path: `/sv%63` is `/svc`.
+    let encoded = get(r.web, "x", "/sv%63/ap%69?q=1").await.json();
+    assert_eq!(encoded["url"], "/api?q=1");
+    assert_eq!(encoded["headers"]["x-forwarded-prefix"][0], "/svc");
 
     // The path is canonical before the route is chosen: `..` never climbs above the root (400),
     // a resolved one is forwarded resolved, and a strip that lands in a dot segment is refused.
