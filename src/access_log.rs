@@ -54,7 +54,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Traefik's common log format (CLF plus request count, router, server URL, duration).

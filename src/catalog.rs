@@ -33,7 +33,7 @@ pub enum ProviderReport {
 pub type ProviderSender = tokio::sync::mpsc::Sender<ProviderReport>;
 
 /// One discovered service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogEntry {
     pub name: String,
@@ -51,7 +51,7 @@ pub struct CatalogEntry {
 }
 
 /// Provider detail of a container-backed entry (Docker; Swarm tasks add to it).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerDetail {
     pub id: String,
@@ -122,6 +122,13 @@ pub enum CatalogError {
 }
 
 impl Catalog {
+    /// The JSON Schema of a catalog file (an array of entries), for editors and checks.
+    pub fn json_schema() -> serde_json::Value {
+        let mut schema = schemars::schema_for!(Vec<CatalogEntry>);
+        schema.insert("title".into(), "switchyard catalog file".into());
+        schema.to_value()
+    }
+
     /// Loads a JSON file holding an array of entries.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let shown = path.display().to_string();

@@ -42,20 +42,24 @@ macro_rules! layered {
 
 /// A TOML value written as a list (`["a", "b"]`) or as comma-separated text (`"a,b"`), read as
 /// the text the flag would take.
+/// A list in the TOML file: an array of strings or one comma-separated string.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum ListOrText {
+    List(Vec<String>),
+    Text(String),
+}
+
 fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
     Ok(Option::<ListOrText>::deserialize(d)?.map(|v| match v {
         ListOrText::List(l) => l.join(","),
         ListOrText::Text(t) => t,
     }))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, schemars::JsonSchema, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -136,7 +140,7 @@ pub struct CommonArgs {
 /// Certificate files as flags (`--tls.KEY`), env (`SWITCHYARD_TLS_KEY`) and the `[tls]` table of
 /// the TOML file: one definition for all three. A pair is written `CERT_FILE:KEY_FILE` (in the
 /// file also `{ cert = "…", key = "…" }`); scripts add their own with `tls_certificate`.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsArgs {
     /// A certificate (PEM chain, leaf first) and its key served on TLS entrypoints, chosen by
@@ -149,6 +153,7 @@ pub struct TlsArgs {
         value_delimiter = ','
     )]
     #[serde(default, deserialize_with = "cert_pairs")]
+    #[schemars(with = "Vec<CertPairText>")]
     pub certificates: Vec<String>,
     /// The certificate served when no other lists the name a client asks for [default: a
     /// self-signed one made at start].
@@ -159,6 +164,7 @@ pub struct TlsArgs {
         value_name = "CERT:KEY"
     )]
     #[serde(default, deserialize_with = "cert_pair")]
+    #[schemars(with = "Option<CertPairText>")]
     pub default_certificate: Option<String>,
     /// A store every router replica shares — the certificate resolvers' account, certificates,
     /// challenge answers and order locks, and `rate_limit(#{ store })` buckets:
@@ -193,7 +199,7 @@ pub struct TlsArgs {
 }
 
 /// A certificate pair in the TOML file: `"cert:key"` or `{ cert = "…", key = "…" }`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum CertPairText {
     Text(String),
@@ -356,7 +362,7 @@ macro_rules! engine_args {
         things: $things:literal, network: $network:literal, { $($extra:tt)* }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, Args, Deserialize)]
+        #[derive(Debug, Clone, Default, Args, Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             #[arg(
@@ -491,7 +497,7 @@ engine_args!(
 );
 
 /// `[providers]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileProviders {
     pub docker: Option<DockerArgs>,
@@ -751,7 +757,7 @@ pub struct RunArgs {
 
 /// Connection timeouts as flags (`--KEY-timeout`), env (`SWITCHYARD_KEY_TIMEOUT`) and the
 /// `[timeouts]` table of the TOML file (`KEY`): one definition for all three.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutArgs {
     /// Time a client has to send a whole request head (slowloris guard) [default: 30s].
@@ -789,7 +795,7 @@ layered!(TimeoutArgs {
 
 /// Live request recording as flags (`--record.KEY`), env (`SWITCHYARD_RECORD_KEY`) and the
 /// `[record]` table of the TOML file (`KEY`, snake case): one definition for all three.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordArgs {
     /// Record requests from boot into this JSON-lines file (`switchyard replay` reads it).
@@ -819,6 +825,7 @@ pub struct RecordArgs {
         value_name = "LIST"
     )]
     #[serde(default, deserialize_with = "list_or_text")]
+    #[schemars(with = "Option<ListOrText>")]
     pub redact: Option<String>,
     /// Body bytes recorded per request, base64 (0: none) [default: 0].
     #[arg(
@@ -882,7 +889,7 @@ fn resolve_record(
 /// The access log as flags (`--access-log.KEY`), env (`SWITCHYARD_ACCESS_LOG_KEY`) and the
 /// `[access_log]` table of the TOML file (`KEY`, snake case; the table's presence turns the log
 /// on, `file` absent meaning stdout): one definition for all three.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogArgs {
     /// Write one access-log line per request to FILE (`-`, or no FILE: stdout).
@@ -914,6 +921,7 @@ pub struct AccessLogArgs {
         value_name = "CODES"
     )]
     #[serde(default, deserialize_with = "list_or_text")]
+    #[schemars(with = "Option<ListOrText>")]
     pub status: Option<String>,
     /// Keep only requests slower than this (e.g. `10ms`); with `--access-log.status`, a request
     /// matching either is kept [default: none].
@@ -933,6 +941,7 @@ pub struct AccessLogArgs {
         value_name = "NAMES"
     )]
     #[serde(default, deserialize_with = "list_or_text")]
+    #[schemars(with = "Option<ListOrText>")]
     pub headers: Option<String>,
     /// Lines queued for the writer; past this, lines are dropped and counted [default: 4096].
     #[arg(
@@ -994,8 +1003,18 @@ fn resolve_access_log(
     })
 }
 
+/// The JSON Schema of the TOML file (`switchyard schema config`), for editors and checks.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(FileConfig);
+    schema.insert(
+        "title".into(),
+        "switchyard configuration file (--config)".into(),
+    );
+    schema.to_value()
+}
+
 /// The TOML file. Every key mirrors a flag.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub scripts: Option<PathBuf>,
@@ -1016,6 +1035,7 @@ pub struct FileConfig {
     pub providers: Option<FileProviders>,
     pub tls: Option<TlsArgs>,
     /// `[acme.NAME]`: a certificate resolver's options (the keys of `--acme.NAME.KEY`).
+    #[schemars(with = "Option<BTreeMap<String, BTreeMap<String, serde_json::Value>>>")]
     pub acme: Option<BTreeMap<String, BTreeMap<String, toml::Value>>>,
     pub record: Option<RecordArgs>,
     pub access_log: Option<AccessLogArgs>,
@@ -1023,11 +1043,11 @@ pub struct FileConfig {
 
 /// An entrypoint in the TOML file: its address, or a table with the address and options (the
 /// same keys as `--entrypoint.NAME.KEY`, nested tables joined with dots).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum FileEntrypoint {
     Address(String),
-    Table(BTreeMap<String, toml::Value>),
+    Table(#[schemars(with = "BTreeMap<String, serde_json::Value>")] BTreeMap<String, toml::Value>),
 }
 
 impl FileEntrypoint {

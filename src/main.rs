@@ -122,6 +122,13 @@ enum Command {
     },
     /// Print the manual page (roff) of the whole CLI (`switchyard man | man -l -`).
     Man,
+    /// Print the JSON Schema of the --config TOML file or of a --catalog file, for editors
+    /// (taplo's `#:schema`, a JSON file's `$schema`) and checks in CI.
+    Schema {
+        /// Which file: `config` or `catalog`.
+        #[arg(value_enum, value_name = "FILE")]
+        of: SchemaOf,
+    },
     /// Write Rhai definition files (`*.d.rhai`) for the script API into DIR, for Rhai's language
     /// server and editor extensions (completion and checks of `route(...)`, middlewares, `req.*`).
     Definitions {
@@ -143,6 +150,13 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_WHOAMI_NAME")]
         name: Option<String>,
     },
+}
+
+/// The files `switchyard schema` describes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaOf {
+    Config,
+    Catalog,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +384,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "switchyard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { of } => {
+            let schema = match of {
+                SchemaOf::Config => switchyard::config::json_schema(),
+                SchemaOf::Catalog => switchyard::catalog::Catalog::json_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {

@@ -28,7 +28,18 @@ const QUEUE: usize = 8192;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// Which requests a recording takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Every request except routes marked `.record(false)` (requests matching no route too).

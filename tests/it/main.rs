@@ -35,6 +35,7 @@ mod reload;
 mod repl;
 mod replay;
 mod routing;
+mod schema;
 mod script_tests;
 mod shared_limits;
 mod static_reload;
