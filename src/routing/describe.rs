@@ -247,8 +247,13 @@ fn service_info(s: &Service, now: std::time::Instant) -> ServiceInfo {
                 )
             });
         }
-        ServiceKind::Failover { primary, fallback } => {
+        ServiceKind::Failover {
+            primary,
+            fallback,
+            sticky,
+        } => {
             info.children = vec![(primary.name.clone(), 1), (fallback.name.clone(), 0)];
+            info.sticky_cookie = sticky.as_ref().map(|s| s.cookie.name.clone());
         }
         ServiceKind::Weighted {
             children, sticky, ..

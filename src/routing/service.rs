@@ -367,6 +367,10 @@ pub enum ServiceKind {
     Failover {
         primary: Arc<Service>,
         fallback: Arc<Service>,
+        /// A client holding the cookie stays on the member that served it while that member
+        /// can serve: sessions opened on the fallback are not moved back when the primary
+        /// recovers. Made by `ServiceKind::failover`.
+        sticky: Option<WeightedSticky>,
     },
     /// Traffic split over services by weight (smooth weighted round robin over the ones that
     /// have an available server). Made by `ServiceKind::weighted`.
@@ -469,6 +473,26 @@ pub fn member_sticky_id(secret: &str, service: &str) -> String {
 }
 
 impl ServiceKind {
+    /// A failover composite, sticky by `cookie` if given (the cookie names the member).
+    pub fn failover(
+        primary: Arc<Service>,
+        fallback: Arc<Service>,
+        cookie: Option<StickyCookie>,
+    ) -> ServiceKind {
+        let sticky = cookie.map(|cookie| WeightedSticky {
+            ids: [&primary, &fallback]
+                .iter()
+                .map(|c| member_sticky_id(&cookie.secret, &c.name))
+                .collect(),
+            cookie,
+        });
+        ServiceKind::Failover {
+            primary,
+            fallback,
+            sticky,
+        }
+    }
+
     /// A weighted composite over `children` (service, weight), sticky by `cookie` if given.
     pub fn weighted(
         children: Vec<(Arc<Service>, u32)>,
@@ -568,9 +592,9 @@ impl Service {
                 .iter()
                 .zip(&p.states)
                 .any(|(s, st)| s.weight > 0 && st.available(now)),
-            ServiceKind::Failover { primary, fallback } => {
-                primary.available(now) || fallback.available(now)
-            }
+            ServiceKind::Failover {
+                primary, fallback, ..
+            } => primary.available(now) || fallback.available(now),
             ServiceKind::Weighted { children, .. } => {
                 children.iter().any(|(c, w)| *w > 0 && c.available(now))
             }
@@ -584,9 +608,9 @@ impl Service {
     pub fn mirror_body_limit(&self) -> Option<u64> {
         match &self.kind {
             ServiceKind::Servers(_) => None,
-            ServiceKind::Failover { primary, fallback } => {
-                max_some(primary.mirror_body_limit(), fallback.mirror_body_limit())
-            }
+            ServiceKind::Failover {
+                primary, fallback, ..
+            } => max_some(primary.mirror_body_limit(), fallback.mirror_body_limit()),
             ServiceKind::Weighted { children, .. } => children
                 .iter()
                 .map(|(c, _)| c.mirror_body_limit())
@@ -601,9 +625,9 @@ impl Service {
     pub fn mirrors_any(&self) -> bool {
         match &self.kind {
             ServiceKind::Servers(_) => false,
-            ServiceKind::Failover { primary, fallback } => {
-                primary.mirrors_any() || fallback.mirrors_any()
-            }
+            ServiceKind::Failover {
+                primary, fallback, ..
+            } => primary.mirrors_any() || fallback.mirrors_any(),
             ServiceKind::Weighted { children, .. } => children.iter().any(|(c, _)| c.mirrors_any()),
             ServiceKind::Mirror(_) => true,
         }
@@ -613,7 +637,9 @@ impl Service {
     pub fn server_addresses(&self) -> Vec<String> {
         match &self.kind {
             ServiceKind::Servers(p) => p.servers.iter().map(Server::url).collect(),
-            ServiceKind::Failover { primary, fallback } => {
+            ServiceKind::Failover {
+                primary, fallback, ..
+            } => {
                 let mut v = primary.server_addresses();
                 v.extend(fallback.server_addresses());
                 v
@@ -648,13 +674,41 @@ impl Service {
     ) -> Result<Option<Pick<'a>>, String> {
         match &self.kind {
             ServiceKind::Servers(pool) => self.pick_in_pool(pool, req, now),
-            ServiceKind::Failover { primary, fallback } => {
-                if primary.available(now) {
-                    if let Some(p) = primary.pick(req, now)? {
-                        return Ok(Some(p));
+            ServiceKind::Failover {
+                primary,
+                fallback,
+                sticky,
+            } => {
+                let members = [primary, fallback];
+                // A client holding a member's cookie stays there while it can serve.
+                let held = sticky.as_ref().and_then(|st| {
+                    let value = cookie_value(req, &st.cookie.name)?;
+                    st.ids.iter().position(|id| *id == value)
+                });
+                let order: [usize; 2] = match held {
+                    Some(1) => [1, 0],
+                    _ => [0, 1],
+                };
+                for i in order {
+                    let Some(member) = members.get(i) else {
+                        continue;
+                    };
+                    if !member.available(now) {
+                        continue;
                     }
+                    let Some(mut p) = member.pick(req, now)? else {
+                        continue;
+                    };
+                    if let Some(st) = sticky {
+                        if held != Some(i) {
+                            if let Some(c) = st.ids.get(i).and_then(|id| st.cookie.set_cookie(id)) {
+                                p.set_cookies.push(c);
+                            }
+                        }
+                    }
+                    return Ok(Some(p));
                 }
-                fallback.pick(req, now)
+                Ok(None)
             }
             ServiceKind::Weighted {
                 children,

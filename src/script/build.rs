@@ -690,7 +690,7 @@ impl Services<'_> {
                     ServiceDeclKind::Failover { primary, fallback } => {
                         match (self.resolve(primary), self.resolve(fallback)) {
                             (Some(primary), Some(fallback)) => {
-                                Some(ServiceKind::Failover { primary, fallback })
+                                Some(ServiceKind::failover(primary, fallback, d.sticky.clone()))
                             }
                             _ => None,
                         }

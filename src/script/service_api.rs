@@ -336,8 +336,13 @@ pub fn register(
         |ctx: NativeCallContext, s: &mut ServiceHandle, b: Balance| -> RhaiResult<ServiceHandle> {
             {
                 let mut d = s.decl();
-                if let (ServiceDeclKind::Weighted(_), Balance::Sticky(c)) = (&d.kind, &b) {
-                    // Traefik's `weighted.sticky`: a client stays on the member it was given.
+                if let (
+                    ServiceDeclKind::Weighted(_) | ServiceDeclKind::Failover { .. },
+                    Balance::Sticky(c),
+                ) = (&d.kind, &b)
+                {
+                    // Traefik's `weighted.sticky` (and the same for failover): a client stays on
+                    // the member it was given.
                     d.sticky = Some(c.clone());
                     drop(d);
                     return Ok(s.clone());
@@ -347,7 +352,7 @@ pub fn register(
                         &ctx,
                         format!(
                             "service {:?} is a composite; balance its member services instead \
-                             (a weighted service takes only sticky_cookie(...))",
+                             (a weighted or failover service takes only sticky_cookie(...))",
                             d.name
                         ),
                     );

@@ -755,6 +755,64 @@ async fn failover_uses_the_fallback_while_the_primary_is_down() {
     r.shutdown().await;
 }
 
+/// A sticky failover: a client served by the fallback while the primary was down keeps the
+/// fallback when the primary recovers (its session is not moved), while new clients go back to
+/// the primary.
+#[tokio::test]
+async fn a_sticky_failover_keeps_fallback_sessions_after_the_primary_recovers() {
+    let primary = Backend::start("primary").await;
+    let fallback = Backend::start("fallback").await;
+    let script = format!(
+        r#"
+        let main = service("main").servers(["{p}"]).health_check({HEALTH_FAST});
+        let backup = service("backup").servers(["{f}"]);
+        route("ha").rule(host("ha.test"))
+            .to(failover("ha", main, backup).balance(sticky_cookie("side", #{{}})));
+        "#,
+        p = primary.addr,
+        f = fallback.addr,
+    );
+    let r = TestRouter::start(&script).await;
+    let first = get(r.web, "ha.test", "/").await;
+    assert_eq!(first.backend(), Some("primary"));
+    assert!(first
+        .header("set-cookie")
+        .is_some_and(|c| c.starts_with("side=")));
+    assert_eq!(service_info(&r, "ha").await["sticky_cookie"], "side");
+
+    set_health(&primary, "503").await;
+    assert!(
+        wait_until(Duration::from_secs(3), || all_from(
+            r.web, "ha.test", 5, "fallback"
+        ))
+        .await,
+        "the fallback never took over"
+    );
+    // A client arriving now gets the fallback and a cookie naming it.
+    let moved = get(r.web, "ha.test", "/").await;
+    assert_eq!(moved.backend(), Some("fallback"));
+    let cookie = moved
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie naming the fallback")
+        .to_string();
+
+    set_health(&primary, "200").await;
+    assert!(
+        wait_until(Duration::from_secs(3), || all_from(
+            r.web, "ha.test", 5, "primary"
+        ))
+        .await,
+        "new clients never returned to the primary"
+    );
+    for _ in 0..10 {
+        let reply = send(r.web, "GET", "ha.test", "/", &[("cookie", &cookie)], "").await;
+        assert_eq!(reply.backend(), Some("fallback"), "cookie {cookie}");
+        assert!(reply.header("set-cookie").is_none());
+    }
+    r.shutdown().await;
+}
+
 #[tokio::test]
 async fn weighted_services_split_traffic_by_weight() {
     let v1 = Backend::start("v1").await;
