@@ -71,12 +71,23 @@ impl Router {
             None => Catalog::default(),
         };
         let first = sets.first().context("no proxy worker to start")?;
-        let names: Vec<String> = first.iter().map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> = first.iter().map(|(n, _)| n.clone()).collect();
         let mut entrypoints = Vec::new();
         for (name, l) in first {
             let addr = l.local_addr()?;
             info!(entrypoint = %name, %addr, workers = sets.len(), "listening");
             entrypoints.push((name.clone(), addr));
+        }
+        // UDP entrypoints: one socket each, served on this runtime.
+        let mut udp_sockets = Vec::new();
+        for (name, addr) in cfg.entrypoints.iter().filter(|(n, _)| is_udp(cfg, n)) {
+            let socket = udp_socket(*addr)
+                .with_context(|| format!("cannot listen on {addr}/udp for entrypoint {name:?}"))?;
+            let actual = socket.local_addr()?;
+            info!(entrypoint = %name, addr = %actual, "listening (UDP)");
+            entrypoints.push((name.clone(), actual));
+            names.push(name.clone());
+            udp_sockets.push((name.clone(), socket));
         }
         let admin_at = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         // Redirects to another entrypoint name the port it really listens on (`:0` in tests).
@@ -93,7 +104,9 @@ impl Router {
             catalog,
             {
                 let mut env = script::BuildEnv::new(names, admin_at);
-                env.tls_entrypoints = cfg.build_env().tls_entrypoints;
+                let from_cfg = cfg.build_env();
+                env.tls_entrypoints = from_cfg.tls_entrypoints;
+                env.udp_entrypoints = from_cfg.udp_entrypoints;
                 env
             },
             Limits::default(),
@@ -302,6 +315,19 @@ impl Router {
                     }
                 }
             }));
+        }
+        for (name, socket) in udp_sockets {
+            let timeout = cfg
+                .settings
+                .entrypoint(&name)
+                .map_or(crate::settings::DEFAULT_UDP_TIMEOUT, |o| o.udp_timeout);
+            tasks.push(tokio::spawn(crate::proxy::udp::serve(
+                control.table(),
+                name,
+                socket,
+                timeout,
+                shutdown_rx.clone(),
+            )));
         }
         let mut workers = Vec::new();
         for (i, set) in sets.into_iter().enumerate() {
@@ -527,9 +553,35 @@ fn listener(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
+/// Whether entrypoint `name` of `cfg` is a UDP one (`ADDR/udp`).
+fn is_udp(cfg: &Config, name: &str) -> bool {
+    cfg.settings.entrypoint(name).is_some_and(|o| o.udp)
+}
+
+/// The TCP entrypoints of `cfg` (bound once per worker; UDP ones are bound by `Router::start`).
+fn tcp_entrypoints(cfg: &Config) -> Vec<(String, SocketAddr)> {
+    cfg.entrypoints
+        .iter()
+        .filter(|(n, _)| !is_udp(cfg, n))
+        .cloned()
+        .collect()
+}
+
+/// A UDP entrypoint's socket. `SO_REUSEPORT`, so a router started on a new static
+/// configuration can bind it while the previous one still serves.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
 /// Binds every entrypoint (once per worker) and the admin listener of `cfg`.
 pub fn bind(cfg: &Config) -> anyhow::Result<(Vec<ListenerSet>, Option<std::net::TcpListener>)> {
-    let sets = bind_entrypoints(&cfg.entrypoints, cfg.workers)?;
+    let sets = bind_entrypoints(&tcp_entrypoints(cfg), cfg.workers)?;
     let admin = match cfg.admin {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
@@ -651,7 +703,7 @@ impl Listeners {
         admin: Option<&std::net::TcpListener>,
     ) -> anyhow::Result<Listeners> {
         let mut entrypoints = Vec::new();
-        for (i, (_, addr)) in cfg.entrypoints.iter().enumerate() {
+        for (i, (_, addr)) in tcp_entrypoints(cfg).iter().enumerate() {
             let mut socks = Vec::new();
             for set in sets {
                 if let Some((_, l)) = set.get(i) {
@@ -672,7 +724,7 @@ impl Listeners {
 async fn restart(next: &Config, live: &Listeners) -> anyhow::Result<(Router, Listeners)> {
     let workers = next.workers.max(1);
     let mut sets: Vec<ListenerSet> = (0..workers).map(|_| Vec::new()).collect();
-    for (name, addr) in &next.entrypoints {
+    for (name, addr) in &tcp_entrypoints(next) {
         let kept = live
             .entrypoints
             .iter()

@@ -1131,6 +1131,27 @@ pub fn apply_entrypoint_option(
             opts.tls = (auto || flag(value)?).then(|| opts.tls.take().unwrap_or_default());
         }
         "h2c" => opts.h2c = flag(value)?,
+        "udp" => opts.udp = flag(value)?,
+        "udp.timeout" => {
+            let d = parse_duration(value).with_context(|| format!("entrypoint option {key}"))?;
+            if d.is_zero() {
+                bail!("udp.timeout must be above 0");
+            }
+            opts.udp_timeout = d;
+        }
+        "proxy-protocol.trusted-ips" => {
+            opts.proxy_protocol.trusted =
+                parse_cidrs(value).with_context(|| format!("entrypoint option {key}"))?;
+        }
+        "proxy-protocol.insecure" => opts.proxy_protocol.insecure = flag(value)?,
+        "tcp.removed-route-grace" => {
+            opts.removed_route_grace =
+                parse_duration(value).with_context(|| format!("entrypoint option {key}"))?;
+        }
+        "tcp.hello-timeout" => {
+            let d = parse_duration(value).with_context(|| format!("entrypoint option {key}"))?;
+            opts.hello_timeout = (!d.is_zero()).then_some(d);
+        }
         "http2.initial-stream-window" | "http2.initial-connection-window" => {
             let n = crate::recording::recorder::parse_size(value)
                 .ok()
@@ -1184,7 +1205,9 @@ pub fn apply_entrypoint_option(
                  path.allow-encoded-null, path.allow-above-root, tls, {}, h2c, \
                  http2.max-concurrent-streams, http2.initial-stream-window, \
                  http2.initial-connection-window, http2.keep-alive-interval, redirect-to, \
-                 redirect-scheme, redirect-permanent)",
+                 redirect-scheme, redirect-permanent, udp, udp.timeout, \
+                 proxy-protocol.trusted-ips, proxy-protocol.insecure, tcp.hello-timeout, \
+                 tcp.removed-route-grace)",
                 crate::tls::options::KEYS
             ),
         },
@@ -1276,6 +1299,12 @@ impl Config {
             .map(|(n, _)| n.clone())
             .filter(|n| self.settings.is_tls(n))
             .collect();
+        env.udp_entrypoints = self
+            .entrypoints
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| self.settings.entrypoint(n).is_some_and(|o| o.udp))
+            .collect();
         env
     }
 }
@@ -1332,8 +1361,22 @@ pub fn parse_entrypoint(s: &str) -> anyhow::Result<(String, SocketAddr)> {
     ))
 }
 
+/// Whether an entrypoint address names UDP (`:53/udp`, as Traefik writes it).
+fn is_udp_address(addr: &str) -> bool {
+    addr.trim().to_ascii_lowercase().ends_with("/udp")
+}
+
 fn parse_addr(addr: &str) -> anyhow::Result<SocketAddr> {
     let addr = addr.trim();
+    // Traefik's `:53/udp` and `:8080/tcp`: the protocol is noted by the caller.
+    let lower = addr.to_ascii_lowercase();
+    let addr = match lower
+        .strip_suffix("/udp")
+        .or_else(|| lower.strip_suffix("/tcp"))
+    {
+        Some(a) => addr.get(..a.len()).unwrap_or(addr),
+        None => addr,
+    };
     let full = if addr.starts_with(':') {
         format!("0.0.0.0{addr}")
     } else {
@@ -1341,6 +1384,18 @@ fn parse_addr(addr: &str) -> anyhow::Result<SocketAddr> {
     };
     full.parse()
         .with_context(|| format!("invalid address {addr:?}: write IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+/// A comma-separated list of IPs and CIDRs (a TOML array arrives as its text, `["a", "b"]`).
+fn parse_cidrs(s: &str) -> anyhow::Result<Vec<IpNet>> {
+    s.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|p| p.trim().trim_matches('"').trim_matches('\''))
+        .filter(|p| !p.is_empty())
+        .map(parse_cidr)
+        .collect()
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
@@ -1396,6 +1451,9 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
                     name.clone(),
                     parse_addr(&addr).with_context(|| format!("entrypoint {name:?}"))?,
                 ));
+                if is_udp_address(&addr) {
+                    option_pairs.push((name.clone(), "udp".into(), "true".into(), false));
+                }
             }
             option_pairs.extend(
                 options
@@ -1415,7 +1473,11 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
     }
     if !common.entrypoints.is_empty() {
         for e in &common.entrypoints {
-            entrypoints.push(parse_entrypoint(e)?);
+            let (name, addr) = parse_entrypoint(e)?;
+            if e.split_once('=').is_some_and(|(_, a)| is_udp_address(a)) {
+                option_pairs.push((name.clone(), "udp".into(), "true".into(), false));
+            }
+            entrypoints.push((name, addr));
         }
     } else if file.entrypoints.is_none() {
         entrypoints.push(("web".to_string(), parse_addr("0.0.0.0:8080")?));

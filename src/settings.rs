@@ -57,9 +57,48 @@ pub struct EntrypointOptions {
     /// Every request redirected to another entrypoint (`redirect-to`, Traefik's
     /// `http.redirections.entryPoint`).
     pub redirect: Option<EntrypointRedirect>,
+    /// A UDP entrypoint (address written `:53/udp`): datagrams go to its UDP route.
+    pub udp: bool,
+    /// A UDP client session without a datagram either way this long ends (`udp.timeout`,
+    /// Traefik's default 3 s).
+    pub udp_timeout: Duration,
+    /// Which clients may send a PROXY protocol header first (`proxy-protocol.*`).
+    pub proxy_protocol: ProxyProtocolIn,
+    /// How long a TCP route's entrypoint waits for a TLS ClientHello to choose a route
+    /// (`tcp.hello-timeout`; `None`: the header-read timeout).
+    pub hello_timeout: Option<Duration>,
+    /// How long the connections of a TCP route a reload removed may go on
+    /// (`tcp.removed-route-grace`, default 30 s).
+    pub removed_route_grace: Duration,
     /// Connections open now, over every worker (shared by the clones of these options).
     open: Arc<AtomicUsize>,
 }
+
+/// Accepting PROXY protocol v1/v2 headers on an entrypoint: from `trusted` client addresses,
+/// or from every client with `insecure`. A trusted client may also send none.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyProtocolIn {
+    pub trusted: Vec<IpNet>,
+    pub insecure: bool,
+}
+
+impl ProxyProtocolIn {
+    /// Whether a connection from `peer` is read for a PROXY header.
+    pub fn accepts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.insecure || self.trusted.iter().any(|n| n.contains(&peer))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.insecure || !self.trusted.is_empty()
+    }
+}
+
+/// Traefik's default UDP session timeout.
+pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where an entrypoint redirects every request: the target entrypoint's name and port, the
 /// scheme (default `https`) and whether permanently (default true, as Traefik).
@@ -92,6 +131,11 @@ impl Default for EntrypointOptions {
             h2_connection_window: None,
             h2_keep_alive: None,
             redirect: None,
+            udp: false,
+            udp_timeout: DEFAULT_UDP_TIMEOUT,
+            proxy_protocol: ProxyProtocolIn::default(),
+            hello_timeout: None,
+            removed_route_grace: Duration::from_secs(30),
             open: Arc::new(AtomicUsize::new(0)),
         }
     }

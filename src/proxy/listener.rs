@@ -60,6 +60,13 @@ struct Wire {
     h2_stream_window: Option<u32>,
     h2_connection_window: Option<u32>,
     h2_keep_alive: Option<Duration>,
+    /// PROXY protocol headers accepted from these clients.
+    proxy_protocol: crate::settings::ProxyProtocolIn,
+    /// How long the TCP routes wait for a ClientHello.
+    hello_wait: Duration,
+    removed_grace: Duration,
+    /// TLS termination settings of TCP routes, made on first use.
+    tcp_tls: std::sync::OnceLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// A live connection: its peer (shared with its requests), its timeout clocks, and the tracker
@@ -106,6 +113,12 @@ impl Proxy {
             h2_stream_window: options.h2_stream_window,
             h2_connection_window: options.h2_connection_window,
             h2_keep_alive: options.h2_keep_alive,
+            proxy_protocol: options.proxy_protocol.clone(),
+            hello_wait: options
+                .hello_timeout
+                .unwrap_or(self.settings.header_read_timeout),
+            removed_grace: options.removed_route_grace,
+            tcp_tls: std::sync::OnceLock::new(),
         });
         loop {
             let accepted = tokio::select! {
@@ -158,6 +171,36 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
     ) {
         let _open = self.metrics.connection(wire.ep);
+        let (mut stream, mut addr) = (stream, addr);
+        if wire.proxy_protocol.accepts(addr.ip()) {
+            // The header names the client for everything after it: TCP routes, HTTP, logs.
+            match super::proxy_protocol::read(&mut stream, self.settings.header_read_timeout).await
+            {
+                Ok(Some(client)) => addr = client,
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(peer = %addr, error = %e, "connection closed: bad PROXY protocol header");
+                    return;
+                }
+            }
+        }
+        let l4 = self.table.load().l4().clone();
+        if !l4.tcp_routes().is_empty() {
+            let c = super::tcp::TcpConn {
+                entrypoint: &wire.entrypoint,
+                client: addr,
+                https: wire.tls.is_some(),
+                hello_wait: wire.hello_wait,
+                removed_grace: wire.removed_grace,
+                tcp_tls: &wire.tcp_tls,
+            };
+            match self.tcp_dispatch(stream, l4, c, tracker.clone()).await {
+                super::tcp::Dispatch::Http(s) => stream = s,
+                super::tcp::Dispatch::Done => return,
+            }
+        } else {
+            drop(l4);
+        }
         let activity = Activity::new();
         let mut peer = Peer::new(wire.entrypoint.clone(), addr, &self.settings, wire.ep);
         let io = TrackedIo::new(stream, activity.clone());

@@ -28,12 +28,16 @@ pub mod error;
 mod exchange;
 pub mod forward;
 pub mod health;
+pub mod hello;
 mod listener;
 mod mirror;
 mod phases;
 mod pipeline;
+pub mod proxy_protocol;
 mod record;
 mod subrequest;
+mod tcp;
+pub mod udp;
 pub mod upstream;
 
 use phases::set_path_and_query;

@@ -15,6 +15,133 @@ pub trait Describe {
 pub struct TableInfo {
     pub routes: Vec<RouteInfo>,
     pub services: Vec<ServiceInfo>,
+    /// TCP routes (Traefik's `tcp` routers), in the order they are tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<TcpRouteInfo>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub udp_routes: Vec<UdpRouteInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TcpRouteInfo {
+    pub name: String,
+    pub rule: String,
+    pub priority: i64,
+    /// Empty means every TCP entrypoint.
+    pub entrypoints: Vec<String>,
+    /// `passthrough` or `terminate` (absent: cleartext connections only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::l4::TcpTls>,
+    pub middlewares: Vec<String>,
+    pub service: L4ServiceInfo,
+    pub declared_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UdpRouteInfo {
+    pub name: String,
+    /// Empty means every UDP entrypoint.
+    pub entrypoints: Vec<String>,
+    pub service: L4ServiceInfo,
+    pub declared_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct L4ServiceInfo {
+    pub name: String,
+    pub balancer: &'static str,
+    pub servers: Vec<ServerInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    pub declared_at: String,
+}
+
+fn l4_pool_servers(pool: &super::l4::L4Pool, now: std::time::Instant) -> Vec<ServerInfo> {
+    pool.servers
+        .iter()
+        .zip(&pool.states)
+        .map(|(s, st)| ServerInfo {
+            address: s.address.clone(),
+            weight: s.weight,
+            healthy: st.available(now),
+            in_flight: st.in_flight(),
+        })
+        .collect()
+}
+
+fn l4_service_text(s: &L4ServiceInfo) -> String {
+    let servers: Vec<String> = s
+        .servers
+        .iter()
+        .map(|sv| {
+            let mut t = sv.address.clone();
+            if sv.weight != 1 {
+                t.push_str(&format!(" (weight {})", sv.weight));
+            }
+            if !sv.healthy {
+                t.push_str(" (unavailable)");
+            }
+            t
+        })
+        .collect();
+    let mut line = format!("  target:  service {} -> {}", s.name, servers.join(", "));
+    if let Some(v) = s.proxy_protocol {
+        line.push_str(&format!("  PROXY protocol v{v}"));
+    }
+    if let Some(h) = &s.health_check {
+        line.push_str(&format!("  health {h}"));
+    }
+    line.push('\n');
+    line
+}
+
+impl TcpRouteInfo {
+    pub fn of(r: &super::l4::TcpRoute, now: std::time::Instant) -> Self {
+        let s = &r.service;
+        TcpRouteInfo {
+            name: r.name.clone(),
+            rule: r.rule_text.clone(),
+            priority: r.priority,
+            entrypoints: r.entrypoints.clone(),
+            tls: r.tls.clone(),
+            middlewares: r.middlewares.iter().map(|m| m.describe()).collect(),
+            service: L4ServiceInfo {
+                name: s.name.clone(),
+                balancer: s.pool.kind(),
+                servers: l4_pool_servers(&s.pool, now),
+                proxy_protocol: s.proxy_protocol,
+                health_check: s.health.map(|h| {
+                    format!(
+                        "tcp connect every {:?}, timeout {:?}",
+                        h.interval, h.timeout
+                    )
+                }),
+                declared_at: s.declared_at.to_string(),
+            },
+            declared_at: r.declared_at.to_string(),
+        }
+    }
+}
+
+impl UdpRouteInfo {
+    pub fn of(r: &super::l4::UdpRoute, now: std::time::Instant) -> Self {
+        let s = &r.service;
+        UdpRouteInfo {
+            name: r.name.clone(),
+            entrypoints: r.entrypoints.clone(),
+            service: L4ServiceInfo {
+                name: s.name.clone(),
+                balancer: s.pool.kind(),
+                servers: l4_pool_servers(&s.pool, now),
+                proxy_protocol: None,
+                health_check: None,
+                declared_at: s.declared_at.to_string(),
+            },
+            declared_at: r.declared_at.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -127,7 +254,21 @@ impl TableInfo {
             .iter()
             .map(|s| service_info(s, now))
             .collect();
-        TableInfo { routes, services }
+        let l4 = table.l4();
+        TableInfo {
+            routes,
+            services,
+            tcp_routes: l4
+                .tcp_routes()
+                .iter()
+                .map(|r| TcpRouteInfo::of(r, now))
+                .collect(),
+            udp_routes: l4
+                .udp_routes()
+                .iter()
+                .map(|r| UdpRouteInfo::of(r, now))
+                .collect(),
+        }
     }
 
     /// The human-readable listing `check` prints.
@@ -205,11 +346,54 @@ impl TableInfo {
                 out.push_str(&format!("  mirror {mirror}  {percent}% of requests\n"));
             }
         }
+        for r in &self.tcp_routes {
+            let eps = if r.entrypoints.is_empty() {
+                "all".to_string()
+            } else {
+                r.entrypoints.join(",")
+            };
+            out.push_str(&format!(
+                "tcp route {}  priority {}  entrypoints {}  ({})\n",
+                r.name, r.priority, eps, r.declared_at
+            ));
+            out.push_str(&format!("  rule:    {}\n", r.rule));
+            let tls = match &r.tls {
+                None => "cleartext connections only".to_string(),
+                Some(super::l4::TcpTls::Passthrough) => "TLS passthrough".to_string(),
+                Some(super::l4::TcpTls::Terminate { .. }) => {
+                    "TLS terminated by the router".to_string()
+                }
+            };
+            out.push_str(&format!("  tls:     {tls}\n"));
+            if !r.middlewares.is_empty() {
+                out.push_str(&format!("  middlewares: {}\n", r.middlewares.join(", ")));
+            }
+            out.push_str(&l4_service_text(&r.service));
+        }
+        for r in &self.udp_routes {
+            let eps = if r.entrypoints.is_empty() {
+                "all".to_string()
+            } else {
+                r.entrypoints.join(",")
+            };
+            out.push_str(&format!(
+                "udp route {}  entrypoints {}  ({})\n",
+                r.name, eps, r.declared_at
+            ));
+            out.push_str(&l4_service_text(&r.service));
+        }
         out.push_str(&format!(
             "{} routes, {} services\n",
             self.routes.len(),
             self.services.len()
         ));
+        if !self.tcp_routes.is_empty() || !self.udp_routes.is_empty() {
+            out.push_str(&format!(
+                "{} TCP routes, {} UDP routes\n",
+                self.tcp_routes.len(),
+                self.udp_routes.len()
+            ));
+        }
         out
     }
 }

@@ -234,6 +234,8 @@ pub enum Matcher {
     Query(String, Option<String>),
     QueryRegex(String, Pattern),
     ClientIp(IpNet),
+    /// A TLS client offered this ALPN protocol (TCP rules only; never true for an HTTP request).
+    Alpn(String),
     And(Box<Matcher>, Box<Matcher>),
     Or(Box<Matcher>, Box<Matcher>),
     Not(Box<Matcher>),
@@ -284,6 +286,7 @@ impl Matcher {
                 query_pairs(req.query).any(|(k, v)| k == key.as_str() && p.is_match(&v))
             }
             Matcher::ClientIp(net) => net.contains(&canonical_ip(req.client_ip)),
+            Matcher::Alpn(_) => false,
             Matcher::And(a, b) => a.matches(req)? && b.matches(req)?,
             Matcher::Or(a, b) => a.matches(req)? || b.matches(req)?,
             Matcher::Not(a) => !a.matches(req)?,
@@ -343,6 +346,7 @@ impl Matcher {
             Matcher::ClientIp(_) => format!("client {}", canonical_ip(req.client_ip)),
             Matcher::Not(inner) => inner.had(req),
             Matcher::Predicate(_) => "false".to_string(),
+            Matcher::Alpn(_) => "no ALPN (an HTTP request)".to_string(),
             Matcher::Or(..) => "no alternative matched".to_string(),
             Matcher::Always | Matcher::And(..) => "no match".to_string(),
         }
@@ -486,6 +490,7 @@ impl fmt::Display for Matcher {
                 write!(f, "QueryRegexp({}, {})", quote(k), quote(&p.source))
             }
             Matcher::ClientIp(net) => write!(f, "ClientIP({})", quote(&net.to_string())),
+            Matcher::Alpn(p) => write!(f, "ALPN({})", quote(p)),
             Matcher::And(a, b) => {
                 a.fmt_operand(f, 2)?;
                 f.write_str(" && ")?;

@@ -7,6 +7,7 @@
 //! for balancer counters and server state (health, in-flight), which live behind atomics.
 
 pub mod describe;
+pub mod l4;
 pub mod matcher;
 pub mod rule;
 pub mod service;
@@ -14,6 +15,6 @@ pub mod table;
 
 pub use describe::{Describe, TableInfo};
 pub use matcher::{HostPattern, Matcher, Predicate, RequestView};
-pub use rule::{parse_rule, RuleError, RuleSyntax};
+pub use rule::{parse_rule, parse_tcp_rule, RuleError, RuleSyntax};
 pub use service::{Pick, Picked, Pool, Server, Service, ServiceKind};
 pub use table::{Handler, Location, MetricsSlot, Route, RouteTable, RouteTls, Target, TlsDomain};

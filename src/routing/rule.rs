@@ -113,20 +113,45 @@ pub fn parse_rule(input: &str, syntax: RuleSyntax) -> Result<Matcher, RuleError>
         pos: 0,
         peeked: None,
         syntax,
+        tcp: false,
         depth: 0,
         leaves: 0,
     };
-    if p.peek()?.0 == Tok::Eof {
-        return Err(p.err(0, "empty rule"));
-    }
-    let rule = p.parse_or()?;
-    match p.peek()? {
-        (Tok::Eof, _) => Ok(rule),
-        (Tok::RParen, pos) => Err(p.err(pos, "unexpected \")\" without a matching \"(\"")),
-        (tok, pos) => Err(p.err(
-            pos,
-            format!("unexpected {}, expected \"&&\" or \"||\"", tok.describe()),
-        )),
+    p.parse_all()
+}
+
+/// Parses a Traefik TCP router rule (``HostSNI(`db.example.com`)``, `HostSNIRegexp`,
+/// `ClientIP`, `ALPN`, combined with `&&`, `||`, `!` and parentheses) into a matcher tree of
+/// `Always` (``HostSNI(`*`)``), `Host`/`HostRegex` (matched against the SNI name), `ClientIp`
+/// and `Alpn`. HTTP matchers are refused with a hint.
+pub fn parse_tcp_rule(input: &str, syntax: RuleSyntax) -> Result<Matcher, RuleError> {
+    let mut p = Parser {
+        src: input,
+        pos: 0,
+        peeked: None,
+        syntax,
+        tcp: true,
+        depth: 0,
+        leaves: 0,
+    };
+    p.parse_all()
+}
+
+impl Parser<'_> {
+    fn parse_all(&mut self) -> Result<Matcher, RuleError> {
+        let p = self;
+        if p.peek()?.0 == Tok::Eof {
+            return Err(p.err(0, "empty rule"));
+        }
+        let rule = p.parse_or()?;
+        match p.peek()? {
+            (Tok::Eof, _) => Ok(rule),
+            (Tok::RParen, pos) => Err(p.err(pos, "unexpected \")\" without a matching \"(\"")),
+            (tok, pos) => Err(p.err(
+                pos,
+                format!("unexpected {}, expected \"&&\" or \"||\"", tok.describe()),
+            )),
+        }
     }
 }
 
@@ -150,7 +175,18 @@ enum Func {
     Query,
     QueryRegexp,
     ClientIp,
+    HostSni,
+    HostSniRegexp,
+    Alpn,
 }
+
+const TCP_FUNCS: &[Func] = &[
+    Func::HostSni,
+    Func::HostSniRegexp,
+    Func::ClientIp,
+    Func::Alpn,
+];
+const TCP_V2_FUNCS: &[Func] = &[Func::HostSni, Func::HostSniRegexp, Func::ClientIp];
 
 const V3_FUNCS: &[Func] = &[
     Func::Host,
@@ -196,6 +232,17 @@ impl Func {
             Func::Query => "Query",
             Func::QueryRegexp => "QueryRegexp",
             Func::ClientIp => "ClientIP",
+            Func::HostSni => "HostSNI",
+            Func::HostSniRegexp => "HostSNIRegexp",
+            Func::Alpn => "ALPN",
+        }
+    }
+
+    fn all_for(syntax: RuleSyntax, tcp: bool) -> &'static [Func] {
+        match (tcp, syntax) {
+            (false, s) => Func::all(s),
+            (true, RuleSyntax::V3) => TCP_FUNCS,
+            (true, RuleSyntax::V2) => TCP_V2_FUNCS,
         }
     }
 
@@ -269,6 +316,22 @@ fn unknown_matcher_message(name: &str, syntax: RuleSyntax) -> String {
         }
     } else if let Some(f) = closest_name(name, own) {
         msg.push_str(&format!(" (did you mean {:?}?)", f.name()));
+    }
+    msg
+}
+
+fn unknown_tcp_matcher_message(name: &str) -> String {
+    let mut msg = format!("unknown TCP matcher {name:?}");
+    if let Some(f) = closest_name(name, TCP_FUNCS) {
+        msg.push_str(&format!(" (did you mean {:?}?)", f.name()));
+    } else if Func::all(RuleSyntax::V3)
+        .iter()
+        .chain(Func::all(RuleSyntax::V2))
+        .any(|f| f.name().eq_ignore_ascii_case(name))
+    {
+        msg.push_str(
+            " (an HTTP matcher; a TCP rule has HostSNI, HostSNIRegexp, ClientIP and ALPN)",
+        );
     }
     msg
 }
@@ -373,6 +436,8 @@ struct Parser<'a> {
     pos: usize,
     peeked: Option<Token<'a>>,
     syntax: RuleSyntax,
+    /// A TCP router rule: only the TCP matchers exist.
+    tcp: bool,
     depth: usize,
     leaves: usize,
 }
@@ -500,8 +565,16 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_call(&mut self, name: &'a str, name_pos: usize) -> Result<Matcher, RuleError> {
-        let func = Func::lookup(name, self.syntax)
-            .ok_or_else(|| self.err(name_pos, unknown_matcher_message(name, self.syntax)))?;
+        let func = if self.tcp {
+            Func::all_for(self.syntax, true)
+                .iter()
+                .copied()
+                .find(|f| name_matches(name, f.name()))
+                .ok_or_else(|| self.err(name_pos, unknown_tcp_matcher_message(name)))?
+        } else {
+            Func::lookup(name, self.syntax)
+                .ok_or_else(|| self.err(name_pos, unknown_matcher_message(name, self.syntax)))?
+        };
         let (tok, open_pos) = self.peek()?;
         if tok != Tok::LParen {
             return Err(self.err(
@@ -677,6 +750,19 @@ impl<'a> Parser<'a> {
                 self.pattern(func, v, Pattern::new(&v.value))?,
             )),
             (Func::ClientIp, [a]) => Ok(Matcher::ClientIp(self.client_ip(func, a)?)),
+            (Func::HostSni, [a]) => self.host(func, a),
+            (Func::HostSniRegexp, [a]) => {
+                self.ascii_only(func, a)?;
+                let p = Pattern::case_insensitive(&a.value);
+                Ok(Matcher::HostRegex(self.pattern(func, a, p)?))
+            }
+            (Func::Alpn, [a]) => {
+                // As Traefik: the TLS-ALPN-01 challenge protocol is the router's own.
+                if a.value.eq_ignore_ascii_case("acme-tls/1") {
+                    return Err(self.err(a.pos, "ALPN: acme-tls/1 is reserved for ACME challenges"));
+                }
+                Ok(Matcher::Alpn(a.value.to_string()))
+            }
             _ => Err(self.err(name_pos, format!("{name} is not available in v3 syntax"))),
         }
     }
@@ -736,6 +822,17 @@ impl<'a> Parser<'a> {
                     .iter()
                     .map(|a| self.method(func, a).map(Matcher::Method));
                 self.fold(methods, Matcher::or, name_pos)
+            }
+            Func::HostSni => {
+                let hosts = args.iter().map(|a| self.host(func, a));
+                self.fold(hosts, Matcher::or, name_pos)
+            }
+            Func::HostSniRegexp => {
+                let hosts = args.iter().map(|a| {
+                    let p = Pattern::case_insensitive(&a.value);
+                    self.pattern(func, a, p).map(Matcher::HostRegex)
+                });
+                self.fold(hosts, Matcher::or, name_pos)
             }
             Func::ClientIp => {
                 let nets = args

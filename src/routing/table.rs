@@ -159,6 +159,8 @@ pub struct RouteTable<M> {
     services: Vec<Arc<Service>>,
     /// One index per entrypoint; a handful at most, so a linear scan beats hashing.
     index: Vec<(String, EntryIndex)>,
+    /// The TCP and UDP routes of the same build.
+    l4: Arc<super::l4::L4Table>,
 }
 
 /// Why a lookup could not decide: a script predicate failed (message for the log only).
@@ -174,6 +176,7 @@ impl<M> Default for RouteTable<M> {
             routes: Vec::new(),
             services: Vec::new(),
             index: Vec::new(),
+            l4: Arc::default(),
         }
     }
 }
@@ -237,7 +240,19 @@ impl<M> RouteTable<M> {
             routes,
             services,
             index,
+            l4: Arc::default(),
         }
+    }
+
+    /// The table with the TCP and UDP routes of the same build.
+    pub fn with_l4(mut self, l4: super::l4::L4Table) -> Self {
+        self.l4 = Arc::new(l4);
+        self
+    }
+
+    /// The TCP and UDP routes (shared: a TCP connection keeps them while it lives).
+    pub fn l4(&self) -> &Arc<super::l4::L4Table> {
+        &self.l4
     }
 
     pub fn routes(&self) -> &[Arc<Route<M>>] {

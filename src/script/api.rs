@@ -202,6 +202,8 @@ struct CollectorState {
     on_demand: Vec<OnDemandDecl>,
     /// `tls_options(name, #{...})`: named TLS options routes choose with `.tls(#{ options })`.
     tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
+    /// `tcp_route`, `tcp_service`, `udp_route`, `udp_service` calls.
+    l4: super::l4_api::L4Decls,
 }
 
 /// `tls_default_certificate(#{ resolver, main, sans })`: the default certificate is the one a
@@ -237,6 +239,7 @@ pub struct Declarations {
     pub default_generated: Option<DefaultGenerated>,
     pub on_demand: Vec<OnDemandDecl>,
     pub tls_options: Vec<(String, crate::tls::TlsOptions, Location)>,
+    pub l4: super::l4_api::L4Decls,
 }
 
 /// Records declarations during one build.
@@ -264,7 +267,13 @@ impl Collector {
             default_generated: st.default_generated.take(),
             on_demand: std::mem::take(&mut st.on_demand),
             tls_options: std::mem::take(&mut st.tls_options),
+            l4: std::mem::take(&mut st.l4),
         }
+    }
+
+    /// Records a TCP/UDP declaration.
+    pub(super) fn with_l4(&self, f: impl FnOnce(&mut super::l4_api::L4Decls)) {
+        f(&mut lock(&self.state).l4);
     }
 
     pub(super) fn location(&self, ctx: &NativeCallContext) -> Location {
@@ -631,6 +640,7 @@ pub fn register_builders(
         },
     );
     super::service_api::register(engine, collector, hooks);
+    super::l4_api::register(engine, collector);
     let c = collector.clone();
     engine.register_fn(
         "warn",

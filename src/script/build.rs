@@ -109,6 +109,8 @@ pub struct BuildEnv {
     pub admin: Option<std::net::SocketAddr>,
     /// The entrypoints that terminate TLS (a `.tls()` route on none of them is warned about).
     pub tls_entrypoints: Vec<String>,
+    /// The UDP entrypoints (`NAME=ADDR/udp`): only UDP routes may name them.
+    pub udp_entrypoints: Vec<String>,
 }
 
 impl BuildEnv {
@@ -127,6 +129,7 @@ impl BuildEnv {
             entrypoints,
             admin,
             tls_entrypoints: Vec::new(),
+            udp_entrypoints: Vec::new(),
         }
     }
 }
@@ -216,12 +219,20 @@ pub fn build_with(
     let default_generated = decls.default_generated.take();
     let on_demand = std::mem::take(&mut decls.on_demand);
     let tls_options = std::mem::take(&mut decls.tls_options);
+    let l4_decls = std::mem::take(&mut decls.l4);
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
         Some(src) => e.with_source(&src.text),
         None => e,
     };
     let (table, compile_warnings) = compile(decls, entrypoints, previous)
         .map_err(|errs| errs.into_iter().map(with_source).collect::<Vec<_>>())?;
+    let l4_env = super::l4_api::L4Env {
+        entrypoints,
+        udp: &env.udp_entrypoints,
+    };
+    let l4 = super::l4_api::compile(l4_decls, &l4_env, previous.map(|p| p.l4().as_ref()))
+        .map_err(|errs| errs.into_iter().map(with_source).collect::<Vec<_>>())?;
+    let table = table.with_l4(l4);
 
     let mut lib = AST::empty();
     let mut files = std::collections::HashMap::new();

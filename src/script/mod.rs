@@ -11,6 +11,7 @@ pub mod build;
 pub mod error;
 pub mod expect;
 pub mod hook;
+pub mod l4_api;
 pub mod mw_api;
 pub mod service_api;
 
