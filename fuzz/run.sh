@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets: `bash fuzz/run.sh TARGET SECONDS` or `bash fuzz/run.sh all SECONDS`
-# (each target in turn, SECONDS each). Targets: canonical_path host rule recording.
+# (each target in turn, SECONDS each). Targets: see TARGETS below.
 #
 # Installs cargo-fuzz when missing. Uses the nightly toolchain when rustup has one; otherwise the
 # stable one with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs nightly-only flags such as -Zsanitizer).
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS=(canonical_path host rule recording tls_config traefik_config)
+TARGETS=(canonical_path host rule recording tls_config traefik_config proxy_protocol client_hello)
 
 usage() {
     echo "usage: bash fuzz/run.sh TARGET|all SECONDS   (targets: ${TARGETS[*]})" >&2

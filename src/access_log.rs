@@ -271,7 +271,33 @@ struct Counters {
 
 enum Msg {
     Entry(Box<Entry>),
+    Conn(Box<ConnEntry>),
     Close,
+}
+
+/// One TCP connection or UDP session a TCP/UDP route served, logged when it ends.
+#[derive(Debug, Clone)]
+pub struct ConnEntry {
+    pub start: SystemTime,
+    pub client: SocketAddr,
+    pub entrypoint: Arc<str>,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    pub route: String,
+    pub service: String,
+    /// `host:port`, when a server was reached.
+    pub server: Option<String>,
+    /// The ClientHello's server name, for TLS connections.
+    pub sni: Option<String>,
+    /// `passthrough`, `terminate` or `none`.
+    pub tls: &'static str,
+    /// Bytes (datagram payload bytes for UDP) from the client and to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    /// `ok`, or why it ended early: `refused`, `no_server`, `handshake_failed`, `error`,
+    /// `route_removed`.
+    pub outcome: &'static str,
 }
 
 /// The running access log, shared by every proxy worker.
@@ -437,6 +463,21 @@ impl AccessLog {
         }
     }
 
+    /// Queues a finished TCP connection or UDP session (kept unless a minimum duration is set
+    /// and it was shorter; status ranges do not apply: it has no status).
+    pub fn send_conn(&self, entry: ConnEntry) {
+        if self
+            .filter
+            .min_duration
+            .is_some_and(|m| entry.duration <= m)
+        {
+            return;
+        }
+        if self.tx.try_send(Msg::Conn(Box::new(entry))).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Lines written so far.
     pub fn written(&self) -> u64 {
         self.counters.written.load(Ordering::Relaxed)
@@ -496,11 +537,14 @@ impl Writer {
         let mut reported = (0u64, Instant::now());
         loop {
             match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(Msg::Entry(e)) => {
+                Ok(msg @ (Msg::Entry(_) | Msg::Conn(_))) => {
                     line.clear();
-                    match self.format {
-                        Format::Common => common_line(&e, &mut line),
-                        Format::Json => json_line(&e, &mut line),
+                    match (&msg, self.format) {
+                        (Msg::Entry(e), Format::Common) => common_line(e, &mut line),
+                        (Msg::Entry(e), Format::Json) => json_line(e, &mut line),
+                        (Msg::Conn(c), Format::Common) => conn_common_line(c, &mut line),
+                        (Msg::Conn(c), Format::Json) => conn_json_line(c, &mut line),
+                        (Msg::Close, _) => {}
                     }
                     match self.out.write_all(&line) {
                         Ok(()) => {
@@ -661,6 +705,70 @@ fn common_line(e: &Entry, out: &mut Vec<u8>) {
     push_quoted(&mut s, e.server.as_ref().map(service_url).as_deref());
     let _ = writeln!(s, " {}ms", e.duration.as_millis());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// A TCP connection or UDP session in the common format's shape:
+/// `<client_ip> - - [<start>] "<TCP|UDP> <sni|-> <tls>" <outcome> <bytes_out> "<entrypoint>"
+/// <bytes_in> "<router>" "<server|->" <duration>ms`.
+fn conn_common_line(c: &ConnEntry, out: &mut Vec<u8>) {
+    let mut s = String::with_capacity(160);
+    let _ = write!(
+        s,
+        "{} - - [{}] \"{} {} {}\" {} {} ",
+        c.client.ip(),
+        clf_time(c.start),
+        c.protocol.to_ascii_uppercase(),
+        c.sni.as_deref().unwrap_or("-"),
+        c.tls,
+        c.outcome,
+        c.bytes_out,
+    );
+    push_quoted(&mut s, Some(&c.entrypoint));
+    let _ = write!(s, " {} ", c.bytes_in);
+    push_quoted(&mut s, Some(&c.route));
+    s.push(' ');
+    push_quoted(&mut s, c.server.as_deref());
+    let _ = writeln!(s, " {}ms", c.duration.as_millis());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A TCP connection or UDP session as JSON, with Traefik's names where a field means the same.
+fn conn_json_line(c: &ConnEntry, out: &mut Vec<u8>) {
+    let start = humantime::format_rfc3339_nanos(c.start).to_string();
+    let mut m = Map::new();
+    m.insert("ClientAddr".into(), Value::from(c.client.to_string()));
+    m.insert("ClientHost".into(), Value::from(c.client.ip().to_string()));
+    m.insert(
+        "ClientPort".into(),
+        Value::from(c.client.port().to_string()),
+    );
+    m.insert("Protocol".into(), Value::from(c.protocol));
+    m.insert("RouterName".into(), Value::from(c.route.as_str()));
+    m.insert("ServiceName".into(), Value::from(c.service.as_str()));
+    if let Some(s) = &c.server {
+        m.insert("ServiceAddr".into(), Value::from(s.as_str()));
+    }
+    if let Some(n) = &c.sni {
+        m.insert("TLSServerName".into(), Value::from(n.as_str()));
+    }
+    m.insert("TLSMode".into(), Value::from(c.tls));
+    m.insert("Outcome".into(), Value::from(c.outcome));
+    m.insert("RequestContentSize".into(), Value::from(c.bytes_in));
+    m.insert("DownstreamContentSize".into(), Value::from(c.bytes_out));
+    m.insert(
+        "Duration".into(),
+        Value::from(u64::try_from(c.duration.as_nanos()).unwrap_or(u64::MAX)),
+    );
+    m.insert("StartUTC".into(), Value::from(start.clone()));
+    m.insert("StartLocal".into(), Value::from(start));
+    m.insert("entryPointName".into(), Value::from(&*c.entrypoint));
+    m.insert("level".into(), Value::from("info"));
+    m.insert("msg".into(), Value::from(""));
+    if serde_json::to_writer(&mut *out, &Value::Object(m)).is_ok() {
+        out.push(b'\n');
+    } else {
+        out.clear();
+    }
 }
 
 /// One JSON object with Traefik's field names (keys sorted, as Traefik writes them).

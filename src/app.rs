@@ -117,9 +117,9 @@ impl Router {
             .map(|(n, _)| n)
             .filter(|n| cfg.settings.is_tls(n))
             .collect();
-        let certs = if tls_entrypoints.is_empty() {
-            None
-        } else {
+        // Always: TLS entrypoints serve these certificates, and so do TCP routes that terminate
+        // TLS on any entrypoint.
+        let certs = {
             let base = match control.origin() {
                 ScriptsOrigin::Dir(d) => d.clone(),
                 ScriptsOrigin::Embedded | ScriptsOrigin::Generated(_) => PathBuf::from("."),
@@ -326,6 +326,10 @@ impl Router {
                 name,
                 socket,
                 timeout,
+                crate::proxy::udp::Observers {
+                    metrics: control.metrics(),
+                    access_log: access_log.clone(),
+                },
                 shutdown_rx.clone(),
             )));
         }

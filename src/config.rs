@@ -1463,6 +1463,16 @@ pub fn resolve(common: &CommonArgs, run: Option<&RunArgs>) -> anyhow::Result<Con
         }
     }
     for o in &common.entrypoint_options {
+        // The flag's values are split at commas (for the environment variable), so a list value
+        // (`proxy-protocol.trusted-ips=a,b`, `tls.cipher-suites=x,y`) arrives in pieces: a piece
+        // without `=` continues the value before it.
+        if !o.contains('=') {
+            if let Some((_, _, value, true)) = option_pairs.last_mut() {
+                value.push(',');
+                value.push_str(o);
+                continue;
+            }
+        }
         let (target, value) = o.split_once('=').with_context(|| {
             format!("invalid entrypoint option {o:?}: write NAME.KEY=VALUE, e.g. web.max-connections=1000")
         })?;

@@ -7,7 +7,10 @@
 //! `MetricsSlot` the route carries (opaque to routing; a `RouteHandle` here), and series survive rebuilds because the registry keys them by
 //! route, service and hook, not by table (series of routes a build removed are dropped with
 //! it). Server up/down is read from the live table's
-//! `ServerState`s at scrape time, so it never lags the health checker.
+//! `ServerState`s at scrape time, so it never lags the health checker. The admin API reads
+//! per-route and per-service totals and p50/p99 durations (`route_stats`, `service_stats`:
+//! `histogram_quantile` over the summed duration buckets, as Prometheus would) from the same
+//! series.
 //!
 //! Invariants: no lock on the request path (a `OnceLock` read and a type check, then atomics; rare events such as
 //! upstream errors and retries take one `DashMap` shard); label cardinality is bounded by the
@@ -31,6 +34,9 @@ use crate::routing::Target;
 use crate::table::{Route, RouteTable};
 
 /// Request duration buckets (seconds): Traefik's 0.1, 0.3, 1.2, 5 region with finer low ones.
+mod l4;
+pub use l4::{L4Totals, OpenGuard};
+
 pub const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -197,6 +203,113 @@ impl Histogram {
     }
 }
 
+/// The `q`-quantile (0 ≤ q ≤ 1) of a histogram, as Prometheus' `histogram_quantile` estimates
+/// it: `cumulative` holds the cumulative count at each finite upper bound of `bounds`
+/// (ascending), `count` is the `+Inf` bucket (all observations). The quantile's rank
+/// (`q × count`) falls in the first bucket whose cumulative count reaches it and is
+/// interpolated linearly within that bucket, the first bucket starting at 0; a rank past every
+/// finite bucket gives the highest finite bound. `None` with no observations (or `q` outside
+/// 0..=1, or no finite bound). Where Prometheus would divide 0 by 0 (`q` = 0 and an empty first
+/// bucket) the bucket's lower bound is returned.
+pub fn histogram_quantile(q: f64, bounds: &[f64], cumulative: &[u64], count: u64) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let finite = bounds.len().min(cumulative.len());
+    // As Prometheus' `ensureMonotonic`: a count read half-way is at least the last bucket.
+    let count = count.max(cumulative.get(..finite)?.iter().copied().max().unwrap_or(0));
+    if count == 0 || finite == 0 {
+        return None;
+    }
+    let rank = q * count as f64;
+    let mut below = 0u64; // cumulative count of the buckets before the one the rank falls in
+    let mut start = 0.0; // and the lower bound of that bucket
+    for (bound, cum) in bounds.iter().zip(cumulative) {
+        let cum = (*cum).max(below);
+        if cum as f64 >= rank {
+            let in_bucket = cum - below;
+            if in_bucket == 0 {
+                return Some(start);
+            }
+            let into = rank - below as f64;
+            return Some(start + (bound - start) * (into / in_bucket as f64));
+        }
+        below = cum;
+        start = *bound;
+    }
+    // The rank is in the `+Inf` bucket: its lower bound is the most that can be said.
+    Some(start)
+}
+
+/// Request durations of a route or a service: the cumulative bucket counts of its histograms
+/// summed over its series (entrypoints; for a service, the routes sending to it), at the bounds
+/// of `REQUEST_BUCKETS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durations {
+    /// Cumulative count at each bound of `REQUEST_BUCKETS` (empty: nothing added yet).
+    cumulative: Vec<u64>,
+    /// Every observation (the `+Inf` bucket).
+    count: u64,
+}
+
+impl Durations {
+    fn add(&mut self, h: &Histogram) {
+        let (cumulative, count, _) = h.snapshot();
+        if self.cumulative.len() < cumulative.len() {
+            self.cumulative.resize(cumulative.len(), 0);
+        }
+        for (acc, n) in self.cumulative.iter_mut().zip(cumulative) {
+            *acc = acc.saturating_add(n);
+        }
+        self.count = self.count.saturating_add(count);
+    }
+
+    /// How many requests were timed.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q`-quantile in seconds (`histogram_quantile`); `None` before the first request.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        histogram_quantile(q, REQUEST_BUCKETS, &self.cumulative, self.count)
+    }
+
+    /// The `q`-quantile in milliseconds; `None` before the first request.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.quantile(q).map(|s| s * 1000.0)
+    }
+}
+
+/// A route's or a service's totals and request durations (`Metrics::route_stats`,
+/// `Metrics::service_stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    pub counts: RouteCounts,
+    pub durations: Durations,
+}
+
+impl RequestStats {
+    /// Median request duration in milliseconds; `None` before the first request.
+    pub fn p50_ms(&self) -> Option<f64> {
+        self.durations.quantile_ms(0.5)
+    }
+
+    /// 99th percentile request duration in milliseconds; `None` before the first request.
+    pub fn p99_ms(&self) -> Option<f64> {
+        self.durations.quantile_ms(0.99)
+    }
+
+    fn add(&mut self, series: &RequestSeries) {
+        let c = series.counts();
+        self.counts.requests += c.requests;
+        self.counts.client_errors += c.client_errors;
+        self.counts.server_errors += c.server_errors;
+        for e in series.entries.iter() {
+            self.durations.add(&e.duration);
+        }
+    }
+}
+
 /// Counters per status code 100..=999, one lazily allocated block of 100 per hundred.
 #[derive(Debug, Default)]
 struct CodeCounters {
@@ -269,6 +382,29 @@ impl RequestSeries {
             entries: (0..entrypoints).map(|_| EntrySeries::new()).collect(),
             grpc: Default::default(),
         }
+    }
+
+    /// Totals over every entrypoint, kind and method.
+    fn counts(&self) -> RouteCounts {
+        let mut c = RouteCounts::default();
+        for e in self.entries.iter() {
+            for codes in e
+                .by_kind
+                .iter()
+                .filter_map(OnceLock::get)
+                .flat_map(|b| b.iter())
+            {
+                for (code, n) in codes.each() {
+                    c.requests += n;
+                    match code {
+                        400..=499 => c.client_errors += n,
+                        500..=599 => c.server_errors += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        c
     }
 
     fn observe(&self, entrypoint: usize, kind: &RequestKind<'_>, code: u16, took: Duration) {
@@ -356,6 +492,8 @@ pub struct Metrics {
     services: DashMap<String, Arc<ServiceCounters>>,
     builds: Builds,
     provider_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// TCP and UDP routes' series.
+    l4: l4::L4Map,
 }
 
 impl Metrics {
@@ -374,6 +512,7 @@ impl Metrics {
             services: DashMap::new(),
             builds: Builds::default(),
             provider_errors: Mutex::new(BTreeMap::new()),
+            l4: DashMap::new(),
         })
     }
 
@@ -403,6 +542,7 @@ impl Metrics {
         self.hooks.retain(|k, _| hooks.contains(k));
         let services: HashSet<&str> = table.services().iter().map(|s| s.name.as_str()).collect();
         self.services.retain(|k, _| services.contains(k.as_str()));
+        self.attach_l4(table);
     }
 
     /// The route's handle, plus the registry keys it uses.
@@ -563,22 +703,34 @@ impl Metrics {
         let mut out: BTreeMap<String, RouteCounts> = BTreeMap::new();
         for ((route, _), series) in self.request_series() {
             let c = out.entry(route).or_default();
-            for e in series.entries.iter() {
-                for codes in e
-                    .by_kind
-                    .iter()
-                    .filter_map(OnceLock::get)
-                    .flat_map(|b| b.iter())
-                {
-                    for (code, n) in codes.each() {
-                        c.requests += n;
-                        match code {
-                            400..=499 => c.client_errors += n,
-                            500..=599 => c.server_errors += n,
-                            _ => {}
-                        }
-                    }
-                }
+            let s = series.counts();
+            c.requests += s.requests;
+            c.client_errors += s.client_errors;
+            c.server_errors += s.server_errors;
+        }
+        out
+    }
+
+    /// Per-route totals and request durations (summed over entrypoints, methods, protocols
+    /// and status codes), for the JSON API's `p50_ms`/`p99_ms`; route "" is requests no route
+    /// took.
+    pub fn route_stats(&self) -> BTreeMap<String, RequestStats> {
+        let mut out: BTreeMap<String, RequestStats> = BTreeMap::new();
+        for ((route, _), series) in self.request_series() {
+            out.entry(route).or_default().add(&series);
+        }
+        out
+    }
+
+    /// Per-service totals and request durations: the requests of every route that sends to
+    /// the service (a weighted or failover service's children count none of their own here;
+    /// `switchyard_server_responses_total` has them per server). Handler routes and requests
+    /// no route took have no service and are left out.
+    pub fn service_stats(&self) -> BTreeMap<String, RequestStats> {
+        let mut out: BTreeMap<String, RequestStats> = BTreeMap::new();
+        for ((_, service), series) in self.request_series() {
+            if !service.is_empty() {
+                out.entry(service).or_default().add(&series);
             }
         }
         out
@@ -595,6 +747,7 @@ impl Metrics {
         self.render_builds(&mut out);
         self.render_hooks(&mut out);
         self.render_providers(&mut out);
+        self.render_l4(&mut out);
         out.0
     }
 
@@ -926,7 +1079,8 @@ fn render_servers(out: &mut Text, table: &RouteTable) {
     }
 }
 
-/// What `Metrics::route_counts` reports for one route.
+/// What `Metrics::route_counts` reports for one route (and `RequestStats` for a route or a
+/// service).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RouteCounts {
     pub requests: u64,
@@ -1115,6 +1269,134 @@ mod tests {
         assert_eq!(cum, vec![1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]);
         assert_eq!(count, 4);
         assert!((sum - 11.312).abs() < 1e-9, "{sum}");
+    }
+
+    fn close(got: Option<f64>, want: f64) -> bool {
+        got.is_some_and(|g| (g - want).abs() < 1e-9)
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_as_prometheus_does() {
+        // Ten observations (ms): 3, 4 | 7, 8, 9, 9.5 | 20 | 40 | 200 | 700, so per bucket
+        // le=0.005: 2, le=0.01: 4, le=0.025: 1, le=0.05: 1, le=0.25: 1, le=1: 1, and
+        // cumulatively [2, 6, 7, 8, 8, 9, 9, 10, 10, 10, 10].
+        let h = Histogram::new(REQUEST_BUCKETS);
+        for ms in [3.0, 4.0, 7.0, 8.0, 9.0, 9.5, 20.0, 40.0, 200.0, 700.0] {
+            h.observe(Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut d = Durations::default();
+        d.add(&h);
+        assert_eq!(d.cumulative, vec![2, 6, 7, 8, 8, 9, 9, 10, 10, 10, 10]);
+        assert_eq!(d.count(), 10);
+        // p50: rank 0.5 × 10 = 5, first reached at le=0.01 (6); that bucket holds 6 - 2 = 4
+        // and the rank is 5 - 2 = 3 into it: 5 ms + (10 - 5) ms × 3/4 = 8.75 ms.
+        assert!(close(d.quantile_ms(0.5), 8.75), "{:?}", d.quantile_ms(0.5));
+        // p99: rank 9.9, first reached at le=1 (10); the bucket (0.5, 1] holds 1 and the rank
+        // is 0.9 into it: 500 ms + 500 ms × 0.9 = 950 ms.
+        assert!(
+            close(d.quantile_ms(0.99), 950.0),
+            "{:?}",
+            d.quantile_ms(0.99)
+        );
+        // p10: rank 1 in the first bucket, which starts at 0: 5 ms × 1/2 = 2.5 ms.
+        assert!(close(d.quantile_ms(0.1), 2.5), "{:?}", d.quantile_ms(0.1));
+        // p25: rank 2.5, 0.5 into le=0.01: 5 ms + 5 ms × 0.5/4 = 5.625 ms.
+        assert!(
+            close(d.quantile_ms(0.25), 5.625),
+            "{:?}",
+            d.quantile_ms(0.25)
+        );
+        // p80: rank 8 is reached exactly at le=0.05: its upper bound, 50 ms.
+        assert!(close(d.quantile_ms(0.8), 50.0), "{:?}", d.quantile_ms(0.8));
+        // p100: rank 10, first reached at le=1: 1000 ms.
+        assert!(
+            close(d.quantile_ms(1.0), 1000.0),
+            "{:?}",
+            d.quantile_ms(1.0)
+        );
+    }
+
+    #[test]
+    fn quantiles_in_the_inf_bucket_none_without_observations() {
+        // Nine observations of 2 ms and one of 11 s (+Inf only): cumulative 9 at every bound,
+        // count 10.
+        let h = Histogram::new(REQUEST_BUCKETS);
+        for _ in 0..9 {
+            h.observe(Duration::from_millis(2));
+        }
+        h.observe(Duration::from_secs(11));
+        let mut d = Durations::default();
+        d.add(&h);
+        // p50: rank 5 of the 9 in (0, 5 ms]: 5 ms × 5/9.
+        assert!(close(d.quantile_ms(0.5), 5.0 * 5.0 / 9.0));
+        // p90: rank 9 is reached exactly at le=0.005: 5 ms.
+        assert!(close(d.quantile_ms(0.9), 5.0));
+        // p99: rank 9.9 is past every finite bucket: the highest finite bound, 10 s.
+        assert!(close(d.quantile(0.99), 10.0));
+
+        assert_eq!(Durations::default().quantile(0.5), None);
+        let mut empty = Durations::default();
+        empty.add(&Histogram::new(REQUEST_BUCKETS));
+        assert_eq!(empty.quantile(0.5), None, "no observations");
+        assert_eq!(
+            histogram_quantile(0.5, &[], &[], 3),
+            None,
+            "no finite bound"
+        );
+        assert_eq!(d.quantile(1.5), None);
+        assert_eq!(d.quantile(f64::NAN), None);
+        // q = 0 with an empty first bucket: its lower bound (Prometheus: 0/0).
+        assert_eq!(histogram_quantile(0.0, &[1.0, 2.0], &[0, 4], 4), Some(0.0));
+        // A count read before the buckets caught up is raised to the last one.
+        assert!(close(histogram_quantile(0.5, &[1.0, 2.0], &[2, 4], 3), 1.0));
+    }
+
+    #[test]
+    fn route_stats_sum_the_series_of_every_entrypoint() {
+        let m = Metrics::new(&["web".to_string(), "websecure".to_string()]);
+        let kind = RequestKind {
+            method: &Method::GET,
+            protocol: Protocol::Http,
+            version: http::Version::HTTP_11,
+        };
+        // Unrouted requests: 3 ms and 8 ms on web; 7 ms (a 502) and 40 ms (a 404) on websecure.
+        m.request(0, None, &kind, StatusCode::OK, Duration::from_millis(3));
+        m.request(0, None, &kind, StatusCode::OK, Duration::from_millis(8));
+        m.request(
+            1,
+            None,
+            &kind,
+            StatusCode::BAD_GATEWAY,
+            Duration::from_millis(7),
+        );
+        m.request(
+            1,
+            None,
+            &kind,
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(40),
+        );
+        let stats = m.route_stats();
+        let s = stats.get("").unwrap();
+        assert_eq!(
+            s.counts,
+            RouteCounts {
+                requests: 4,
+                client_errors: 1,
+                server_errors: 1
+            }
+        );
+        assert_eq!(s.counts, m.route_counts()[""]);
+        // Summed buckets: 1 in (0, 5], 2 in (5, 10], 1 in (25, 50] ms. p50: rank 2, 1 into
+        // (5, 10] of its 2: 7.5 ms. p99: rank 3.96, 0.96 into (25, 50]: 25 + 25 × 0.96 = 49 ms.
+        assert!(close(s.p50_ms(), 7.5), "{:?}", s.p50_ms());
+        assert!(close(s.p99_ms(), 49.0), "{:?}", s.p99_ms());
+        assert!(
+            m.service_stats().is_empty(),
+            "unrouted requests have no service"
+        );
+        let fresh = Metrics::new(&["web".to_string()]);
+        assert_eq!(fresh.route_stats()[""].p50_ms(), None);
     }
 
     #[test]

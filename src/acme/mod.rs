@@ -64,6 +64,32 @@ pub fn wanted<M>(table: &RouteTable<M>) -> Wanted {
             }
         }
     }
+    // TCP routes that terminate TLS with a resolver: their HostSNI names and domains.
+    for r in table.l4().tcp_routes() {
+        let Some(crate::routing::l4::TcpTls::Terminate {
+            resolver: Some(resolver),
+            domains,
+            ..
+        }) = &r.tls
+        else {
+            continue;
+        };
+        let names = out.entry(resolver.clone()).or_default();
+        for h in r.rule.required_hosts().unwrap_or_default() {
+            match h {
+                HostPattern::Exact(h) => names.insert(h),
+                HostPattern::Wildcard(suffix) => names.insert(format!("*{suffix}")),
+            };
+        }
+        for d in domains {
+            names.extend(
+                std::iter::once(&d.main)
+                    .chain(&d.sans)
+                    .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
+                    .filter(|n| !n.is_empty()),
+            );
+        }
+    }
     out
 }
 

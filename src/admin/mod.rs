@@ -13,6 +13,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod explain;
+pub mod l4;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -117,6 +118,22 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     if path.starts_with("/api/record") {
         return record(state, req).await;
     }
+    if path == "/api/explain/tcp" {
+        if req.method() != Method::POST {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 method not allowed: POST a connection description\n",
+            );
+        }
+        let body = match read_body(req, EXPLAIN_BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        return match l4::explain(state, &body) {
+            Ok(v) => json(&v),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    }
     if path == "/api/explain" {
         if req.method() != Method::POST {
             return text(
@@ -208,6 +225,8 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/api/overview" => json(&api::overview(state)),
         "/api/routes" => list(api::route_list),
         "/api/services" => list(api::service_list),
+        "/api/tcp/routes" => list(l4::tcp_routes),
+        "/api/udp/routes" => list(l4::udp_routes),
         "/api/middlewares" => list(api::middleware_list),
         "/api/entrypoints" => list(api::entrypoint_list),
         "/api/catalog" => list(api::catalog),

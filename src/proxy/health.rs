@@ -1,6 +1,7 @@
 //! Active health checks: one small task per checked server, on the control runtime, asking
 //! `GET <path>` every interval over the server's own scheme (`http`, `https` with the pool's
-//! TLS transport, `h2c`) and setting the server's `ServerState` healthy or not.
+//! TLS transport, `h2c`) and setting the server's `ServerState` healthy or not; the servers of
+//! a TCP service with `.health(...)` are checked by a TCP connect.
 //!
 //! Invariants: checks follow the live table — after every swap `sync` starts tasks for newly
 //! checked servers and stops those whose server state left the table or whose settings
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::upstream::{self, UpBody, UpstreamClient};
 use crate::balance::ServerState;
+use crate::routing::l4::TcpHealth;
 use crate::routing::service::{HealthCheck, Server, Transport};
 use crate::table::RouteTable;
 
@@ -55,6 +57,15 @@ pub struct HealthChecker {
     runtime: tokio::runtime::Handle,
     client: UpstreamClient,
     checks: Mutex<HashMap<usize, Check>>,
+    /// TCP services' checks (a TCP connect), keyed like `checks`.
+    tcp_checks: Mutex<HashMap<usize, TcpCheck>>,
+}
+
+struct TcpCheck {
+    _state: Arc<ServerState>,
+    settings: TcpHealth,
+    address: String,
+    task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for HealthChecker {
@@ -70,6 +81,7 @@ impl HealthChecker {
             client: upstream::client(Duration::from_secs(5), Duration::from_secs(30)),
             runtime,
             checks: Mutex::new(HashMap::new()),
+            tcp_checks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -91,6 +103,7 @@ impl HealthChecker {
                 );
             }
         }
+        self.sync_tcp(table);
         let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         checks.retain(|key, check| {
             let keep = wanted.get(key).is_some_and(|(_, settings, target, _)| {
@@ -124,9 +137,60 @@ impl HealthChecker {
         }
     }
 
+    /// Makes the running TCP connect checks match `table`'s TCP services.
+    fn sync_tcp(&self, table: &RouteTable) {
+        let mut wanted: HashMap<usize, (Arc<ServerState>, TcpHealth, String, String)> =
+            HashMap::new();
+        for route in table.l4().tcp_routes() {
+            let svc = &route.service;
+            let Some(hc) = svc.health else { continue };
+            for (server, state) in svc.pool.servers.iter().zip(&svc.pool.states) {
+                wanted.insert(
+                    Arc::as_ptr(state) as usize,
+                    (state.clone(), hc, server.address.clone(), svc.name.clone()),
+                );
+            }
+        }
+        let mut checks = self.tcp_checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks.retain(|key, check| {
+            let keep = wanted.get(key).is_some_and(|(_, hc, address, _)| {
+                *hc == check.settings && *address == check.address
+            });
+            if !keep {
+                check.task.abort();
+            }
+            keep
+        });
+        for (key, (state, settings, address, service)) in wanted {
+            if checks.contains_key(&key) {
+                continue;
+            }
+            let task = self.runtime.spawn(run_tcp_checks(
+                state.clone(),
+                settings,
+                address.clone(),
+                service,
+            ));
+            checks.insert(
+                key,
+                TcpCheck {
+                    _state: state,
+                    settings,
+                    address,
+                    task,
+                },
+            );
+        }
+    }
+
     /// How many servers are being checked.
     pub fn len(&self) -> usize {
         self.checks.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self
+                .tcp_checks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,6 +204,37 @@ impl Drop for HealthChecker {
         for (_, c) in checks.drain() {
             c.task.abort();
         }
+        let tcp = self.tcp_checks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, c) in tcp.drain() {
+            c.task.abort();
+        }
+    }
+}
+
+/// A TCP service's server checked by connecting every interval.
+async fn run_tcp_checks(state: Arc<ServerState>, hc: TcpHealth, address: String, service: String) {
+    loop {
+        let outcome = match tokio::time::timeout(
+            hc.timeout,
+            tokio::net::TcpStream::connect(address.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection within {:?}", hc.timeout)),
+        };
+        if state.set_active_healthy(outcome.is_ok()) {
+            match &outcome {
+                Ok(()) => {
+                    info!(%service, server = %address, "TCP health check passed; server is back")
+                }
+                Err(why) => {
+                    warn!(%service, server = %address, reason = %why, "TCP health check failed; server taken out")
+                }
+            }
+        }
+        tokio::time::sleep(hc.interval).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! Entrypoints and downstream connections: the accept loop (per-entrypoint connection cap),
-//! one HTTP/1.1 connection per client (exact head limit, header-read and idle timeouts watched
+//! Entrypoints and downstream connections: the accept loop (per-entrypoint connection cap), the
+//! PROXY header of a trusted client, the hand-over to the TCP routes (`tcp.rs`) on an entrypoint
+//! that has some, one HTTP/1.1 connection per client (exact head limit, header-read and idle timeouts watched
 //! by a separate task, graceful shutdown), and the hand-over of each request to the phase list.
 //!
 //! Invariants: a connection over the entrypoint's `max-connections` is closed before a byte is

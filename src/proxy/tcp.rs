@@ -115,8 +115,7 @@ impl Proxy {
         Dispatch::Done
     }
 
-    /// Serves one connection on `route`: its middlewares, TLS termination when asked, a server,
-    /// the PROXY header when asked, then bytes both ways until both sides are done.
+    /// Serves one connection on `route`, then logs and counts it.
     async fn tcp_forward(
         self: &Arc<Self>,
         stream: TcpStream,
@@ -127,10 +126,56 @@ impl Proxy {
     ) {
         let _tracked = tracker;
         let started = Instant::now();
+        let start = std::time::SystemTime::now();
+        let _open = self.metrics.tcp_open(&route.metrics);
+        let mut rec = ConnRecord::default();
+        self.tcp_serve(stream, c, &route, &mut rec).await;
+        let duration = started.elapsed();
+        debug!(route = %route.name, server = ?rec.server, client = %c.client, sni = ?sni, outcome = rec.outcome, bytes_in = rec.bytes_in, bytes_out = rec.bytes_out, duration_ms = duration.as_millis() as u64, "TCP connection ended");
+        self.metrics.tcp_done(
+            &route.metrics,
+            rec.outcome,
+            rec.bytes_in,
+            rec.bytes_out,
+            duration,
+        );
+        if let Some(log) = &self.access_log {
+            log.send_conn(crate::access_log::ConnEntry {
+                start,
+                client: c.client,
+                entrypoint: c.entrypoint.into(),
+                protocol: "tcp",
+                route: route.name.clone(),
+                service: route.service.name.clone(),
+                server: rec.server,
+                sni,
+                tls: match route.tls {
+                    None => "none",
+                    Some(TcpTls::Passthrough) => "passthrough",
+                    Some(TcpTls::Terminate { .. }) => "terminate",
+                },
+                bytes_in: rec.bytes_in,
+                bytes_out: rec.bytes_out,
+                duration,
+                outcome: rec.outcome,
+            });
+        }
+    }
+
+    /// One connection on `route`: its middlewares, TLS termination when asked, a server, the
+    /// PROXY header when asked, then bytes both ways until both sides are done.
+    async fn tcp_serve(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        c: &TcpConn<'_>,
+        route: &TcpRoute,
+        rec: &mut ConnRecord,
+    ) {
         let _permits = match l4::admit(&route.middlewares, c.client.ip()) {
             Ok(p) => p,
             Err(why) => {
                 debug!(route = %route.name, client = %c.client, "TCP connection refused: {why}");
+                rec.outcome = "refused";
                 return;
             }
         };
@@ -141,6 +186,7 @@ impl Proxy {
         let client: Box<dyn Io> = if terminate {
             let Some(config) = self.tcp_tls_config(c.tcp_tls) else {
                 debug!(route = %route.name, "no TLS configuration for TCP termination; closed");
+                rec.outcome = "handshake_failed";
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -148,46 +194,51 @@ impl Proxy {
                 Ok(Ok(tls)) => Box::new(tls),
                 Ok(Err(e)) => {
                     debug!(route = %route.name, client = %c.client, error = %e, "TLS handshake failed");
+                    rec.outcome = "handshake_failed";
                     return;
                 }
                 Err(_) => {
                     debug!(route = %route.name, client = %c.client, "TLS handshake timed out");
+                    rec.outcome = "handshake_failed";
                     return;
                 }
             }
         } else {
             Box::new(stream)
         };
-        let Some((server, mut upstream)) = self.tcp_connect(&route).await else {
-            debug!(route = %route.name, service = %route.service.name, client = %c.client, "no TCP server reachable; closed");
+        let Some((server, mut upstream)) = self.tcp_connect(route).await else {
+            rec.outcome = "no_server";
             return;
         };
+        rec.server = Some(server);
         if let Some(v) = route.service.proxy_protocol {
             let header = proxy_protocol::encode(v, c.client, local);
             if let Err(e) = upstream.write_all(&header).await {
-                debug!(route = %route.name, %server, error = %e, "writing the PROXY header failed");
+                debug!(route = %route.name, error = %e, "writing the PROXY header failed");
+                rec.outcome = "error";
                 return;
             }
         }
-        let mut client = client;
+        let mut client = Counted::new(client);
         let copy = tokio::io::copy_bidirectional_with_sizes(
             &mut client,
             &mut upstream,
             COPY_BUF,
             COPY_BUF,
         );
-        let outcome = tokio::select! {
-            r = copy => r.map_err(|e| e.to_string()),
-            () = self.route_gone(&route.name, c.removed_grace) => Err("route removed by a reload; grace over".into()),
+        let result = tokio::select! {
+            r = copy => r.map(|_| ()).map_err(|e| e.to_string()),
+            () = self.route_gone(&route.name, c.removed_grace) => {
+                rec.outcome = "route_removed";
+                Ok(())
+            }
         };
-        match outcome {
-            Ok((up, down)) => {
-                debug!(route = %route.name, %server, client = %c.client, sni = ?sni, bytes_in = up, bytes_out = down, duration_ms = started.elapsed().as_millis() as u64, "TCP connection closed")
-            }
-            Err(e) => {
-                debug!(route = %route.name, %server, client = %c.client, sni = ?sni, error = %e, duration_ms = started.elapsed().as_millis() as u64, "TCP connection ended")
-            }
+        if let Err(e) = result {
+            debug!(route = %route.name, error = %e, "TCP connection broken");
+            rec.outcome = "error";
         }
+        rec.bytes_in = client.read;
+        rec.bytes_out = client.written;
     }
 
     /// A connection to one of the route's servers: each available server is tried once, in
@@ -259,6 +310,84 @@ impl Proxy {
             options.server_config(certs).ok()
         })
         .clone()
+    }
+}
+
+/// How a connection went, for the log and the metrics.
+struct ConnRecord {
+    server: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+    outcome: &'static str,
+}
+
+impl Default for ConnRecord {
+    fn default() -> Self {
+        ConnRecord {
+            server: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: "ok",
+        }
+    }
+}
+
+/// The client side, counting the bytes read from it and written to it.
+struct Counted<T> {
+    inner: T,
+    read: u64,
+    written: u64,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T) -> Self {
+        Counted {
+            inner,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        self.read += n;
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.written += *n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

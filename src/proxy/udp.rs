@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::routing::l4::UdpRoute;
 use crate::table::RouteTable;
 
 /// Sessions one UDP entrypoint holds at most (each holds a socket).
@@ -33,6 +34,17 @@ struct Session {
     upstream: Arc<UdpSocket>,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: Arc<AtomicU64>,
+    route: Arc<UdpRoute>,
+    server: SocketAddr,
+    /// Payload bytes from the client, for the access log.
+    bytes_in: Arc<AtomicU64>,
+}
+
+/// What a UDP entrypoint reports to.
+#[derive(Clone)]
+pub struct Observers {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// Serves a UDP entrypoint until `shutdown` turns true.
@@ -41,9 +53,11 @@ pub async fn serve(
     name: String,
     socket: UdpSocket,
     timeout: Duration,
+    observers: Observers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
+    let entrypoint: Arc<str> = name.as_str().into();
     let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::default();
     let epoch = Instant::now();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -65,6 +79,8 @@ pub async fn serve(
             let map = sessions.lock().unwrap_or_else(|p| p.into_inner());
             map.get(&client).map(|s| {
                 s.last.store(now_ms, Ordering::Relaxed);
+                s.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                observers.metrics.udp_datagram(&s.route.metrics, true, n);
                 s.upstream.clone()
             })
         };
@@ -80,19 +96,30 @@ pub async fn serve(
                     continue;
                 };
                 let upstream = session.upstream.clone();
-                let last = session.last.clone();
+                session.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                observers
+                    .metrics
+                    .udp_datagram(&session.route.metrics, true, n);
+                let back = Back {
+                    socket: socket.clone(),
+                    upstream: upstream.clone(),
+                    client,
+                    last: session.last.clone(),
+                    route: session.route.clone(),
+                    server: session.server,
+                    bytes_in: session.bytes_in.clone(),
+                    entrypoint: entrypoint.clone(),
+                };
                 sessions
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(client, session);
                 tokio::spawn(relay_back(
-                    socket.clone(),
-                    upstream.clone(),
-                    client,
-                    last,
+                    back,
                     epoch,
                     timeout,
                     sessions.clone(),
+                    observers.clone(),
                     shutdown.clone(),
                 ));
                 upstream
@@ -146,39 +173,61 @@ async fn open_session(
     Some(Session {
         upstream: Arc::new(upstream),
         last: Arc::new(AtomicU64::new(now_ms)),
+        route,
+        server: target,
+        bytes_in: Arc::new(AtomicU64::new(0)),
     })
 }
 
-/// The server's answers back to `client`, until the session is idle for `timeout`.
-#[allow(clippy::too_many_arguments)]
-async fn relay_back(
+/// One session's side that carries the server's answers back.
+struct Back {
     socket: Arc<UdpSocket>,
     upstream: Arc<UdpSocket>,
     client: SocketAddr,
     last: Arc<AtomicU64>,
+    route: Arc<UdpRoute>,
+    server: SocketAddr,
+    bytes_in: Arc<AtomicU64>,
+    entrypoint: Arc<str>,
+}
+
+/// The server's answers back to the client, until the session is idle for `timeout`; then the
+/// session is logged and counted.
+async fn relay_back(
+    b: Back,
     epoch: Instant,
     timeout: Duration,
     sessions: Arc<Mutex<HashMap<SocketAddr, Session>>>,
+    observers: Observers,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let started = Instant::now();
+    let start = std::time::SystemTime::now();
+    let _open = observers.metrics.tcp_open(&b.route.metrics);
+    let mut bytes_out = 0u64;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let timeout_ms = timeout.as_millis() as u64;
+    let client = b.client;
     loop {
         let idle_for =
-            (epoch.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed));
+            (epoch.elapsed().as_millis() as u64).saturating_sub(b.last.load(Ordering::Relaxed));
         if idle_for >= timeout_ms {
             break;
         }
         let wait = Duration::from_millis(timeout_ms - idle_for);
         let received = tokio::select! {
-            r = upstream.recv(&mut buf) => Some(r),
+            r = b.upstream.recv(&mut buf) => Some(r),
             () = tokio::time::sleep(wait) => None,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         match received {
             Some(Ok(n)) => {
-                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                if let Err(e) = socket
+                b.last
+                    .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                bytes_out += n as u64;
+                observers.metrics.udp_datagram(&b.route.metrics, false, n);
+                if let Err(e) = b
+                    .socket
                     .send_to(buf.get(..n).unwrap_or_default(), client)
                     .await
                 {
@@ -190,12 +239,36 @@ async fn relay_back(
             None => {}
         }
     }
-    let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
-    if map
-        .get(&client)
-        .is_some_and(|s| Arc::ptr_eq(&s.upstream, &upstream))
     {
-        map.remove(&client);
+        let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&client)
+            .is_some_and(|s| Arc::ptr_eq(&s.upstream, &b.upstream))
+        {
+            map.remove(&client);
+        }
     }
-    debug!(%client, "UDP session ended");
+    let duration = started.elapsed();
+    let bytes_in = b.bytes_in.load(Ordering::Relaxed);
+    debug!(route = %b.route.name, %client, server = %b.server, bytes_in, bytes_out, "UDP session ended");
+    observers
+        .metrics
+        .tcp_done(&b.route.metrics, "ok", 0, 0, duration);
+    if let Some(log) = &observers.access_log {
+        log.send_conn(crate::access_log::ConnEntry {
+            start,
+            client,
+            entrypoint: b.entrypoint.clone(),
+            protocol: "udp",
+            route: b.route.name.clone(),
+            service: b.route.service.name.clone(),
+            server: Some(b.server.to_string()),
+            sni: None,
+            tls: "none",
+            bytes_in,
+            bytes_out,
+            duration,
+            outcome: "ok",
+        });
+    }
 }

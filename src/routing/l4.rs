@@ -384,6 +384,120 @@ impl L4Table {
     }
 }
 
+/// One TCP route as an explain trace shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceStep {
+    pub route: String,
+    pub matched: bool,
+    /// Why the route did not take the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
+}
+
+/// What a connection with these facts would get on an entrypoint, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnExplain {
+    /// `route ...`, `https` (the entrypoint's HTTPS routes), `http`, or `closed`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// `passthrough`, `terminate` or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The servers the balancer may pick now.
+    pub servers: Vec<String>,
+    pub trace: Vec<TraceStep>,
+}
+
+impl L4Table {
+    /// Explains the route a connection to `ep` would take: a TLS one (`tls`: its ClientHello
+    /// says `view.sni`/`view.alpn`) or a cleartext one. `https`: the entrypoint terminates TLS
+    /// for HTTP routes. Reads state only (no balancer moves, no permits taken).
+    pub fn explain(&self, ep: &str, view: &ConnView<'_>, tls: bool, https: bool) -> ConnExplain {
+        let mut trace = Vec::new();
+        let mut chosen: Option<&Arc<TcpRoute>> = None;
+        let plain_view = ConnView {
+            sni: None,
+            alpn: &[],
+            client_ip: view.client_ip,
+        };
+        for r in &self.tcp {
+            let because = if !r.on_entrypoint(ep) {
+                Some(format!("not on entrypoint {ep:?}"))
+            } else if r.tls.is_some() != tls {
+                Some(if tls {
+                    "takes cleartext connections only".to_string()
+                } else {
+                    "takes TLS connections only".to_string()
+                })
+            } else if !conn_matches(&r.rule, if tls { view } else { &plain_view }) {
+                Some(format!("rule {} does not match", r.rule_text))
+            } else {
+                None
+            };
+            let matched = because.is_none();
+            trace.push(TraceStep {
+                route: r.name.clone(),
+                matched,
+                because,
+            });
+            if matched {
+                chosen = Some(r);
+                break;
+            }
+        }
+        let Some(route) = chosen else {
+            let outcome = match (tls, https) {
+                (true, true) => "https",
+                (true, false) => "closed",
+                (false, _) => "http",
+            };
+            return ConnExplain {
+                outcome: outcome.to_string(),
+                route: None,
+                tls: None,
+                service: None,
+                servers: Vec::new(),
+                trace,
+            };
+        };
+        let now = Instant::now();
+        let pool = &route.service.pool;
+        let refused = route.middlewares.iter().find_map(|m| match m {
+            TcpMiddleware::AllowList(ranges) => {
+                let ip = canonical_ip(view.client_ip);
+                (!ranges.iter().any(|r| r.contains(&ip))).then(|| m.describe())
+            }
+            TcpMiddleware::InFlightConn(f) => {
+                (f.open(view.client_ip) >= f.amount).then(|| m.describe())
+            }
+        });
+        ConnExplain {
+            outcome: match refused {
+                Some(m) => format!("closed by {m}"),
+                None => format!("route {}", route.name),
+            },
+            route: Some(route.name.clone()),
+            tls: Some(match route.tls {
+                None => "none",
+                Some(TcpTls::Passthrough) => "passthrough",
+                Some(TcpTls::Terminate { .. }) => "terminate",
+            }),
+            service: Some(route.service.name.clone()),
+            servers: pool
+                .servers
+                .iter()
+                .zip(&pool.states)
+                .filter(|(s, st)| s.weight > 0 && st.available(now))
+                .map(|(s, _)| s.address.clone())
+                .collect(),
+            trace,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +576,73 @@ mod tests {
         drop(p1);
         assert_eq!(f.open(a), 1);
         assert!(admit(&mws, a).is_ok());
+    }
+
+    fn route(
+        name: &str,
+        rule_text: &str,
+        tls: Option<TcpTls>,
+        mws: Vec<TcpMiddleware>,
+    ) -> TcpRoute {
+        TcpRoute {
+            name: name.into(),
+            rule_text: rule_text.into(),
+            rule: rule(rule_text),
+            priority: 0,
+            entrypoints: vec!["tcp".into()],
+            tls,
+            middlewares: mws,
+            service: Arc::new(TcpService {
+                name: format!("{name}-svc"),
+                pool: L4Pool::new(
+                    vec![L4Server {
+                        address: "127.0.0.1:1".into(),
+                        weight: 1,
+                    }],
+                    None,
+                ),
+                proxy_protocol: None,
+                health: None,
+                declared_at: Location::default(),
+            }),
+            declared_at: Location::default(),
+            metrics: Default::default(),
+        }
+    }
+
+    #[test]
+    fn explain_says_which_route_takes_a_connection_and_why_others_do_not() {
+        let t = L4Table::new(
+            vec![
+                route(
+                    "db",
+                    "HostSNI(`db.test`)",
+                    Some(TcpTls::Passthrough),
+                    vec![],
+                ),
+                route(
+                    "ssh",
+                    "HostSNI(`*`)",
+                    None,
+                    vec![TcpMiddleware::AllowList(vec!["10.0.0.0/8"
+                        .parse()
+                        .unwrap()])],
+                ),
+            ],
+            vec![],
+        );
+        let e = t.explain("tcp", &view(Some("db.test"), &[], "10.0.0.1"), true, false);
+        assert_eq!(e.outcome, "route db");
+        assert_eq!(e.tls, Some("passthrough"));
+        assert_eq!(e.servers, vec!["127.0.0.1:1".to_string()]);
+        let e = t.explain("tcp", &view(Some("x.test"), &[], "10.0.0.1"), true, true);
+        assert_eq!(e.outcome, "https");
+        assert!(e.trace.iter().any(|s| s.route == "db"
+            && s.because.as_deref() == Some("rule HostSNI(`db.test`) does not match")));
+        let e = t.explain("tcp", &view(None, &[], "192.168.0.1"), false, false);
+        assert_eq!(e.outcome, "closed by ip_allow_list([\"10.0.0.0/8\"])");
+        let e = t.explain("web", &view(None, &[], "10.0.0.1"), false, false);
+        assert_eq!(e.outcome, "http");
     }
 
     #[test]

@@ -220,10 +220,32 @@ pub fn build_with(
     let on_demand = std::mem::take(&mut decls.on_demand);
     let tls_options = std::mem::take(&mut decls.tls_options);
     let l4_decls = std::mem::take(&mut decls.l4);
+    // HTTP routes on a UDP entrypoint could never be reached.
+    let mut udp_misuse = Vec::new();
+    for h in &decls.routes {
+        let d = h.decl();
+        if let Some(bad) = d
+            .entrypoints
+            .iter()
+            .flatten()
+            .find(|e| env.udp_entrypoints.contains(e))
+        {
+            udp_misuse.push(ScriptError::at(
+                &d.at,
+                format!(
+                    "route {:?}: {bad:?} is a UDP entrypoint; HTTP routes need a TCP one (UDP entrypoints take udp_route(...))",
+                    d.name
+                ),
+            ));
+        }
+    }
     let with_source = |e: ScriptError| match sources.iter().find(|s| s.name == e.file) {
         Some(src) => e.with_source(&src.text),
         None => e,
     };
+    if !udp_misuse.is_empty() {
+        return Err(udp_misuse.into_iter().map(with_source).collect());
+    }
     let (table, compile_warnings) = compile(decls, entrypoints, previous)
         .map_err(|errs| errs.into_iter().map(with_source).collect::<Vec<_>>())?;
     let l4_env = super::l4_api::L4Env {
