@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::metrics::RouteCounts;
+use crate::metrics::{RequestStats, RouteCounts};
 use crate::routing::TableInfo;
 
 /// How often route counters are sampled for `requests_per_second`.
@@ -137,9 +137,11 @@ fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
 /// Routes as `/api/routes` lists them: the stable `check --format json` shape plus `status`
 /// (`enabled`, or `warning` when its service has no server balancers may pick), `service`, and
 /// the counters since the route appeared: `requests`, `client_errors` (4xx), `errors` (5xx),
-/// with `requests_per_second` and `errors_per_second` over the last sampling interval.
+/// with `requests_per_second` and `errors_per_second` over the last sampling interval, and
+/// `p50_ms`/`p99_ms`: request durations estimated from the duration histograms (`null` before
+/// the first request).
 fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
-    let counts = state.control.metrics().route_counts();
+    let stats = state.control.metrics().route_stats();
     let healthy: BTreeMap<&str, (usize, usize)> = info
         .services
         .iter()
@@ -166,10 +168,8 @@ fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
                     o.insert("warning".into(), json!(w));
                 }
                 o.insert("service".into(), json!(service));
-                let c = counts.get(&r.name).cloned().unwrap_or_default();
-                o.insert("requests".into(), json!(c.requests));
-                o.insert("client_errors".into(), json!(c.client_errors));
-                o.insert("errors".into(), json!(c.server_errors));
+                let st = stats.get(&r.name).cloned().unwrap_or_default();
+                insert_stats(o, &st);
                 let (rps, eps) = state.rates.of(&r.name);
                 o.insert(
                     "requests_per_second".into(),
@@ -183,6 +183,21 @@ fn routes(info: &TableInfo, state: &AdminState) -> Vec<Value> {
             Some(v)
         })
         .collect()
+}
+
+/// A duration in milliseconds as the JSON API shows it: to 0.01 ms, `null` for none.
+fn ms(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |v| json!((v * 100.0).round() / 100.0))
+}
+
+/// The totals and latency of a route or service: `requests`, `client_errors` (4xx), `errors`
+/// (5xx), `p50_ms`, `p99_ms`.
+fn insert_stats(o: &mut serde_json::Map<String, Value>, st: &RequestStats) {
+    o.insert("requests".into(), json!(st.counts.requests));
+    o.insert("client_errors".into(), json!(st.counts.client_errors));
+    o.insert("errors".into(), json!(st.counts.server_errors));
+    o.insert("p50_ms".into(), ms(st.p50_ms()));
+    o.insert("p99_ms".into(), ms(st.p99_ms()));
 }
 
 /// `GET /api/routes`: routes (filtered, paged) and every service, as `check --format json`.
@@ -211,7 +226,11 @@ pub fn route_detail(state: &AdminState, name: &str) -> Option<Value> {
     Some(json!({ "route": route, "service": service }))
 }
 
-fn services(info: &TableInfo) -> Vec<Value> {
+/// Services as `/api/services` lists them: the `check --format json` shape plus `used_by`,
+/// `servers_up`, `in_flight`, and the totals and latency of the requests routes sent to it
+/// (`requests`, `client_errors`, `errors`, `p50_ms`, `p99_ms`, as for routes).
+fn services(info: &TableInfo, state: &AdminState) -> Vec<Value> {
+    let stats = state.control.metrics().service_stats();
     info.services
         .iter()
         .filter_map(|s| {
@@ -232,6 +251,8 @@ fn services(info: &TableInfo) -> Vec<Value> {
                     "in_flight".into(),
                     json!(s.servers.iter().map(|x| u64::from(x.in_flight)).sum::<u64>()),
                 );
+                let st = stats.get(&s.name).cloned().unwrap_or_default();
+                insert_stats(o, &st);
             }
             Some(v)
         })
@@ -240,12 +261,15 @@ fn services(info: &TableInfo) -> Vec<Value> {
 
 /// `GET /api/services`.
 pub fn service_list(state: &AdminState, q: &ListQuery) -> Value {
-    q.page("services", services(&TableInfo::of(&state.table.load())))
+    q.page(
+        "services",
+        services(&TableInfo::of(&state.table.load()), state),
+    )
 }
 
 /// `GET /api/services/NAME`.
 pub fn service_detail(state: &AdminState, name: &str) -> Option<Value> {
-    services(&TableInfo::of(&state.table.load()))
+    services(&TableInfo::of(&state.table.load()), state)
         .into_iter()
         .find(|s| s["name"] == name)
 }

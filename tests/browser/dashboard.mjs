@@ -1,9 +1,11 @@
 // Drives Debian's Chromium (headless) through the dashboard of a running router, as a user
 // would: the page loads and lists the routes of the known script, filters them, shows a route's
-// servers, shows a script error after a broken save and clears it after the fix, explains a
-// request, lists the certificates of the router's TLS entrypoint (secure.test, declared by the
-// script, and the self-signed default), shows resolver names from a fixed API answer (no ACME
-// server here) and the empty state of a router without TLS, and stays 800 px wide at 800 px.
+// servers, shows live traffic as totals, p50/p99 latency and request/error-rate sparklines per
+// route and per service, shows a script error after a broken save and clears it after the fix,
+// explains a request, lists the certificates of the router's TLS entrypoint (secure.test,
+// declared by the script, and the self-signed default), shows resolver names from a fixed API
+// answer (no ACME server here) and the empty state of a router without TLS, and stays 800 px
+// wide at 800 px (the routes and services tables fitting without scrolling).
 // Run by tests/it/dashboard.rs, which starts the router and passes:
 //   DASHBOARD_URL  the admin listener's base URL     SCRIPT_FILE  the script the router watches
 //   SHOT_DIR       where screenshots go (test artifacts)   WEB_ADDR  the web entrypoint (host:port)
@@ -20,11 +22,11 @@ const WAIT = 15000;
 
 const step = (m) => console.log(`dashboard: ${m}`);
 
-// One request to the router's web entrypoint with the given Host: its status.
-function hit(host) {
+// One request to the router's web entrypoint with the given Host and path: its status.
+function hit(host, path = "/") {
   const [hostname, port] = process.env.WEB_ADDR.split(":");
   return new Promise((resolve, reject) => {
-    const req = http.request({ hostname, port: Number(port), path: "/", headers: { host } }, (res) => {
+    const req = http.request({ hostname, port: Number(port), path, headers: { host } }, (res) => {
       res.resume();
       res.on("end", () => resolve(res.statusCode));
     });
@@ -41,6 +43,42 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"],
 });
+// How many polls the page has made (app.js counts them on <body>).
+const polled = () => page.evaluate(() => Number(document.body.dataset.polled || 0));
+async function waitPolls(n) {
+  const until = (await polled()) + n;
+  await page.waitForFunction((u) => Number(document.body.dataset.polled || 0) >= u, until, { timeout: WAIT });
+}
+// The sparkline `key` (rps or eps) in the row `row`: its line's path and whether it is flat
+// (fewer than two points, or all at one height); null when there is none.
+const chart = (row, key) => page.evaluate(([row, key]) => {
+  const line = document.querySelector(`${row} svg[data-testid="spark-${key}"] path.line`);
+  if (!line) return null;
+  const d = line.getAttribute("d") || "";
+  const ys = [...d.matchAll(/[ML](-?[\d.]+) (-?[\d.]+)/g)].map((m) => Number(m[2]));
+  return { d, points: ys.length, flat: ys.length < 2 || ys.every((y) => y === ys[0]) };
+}, [row, key]);
+// The p50 and p99 cells of `row` show numbers > 0, p99 ≥ p50.
+async function latencyShown(row) {
+  const [p50, p99] = await Promise.all(["p50", "p99"].map((id) => page.locator(`${row} [data-testid="${id}"]`).innerText()));
+  if (!(Number(p50) > 0) || !(Number(p99) >= Number(p50))) throw new Error(`${row}: p50 ${p50}, p99 ${p99}`);
+}
+// Sends 200s and 500s to api.test until both sparklines of `row` (rps and eps) have a non-flat
+// line: the charts after traffic. Bounded by WAIT.
+async function trafficUntilCharted(row) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    for (let i = 0; i < 6; i++) await hit("api.test");
+    for (let i = 0; i < 3; i++) {
+      const status = await hit("api.test", "/?status=500");
+      if (status !== 500) throw new Error(`api.test/?status=500 answered ${status}`);
+    }
+    const [rps, eps] = await Promise.all([chart(row, "rps"), chart(row, "eps")]);
+    if (rps && eps && !rps.flat && !eps.flat) return { rps, eps };
+    if (Date.now() > deadline) throw new Error(`${row}: no chart after traffic: ${JSON.stringify({ rps, eps })}`);
+    await page.waitForTimeout(200);
+  }
+}
 let code = 0;
 const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
 const requests = [];
@@ -88,6 +126,53 @@ try {
     await page.waitForTimeout(200);
   }
   await page.screenshot({ path: path.join(shots, "1-routes.png"), fullPage: true });
+
+  step("latency: p50 and p99 of a route with traffic, none for a route without");
+  const api = 'tr[data-route="api"]';
+  await page.waitForFunction((row) => ["p50", "p99"].every((id) => Number(document.querySelector(`${row} [data-testid="${id}"]`).textContent) > 0), api, { timeout: WAIT });
+  await latencyShown(api);
+  for (const id of ["p50", "p99"]) {
+    const none = await page.locator(`tr[data-route="www"] [data-testid="${id}"]`).innerText();
+    if (none !== "–") throw new Error(`www (no traffic) ${id}: ${none}`);
+  }
+  if (!(Number(await page.locator(`${api} [data-testid="total"]`).innerText()) >= 10)) throw new Error("api's total");
+  const latency = await page.locator('[data-testid="detail-latency"]').innerText();
+  if (!/^p50 [\d.]+ ms, p99 [\d.]+ ms$/.test(latency)) throw new Error(`detail latency: ${latency}`);
+
+  step("request and error rates are charted per route: after traffic, and still live two polls later");
+  // Two quiet polls first: samples of no traffic, so traffic makes the lines rise.
+  await waitPolls(2);
+  for (const key of ["rps", "eps"]) {
+    const quiet = await chart('tr[data-route="www"]', key);
+    if (!quiet || !quiet.flat) throw new Error(`www (no traffic) ${key} chart: ${JSON.stringify(quiet)}`);
+  }
+  const first = await trafficUntilCharted(api);
+  const until = (await polled()) + 2;
+  while ((await polled()) < until) {
+    for (let i = 0; i < 3; i++) await hit("api.test");
+    await hit("api.test", "/?status=500");
+    await page.waitForTimeout(150);
+  }
+  const [rps2, eps2] = await Promise.all([chart(api, "rps"), chart(api, "eps")]);
+  for (const [key, before, now] of [["rps", first.rps, rps2], ["eps", first.eps, eps2]]) {
+    if (!now || now.flat) throw new Error(`${key} chart flat two polls later: ${JSON.stringify(now)}`);
+    if (now.d === before.d || now.points < before.points) throw new Error(`${key} chart did not move with the polls: ${before.d} → ${now.d}`);
+  }
+  await latencyShown(api);
+  await page.screenshot({ path: path.join(shots, "6-route-charts.png"), fullPage: true });
+
+  step("per service too: totals, rates, charts and latency");
+  await page.click('nav button[data-tab="services"]');
+  const svc = 'tr[data-service="api"]';
+  await page.locator(svc).waitFor({ timeout: WAIT });
+  await trafficUntilCharted(svc);
+  await latencyShown(svc);
+  for (const key of ["rps", "eps"]) {
+    const quiet = await chart('tr[data-service="www"]', key);
+    if (!quiet || !quiet.flat) throw new Error(`service www (no traffic) ${key} chart: ${JSON.stringify(quiet)}`);
+  }
+  await page.screenshot({ path: path.join(shots, "7-service-charts.png"), fullPage: true });
+  await page.click('nav button[data-tab="routes"]');
 
   step("requests no route takes are counted on the overview");
   const unmatchedBefore = Number(await page.locator('[data-testid="unmatched"] b').innerText());
@@ -158,6 +243,17 @@ try {
     const w = await pageWidth();
     if (w > 800) throw new Error(`${tab} tab at 800 px: the page is ${w} px wide`);
   }
+  for (const tab of ["routes", "services"]) {
+    await page.click(`nav button[data-tab="${tab}"]`);
+    const box = await page.locator(`[data-testid="${tab}"]`).evaluate((t) => ({
+      scroll: t.parentElement.scrollWidth, client: t.parentElement.clientWidth,
+      columns: [...t.querySelectorAll("thead th")].map((th) => `${th.textContent}: ${th.offsetWidth}`).join(", "),
+    }));
+    if (box.scroll > box.client) throw new Error(`the ${tab} table does not fit 800 px: ${JSON.stringify(box)}`);
+    if (tab === "routes" && (await page.locator(`${api} svg[data-testid="spark-rps"]`).count()) !== 1) throw new Error("no chart at 800 px");
+    await page.screenshot({ path: path.join(shots, `8-${tab}-800px.png`), fullPage: true });
+  }
+  await page.click('nav button[data-tab="certificates"]');
 
   step("resolver names: expiry, last error, next attempt, on demand (a fixed API answer)");
   const day = 86400e3;

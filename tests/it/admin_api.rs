@@ -178,6 +178,93 @@ async fn lists_search_and_page_and_bad_queries_are_400() {
     f.r.shutdown().await;
 }
 
+/// The item named `name` of a list view (`routes` or `services`).
+fn item(list: &Value, key: &str, name: &str) -> Value {
+    list[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no {key} item {name}: {list}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn totals_and_latency_per_route_and_service() {
+    let f = fixture().await;
+    until_down(&f).await;
+    let routes = f.api("/api/routes").await;
+    for name in ["api", "api-admin", "down", "old"] {
+        let r = item(&routes, "routes", name);
+        assert_eq!(
+            (&r["p50_ms"], &r["p99_ms"]),
+            (&Value::Null, &Value::Null),
+            "{r}"
+        );
+    }
+    let services = f.api("/api/services").await;
+    assert_eq!(item(&services, "services", "api")["p50_ms"], Value::Null);
+
+    // Four requests the server holds 30 ms each: every one lands in the (25 ms, 50 ms] bucket
+    // or later, so both quantiles are at least 25 ms. Then a 403 on `api-admin` (same service)
+    // and a 503 on `down` (no server up).
+    for _ in 0..4 {
+        let r = get(f.r.web, "api.test", "/v1/x?delay=30ms").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(get(f.r.web, "api.test", "/admin/x").await.status, 403);
+    assert_eq!(get(f.r.web, "down.test", "/").await.status, 503);
+
+    let routes = f.api("/api/routes").await;
+    let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let api = item(&routes, "routes", "api");
+    assert_eq!(api["requests"], 4, "{api}");
+    assert!(ms(&api, "p50_ms") >= 25.0, "{api}");
+    assert!(ms(&api, "p99_ms") >= ms(&api, "p50_ms"), "{api}");
+    let down = item(&routes, "routes", "down");
+    assert_eq!(
+        (down["requests"].as_u64(), down["errors"].as_u64()),
+        (Some(1), Some(1)),
+        "{down}"
+    );
+    assert!(
+        ms(&down, "p50_ms") > 0.0 && ms(&down, "p99_ms") > 0.0,
+        "{down}"
+    );
+    assert_eq!(
+        item(&routes, "routes", "old")["p50_ms"],
+        Value::Null,
+        "{routes}"
+    );
+    // The route detail has them too.
+    let detail = f.api("/api/routes/api").await;
+    assert_eq!(detail["route"]["p50_ms"], api["p50_ms"], "{detail}");
+
+    // A service counts the requests of every route sending to it.
+    let services = f.api("/api/services").await;
+    let svc = item(&services, "services", "api");
+    assert_eq!(
+        (
+            svc["requests"].as_u64(),
+            svc["client_errors"].as_u64(),
+            svc["errors"].as_u64()
+        ),
+        (Some(5), Some(1), Some(0)),
+        "{svc}"
+    );
+    assert!(
+        ms(&svc, "p50_ms") > 0.0 && ms(&svc, "p99_ms") >= ms(&svc, "p50_ms"),
+        "{svc}"
+    );
+    let one = f.api("/api/services/down").await;
+    assert_eq!(
+        (one["requests"].as_u64(), one["errors"].as_u64()),
+        (Some(1), Some(1)),
+        "{one}"
+    );
+    f.r.shutdown().await;
+}
+
 async fn explain(f: &Fixture, body: &str) -> (u16, Value) {
     let r = send(f.r.admin, "POST", "localhost", "/api/explain", &[], body).await;
     (

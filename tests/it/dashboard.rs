@@ -3,7 +3,9 @@
 //! what is missing (apt, npm) on first use. Screenshots are kept in
 //! `target/test-artifacts/dashboard/`. The router has a TLS entrypoint serving one certificate
 //! a script declares (made by the test CA of `tls.rs`) and its self-signed default, which the
-//! Certificates tab lists.
+//! Certificates tab lists. The browser run sends the traffic (to `api.test`) whose totals,
+//! latency and rate charts the page must show; before it no route has a latency, after it
+//! `api` has.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +99,15 @@ route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/"
         }
     }
 
+    // No request yet: no latency to show.
+    let routes = get(r.admin, "localhost", "/api/routes").await.json();
+    for route in routes["routes"].as_array().unwrap() {
+        assert!(
+            route["p50_ms"].is_null() && route["p99_ms"].is_null(),
+            "latency before any request: {route}"
+        );
+    }
+
     let shots: PathBuf = repo().join("target/test-artifacts/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
     let base = format!("http://{}", r.admin);
@@ -124,7 +135,42 @@ route("old").rule(host("old.test")).priority(10).to(redirect("https://www.test/"
         "the browser run failed (screenshots in {}):\n{out}",
         shots.display()
     );
-    assert!(shots.join("3-explain.png").exists());
-    assert!(shots.join("4-certificates.png").exists());
+    for shot in [
+        "3-explain.png",
+        "4-certificates.png",
+        "6-route-charts.png",
+        "7-service-charts.png",
+        "8-routes-800px.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
+
+    // The browser's traffic: `api` (route and service) has a latency, `www` still none.
+    let routes = get(r.admin, "localhost", "/api/routes").await.json();
+    let route = |name: &str| {
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap_or_else(|| panic!("no route {name}: {routes}"))
+            .clone()
+    };
+    let api = route("api");
+    let (p50, p99) = (api["p50_ms"].as_f64(), api["p99_ms"].as_f64());
+    assert!(
+        p50.is_some_and(|p| p > 0.0) && p99.is_some_and(|p| p > 0.0) && p99 >= p50,
+        "api after traffic: {api}"
+    );
+    assert!(api["requests"].as_u64() > Some(10), "{api}");
+    assert!(api["errors"].as_u64() > Some(0), "{api}");
+    let www = route("www");
+    assert!(www["p50_ms"].is_null() && www["p99_ms"].is_null(), "{www}");
+    let svc = get(r.admin, "localhost", "/api/services/api").await.json();
+    assert!(
+        svc["p50_ms"].as_f64().is_some_and(|p| p > 0.0)
+            && svc["p99_ms"].as_f64().is_some_and(|p| p > 0.0),
+        "service api after traffic: {svc}"
+    );
     r.shutdown().await;
 }

@@ -1,10 +1,15 @@
 // The switchyard dashboard: reads only the JSON API of the admin listener and polls it every
 // second, so routes, servers, health, script errors and certificates follow reloads and
-// containers live.
+// containers live. Request and 5xx rates per route and per service are worked out here from
+// the counters of successive polls and drawn as sparklines (inline SVG) over the last
+// HISTORY samples.
 "use strict";
 
 const POLL_MS = 1000;
-const state = { tab: "routes", routes: [], services: [], selected: null, prev: null, rates: {}, sources: {}, certsHtml: {} };
+// Samples kept per route and per service for the sparklines: about a minute.
+const HISTORY = 60;
+const newTrack = () => ({ prev: null, rates: {}, history: {} });
+const state = { tab: "routes", routes: [], services: [], selected: null, track: { route: newTrack(), service: newTrack() }, sources: {}, certsHtml: {} };
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -67,25 +72,65 @@ function renderOverview(o) {
   }
 }
 
-// Requests and 5xx per second per route, from the counters of two polls.
-function updateRates(routes, now) {
-  const prev = state.prev;
-  const rates = {};
-  for (const r of routes) {
-    if (typeof r.requests !== "number") continue;
-    const p = prev && prev.counts[r.name];
-    if (p) {
-      const dt = (now - prev.at) / 1000;
-      rates[r.name] = { rps: Math.max(0, (r.requests - p.requests) / dt), eps: Math.max(0, ((r.errors || 0) - (p.errors || 0)) / dt) };
-    }
+// Requests and 5xx per second of each route or service (`kind`), from the counters of two
+// polls (delta count / delta time); each pair also goes into the item's ring buffer of the last
+// HISTORY samples. Items gone from the list lose their history.
+function updateRates(kind, items, now) {
+  const t = state.track[kind];
+  const rates = {}, counts = {}, history = {};
+  for (const x of items) {
+    if (typeof x.requests !== "number") continue;
+    counts[x.name] = { requests: x.requests, errors: x.errors || 0 };
+    const h = history[x.name] = t.history[x.name] || [];
+    const p = t.prev && t.prev.counts[x.name];
+    if (!p) continue;
+    const dt = Math.max(0.001, (now - t.prev.at) / 1000);
+    // A counter that went down (the route left the table and came back) counts from zero.
+    const r = { rps: Math.max(0, (x.requests - p.requests) / dt), eps: Math.max(0, ((x.errors || 0) - p.errors) / dt) };
+    rates[x.name] = r;
+    h.push(r);
+    if (h.length > HISTORY) h.splice(0, h.length - HISTORY);
   }
-  const counts = {};
-  for (const r of routes) counts[r.name] = { requests: r.requests, errors: r.errors };
-  state.prev = { at: now, counts };
-  state.rates = rates;
+  state.track[kind] = { prev: { at: now, counts }, rates, history };
 }
 
 function fmtRate(v) { return v === undefined ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString(); }
+// Milliseconds (p50/p99); null before the first request.
+function fmtMs(v) { return typeof v !== "number" ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString(); }
+
+const SPARK_W = 60, SPARK_H = 16;
+
+// A sparkline of `key` (rps or eps) over `samples`, the newest at the right edge, scaled to the
+// largest value shown; a flat line along the bottom while everything is 0.
+function spark(samples, key, label) {
+  const vals = samples.map((s) => s[key]);
+  const max = Math.max(0, ...vals);
+  const step = SPARK_W / (HISTORY - 1);
+  const x0 = SPARK_W - (vals.length - 1) * step;
+  const y = (v) => (max > 0 ? SPARK_H - 1 - (v / max) * (SPARK_H - 2) : SPARK_H - 1);
+  const pts = vals.map((v, i) => `${(x0 + i * step).toFixed(1)} ${y(v).toFixed(1)}`);
+  const line = pts.length ? "M" + pts.join("L") : "";
+  const area = pts.length > 1 ? `${line}L${SPARK_W} ${SPARK_H}L${x0.toFixed(1)} ${SPARK_H}Z` : "";
+  const title = vals.length
+    ? `${label}: ${fmtRate(vals[vals.length - 1])} now, at most ${fmtRate(max)} over the last ${vals.length} s`
+    : `${label}: no sample yet`;
+  // The baseline spans the whole window, so the time axis shows while the buffer fills.
+  return `<svg class="spark ${key}" data-testid="spark-${key}" width="${SPARK_W}" height="${SPARK_H}" viewBox="0 0 ${SPARK_W} ${SPARK_H}" preserveAspectRatio="none" role="img" aria-label="${esc(title)}"><title>${esc(title)}</title>` +
+    `<line class="base" x1="0" y1="${SPARK_H - 0.5}" x2="${SPARK_W}" y2="${SPARK_H - 0.5}"/>` +
+    `${area ? `<path class="area" d="${area}"/>` : ""}<path class="line" d="${line}"/></svg>`;
+}
+
+// The traffic cells of a route or service row: total, rates with their sparklines, p50, p99.
+function trafficCells(kind, x) {
+  const t = state.track[kind];
+  const rate = t.rates[x.name] || {};
+  const h = t.history[x.name] || [];
+  const totals = typeof x.requests === "number" ? `${x.requests} requests, ${x.client_errors || 0} 4xx, ${x.errors || 0} 5xx` : "";
+  return `<td class="num" data-testid="total" title="${esc(totals)}">${esc(typeof x.requests === "number" ? x.requests : "–")}</td>
+      <td class="num"><span data-testid="rps">${fmtRate(rate.rps)}</span>${spark(h, "rps", "requests/s")}</td>
+      <td class="num"><span data-testid="eps">${fmtRate(rate.eps)}</span>${spark(h, "eps", "5xx/s")}</td>
+      <td class="num" data-testid="p50">${fmtMs(x.p50_ms)}</td><td class="num" data-testid="p99">${fmtMs(x.p99_ms)}</td>`;
+}
 
 function renderRoutes() {
   const q = $("route-search").value.trim().toLowerCase();
@@ -95,16 +140,14 @@ function renderRoutes() {
     (!q || [r.name, r.rule, r.service || ""].some((s) => s.toLowerCase().includes(q))) &&
     (!st || r.status === st) &&
     (!ep || r.entrypoints.length === 0 || r.entrypoints.includes(ep)));
-  $("routes-body").innerHTML = rows.map((r) => {
-    const rate = state.rates[r.name] || {};
-    return `<tr data-route="${esc(r.name)}" class="${r.name === state.selected ? "sel" : ""}">
-      <td><b>${esc(r.name)}</b>${r.tls ? ` <span class="tls" title="serves TLS requests only">TLS</span>` : ""}</td><td><code>${esc(r.rule)}</code></td><td>${esc(r.priority)}</td>
-      <td>${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>")}</td>
-      <td>${target(r.target)}</td>
+  $("routes-body").innerHTML = rows.map((r) => `<tr data-route="${esc(r.name)}" class="${r.name === state.selected ? "sel" : ""}">
+      <td><b>${esc(r.name)}</b>${r.tls ? ` <span class="tls" title="serves TLS requests only">TLS</span>` : ""}</td><td class="wrap"><code>${esc(r.rule)}</code></td><td class="wide">${esc(r.priority)}</td>
+      <td class="wrap">${r.middlewares.map((m) => `<code>${esc(m)}</code>`).join("<br>")}</td>
+      <td class="wrap">${target(r.target)}</td>
       <td class="status-${esc(r.status)}" title="${esc(r.warning || "")}">${esc(r.status)}</td>
-      <td class="mono" data-testid="rps">${fmtRate(rate.rps)}</td><td class="mono">${fmtRate(rate.eps)}</td>
-      <td class="mono">${esc(r.declared_at)}</td></tr>`;
-  }).join("") || `<tr><td colspan="9">no routes${q || st || ep ? " match the filters" : ""}</td></tr>`;
+      ${trafficCells("route", r)}
+      <td class="mono wrap wide">${esc(r.declared_at)}</td></tr>`).join("") ||
+    `<tr><td colspan="12">no routes${q || st || ep ? " match the filters" : ""}</td></tr>`;
   renderDetail();
 }
 
@@ -140,14 +183,17 @@ function renderDetail() {
     <dt>health check</dt><dd>${esc(svc.health_check || "none")}</dd>
     <dt>servers</dt><dd data-testid="detail-servers">${servers(svc)}</dd>` : ""}
     <dt>status</dt><dd class="status-${esc(r.status)}">${esc(r.status)} ${esc(r.warning || "")}</dd>
+    <dt>requests</dt><dd data-testid="detail-totals">${esc(r.requests)} since it appeared: ${esc(r.client_errors)} 4xx, ${esc(r.errors)} 5xx</dd>
+    <dt>latency</dt><dd data-testid="detail-latency">${typeof r.p50_ms === "number" ? `p50 ${fmtMs(r.p50_ms)} ms, p99 ${fmtMs(r.p99_ms)} ms` : "no request yet"}</dd>
     <dt>declared at</dt><dd class="mono">${esc(r.declared_at)}</dd></dl>`;
 }
 
 function renderServices() {
-  $("services-body").innerHTML = state.services.map((s) => `<tr>
-    <td><b>${esc(s.name)}</b></td><td>${esc(s.balancer)}</td><td>${servers(s)}</td>
-    <td>${esc(s.sticky_cookie || "")}</td><td>${esc(s.health_check || "")}</td>
-    <td>${(s.used_by || []).map(esc).join(", ")}</td></tr>`).join("");
+  $("services-body").innerHTML = state.services.map((s) => `<tr data-service="${esc(s.name)}">
+    <td><b>${esc(s.name)}</b></td><td>${esc(s.balancer)}</td><td class="wrap">${servers(s)}</td>
+    <td class="wrap">${esc(s.sticky_cookie || "")}</td><td class="wrap">${esc(s.health_check || "")}</td>
+    <td class="wrap">${(s.used_by || []).map(esc).join(", ")}</td>
+    ${trafficCells("service", s)}</tr>`).join("");
 }
 
 // A time ahead as its largest unit: "in 42 s", "in 5 min", "in 3 h", "in 23 d", "in 5 y".
@@ -247,11 +293,13 @@ async function renderScripts(s) {
 
 async function poll() {
   try {
-    const [o, rt, sc, ce] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/scripts"), api("/api/certificates")]);
+    const [o, rt, sv, sc, ce] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/services?per_page=1000"), api("/api/scripts"), api("/api/certificates")]);
     renderOverview(o);
     state.routes = rt.routes;
-    state.services = rt.services;
-    updateRates(rt.routes, Date.now());
+    state.services = sv.services;
+    const now = Date.now();
+    updateRates("route", rt.routes, now);
+    updateRates("service", sv.services, now);
     renderRoutes();
     renderServices();
     renderCertificates(ce);
