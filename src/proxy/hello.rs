@@ -81,6 +81,11 @@ pub async fn peek(stream: &TcpStream, wait: Duration) -> Result<Hello, String> {
                 return Err(format!("ClientHello larger than {MAX_HELLO} bytes"))
             }
             HelloParse::Incomplete => {
+                if tokio::time::Instant::now() >= deadline {
+                    // `peek` answers at once while bytes are queued, so the deadline is checked
+                    // here too: a client that stops half-way is closed in time.
+                    return Err("no complete ClientHello in time".into());
+                }
                 if n == last {
                     // Nothing new queued: peek returns at once while data is queued, so wait a
                     // moment for the next segment.

@@ -466,7 +466,11 @@ async fn sniff_h2_preface(
             return Some(HttpVersion::H2);
         }
         // A prefix of the preface so far: wait for more bytes (peek returns at once while data
-        // is queued, so give the client a moment).
+        // is queued, so give the client a moment, and check the deadline here: a client that
+        // stops half-way must not stay forever).
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

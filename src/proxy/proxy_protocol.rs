@@ -125,6 +125,11 @@ pub async fn read(stream: &mut TcpStream, wait: Duration) -> Result<Option<Socke
                 return Ok(source);
             }
             Parsed::Incomplete => {
+                if tokio::time::Instant::now() >= deadline {
+                    // `peek` answers at once while bytes are queued, so the deadline is checked
+                    // here too: a client that stops half-way is closed in time.
+                    return Err("no complete PROXY header in time".into());
+                }
                 if n == last {
                     // Nothing new queued: give the client a moment (peek returns at once while
                     // data is queued).

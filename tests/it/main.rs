@@ -41,6 +41,7 @@ mod shared_limits;
 mod static_reload;
 mod swarm_provider;
 mod swarm_stacks;
+mod tcp_udp;
 mod tidy;
 mod tls;
 mod traefik_file;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Test tools for TLS, HTTP/2, gRPC and ACME: Debian's nghttp2-client (h2load), openssl, curl,
-# pebble (with pebble-challtestsrv) and redis-server, and a
+# Test tools for TLS, HTTP/2, gRPC, ACME and TCP routing: Debian's nghttp2-client (h2load),
+# openssl, curl, pebble (with pebble-challtestsrv), redis-server and haproxy (a PROXY protocol
+# backend for tests/it/tcp_udp.rs), and a
 # Python virtualenv with PyPI's h2 and grpcio (tests/tools/requirements.txt). Idempotent and
 # quick when done; holds a lock so parallel tests install once. Needs root for apt (as the
 # Docker rig does).
@@ -20,6 +21,8 @@ command -v curl >/dev/null || want+=(curl)
 [[ -x /usr/bin/python3 ]] || want+=(python3)
 command -v pebble >/dev/null || want+=(pebble)
 command -v redis-server >/dev/null || want+=(redis-server)
+# /usr/sbin may be missing from a non-root PATH.
+[[ -x /usr/sbin/haproxy ]] || command -v haproxy >/dev/null || want+=(haproxy)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 if (( ${#want[@]} )); then
     echo "tools-setup: installing ${want[*]} (apt)" >&2

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod l4;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
