@@ -237,3 +237,32 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         "listener must be closed after shutdown"
     );
 }
+
+/// On an h2c entrypoint, a client that sends the start of the HTTP/2 preface and stops is closed
+/// at the header-read timeout (the preface is peeked, and peek answers at once while bytes are
+/// queued: the reader checks the deadline itself).
+#[tokio::test]
+async fn a_half_sent_h2c_preface_is_closed_at_the_header_read_timeout() {
+    let r = fine_router(|cfg| {
+        cfg.settings.header_read_timeout = Duration::from_millis(400);
+        crate::tls::web_options(cfg, &[("h2c", "true")]);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(r.web).await.unwrap();
+    s.write_all(b"PRI * HTTP").await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "a half preface kept its connection past 5 s: {end:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    // The entrypoint still serves.
+    assert_eq!(get(r.web, "x", "/").await.body, "fine");
+    r.shutdown().await;
+}
