@@ -4,16 +4,23 @@
 // route and per service, shows a script error after a broken save and clears it after the fix,
 // explains a request, lists the certificates of the router's TLS entrypoint (secure.test,
 // declared by the script, and the self-signed default), shows resolver names from a fixed API
-// answer (no ACME server here) and the empty state of a router without TLS, and stays 800 px
-// wide at 800 px (the routes and services tables fitting without scrolling).
+// answer (no ACME server here) and the empty state of a router without TLS, shows the TCP and
+// UDP routes with their connections/sessions, bytes and a new-connections sparkline (and the
+// TLS modes, down servers and human-readable bytes of a fixed API answer; no TCP/UDP tab for a
+// router without such routes), and stays 800 px wide at 800 px (the routes, services, TCP and
+// UDP tables fitting without scrolling).
 // Run by tests/it/dashboard.rs, which starts the router and passes:
 //   DASHBOARD_URL  the admin listener's base URL     SCRIPT_FILE  the script the router watches
 //   SHOT_DIR       where screenshots go (test artifacts)   WEB_ADDR  the web entrypoint (host:port)
+//   TCP_ADDR, UDP_ADDR  the TCP and UDP entrypoints (host:port), to line-echo servers
+//   TCP_CONNECTIONS, UDP_SESSIONS  how many connections and sessions the Rust test made first
 // Every wait is bounded; any failure exits 1 with what was expected.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
 import http from "node:http";
+import net from "node:net";
+import dgram from "node:dgram";
 
 const base = process.env.DASHBOARD_URL;
 const scriptFile = process.env.SCRIPT_FILE;
@@ -33,6 +40,34 @@ function hit(host, path = "/") {
     req.on("error", reject);
     req.setTimeout(5000, () => req.destroy(new Error("request timed out")));
     req.end();
+  });
+}
+
+const addrOf = (v) => { const i = v.lastIndexOf(":"); return { host: v.slice(0, i), port: Number(v.slice(i + 1)) }; };
+// One TCP connection through the router's TCP route: a line out, its echo back, closed.
+function tcpEcho(line) {
+  const { host, port } = addrOf(process.env.TCP_ADDR);
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host, port }, () => c.write(`${line}\n`));
+    let got = "";
+    c.setTimeout(5000, () => c.destroy(new Error("TCP echo timed out")));
+    c.on("data", (d) => { got += d; if (got.includes("\n")) c.end(); });
+    c.on("error", reject);
+    c.on("close", () => (got.trim() === `echo: ${line}` ? resolve() : reject(new Error(`TCP echo answered ${JSON.stringify(got)}`))));
+  });
+}
+// One datagram from a new socket (a new UDP session) and its answer.
+function udpEcho(payload) {
+  const { host, port } = addrOf(process.env.UDP_ADDR);
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket("udp4");
+    const timer = setTimeout(() => { s.close(); reject(new Error("no UDP answer within 5 s")); }, 5000);
+    s.on("message", (m) => {
+      clearTimeout(timer);
+      s.close();
+      String(m).endsWith(` ${payload}`) ? resolve() : reject(new Error(`UDP echo answered ${m}`));
+    });
+    s.send(payload, port, host, (e) => e && reject(e));
   });
 }
 
@@ -172,7 +207,102 @@ try {
     if (!quiet || !quiet.flat) throw new Error(`service www (no traffic) ${key} chart: ${JSON.stringify(quiet)}`);
   }
   await page.screenshot({ path: path.join(shots, "7-service-charts.png"), fullPage: true });
+
+  step("the TCP tab: the echo route, its connections, bytes and new connections per second");
+  await page.locator('nav button[data-tab="tcp"]').waitFor({ state: "visible", timeout: WAIT });
+  await page.click('nav button[data-tab="tcp"]');
+  const echo = 'tr[data-tcp-route="echo"]';
+  await page.locator(echo).waitFor({ timeout: WAIT });
+  // A cell's text, no-break spaces as spaces.
+  const cell = async (row, id) => (await page.locator(`${row} [data-testid="${id}"]`).innerText()).replace(/\u00a0/g, " ");
+  const made = Number(process.env.TCP_CONNECTIONS);
+  if (!(Number(await cell(echo, "connections")) >= made)) throw new Error(`echo connections: ${await cell(echo, "connections")}, made ${made}`);
+  for (const id of ["bytes-in", "bytes-out"]) {
+    const b = await cell(echo, id);
+    if (!/^[1-9][\d.]* (B|KiB)$/.test(b)) throw new Error(`echo ${id}: ${b}`);
+  }
+  if ((await cell(echo, "failed")) !== "0" || (await cell(echo, "status")) !== "enabled") throw new Error(`echo failed/status: ${await page.locator(echo).innerText()}`);
+  if ((await cell(echo, "tls")) !== "cleartext") throw new Error(`echo TLS: ${await cell(echo, "tls")}`);
+  if ((await cell(echo, "entrypoints")) !== "tcp") throw new Error(`echo entrypoints: ${await cell(echo, "entrypoints")}`);
+  const echoRow = await page.locator(echo).innerText();
+  if (!echoRow.includes("HostSNI(`*`)")) throw new Error(`echo rule: ${echoRow}`);
+  const echoService = await cell(echo, "service");
+  if (!/^echo\n/.test(echoService) || !/▲ up 127\.0\.0\.1:\d+/.test(echoService)) throw new Error(`echo service: ${echoService}`);
+  // New connections while the page polls: the sparkline rises.
+  await waitPolls(2);
+  const quietCps = await chart(echo, "cps");
+  if (!quietCps) throw new Error("no new-connections chart on the echo route");
+  const chartUnder = async (row, send, what) => {
+    const deadline = Date.now() + WAIT;
+    for (let n = 0; ; n++) {
+      for (let i = 0; i < 4; i++) await send(`${what}-${n}-${i}`);
+      const c = await chart(row, "cps");
+      if (c && !c.flat) return c;
+      if (Date.now() > deadline) throw new Error(`${row}: no chart after ${what} traffic: ${JSON.stringify(c)}`);
+      await page.waitForTimeout(200);
+    }
+  };
+  await chartUnder(echo, tcpEcho, "conn");
+  await page.waitForFunction(([row, n]) => Number(document.querySelector(`${row} [data-testid="connections"]`).textContent) > n, [echo, made], { timeout: WAIT });
+  await page.screenshot({ path: path.join(shots, "9-tcp.png"), fullPage: true });
+
+  step("the UDP tab: the dns route and its sessions");
+  await page.click('nav button[data-tab="udp"]');
+  const dns = 'tr[data-udp-route="dns"]';
+  await page.locator(dns).waitFor({ timeout: WAIT });
+  const sessions = Number(process.env.UDP_SESSIONS);
+  if (!(Number(await cell(dns, "connections")) >= sessions)) throw new Error(`dns sessions: ${await cell(dns, "connections")}, made ${sessions}`);
+  if (!/^[1-9]/.test(await cell(dns, "bytes-in")) || !/^[1-9]/.test(await cell(dns, "bytes-out"))) throw new Error(`dns bytes: ${await page.locator(dns).innerText()}`);
+  if ((await cell(dns, "entrypoints")) !== "all" || !/▲ up 127\.0\.0\.1:\d+/.test(await cell(dns, "service"))) throw new Error(`dns row: ${await page.locator(dns).innerText()}`);
+  await chartUnder(dns, udpEcho, "query");
+  await page.screenshot({ path: path.join(shots, "10-udp.png"), fullPage: true });
+
+  step("TCP routes of a fixed API answer: TLS modes, a down server, bytes in binary units");
+  const tcpApi = (u) => u.pathname === "/api/tcp/routes";
+  const server = (address, healthy, weight = 1) => ({ address, weight, healthy, in_flight: 0 });
+  const tcpRoute = (name, tls, servers, counts) => Object.assign({
+    name, rule: "HostSNI(`db.example.com`)", priority: 24, entrypoints: ["websecure"], tls, middlewares: [],
+    service: { name: `${name}-svc`, balancer: "weighted_round_robin", servers, declared_at: "scripts/x.rhai:1:1" },
+    declared_at: "scripts/x.rhai:2:1", status: servers.some((s) => s.healthy) ? "enabled" : "warning",
+    servers_up: servers.filter((s) => s.healthy).length, connections: 0, open: 0, failed: 0, bytes_in: 0, bytes_out: 0,
+  }, counts);
+  const fixed = { tcp_routes: [
+    tcpRoute("db", { mode: "passthrough" }, [server("10.0.0.5:5432", false)], { connections: 7, failed: 2, bytes_in: 1536, bytes_out: 1.5 * 1024 * 1024 }),
+    tcpRoute("<b>mqtt</b>", { mode: "terminate", resolver: "le" }, [server("10.0.0.7:1883", true, 3), server("10.0.0.8:1883", false)], { open: 4, bytes_in: 512 }),
+  ], total: 2, page: 1, per_page: 1000 };
+  Object.assign(fixed.tcp_routes[1].service, { proxy_protocol: 2, health_check: "tcp connect every 5s, timeout 1s" });
+  await page.route(tcpApi, (route) => route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fixed) }));
+  await page.click('nav button[data-tab="tcp"]');
+  const db = 'tr[data-tcp-route="db"]';
+  await page.locator(db).waitFor({ timeout: WAIT });
+  if ((await cell(db, "tls")) !== "passthrough" || (await cell(db, "status")) !== "warning") throw new Error(`db: ${await page.locator(db).innerText()}`);
+  if (!(await page.locator(`${db} [data-testid="status"]`).getAttribute("class")).includes("status-warning")) throw new Error("db's warning is not marked");
+  if (!(await cell(db, "service")).includes("▼ down 10.0.0.5:5432")) throw new Error(`db service: ${await cell(db, "service")}`);
+  if ((await cell(db, "bytes-in")) !== "1.5 KiB" || (await cell(db, "bytes-out")) !== "1.5 MiB") throw new Error(`db bytes: ${await cell(db, "bytes-in")} / ${await cell(db, "bytes-out")}`);
+  if ((await cell(db, "failed")) !== "2" || (await cell(db, "connections")) !== "7") throw new Error(`db counts: ${await page.locator(db).innerText()}`);
+  const mqtt = 'tr[data-tcp-route="<b>mqtt</b>"]';
+  if ((await cell(mqtt, "tls")) !== "terminate" || (await cell(mqtt, "bytes-in")) !== "512 B" || (await cell(mqtt, "open")) !== "4") throw new Error(`mqtt: ${await page.locator(mqtt).innerText()}`);
+  const mqttService = await cell(mqtt, "service");
+  if (!mqttService.includes("▲ up 10.0.0.7:1883 ×3") || !mqttService.includes("▼ down 10.0.0.8:1883")) throw new Error(`mqtt service: ${mqttService}`);
+  if (!(await page.locator(`${mqtt} [data-testid="tls"]`).getAttribute("title")).includes("certificate resolver le")) throw new Error("mqtt's resolver is not named");
+  if (!/^<b>mqtt<\/b>-svc PROXY v2, tcp connect every 5s, timeout 1s\n/.test(mqttService)) throw new Error(`mqtt service notes: ${mqttService}`);
+  if ((await page.locator(`${mqtt} td:nth-child(2) > b`).innerText()) !== "<b>mqtt</b>" || (await page.locator(`${mqtt} td:nth-child(2) b b`).count()) !== 0) throw new Error("a route name was not shown as text");
+
+  step("a router without TCP or UDP routes: no such tabs, an open one says there are none");
+  const udpApi = (u) => u.pathname === "/api/udp/routes";
+  const none = (key) => (route) => route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ [key]: [], total: 0, page: 1, per_page: 1000 }) });
+  await page.unroute(tcpApi);
+  await page.route(tcpApi, none("tcp_routes"));
+  await page.route(udpApi, none("udp_routes"));
+  // The open TCP tab stays, saying it has no routes; the UDP tab goes.
+  await page.locator('[data-testid="no-tcp-routes"]').waitFor({ timeout: WAIT });
+  await page.locator('nav button[data-tab="udp"]').waitFor({ state: "hidden", timeout: WAIT });
+  if (!(await page.locator('nav button[data-tab="tcp"]').isVisible())) throw new Error("the open TCP tab went away");
   await page.click('nav button[data-tab="routes"]');
+  await page.locator('nav button[data-tab="tcp"]').waitFor({ state: "hidden", timeout: WAIT });
+  await page.unroute(tcpApi);
+  await page.unroute(udpApi);
+  for (const kind of ["tcp", "udp"]) await page.locator(`nav button[data-tab="${kind}"]`).waitFor({ state: "visible", timeout: WAIT });
 
   step("requests no route takes are counted on the overview");
   const unmatchedBefore = Number(await page.locator('[data-testid="unmatched"] b').innerText());
@@ -238,12 +368,12 @@ try {
   step("at 800 px wide no tab makes the page wider");
   await page.setViewportSize({ width: 800, height: 900 });
   const pageWidth = () => page.evaluate(() => document.documentElement.scrollWidth);
-  for (const tab of ["routes", "services", "scripts", "explain", "certificates"]) {
+  for (const tab of ["routes", "services", "tcp", "udp", "scripts", "explain", "certificates"]) {
     await page.click(`nav button[data-tab="${tab}"]`);
     const w = await pageWidth();
     if (w > 800) throw new Error(`${tab} tab at 800 px: the page is ${w} px wide`);
   }
-  for (const tab of ["routes", "services"]) {
+  for (const tab of ["routes", "services", "tcp", "udp"]) {
     await page.click(`nav button[data-tab="${tab}"]`);
     const box = await page.locator(`[data-testid="${tab}"]`).evaluate((t) => ({
       scroll: t.parentElement.scrollWidth, client: t.parentElement.clientWidth,
@@ -251,6 +381,7 @@ try {
     }));
     if (box.scroll > box.client) throw new Error(`the ${tab} table does not fit 800 px: ${JSON.stringify(box)}`);
     if (tab === "routes" && (await page.locator(`${api} svg[data-testid="spark-rps"]`).count()) !== 1) throw new Error("no chart at 800 px");
+    if (tab === "tcp" && (await page.locator('tr[data-tcp-route="echo"] svg[data-testid="spark-cps"]').count()) !== 1) throw new Error("no TCP chart at 800 px");
     await page.screenshot({ path: path.join(shots, `8-${tab}-800px.png`), fullPage: true });
   }
   await page.click('nav button[data-tab="certificates"]');

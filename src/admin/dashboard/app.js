@@ -1,15 +1,18 @@
 // The switchyard dashboard: reads only the JSON API of the admin listener and polls it every
 // second, so routes, servers, health, script errors and certificates follow reloads and
-// containers live. Request and 5xx rates per route and per service are worked out here from
-// the counters of successive polls and drawn as sparklines (inline SVG) over the last
-// HISTORY samples.
+// containers live. Request and 5xx rates per route and per service, and new connections (TCP)
+// or sessions (UDP) per second per TCP/UDP route, are worked out here from the counters of
+// successive polls and drawn as sparklines (inline SVG) over the last HISTORY samples.
 "use strict";
 
 const POLL_MS = 1000;
 // Samples kept per route and per service for the sparklines: about a minute.
 const HISTORY = 60;
 const newTrack = () => ({ prev: null, rates: {}, history: {} });
-const state = { tab: "routes", routes: [], services: [], selected: null, track: { route: newTrack(), service: newTrack() }, sources: {}, certsHtml: {} };
+const state = {
+  tab: "routes", routes: [], services: [], tcp: [], udp: [], selected: null,
+  track: { route: newTrack(), service: newTrack(), tcp: newTrack(), udp: newTrack() }, sources: {}, certsHtml: {},
+};
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -72,21 +75,29 @@ function renderOverview(o) {
   }
 }
 
-// Requests and 5xx per second of each route or service (`kind`), from the counters of two
-// polls (delta count / delta time); each pair also goes into the item's ring buffer of the last
-// HISTORY samples. Items gone from the list lose their history.
+// The counters each kind of row is charted from: rate key → counter value (null: not charted).
+// A TCP/UDP route's connections (sessions) started are the ended ones plus the open ones.
+const httpCounters = (x) => (typeof x.requests === "number" ? { rps: x.requests, eps: x.errors || 0 } : null);
+const l4Counters = (x) => (typeof x.connections === "number" ? { cps: x.connections + Math.max(0, x.open || 0) } : null);
+const COUNTERS = { route: httpCounters, service: httpCounters, tcp: l4Counters, udp: l4Counters };
+
+// Per second rates of each route or service (`kind`; requests and 5xx, or new connections),
+// from the counters of two polls (delta count / delta time); each set also goes into the item's
+// ring buffer of the last HISTORY samples. Items gone from the list lose their history.
 function updateRates(kind, items, now) {
   const t = state.track[kind];
   const rates = {}, counts = {}, history = {};
   for (const x of items) {
-    if (typeof x.requests !== "number") continue;
-    counts[x.name] = { requests: x.requests, errors: x.errors || 0 };
+    const c = COUNTERS[kind](x);
+    if (!c) continue;
+    counts[x.name] = c;
     const h = history[x.name] = t.history[x.name] || [];
     const p = t.prev && t.prev.counts[x.name];
     if (!p) continue;
     const dt = Math.max(0.001, (now - t.prev.at) / 1000);
     // A counter that went down (the route left the table and came back) counts from zero.
-    const r = { rps: Math.max(0, (x.requests - p.requests) / dt), eps: Math.max(0, ((x.errors || 0) - p.errors) / dt) };
+    const r = {};
+    for (const k of Object.keys(c)) r[k] = Math.max(0, (c[k] - (p[k] || 0)) / dt);
     rates[x.name] = r;
     h.push(r);
     if (h.length > HISTORY) h.splice(0, h.length - HISTORY);
@@ -97,10 +108,18 @@ function updateRates(kind, items, now) {
 function fmtRate(v) { return v === undefined ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString(); }
 // Milliseconds (p50/p99); null before the first request.
 function fmtMs(v) { return typeof v !== "number" ? "–" : v < 10 ? v.toFixed(1) : Math.round(v).toString(); }
+// Bytes in binary units: "0 B", "512 B", "1.5 KiB", "23 MiB".
+function fmtBytes(n) {
+  if (typeof n !== "number") return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let v = n, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
 
 const SPARK_W = 60, SPARK_H = 16;
 
-// A sparkline of `key` (rps or eps) over `samples`, the newest at the right edge, scaled to the
+// A sparkline of `key` (rps, eps or cps) over `samples`, the newest at the right edge, scaled to the
 // largest value shown; a flat line along the bottom while everything is 0.
 function spark(samples, key, label) {
   const vals = samples.map((s) => s[key]);
@@ -154,7 +173,7 @@ function renderRoutes() {
 function servers(svc) {
   if (!svc) return "";
   return svc.servers.map((s) =>
-    `<div><span class="${s.healthy ? "up" : "down"}">${s.healthy ? "▲ up" : "▼ down"}</span> <code>${esc(s.address)}</code> weight ${esc(s.weight)}, ${esc(s.in_flight)} in flight</div>`).join("");
+    `<div><span class="${s.healthy ? "up" : "down"}">${s.healthy ? "▲<span class=\"unit\">&nbsp;up</span>" : "▼<span class=\"unit\">&nbsp;down</span>"}</span>&nbsp;<code>${esc(s.address)}</code> weight ${esc(s.weight)}, ${esc(s.in_flight)} in flight</div>`).join("");
 }
 
 function tlsText(r) {
@@ -194,6 +213,78 @@ function renderServices() {
     <td class="wrap">${esc(s.sticky_cookie || "")}</td><td class="wrap">${esc(s.health_check || "")}</td>
     <td class="wrap">${(s.used_by || []).map(esc).join(", ")}</td>
     ${trafficCells("service", s)}</tr>`).join("");
+}
+
+// The servers of a TCP/UDP route's service, one a line: up or down (the word left out in a
+// narrow window), address, weight when not 1.
+function l4Servers(svc) {
+  return (svc.servers || []).map((s) =>
+    `<div data-testid="server" title="${esc(`${s.address}: ${s.healthy ? "up" : "down (no new connections)"}, weight ${s.weight}, ${s.in_flight} open`)}"><span class="${s.healthy ? "up" : "down"}">${s.healthy ? "▲<span class=\"unit\">&nbsp;up</span>" : "▼<span class=\"unit\">&nbsp;down</span>"}</span>&nbsp;<code>${esc(s.address)}</code>${s.weight !== 1 ? ` <span class="hint">×${esc(s.weight)}</span>` : ""}</div>`).join("");
+}
+
+function l4Service(svc) {
+  if (!svc) return "";
+  const notes = [];
+  if (svc.proxy_protocol) notes.push(`PROXY v${svc.proxy_protocol}`);
+  if (svc.health_check) notes.push(svc.health_check);
+  return `<b title="${esc(`balancer ${svc.balancer}, declared at ${svc.declared_at}`)}">${esc(svc.name)}</b>${notes.length ? ` <span class="hint">${esc(notes.join(", "))}</span>` : ""}${l4Servers(svc)}`;
+}
+
+// How a TCP route treats TLS: passthrough, terminate (with what) or cleartext.
+function tcpTls(r) {
+  if (!r.tls) return `<td data-testid="tls" title="cleartext connections only"><span class="tag clear">cleartext</span></td>`;
+  const t = r.tls;
+  const parts = t.mode === "passthrough" ? ["TLS passed to the server untouched"] : ["TLS terminated by the router"];
+  if (t.options) parts.push(`options ${t.options}`);
+  if (t.resolver) parts.push(`certificate resolver ${t.resolver}`);
+  for (const d of t.domains || []) parts.push(`domain ${[d.main, ...(d.sans || [])].join(" ")}`);
+  return `<td data-testid="tls" title="${esc(parts.join(", "))}"><span class="tag ${t.mode === "passthrough" ? "pass" : ""}">${esc(t.mode)}</span></td>`;
+}
+
+// The traffic cells of a TCP/UDP route: ended, open, failed, new per second over its sparkline,
+// bytes from and to clients.
+function l4Cells(kind, r) {
+  const t = state.track[kind];
+  const rate = (t.rates[r.name] || {}).cps;
+  const h = t.history[r.name] || [];
+  const what = kind === "tcp" ? "connections" : "sessions";
+  return `<td class="num" data-testid="connections" title="${esc(`${r.connections} ${what} ended since the route appeared, ${r.failed} of them failed`)}">${esc(r.connections)}</td>
+      <td class="num" data-testid="open">${esc(r.open)}</td>
+      <td class="num${r.failed ? " down" : ""}" data-testid="failed">${esc(r.failed)}</td>
+      <td class="num"><span data-testid="cps">${fmtRate(rate)}</span>${spark(h, "cps", `new ${what}/s`)}</td>
+      <td class="num" data-testid="bytes-in" title="${esc(`${r.bytes_in} bytes from clients`)}">${fmtBytes(r.bytes_in)}</td>
+      <td class="num" data-testid="bytes-out" title="${esc(`${r.bytes_out} bytes to clients`)}">${fmtBytes(r.bytes_out)}</td>`;
+}
+
+const entrypointList = (list) => (list.length ? list.map(esc).join(", ") : `<span class="hint">all</span>`);
+const statusCell = (r) => `<td class="status-${esc(r.status)}" data-testid="status" title="${esc(r.status === "warning" ? "no server of its service is up" : "")}">${esc(r.status)}</td>`;
+
+function renderTcp() {
+  $("tcp-body").innerHTML = state.tcp.map((r) => `<tr data-tcp-route="${esc(r.name)}">
+      ${statusCell(r)}<td class="wrap" title="${esc(`priority ${r.priority}, declared at ${r.declared_at}`)}"><b>${esc(r.name)}</b>${r.middlewares.map((m) => `<div><code class="hint">${esc(m)}</code></div>`).join("")}</td>
+      <td class="wrap"><code>${esc(r.rule)}</code></td>${tcpTls(r)}<td class="wrap" data-testid="entrypoints">${entrypointList(r.entrypoints)}</td>
+      <td class="wrap" data-testid="service">${l4Service(r.service)}</td>
+      ${l4Cells("tcp", r)}
+      <td class="mono wrap wide">${esc(r.declared_at)}</td></tr>`).join("") ||
+    `<tr><td colspan="14" data-testid="no-tcp-routes">no TCP routes (<code>tcp_route(...)</code>)</td></tr>`;
+}
+
+function renderUdp() {
+  $("udp-body").innerHTML = state.udp.map((r) => `<tr data-udp-route="${esc(r.name)}">
+      ${statusCell(r)}<td class="wrap" title="${esc(`declared at ${r.declared_at}`)}"><b>${esc(r.name)}</b></td>
+      <td class="wrap" data-testid="entrypoints">${entrypointList(r.entrypoints)}</td>
+      <td class="wrap" data-testid="service">${l4Service(r.service)}</td>
+      ${l4Cells("udp", r)}
+      <td class="mono wrap wide">${esc(r.declared_at)}</td></tr>`).join("") ||
+    `<tr><td colspan="11" data-testid="no-udp-routes">no UDP routes (<code>udp_route(...)</code>)</td></tr>`;
+}
+
+// The TCP and UDP tabs show only while the router has such routes, or while one is open (it
+// then says it has none).
+function updateTabs() {
+  for (const kind of ["tcp", "udp"]) {
+    document.querySelector(`nav button[data-tab="${kind}"]`).hidden = state[kind].length === 0 && state.tab !== kind;
+  }
 }
 
 // A time ahead as its largest unit: "in 42 s", "in 5 min", "in 3 h", "in 23 d", "in 5 y".
@@ -293,15 +384,22 @@ async function renderScripts(s) {
 
 async function poll() {
   try {
-    const [o, rt, sv, sc, ce] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/services?per_page=1000"), api("/api/scripts"), api("/api/certificates")]);
+    const [o, rt, sv, sc, ce, tcp, udp] = await Promise.all([api("/api/overview"), api("/api/routes?per_page=1000"), api("/api/services?per_page=1000"), api("/api/scripts"), api("/api/certificates"), api("/api/tcp/routes?per_page=1000"), api("/api/udp/routes?per_page=1000")]);
     renderOverview(o);
     state.routes = rt.routes;
     state.services = sv.services;
+    state.tcp = tcp.tcp_routes || [];
+    state.udp = udp.udp_routes || [];
     const now = Date.now();
     updateRates("route", rt.routes, now);
     updateRates("service", sv.services, now);
+    updateRates("tcp", state.tcp, now);
+    updateRates("udp", state.udp, now);
     renderRoutes();
     renderServices();
+    renderTcp();
+    renderUdp();
+    updateTabs();
     renderCertificates(ce);
     await renderScripts(sc);
     $("live").className = "live";
@@ -317,6 +415,7 @@ function showTab(name) {
   state.tab = name;
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("on", b.dataset.tab === name);
   for (const t of document.querySelectorAll(".tab")) t.hidden = t.id !== `tab-${name}`;
+  updateTabs();
 }
 
 document.querySelector("nav").addEventListener("click", (e) => {
