@@ -490,6 +490,8 @@ pub fn overview(state: &AdminState) -> Value {
         },
         "counts": {
             "routes": info.routes.len(),
+            "tcp_routes": info.tcp_routes.len(),
+            "udp_routes": info.udp_routes.len(),
             "services": info.services.len(),
             "servers": servers,
             "servers_up": servers_up,
