@@ -56,12 +56,18 @@ pub fn port_from_labels(labels: &BTreeMap<String, String>) -> Result<Option<u16>
     })
 }
 
-/// Whether `key` is `traefik.http.services.<s>.loadbalancer.server.port` (any case).
+/// Whether `key` is `traefik.{http,tcp,udp}.services.<s>.loadbalancer.server.port` (any case).
 pub fn is_service_port_label(key: &str) -> bool {
-    key.to_ascii_lowercase()
-        .strip_prefix("traefik.http.services.")
-        .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
-        .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
+    let key = key.to_ascii_lowercase();
+    [
+        "traefik.http.services.",
+        "traefik.tcp.services.",
+        "traefik.udp.services.",
+    ]
+    .iter()
+    .find_map(|p| key.strip_prefix(p))
+    .and_then(|rest| rest.strip_suffix(".loadbalancer.server.port"))
+    .is_some_and(|svc| !svc.is_empty() && !svc.contains('.'))
 }
 
 /// Go's `strconv.ParseBool`, which Traefik uses for `traefik.enable`.

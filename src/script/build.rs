@@ -164,6 +164,14 @@ pub fn build_with(
     let entrypoints = env.entrypoints.as_slice();
     let names: rhai::Array = entrypoints.iter().cloned().map(Dynamic::from).collect();
     engine.register_fn("entrypoint_names", move || names.clone());
+    // The UDP ones among them (`NAME=ADDR/udp`): only UDP routes may use them.
+    let udp: rhai::Array = env
+        .udp_entrypoints
+        .iter()
+        .cloned()
+        .map(Dynamic::from)
+        .collect();
+    engine.register_fn("udp_entrypoint_names", move || udp.clone());
     // `()` when the admin API is off, so `api@internal` can say so instead of routing nowhere.
     let admin: Dynamic = env
         .admin
@@ -398,6 +406,7 @@ pub fn definitions() -> Vec<(String, String)> {
     let mut engine = engine_with_limits(&Limits::default(), 0);
     api::register_builders(&mut engine, &collector, &hooks);
     engine.register_fn("entrypoint_names", rhai::Array::new);
+    engine.register_fn("udp_entrypoint_names", rhai::Array::new);
     engine.register_fn("admin_address", || Dynamic::UNIT);
     let mut scope = rhai::Scope::new();
     scope.push_constant("catalog", rhai::Array::new());

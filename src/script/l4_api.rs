@@ -386,6 +386,25 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
             Ok(h)
         },
     );
+    // `""` when a TCP rule is fine for a route with or without TLS, else why not (for label
+    // translations that skip a bad router instead of failing the build).
+    engine.register_fn(
+        "check_tcp_rule",
+        |text: &str, syntax: &str, tls: bool| -> String {
+            let syntax = match RuleSyntax::from_str(syntax) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            match crate::routing::parse_tcp_rule(text, syntax) {
+                Err(e) => e.to_string(),
+                Ok(m) if !tls && rule_needs_tls(&m) => "a route without TLS only sees cleartext \
+                     connections, which have no SNI or ALPN; use HostSNI(`*`) (with ClientIP) or \
+                     add tls"
+                    .to_string(),
+                Ok(_) => String::new(),
+            }
+        },
+    );
     engine.register_fn(
         "in_flight_conn",
         |ctx: NativeCallContext, n: i64| -> RhaiResult<TcpMiddleware> {

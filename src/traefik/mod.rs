@@ -44,6 +44,7 @@ const ROOTS: &[&str] = &[
     "providers",
     "sendanonymoususage",
     "serverstransport",
+    "tcpserverstransport",
     "tracing",
     "traefiklogsfile",
     "web",

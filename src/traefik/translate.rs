@@ -40,6 +40,7 @@ struct Provider {
 
 #[derive(Debug, Default)]
 struct Entrypoint {
+    /// `host:port`, with `/udp` for a UDP entrypoint (Traefik's `:53/udp`).
     address: Option<String>,
     options: BTreeMap<String, String>,
     as_default: bool,
@@ -49,6 +50,12 @@ struct Entrypoint {
     /// `http.middlewares` (v2/v3) and v1's `Compress:true` (`compress@internal`): applied to the
     /// routers on this entrypoint, before their own.
     middlewares: Vec<String>,
+}
+
+impl Entrypoint {
+    fn is_udp(&self) -> bool {
+        self.address.as_deref().is_some_and(|a| a.ends_with("/udp"))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -116,19 +123,15 @@ fn truthy(v: &str) -> Result<bool, String> {
     }
 }
 
-/// `:80`, `0.0.0.0:80`, `[::]:443`, `:80/tcp` → `host:port` (all interfaces when no host).
+/// `:80`, `0.0.0.0:80`, `[::]:443`, `:80/tcp` → `host:port` (all interfaces when no host);
+/// `:53/udp` → `0.0.0.0:53/udp`, as switchyard writes a UDP entrypoint.
 fn address(v: &str) -> Result<String, String> {
     let v = v.trim_matches('"');
     let (addr, proto) = match v.rsplit_once('/') {
         Some((a, p)) => (a, p.to_ascii_lowercase()),
         None => (v, "tcp".to_string()),
     };
-    if proto == "udp" {
-        return Err(format!(
-            "address {v:?}: UDP entrypoints are not supported (TCP/UDP routing is not built yet)"
-        ));
-    }
-    if proto != "tcp" {
+    if proto != "tcp" && proto != "udp" {
         return Err(format!("address {v:?}: unknown protocol {proto:?}"));
     }
     let (host, port) = addr
@@ -138,7 +141,15 @@ fn address(v: &str) -> Result<String, String> {
         return Err(format!("address {v:?}: {port:?} is not a port"));
     }
     let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok(format!("{host}:{port}"))
+    let suffix = if proto == "udp" { "/udp" } else { "" };
+    Ok(format!("{host}:{port}{suffix}"))
+}
+
+/// A comma-separated list, trimmed, without empty items.
+fn items(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn log_level(v: &str) -> Result<String, String> {
@@ -391,7 +402,24 @@ impl State {
             "experimental" => Err("plugins and experimental features are not built".into()),
             "spiffe" => Err("SPIFFE is not built".into()),
             "hostresolver" => Err("CNAME flattening is not built".into()),
-            "tcpserverstransport" => Err("TCP routing is not built yet".into()),
+            "tcpserverstransport" => match rest {
+                "dialtimeout" | "dialkeepalive" | "terminationdelay" => {
+                    self.ignored.push(format!(
+                        "{k}: TCP servers are dialled with switchyard's own timeouts \
+                         (--upstream-connect-timeout) and keep-alive"
+                    ));
+                    Ok(())
+                }
+                r if r.starts_with("proxyprotocol") => Err(
+                    "set the PROXY protocol per TCP service (loadbalancer.proxyprotocol.version)"
+                        .into(),
+                ),
+                _ => Err(
+                    "TLS to TCP servers is not built: switchyard connects to them in \
+                     cleartext (or passes the client's TLS through with tls.passthrough)"
+                        .into(),
+                ),
+            },
             _ => Err("unknown Traefik option".into()),
         };
         if let Err(e) = r {
@@ -547,10 +575,23 @@ impl State {
                     .map(str::to_string);
                 self.entry(name).middlewares.extend(names);
             }
-            o if o.starts_with("proxyprotocol") => {
-                return Err("PROXY protocol is not built yet (TCP routing issue)".into())
+            // Clients that may send a PROXY protocol header first (HTTP and TCP alike).
+            "proxyprotocol" => {
+                truthy(v)?;
             }
-            o if o.starts_with("udp") => return Err("UDP entrypoints are not built".into()),
+            "proxyprotocol.trustedips" => {
+                let list: Vec<String> = items(v).collect();
+                set(self, "proxy-protocol.trusted-ips", &list.join(","))
+            }
+            "proxyprotocol.insecure" => {
+                if truthy(v)? {
+                    set(self, "proxy-protocol.insecure", "true")
+                }
+            }
+            "udp.timeout" => set(self, "udp.timeout", &seconds(v)),
+            "udp" => {
+                truthy(v)?;
+            }
             o if o.starts_with("http.encodequerysemicolons")
                 || o.starts_with("http.sanitizepath")
                 || o.starts_with("http.encodedcharacters") =>
@@ -592,6 +633,19 @@ impl State {
                         "entrypoint {name}: TLS:CERT,KEY: give the certificate with \
                          --tls.certificate CERT:KEY in switchyard's own flags"
                     ))
+                }
+                "proxyprotocol.trustedips" => {
+                    let list: Vec<String> = items(&val).collect();
+                    self.entry(&name)
+                        .options
+                        .insert("proxy-protocol.trusted-ips".into(), list.join(","));
+                }
+                "proxyprotocol.insecure" => {
+                    if truthy(&val)? {
+                        self.entry(&name)
+                            .options
+                            .insert("proxy-protocol.insecure".into(), "true".into());
+                    }
                 }
                 "compress" => match val.to_ascii_lowercase().as_str() {
                     "true" | "" => self
@@ -811,9 +865,36 @@ impl State {
             // Traefik's default: `http` on :80.
             self.entry("http").address = Some("0.0.0.0:80".into());
         }
-        // Every Traefik entrypoint serves TLS (for routers with tls) and cleartext on its one
-        // port, and h2c with prior knowledge.
-        for ep in self.entrypoints.values_mut() {
+        // Every Traefik TCP entrypoint serves TLS (for routers with tls) and cleartext on its
+        // one port, and h2c with prior knowledge. A UDP entrypoint takes its UDP router only:
+        // HTTP and TLS options do not apply to it (Traefik ignores them too).
+        for (name, ep) in self.entrypoints.iter_mut() {
+            if ep.is_udp() {
+                let mut http: Vec<String> = ep
+                    .options
+                    .keys()
+                    .filter(|k| k.as_str() != "udp.timeout")
+                    .cloned()
+                    .collect();
+                ep.options.retain(|k, _| k == "udp.timeout");
+                if !ep.tls.is_empty() || !ep.domains.is_empty() {
+                    http.push("http.tls".into());
+                }
+                if !ep.middlewares.is_empty() {
+                    http.push("http.middlewares".into());
+                }
+                if !http.is_empty() {
+                    self.ignored.push(format!(
+                        "entrypoints.{name}: a UDP entrypoint; its HTTP, TLS and PROXY protocol \
+                         options do not apply ({})",
+                        http.join(", ")
+                    ));
+                }
+                ep.tls.clear();
+                ep.domains.clear();
+                ep.middlewares.clear();
+                continue;
+            }
             ep.options.insert("tls".into(), "auto".into());
             ep.options.insert("h2c".into(), "true".into());
         }
@@ -930,10 +1011,11 @@ impl State {
             }
             opts.push(format!("default_rule: {}", rhai_str(first)));
         }
+        // Traefik's default entrypoints are never UDP ones (cmd/traefik: getDefaultsEntrypoints).
         let mut defaults: Vec<String> = self
             .entrypoints
             .iter()
-            .filter(|(_, e)| e.as_default)
+            .filter(|(_, e)| e.as_default && !e.is_udp())
             .map(|(n, _)| n.clone())
             .collect();
         defaults.extend(self.default_entrypoints.iter().cloned());
@@ -1233,19 +1315,19 @@ mod tests {
     fn refused_keys_name_themselves_and_ignored_ones_say_why() {
         let errs = run("--providers.file.directory=/etc/traefik/dynamic \
              --providers.file.filename=/etc/traefik/dynamic.yml \
-             --entrypoints.web.address=:80 --entrypoints.dns.address=:53/udp \
-             --entrypoints.web.proxyProtocol.trustedIPs=10.0.0.1 \
+             --entrypoints.web.address=:80 --entrypoints.dns.address=:53/sctp \
+             --tcpServersTransport.tls.insecureSkipVerify=true \
              --certificatesresolvers.le.acme.dnschallenge.provider=ovh \
              --entrypoints.web.http.redirections.entrypoint.to=nowhere \
              --metrics.datadog=true --nonsense=1")
         .unwrap_err();
         let want = [
             "--certificatesresolvers.le.acme.dnschallenge.provider: DNS-01",
-            "--entrypoints.dns.address: address \":53/udp\": UDP",
-            "--entrypoints.web.proxyprotocol.trustedips: PROXY protocol",
+            "--entrypoints.dns.address: address \":53/sctp\": unknown protocol",
             "--metrics.datadog: only Prometheus",
             "--nonsense: unknown Traefik option",
             "--providers.file.filename: give filename or directory, not both",
+            "--tcpserverstransport.tls.insecureskipverify: TLS to TCP servers",
             "entrypoint web redirects to unknown entrypoint \"nowhere\"",
         ];
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
@@ -1307,6 +1389,74 @@ mod tests {
         assert!(
             !a.contains("--entrypoint=http="),
             "no default entrypoint: {a}"
+        );
+    }
+
+    /// Traefik's TCP and UDP entrypoint keys (pkg/config/static/entrypoints.go): a `/udp`
+    /// address, `udp.timeout`, `proxyProtocol.trustedIPs` / `insecure`; UDP entrypoints are never
+    /// default ones and get no HTTP options.
+    #[test]
+    fn udp_entrypoints_and_proxy_protocol() {
+        let t = run("--providers.docker --entrypoints.web.address=:80 \
+             --entrypoints.web.asDefault=true \
+             --entrypoints.web.proxyProtocol.trustedIPs=10.0.0.1,192.168.0.0/16 \
+             --entrypoints.pg.address=127.0.0.1:5432/tcp \
+             --entrypoints.pg.proxyProtocol.insecure=true \
+             --entrypoints.dns.address=:53/udp --entrypoints.dns.udp.timeout=10 \
+             --entrypoints.dns.asDefault=true \
+             --entrypoints.dns.http.redirections.entrypoint.to=web \
+             --tcpServersTransport.dialTimeout=10s")
+        .unwrap();
+        assert_eq!(
+            t.args,
+            [
+                "--entrypoint=dns=0.0.0.0:53/udp",
+                "--entrypoint.dns.udp.timeout=10s",
+                "--entrypoint=pg=127.0.0.1:5432",
+                "--entrypoint.pg.h2c=true",
+                "--entrypoint.pg.proxy-protocol.insecure=true",
+                "--entrypoint.pg.tls=auto",
+                "--entrypoint=web=0.0.0.0:80",
+                "--entrypoint.web.h2c=true",
+                "--entrypoint.web.proxy-protocol.trusted-ips=10.0.0.1,192.168.0.0/16",
+                "--entrypoint.web.tls=auto",
+                "--admin=off",
+                "--docker",
+            ]
+        );
+        assert!(
+            t.script.contains("entrypoints: [\"web\"]"),
+            "dns is not a default entrypoint: {}",
+            t.script
+        );
+        assert!(
+            t.ignored
+                .iter()
+                .any(|i| i.starts_with("entrypoints.dns: a UDP entrypoint")
+                    && i.contains("redirect-to")),
+            "{:?}",
+            t.ignored
+        );
+        assert!(
+            t.ignored
+                .iter()
+                .any(|i| i.starts_with("tcpserverstransport.dialtimeout")),
+            "{:?}",
+            t.ignored
+        );
+        // The flags parse as `switchyard run` parses them: dns is a UDP entrypoint there.
+        let cfg = crate::traefik::config(&t).unwrap();
+        let env = cfg.build_env();
+        assert_eq!(env.udp_entrypoints, ["dns"]);
+        assert!(env.entrypoints.contains(&"pg".to_string()));
+        let web = cfg.settings.entrypoint("web").unwrap();
+        assert_eq!(web.proxy_protocol.trusted.len(), 2);
+        assert!(
+            cfg.settings
+                .entrypoint("pg")
+                .unwrap()
+                .proxy_protocol
+                .insecure
         );
     }
 

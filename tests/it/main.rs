@@ -45,6 +45,7 @@ mod tcp_udp;
 mod tidy;
 mod tls;
 mod traefik_file;
+mod traefik_l4;
 mod traefik_labels;
 mod traefik_static;
 mod websocket;

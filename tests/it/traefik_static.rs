@@ -294,7 +294,7 @@ fn refused_keys_stop_the_start_naming_each() {
         .args([
             "--entrypoints.web.address=:80",
             "--providers.kubernetesCRD",
-            "--entrypoints.dns.address=:53/udp",
+            "--entrypoints.dns.address=:53/sctp",
             "--serversTransport.insecureSkipVerify=true",
         ])
         .output()
@@ -303,7 +303,7 @@ fn refused_keys_stop_the_start_naming_each() {
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
         "--providers.kubernetescrd: provider",
-        "--entrypoints.dns.address: address \":53/udp\": UDP",
+        "--entrypoints.dns.address: address \":53/sctp\": unknown protocol",
         "--serverstransport.insecureskipverify: TLS to servers is set per service",
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
