@@ -133,3 +133,106 @@ async fn traefiks_quick_start_runs_with_only_the_image_swapped() {
         &["down", "--timeout", "1"],
     );
 }
+
+/// `examples/tcp-udp/compose.yml`: Traefik's TCP and UDP labels on two socat containers. The
+/// shipped scripts route `echo.docker.localhost` on the TCP entrypoint to the TLS echo by
+/// passthrough (the client sees the container's certificate, made by make-certs.sh) and the UDP
+/// entrypoint's datagrams to the UDP echo.
+#[tokio::test]
+async fn tcp_and_udp_labels_route_the_compose_example() {
+    use crate::support::l4;
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    let certs = tempfile::tempdir().unwrap();
+    let made = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swarm-socat/make-certs.sh"))
+        .arg(certs.path())
+        .arg("DNS:echo.docker.localhost")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (tls_port, udp_port) = (free_port(), free_port());
+    let vars = [
+        ("SOCAT_IMAGE", "switchyard-test/socat:latest".to_string()),
+        ("CERTS", certs.path().display().to_string()),
+        ("TLS_PORT", tls_port.to_string()),
+        ("UDP_PORT", udp_port.to_string()),
+    ];
+    let project = container_name("l4").replace('-', "");
+    compose_file(rig, "tcp-udp/compose.yml", &project, &vars, &["up", "-d"]);
+    let docker = DockerConfig {
+        endpoint: rig.endpoint(),
+        tls: None,
+        network: None,
+        exposed_by_default: true,
+        constraints: Some(format!("Label(`com.docker.compose.project`, `{project}`)")),
+        host_address: "127.0.0.1".to_string(),
+        allow_empty_services: false,
+        use_bind_port_ip: false,
+    };
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let r = l4::start_router(&[], move |cfg| {
+        cfg.scripts = ScriptsOrigin::Dir(shipped);
+        cfg.docker = Some(docker);
+        l4::add_entrypoint(cfg, "tcp", &[]);
+        l4::add_entrypoint(cfg, "udp", &["udp"]);
+    })
+    .await;
+    let at = |name: &str| {
+        r.router
+            .as_ref()
+            .unwrap()
+            .entrypoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    };
+    let (tcp, udp) = (at("tcp"), at("udp"));
+    let ca = std::fs::read_to_string(certs.path().join("server-cert.pem")).unwrap();
+    let container_cert = l4::first_cert_der(&ca).unwrap();
+
+    // The labels reach the router once the containers are listed; TLS passthrough then answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut tls, leaf) = loop {
+        match l4::tls_connect(tcp, "echo.docker.localhost").await {
+            Ok(x) => break x,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no passthrough within 60 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        leaf, container_cert,
+        "the client must see the container's own certificate"
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"ping over tls\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"ping over tls\n");
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let answer = l4::udp_ask(&socket, udp, "ping over udp").await;
+    assert_eq!(answer.as_deref(), Ok("ping over udp"));
+
+    r.shutdown().await;
+    compose_file(
+        rig,
+        "tcp-udp/compose.yml",
+        &project,
+        &vars,
+        &["down", "--timeout", "1"],
+    );
+}
