@@ -99,7 +99,10 @@ pub struct CommonArgs {
     /// `tls.client-ca`, `tls.strict-sni`, `tls.default-certificate` (CERT:KEY for names no certificate lists), `h2c` (cleartext HTTP/2 with prior knowledge),
     /// `http2.max-concurrent-streams`, `http2.initial-stream-window`,
     /// `http2.initial-connection-window`, `http2.keep-alive-interval`, `redirect-to` (another entrypoint: every request is
-    /// redirected there), `redirect-scheme` (default https), `redirect-permanent` (default true).
+    /// redirected there), `redirect-scheme` (default https), `redirect-permanent` (default true),
+    /// `udp.timeout` (a UDP entrypoint, `NAME=ADDR/udp`: idle session end), `proxy-protocol.trusted-ips`
+    /// (clients that may send a PROXY v1/v2 header), `proxy-protocol.insecure`, `tcp.hello-timeout`,
+    /// `tcp.removed-route-grace`.
     #[arg(
         long = "entrypoint-option",
         env = "SWITCHYARD_ENTRYPOINT_OPTIONS",
