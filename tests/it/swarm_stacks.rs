@@ -740,3 +740,86 @@ async fn traefik_3_swarm_provider_stack_runs_as_documented() {
     let routes = get(admin, "localhost", "/api/routes").await.body;
     assert!(routes.contains("whoami@swarm"), "{routes}");
 }
+
+/// `examples/tcp-udp/stack.yml`: Traefik's TCP and UDP labels on Swarm services. Every TCP
+/// connection goes to the echo service, and UDP datagrams reach the UDP echo.
+#[tokio::test]
+async fn tcp_and_udp_services_of_a_stack_are_routed() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let _one = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let rig = DockerRig::shared();
+    let _use = rig.shared_use();
+    rig.swarm();
+    let (tcp, udp, admin, dns) = (free_port(), free_port(), free_port(), free_port());
+    let echo = free_port();
+    let vars = [
+        ("TCP_PORT", tcp.to_string()),
+        ("UDP_PORT", udp.to_string()),
+        ("ADMIN_PORT", admin.to_string()),
+        ("ECHO_PORT", echo.to_string()),
+        ("DNS_PORT", dns.to_string()),
+    ];
+    let stack = container_name("l4").replace('-', "");
+    let _s = deploy(rig, "tcp-udp/stack.yml", &stack, &vars);
+
+    // The echo services must be servers of the TCP and UDP routes before traffic is checked.
+    let api = loopback(admin);
+    wait_listening(api, Duration::from_secs(90));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = get(api, "localhost", "/api/tcp/routes").await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let up = v["tcp_routes"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|r| r["servers_up"].as_u64())
+            .unwrap_or(0);
+        let udp_routes = get(api, "localhost", "/api/udp/routes").await;
+        if up == 1 && udp_routes.body.contains("\"servers_up\": 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCP/UDP routes not ready within 90 s: {} {}",
+            r.body,
+            udp_routes.body
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Each connection echoes its own line.
+    for i in 0..4 {
+        let s = tokio::net::TcpStream::connect(loopback(tcp)).await.unwrap();
+        let (rd, mut wr) = s.into_split();
+        let mut lines = tokio::io::BufReader::new(rd).lines();
+        let line = format!("hello {i}");
+        wr.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("no echo within 5 s")
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(line.as_str()));
+    }
+    // The closed connections are counted (the router sees each end a moment later).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(api, "localhost", "/api/tcp/routes").await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        if v["tcp_routes"][0]["connections"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::support::l4::udp_ask(&socket, loopback(udp), "ping over udp").await {
+            Ok(a) => {
+                assert_eq!(a, "ping over udp");
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+    }
+}
