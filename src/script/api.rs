@@ -23,7 +23,7 @@ use crate::routing::{Handler, Location, RuleSyntax};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-fn runtime_error<T>(ctx: &NativeCallContext, msg: impl Into<String>) -> RhaiResult<T> {
+pub(super) fn runtime_error<T>(ctx: &NativeCallContext, msg: impl Into<String>) -> RhaiResult<T> {
     Err(Box::new(EvalAltResult::ErrorRuntime(
         Dynamic::from(msg.into()),
         ctx.call_position(),
@@ -165,7 +165,7 @@ pub struct RouteHandle(pub Arc<Mutex<RouteDecl>>);
 #[derive(Debug, Clone)]
 pub struct ServiceHandle(pub Arc<Mutex<ServiceDecl>>);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Build-time only; a poisoned lock still holds a consistent declaration.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -415,7 +415,7 @@ fn server_from_dynamic(item: &Dynamic) -> Result<ServerDecl, String> {
     ))
 }
 
-fn strings(ctx: &NativeCallContext, arr: &Array, what: &str) -> RhaiResult<Vec<String>> {
+pub(super) fn strings(ctx: &NativeCallContext, arr: &Array, what: &str) -> RhaiResult<Vec<String>> {
     arr.iter()
         .map(|v| {
             v.clone()

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
-use super::api::Collector;
+use super::api::{lock, runtime_error, strings, Collector};
 use super::error::ScriptError;
 use crate::middleware::Middleware;
 use crate::routing::l4::{
@@ -27,17 +27,6 @@ use crate::routing::l4::{
 use crate::routing::{Location, RuleSyntax, TlsDomain};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
-
-fn runtime_error<T>(ctx: &NativeCallContext, msg: impl Into<String>) -> RhaiResult<T> {
-    Err(Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from(msg.into()),
-        ctx.call_position(),
-    )))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A target named or given as a handle.
 #[derive(Debug, Clone)]
@@ -173,17 +162,6 @@ fn servers(ctx: &NativeCallContext, list: &Array) -> RhaiResult<Vec<L4Server>> {
         return runtime_error(ctx, "servers: the list is empty");
     }
     list.iter().map(|v| l4_server(ctx, v)).collect()
-}
-
-fn strings(ctx: &NativeCallContext, arr: &Array, what: &str) -> RhaiResult<Vec<String>> {
-    arr.iter()
-        .map(|v| {
-            v.clone()
-                .into_immutable_string()
-                .map(|s| s.to_string())
-                .or_else(|t| runtime_error(ctx, format!("{what} must be strings, found {t}")))
-        })
-        .collect()
 }
 
 fn duration(ctx: &NativeCallContext, v: &Dynamic, what: &str) -> RhaiResult<Duration> {
@@ -443,17 +421,6 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
             Ok(r.clone())
         },
     );
-    engine.register_fn(
-        "entrypoints",
-        |ctx: NativeCallContext,
-         r: &mut TcpRouteHandle,
-         eps: Array|
-         -> RhaiResult<TcpRouteHandle> {
-            let eps = strings(&ctx, &eps, "entrypoints")?;
-            r.decl().entrypoints = Some(eps);
-            Ok(r.clone())
-        },
-    );
     engine.register_fn("priority", |r: &mut TcpRouteHandle, p: i64| {
         r.decl().priority = Some(p);
         r.clone()
@@ -488,35 +455,8 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
             Ok(r.clone())
         },
     );
-    engine.register_fn("to", |r: &mut TcpRouteHandle, s: TcpServiceHandle| {
-        r.decl().target = Some(L4Target::Handle(s));
-        r.clone()
-    });
-    let c = collector.clone();
-    engine.register_fn(
-        "to",
-        move |ctx: NativeCallContext, r: &mut TcpRouteHandle, name: &str| {
-            r.decl().target = Some(L4Target::Named {
-                name: name.to_string(),
-                at: c.location(&ctx),
-            });
-            r.clone()
-        },
-    );
-    engine.register_get("name", |r: &mut TcpRouteHandle| r.decl().name.clone());
 
     // TCP service builders.
-    engine.register_fn(
-        "servers",
-        |ctx: NativeCallContext,
-         s: &mut TcpServiceHandle,
-         list: Array|
-         -> RhaiResult<TcpServiceHandle> {
-            let list = servers(&ctx, &list)?;
-            s.decl().servers = list;
-            Ok(s.clone())
-        },
-    );
     engine.register_fn(
         "proxy_protocol",
         |ctx: NativeCallContext,
@@ -563,48 +503,91 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
             Ok(s.clone())
         },
     );
-    engine.register_get("name", |s: &mut TcpServiceHandle| s.decl().name.clone());
 
-    // UDP builders.
+    // What TCP and UDP routes and services share.
+    register_common::<TcpRouteHandle, TcpServiceHandle>(engine, collector);
+    register_common::<UdpRouteHandle, UdpServiceHandle>(engine, collector);
+}
+
+/// A TCP or UDP route handle: what the shared builders set.
+trait L4RouteHandle: Clone + Send + Sync + 'static {
+    type Service: Clone + Send + Sync + 'static;
+    fn set_entrypoints(&self, eps: Vec<String>);
+    fn set_target(&self, target: L4Target<Self::Service>);
+    fn name(&self) -> String;
+}
+
+/// A TCP or UDP service handle: what the shared builders set.
+trait L4ServiceHandle: Clone + Send + Sync + 'static {
+    fn set_servers(&self, servers: Vec<L4Server>);
+    fn name(&self) -> String;
+}
+
+macro_rules! l4_handles {
+    ($route:ty, $service:ty) => {
+        impl L4RouteHandle for $route {
+            type Service = $service;
+            fn set_entrypoints(&self, eps: Vec<String>) {
+                self.decl().entrypoints = Some(eps);
+            }
+            fn set_target(&self, target: L4Target<$service>) {
+                self.decl().target = Some(target);
+            }
+            fn name(&self) -> String {
+                self.decl().name.clone()
+            }
+        }
+        impl L4ServiceHandle for $service {
+            fn set_servers(&self, servers: Vec<L4Server>) {
+                self.decl().servers = servers;
+            }
+            fn name(&self) -> String {
+                self.decl().name.clone()
+            }
+        }
+    };
+}
+l4_handles!(TcpRouteHandle, TcpServiceHandle);
+l4_handles!(UdpRouteHandle, UdpServiceHandle);
+
+/// `.entrypoints([...])`, `.to(service)`, `.to("name")`, `.name` of routes and `.servers([...])`,
+/// `.name` of services.
+fn register_common<R, S>(engine: &mut Engine, collector: &Arc<Collector>)
+where
+    R: L4RouteHandle<Service = S>,
+    S: L4ServiceHandle,
+{
     engine.register_fn(
         "entrypoints",
-        |ctx: NativeCallContext,
-         r: &mut UdpRouteHandle,
-         eps: Array|
-         -> RhaiResult<UdpRouteHandle> {
-            let eps = strings(&ctx, &eps, "entrypoints")?;
-            r.decl().entrypoints = Some(eps);
+        |ctx: NativeCallContext, r: &mut R, eps: Array| -> RhaiResult<R> {
+            r.set_entrypoints(strings(&ctx, &eps, "entrypoints")?);
             Ok(r.clone())
         },
     );
-    engine.register_fn("to", |r: &mut UdpRouteHandle, s: UdpServiceHandle| {
-        r.decl().target = Some(L4Target::Handle(s));
+    engine.register_fn("to", |r: &mut R, s: S| {
+        r.set_target(L4Target::Handle(s));
         r.clone()
     });
     let c = collector.clone();
     engine.register_fn(
         "to",
-        move |ctx: NativeCallContext, r: &mut UdpRouteHandle, name: &str| {
-            r.decl().target = Some(L4Target::Named {
+        move |ctx: NativeCallContext, r: &mut R, name: &str| {
+            r.set_target(L4Target::Named {
                 name: name.to_string(),
                 at: c.location(&ctx),
             });
             r.clone()
         },
     );
-    engine.register_get("name", |r: &mut UdpRouteHandle| r.decl().name.clone());
+    engine.register_get("name", |r: &mut R| L4RouteHandle::name(r));
     engine.register_fn(
         "servers",
-        |ctx: NativeCallContext,
-         s: &mut UdpServiceHandle,
-         list: Array|
-         -> RhaiResult<UdpServiceHandle> {
-            let list = servers(&ctx, &list)?;
-            s.decl().servers = list;
+        |ctx: NativeCallContext, s: &mut S, list: Array| -> RhaiResult<S> {
+            s.set_servers(servers(&ctx, &list)?);
             Ok(s.clone())
         },
     );
-    engine.register_get("name", |s: &mut UdpServiceHandle| s.decl().name.clone());
+    engine.register_get("name", |s: &mut S| L4ServiceHandle::name(s));
 }
 
 /// What `compile` needs to know of the entrypoints.
@@ -613,19 +596,68 @@ pub struct L4Env<'a> {
     pub udp: &'a [String],
 }
 
-fn resolve<'h, H: Clone, D>(
-    target: &Option<L4Target<H>>,
-    by_name: &'h HashMap<String, D>,
-    by_handle: impl Fn(&H) -> Option<&'h D>,
-) -> Result<Option<&'h D>, (String, Option<Location>)> {
-    match target {
-        None => Ok(None),
-        Some(L4Target::Handle(h)) => Ok(by_handle(h)),
-        Some(L4Target::Named { name, at }) => match by_name.get(name) {
-            Some(d) => Ok(Some(d)),
-            None => Err((name.clone(), Some(at.clone()))),
-        },
+/// A service's pool, when its declaration holds up: a name not declared before (`first`: where
+/// it was) and some servers. Server states carry over from `previous` for the same servers.
+fn checked_pool(
+    kind: &str,
+    name: &str,
+    at: &Location,
+    servers: Vec<L4Server>,
+    first: Option<&Location>,
+    previous: Option<&L4Pool>,
+    errors: &mut Vec<ScriptError>,
+) -> Option<L4Pool> {
+    if let Some(first) = first {
+        errors.push(ScriptError::at(
+            at,
+            format!("{kind} service {name:?} is already declared at {first}"),
+        ));
+        return None;
     }
+    if servers.is_empty() {
+        errors.push(ScriptError::at(
+            at,
+            format!("{kind} service {name:?} has no servers (.servers([...]))"),
+        ));
+        return None;
+    }
+    Some(L4Pool::new(servers, previous))
+}
+
+/// The service a route sends to: its handle's, or the one its name names.
+#[allow(clippy::too_many_arguments)]
+fn target_of<H, D>(
+    kind: &str,
+    route: &str,
+    at: &Location,
+    target: &Option<L4Target<H>>,
+    by_name: &HashMap<String, Arc<D>>,
+    by_handle: &HashMap<usize, Arc<D>>,
+    key: impl Fn(&H) -> usize,
+    errors: &mut Vec<ScriptError>,
+) -> Option<Arc<D>> {
+    let found = match target {
+        None => None,
+        Some(L4Target::Handle(h)) => by_handle.get(&key(h)),
+        Some(L4Target::Named { name, at: named_at }) => match by_name.get(name) {
+            Some(d) => Some(d),
+            None => {
+                errors.push(ScriptError::at(
+                    named_at,
+                    format!("{kind} route {route:?} targets unknown {kind} service {name:?}"),
+                ));
+                return None;
+            }
+        },
+    };
+    if found.is_none() {
+        let lower = kind.to_ascii_lowercase();
+        errors.push(ScriptError::at(
+            at,
+            format!("{kind} route {route:?} has no target (.to({lower}_service(...)))"),
+        ));
+    }
+    found.cloned()
 }
 
 /// Validates and compiles the TCP/UDP declarations.
@@ -646,26 +678,16 @@ pub fn compile(
     let mut tcp_by_handle: HashMap<usize, Arc<TcpService>> = HashMap::new();
     for h in &decls.tcp_services {
         let d = h.decl().clone();
-        if let Some(first) = tcp_by_name.get(&d.name) {
-            errors.push(ScriptError::at(
-                &d.at,
-                format!(
-                    "TCP service {:?} is already declared at {}",
-                    d.name, first.declared_at
-                ),
-            ));
+        let first = tcp_by_name.get(&d.name).map(|f| &f.declared_at);
+        let old = previous
+            .and_then(|p| p.tcp_service(&d.name))
+            .map(|o| &o.pool);
+        let Some(pool) = checked_pool("TCP", &d.name, &d.at, d.servers, first, old, &mut errors)
+        else {
             continue;
-        }
-        if d.servers.is_empty() {
-            errors.push(ScriptError::at(
-                &d.at,
-                format!("TCP service {:?} has no servers (.servers([...]))", d.name),
-            ));
-            continue;
-        }
-        let old = previous.and_then(|p| p.tcp_service(&d.name));
+        };
         let svc = Arc::new(TcpService {
-            pool: L4Pool::new(d.servers, old.map(|o| &o.pool)),
+            pool,
             name: d.name.clone(),
             proxy_protocol: d.proxy_protocol,
             health: d.health,
@@ -707,30 +729,19 @@ pub fn compile(
                 continue;
             }
         };
-        let service = match resolve(&d.target, &tcp_by_name, |h: &TcpServiceHandle| {
-            tcp_by_handle.get(&(Arc::as_ptr(&h.0) as usize))
-        }) {
-            Ok(Some(s)) => s.clone(),
-            Ok(None) => {
-                errors.push(ScriptError::at(
-                    &d.at,
-                    format!(
-                        "TCP route {:?} has no target (.to(tcp_service(...)))",
-                        d.name
-                    ),
-                ));
-                continue;
-            }
-            Err((name, at)) => {
-                errors.push(ScriptError::at(
-                    at.as_ref().unwrap_or(&d.at),
-                    format!(
-                        "TCP route {:?} targets unknown TCP service {name:?}",
-                        d.name
-                    ),
-                ));
-                continue;
-            }
+        let key = |h: &TcpServiceHandle| Arc::as_ptr(&h.0) as usize;
+        let (names, handles) = (&tcp_by_name, &tcp_by_handle);
+        let Some(service) = target_of(
+            "TCP",
+            &d.name,
+            &d.at,
+            &d.target,
+            names,
+            handles,
+            key,
+            &mut errors,
+        ) else {
+            continue;
         };
         let eps = d.entrypoints.clone().unwrap_or_default();
         if let Some(bad) = eps.iter().find(|e| !tcp_eps.contains(e)) {
@@ -785,26 +796,16 @@ pub fn compile(
     let mut udp_by_handle: HashMap<usize, Arc<UdpService>> = HashMap::new();
     for h in &decls.udp_services {
         let d = h.decl().clone();
-        if let Some(first) = udp_by_name.get(&d.name) {
-            errors.push(ScriptError::at(
-                &d.at,
-                format!(
-                    "UDP service {:?} is already declared at {}",
-                    d.name, first.declared_at
-                ),
-            ));
+        let first = udp_by_name.get(&d.name).map(|f| &f.declared_at);
+        let old = previous
+            .and_then(|p| p.udp_service(&d.name))
+            .map(|o| &o.pool);
+        let Some(pool) = checked_pool("UDP", &d.name, &d.at, d.servers, first, old, &mut errors)
+        else {
             continue;
-        }
-        if d.servers.is_empty() {
-            errors.push(ScriptError::at(
-                &d.at,
-                format!("UDP service {:?} has no servers (.servers([...]))", d.name),
-            ));
-            continue;
-        }
-        let old = previous.and_then(|p| p.udp_service(&d.name));
+        };
         let svc = Arc::new(UdpService {
-            pool: L4Pool::new(d.servers, old.map(|o| &o.pool)),
+            pool,
             name: d.name.clone(),
             declared_at: d.at,
         });
@@ -824,30 +825,19 @@ pub fn compile(
             continue;
         }
         seen.insert(d.name.clone(), d.at.clone());
-        let service = match resolve(&d.target, &udp_by_name, |h: &UdpServiceHandle| {
-            udp_by_handle.get(&(Arc::as_ptr(&h.0) as usize))
-        }) {
-            Ok(Some(s)) => s.clone(),
-            Ok(None) => {
-                errors.push(ScriptError::at(
-                    &d.at,
-                    format!(
-                        "UDP route {:?} has no target (.to(udp_service(...)))",
-                        d.name
-                    ),
-                ));
-                continue;
-            }
-            Err((name, at)) => {
-                errors.push(ScriptError::at(
-                    at.as_ref().unwrap_or(&d.at),
-                    format!(
-                        "UDP route {:?} targets unknown UDP service {name:?}",
-                        d.name
-                    ),
-                ));
-                continue;
-            }
+        let key = |h: &UdpServiceHandle| Arc::as_ptr(&h.0) as usize;
+        let (names, handles) = (&udp_by_name, &udp_by_handle);
+        let Some(service) = target_of(
+            "UDP",
+            &d.name,
+            &d.at,
+            &d.target,
+            names,
+            handles,
+            key,
+            &mut errors,
+        ) else {
+            continue;
         };
         let eps = d.entrypoints.clone().unwrap_or_default();
         if let Some(bad) = eps.iter().find(|e| !env.udp.contains(e)) {
