@@ -279,6 +279,22 @@ fn tls_decl(ctx: &NativeCallContext, opts: &Map) -> RhaiResult<TcpTls> {
     })
 }
 
+/// Where a `tcp_route(name)`-style call declares something, once the build is open and the name
+/// is not empty.
+fn declared(
+    c: &Collector,
+    ctx: &NativeCallContext,
+    what: &str,
+    kind: &str,
+    name: &str,
+) -> RhaiResult<Location> {
+    c.check_open(ctx, what)?;
+    if name.trim().is_empty() {
+        return runtime_error(ctx, format!("a {kind} needs a non-empty name"));
+    }
+    Ok(c.location(ctx))
+}
+
 pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
     engine.register_type_with_name::<TcpRouteHandle>("TcpRoute");
     engine.register_type_with_name::<TcpServiceHandle>("TcpService");
@@ -291,13 +307,10 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
     engine.register_fn(
         "tcp_route",
         move |ctx: NativeCallContext, name: &str| -> RhaiResult<TcpRouteHandle> {
-            c.check_open(&ctx, "tcp_route")?;
-            if name.trim().is_empty() {
-                return runtime_error(&ctx, "a TCP route needs a non-empty name");
-            }
+            let at = declared(&c, &ctx, "tcp_route", "TCP route", name)?;
             let h = TcpRouteHandle(Arc::new(Mutex::new(TcpRouteDecl {
                 name: name.to_string(),
-                at: c.location(&ctx),
+                at,
                 rule: None,
                 syntax: RuleSyntax::V3,
                 priority: None,
@@ -314,13 +327,10 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
     engine.register_fn(
         "tcp_service",
         move |ctx: NativeCallContext, name: &str| -> RhaiResult<TcpServiceHandle> {
-            c.check_open(&ctx, "tcp_service")?;
-            if name.trim().is_empty() {
-                return runtime_error(&ctx, "a TCP service needs a non-empty name");
-            }
+            let at = declared(&c, &ctx, "tcp_service", "TCP service", name)?;
             let h = TcpServiceHandle(Arc::new(Mutex::new(TcpServiceDecl {
                 name: name.to_string(),
-                at: c.location(&ctx),
+                at,
                 servers: Vec::new(),
                 proxy_protocol: None,
                 health: None,
@@ -333,13 +343,10 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
     engine.register_fn(
         "udp_route",
         move |ctx: NativeCallContext, name: &str| -> RhaiResult<UdpRouteHandle> {
-            c.check_open(&ctx, "udp_route")?;
-            if name.trim().is_empty() {
-                return runtime_error(&ctx, "a UDP route needs a non-empty name");
-            }
+            let at = declared(&c, &ctx, "udp_route", "UDP route", name)?;
             let h = UdpRouteHandle(Arc::new(Mutex::new(UdpRouteDecl {
                 name: name.to_string(),
-                at: c.location(&ctx),
+                at,
                 entrypoints: None,
                 target: None,
             })));
@@ -351,13 +358,10 @@ pub fn register(engine: &mut Engine, collector: &Arc<Collector>) {
     engine.register_fn(
         "udp_service",
         move |ctx: NativeCallContext, name: &str| -> RhaiResult<UdpServiceHandle> {
-            c.check_open(&ctx, "udp_service")?;
-            if name.trim().is_empty() {
-                return runtime_error(&ctx, "a UDP service needs a non-empty name");
-            }
+            let at = declared(&c, &ctx, "udp_service", "UDP service", name)?;
             let h = UdpServiceHandle(Arc::new(Mutex::new(UdpServiceDecl {
                 name: name.to_string(),
-                at: c.location(&ctx),
+                at,
                 servers: Vec::new(),
             })));
             c.with_l4(|d| d.udp_services.push(h.clone()));

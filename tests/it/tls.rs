@@ -176,7 +176,7 @@ pub(crate) fn refs(v: &[String]) -> Vec<&str> {
 
 /// Accepts any server certificate: the tests look at which one was served.
 #[derive(Debug)]
-struct AnyCert;
+pub(crate) struct AnyCert;
 
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
