@@ -185,8 +185,14 @@ impl Proxy {
                 }
             }
         }
-        let l4 = self.table.load().l4().clone();
-        if !l4.tcp_routes().is_empty() {
+        // Only an entrypoint some TCP route listens on looks at connections before HTTP (the
+        // others pay no peek).
+        let tcp = {
+            let table = self.table.load();
+            let on = table.l4().tcp_on(&wire.entrypoint);
+            on.any().then(|| (table.l4().clone(), on))
+        };
+        if let Some((l4, on)) = tcp {
             let c = super::tcp::TcpConn {
                 entrypoint: &wire.entrypoint,
                 client: addr,
@@ -195,12 +201,10 @@ impl Proxy {
                 removed_grace: wire.removed_grace,
                 tcp_tls: &wire.tcp_tls,
             };
-            match self.tcp_dispatch(stream, l4, c, tracker.clone()).await {
+            match self.tcp_dispatch(stream, l4, on, c, tracker.clone()).await {
                 super::tcp::Dispatch::Http(s) => stream = s,
                 super::tcp::Dispatch::Done => return,
             }
-        } else {
-            drop(l4);
         }
         let activity = Activity::new();
         let mut peer = Peer::new(wire.entrypoint.clone(), addr, &self.settings, wire.ep);

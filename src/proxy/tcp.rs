@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{hello, proxy_protocol, Proxy, Tracker};
-use crate::routing::l4::{self, ConnView, L4Table, TcpRoute, TcpTls};
+use crate::routing::l4::{self, ConnView, L4Table, TcpOnEntrypoint, TcpRoute, TcpTls};
 
 /// Copy buffers per direction (HAProxy's and nginx's size). Measured (benches/load/tcp.py,
 /// pinned): 64 KiB moved bulk data with less CPU per byte but cost every new connection the
@@ -63,10 +63,10 @@ impl Proxy {
         self: &Arc<Self>,
         stream: TcpStream,
         l4: Arc<L4Table>,
+        on: TcpOnEntrypoint,
         c: TcpConn<'_>,
         tracker: Tracker,
     ) -> Dispatch {
-        let on = l4.tcp_on(c.entrypoint);
         if on.plain && !on.tls && !c.https {
             // Chosen at accept: the server may speak first.
             return match l4.match_plain(c.entrypoint, c.client.ip()) {

@@ -306,6 +306,25 @@ pub struct TcpOnEntrypoint {
 pub struct L4Table {
     tcp: Vec<Arc<TcpRoute>>,
     udp: Vec<Arc<UdpRoute>>,
+    /// What the TCP routes without entrypoints (every one) take, and those naming each
+    /// entrypoint: `tcp_on` answers per connection without walking the routes.
+    tcp_any: TcpOnEntrypoint,
+    tcp_named: Vec<(String, TcpOnEntrypoint)>,
+}
+
+impl TcpOnEntrypoint {
+    fn add(&mut self, r: &TcpRoute) {
+        if r.tls.is_some() {
+            self.tls = true;
+        } else {
+            self.plain = true;
+        }
+    }
+
+    /// Some TCP route may take connections here.
+    pub fn any(self) -> bool {
+        self.tls || self.plain
+    }
 }
 
 impl L4Table {
@@ -316,9 +335,28 @@ impl L4Table {
                 .then_with(|| a.name.cmp(&b.name))
         });
         udp.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tcp_any = TcpOnEntrypoint::default();
+        let mut tcp_named: Vec<(String, TcpOnEntrypoint)> = Vec::new();
+        for r in &tcp {
+            if r.entrypoints.is_empty() {
+                tcp_any.add(r);
+            }
+            for ep in &r.entrypoints {
+                match tcp_named.iter_mut().find(|(n, _)| n == ep) {
+                    Some((_, on)) => on.add(r),
+                    None => {
+                        let mut on = TcpOnEntrypoint::default();
+                        on.add(r);
+                        tcp_named.push((ep.clone(), on));
+                    }
+                }
+            }
+        }
         L4Table {
             tcp: tcp.into_iter().map(Arc::new).collect(),
             udp: udp.into_iter().map(Arc::new).collect(),
+            tcp_any,
+            tcp_named,
         }
     }
 
@@ -337,13 +375,10 @@ impl L4Table {
 
     /// Whether `ep` has TCP routes for TLS and for cleartext connections.
     pub fn tcp_on(&self, ep: &str) -> TcpOnEntrypoint {
-        let mut out = TcpOnEntrypoint::default();
-        for r in self.tcp.iter().filter(|r| r.on_entrypoint(ep)) {
-            if r.tls.is_some() {
-                out.tls = true;
-            } else {
-                out.plain = true;
-            }
+        let mut out = self.tcp_any;
+        if let Some((_, on)) = self.tcp_named.iter().find(|(n, _)| n == ep) {
+            out.tls |= on.tls;
+            out.plain |= on.plain;
         }
         out
     }
@@ -643,6 +678,56 @@ mod tests {
         assert_eq!(e.outcome, "closed by ip_allow_list([\"10.0.0.0/8\"])");
         let e = t.explain("web", &view(None, &[], "10.0.0.1"), false, false);
         assert_eq!(e.outcome, "http");
+    }
+
+    #[test]
+    fn tcp_on_says_which_entrypoints_look_at_connections_first() {
+        let t = L4Table::new(
+            vec![
+                route(
+                    "db",
+                    "HostSNI(`db.test`)",
+                    Some(TcpTls::Passthrough),
+                    vec![],
+                ),
+                route("ssh", "HostSNI(`*`)", None, vec![]),
+            ],
+            vec![],
+        );
+        let on = t.tcp_on("tcp");
+        assert!(on.tls && on.plain);
+        assert!(
+            !t.tcp_on("web").any(),
+            "an HTTP-only entrypoint pays no peek"
+        );
+        let mut everywhere = route("all", "HostSNI(`*`)", None, vec![]);
+        everywhere.entrypoints.clear();
+        let t = L4Table::new(
+            vec![
+                route(
+                    "db",
+                    "HostSNI(`db.test`)",
+                    Some(TcpTls::Passthrough),
+                    vec![],
+                ),
+                everywhere,
+            ],
+            vec![],
+        );
+        assert_eq!(
+            t.tcp_on("web"),
+            TcpOnEntrypoint {
+                tls: false,
+                plain: true
+            }
+        );
+        assert_eq!(
+            t.tcp_on("tcp"),
+            TcpOnEntrypoint {
+                tls: true,
+                plain: true
+            }
+        );
     }
 
     #[test]
