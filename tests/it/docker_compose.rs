@@ -46,6 +46,20 @@ fn compose_file(
     );
 }
 
+/// The Docker provider on the rig, limited to the containers of compose project `project`.
+fn project_provider(rig: &DockerRig, project: &str) -> DockerConfig {
+    DockerConfig {
+        endpoint: rig.endpoint(),
+        tls: None,
+        network: None,
+        exposed_by_default: true,
+        constraints: Some(format!("Label(`com.docker.compose.project`, `{project}`)")),
+        host_address: "127.0.0.1".to_string(),
+        allow_empty_services: false,
+        use_bind_port_ip: false,
+    }
+}
+
 /// Polls until the container named `body` answers (the shipped welcome route answers every
 /// other request until the container's route is live).
 async fn until_served(r: &TestRouter, host: &str, path: &str, body: &str) -> Reply {
@@ -61,16 +75,7 @@ async fn the_readme_compose_example_routes_verbatim() {
     let _use = rig.shared_use();
     let project = container_name("demo").replace('-', "");
     compose(rig, &project, &["up", "-d"]);
-    let docker = DockerConfig {
-        endpoint: rig.endpoint(),
-        tls: None,
-        network: None,
-        exposed_by_default: true,
-        constraints: Some(format!("Label(`com.docker.compose.project`, `{project}`)")),
-        host_address: "127.0.0.1".to_string(),
-        allow_empty_services: false,
-        use_bind_port_ip: false,
-    };
+    let docker = project_provider(rig, &project);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let r = TestRouter::start_with(&[], move |cfg| {
         cfg.scripts = ScriptsOrigin::Dir(shipped);
@@ -164,16 +169,7 @@ async fn tcp_and_udp_labels_route_the_compose_example() {
     ];
     let project = container_name("l4").replace('-', "");
     compose_file(rig, "tcp-udp/compose.yml", &project, &vars, &["up", "-d"]);
-    let docker = DockerConfig {
-        endpoint: rig.endpoint(),
-        tls: None,
-        network: None,
-        exposed_by_default: true,
-        constraints: Some(format!("Label(`com.docker.compose.project`, `{project}`)")),
-        host_address: "127.0.0.1".to_string(),
-        allow_empty_services: false,
-        use_bind_port_ip: false,
-    };
+    let docker = project_provider(rig, &project);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let r = l4::start_router(&[], move |cfg| {
         cfg.scripts = ScriptsOrigin::Dir(shipped);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use switchyard::config::{apply_entrypoint_option, Config};
+use switchyard::config::Config;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -47,20 +47,8 @@ pub async fn start_router(files: &[(&str, &str)], tweak: impl FnOnce(&mut Config
 }
 
 /// Adds entrypoint `name` on a free loopback port with `options` (`KEY=VALUE`, or `KEY` for
-/// `KEY=true`; `udp` makes it a UDP entrypoint).
-pub fn add_entrypoint(cfg: &mut Config, name: &str, options: &[&str]) {
-    cfg.entrypoints
-        .push((name.to_string(), "127.0.0.1:0".parse().unwrap()));
-    let opts = cfg
-        .settings
-        .entrypoint_options
-        .entry(name.to_string())
-        .or_default();
-    for o in options {
-        let (k, v) = o.split_once('=').unwrap_or((o, "true"));
-        apply_entrypoint_option(opts, k, v).unwrap();
-    }
-}
+/// `KEY=true`; `udp` makes it a UDP entrypoint): the TLS tests' helper.
+pub(crate) use crate::tls::entrypoint as add_entrypoint;
 
 /// What a line-echo server saw.
 #[derive(Default)]
